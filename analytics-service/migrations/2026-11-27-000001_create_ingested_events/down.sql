@@ -1,0 +1,1 @@
+DROP TABLE analytics.ingested_events;

@@ -1,0 +1,231 @@
+//! The gateway's settings, parsed once from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use service_kit::config::{CommonConfig, Env, Environment};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// `TLS_CERT_FILE`: PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// `TLS_KEY_FILE`: PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `TLS_MIN_VERSION`: 1.2 (default) or 1.3.
+    pub min_version: TlsMinVersion,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub auth_url: String,
+    pub reports_url: String,
+    pub analytics_url: String,
+    /// `GRPC_CONNECT_TIMEOUT_MS`: how long to wait for a TCP+HTTP/2 connection to a service.
+    pub connect_timeout: Duration,
+    /// `GRPC_REQUEST_TIMEOUT_MS`: the deadline of each call to a service.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub common: CommonConfig,
+    /// `HOST` and `PORT` (default 0.0.0.0:8443).
+    pub public_addr: SocketAddr,
+    /// `None` only with `ALLOW_PLAIN_HTTP=true`, which production refuses.
+    pub tls: Option<TlsConfig>,
+    /// `ALLOWED_ORIGINS`: comma-separated exact origins for CORS (empty: no cross-origin access).
+    pub allowed_origins: Vec<String>,
+    /// `MAX_BODY_BYTES`: the largest request body on JSON routes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// `REQUEST_TIMEOUT_MS`: the whole request, from headers read to response ready.
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT_SECONDS`: how long in-flight requests may run after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `WORKERS`: HTTP worker threads (default: number of cores).
+    pub workers: usize,
+    pub upstreams: UpstreamConfig,
+    /// `REDIS_URL`: rate limits and revocation (optional in development).
+    pub redis_url: Option<SecretString>,
+}
+
+impl GatewayConfig {
+    pub fn from_env(env: &Env) -> Option<Self> {
+        let common = CommonConfig::from_env(env, "gateway", 9090);
+        let public_addr = env.listen_addr("HOST", "PORT", 8443);
+        let plain = env.bool_or("ALLOW_PLAIN_HTTP", false);
+        let tls = if plain {
+            if common.environment == Environment::Production {
+                env.problem(
+                    "ALLOW_PLAIN_HTTP",
+                    "is refused when APP_ENV=production; configure TLS_CERT_FILE and TLS_KEY_FILE",
+                );
+            }
+            None
+        } else {
+            let min_version = match env.one_of("TLS_MIN_VERSION", "1.2", &["1.2", "1.3"]) {
+                "1.3" => TlsMinVersion::Tls13,
+                _ => TlsMinVersion::Tls12,
+            };
+            match (env.string("TLS_CERT_FILE"), env.string("TLS_KEY_FILE")) {
+                (Some(cert), Some(key)) => Some(TlsConfig {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                    min_version,
+                }),
+                _ => None,
+            }
+        };
+        let allowed_origins: Vec<String> = env
+            .optional_string("ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for origin in &allowed_origins {
+            if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                env.problem(
+                    "ALLOWED_ORIGINS",
+                    format!("must list exact origins like https://app.example.com, got {origin:?}"),
+                );
+            }
+        }
+        let upstreams = UpstreamConfig {
+            auth_url: grpc_url(env, "AUTH_SERVICE_URL", "http://127.0.0.1:50051"),
+            reports_url: grpc_url(env, "REPORTS_SERVICE_URL", "http://127.0.0.1:50052"),
+            analytics_url: grpc_url(env, "ANALYTICS_SERVICE_URL", "http://127.0.0.1:50053"),
+            connect_timeout: env.millis_in("GRPC_CONNECT_TIMEOUT_MS", 1000, 10, 60_000),
+            request_timeout: env.millis_in("GRPC_REQUEST_TIMEOUT_MS", 5000, 10, 120_000),
+        };
+        let request_timeout = env.millis_in("REQUEST_TIMEOUT_MS", 15_000, 100, 300_000);
+        if request_timeout <= upstreams.request_timeout {
+            env.problem("REQUEST_TIMEOUT_MS", "must be longer than GRPC_REQUEST_TIMEOUT_MS, so a slow service is reported as such");
+        }
+        let workers = env.int_in(
+            "WORKERS",
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+            1,
+            256,
+        );
+        let redis_url = env.optional_secret("REDIS_URL");
+        Some(Self {
+            common,
+            public_addr,
+            tls: if plain { None } else { Some(tls?) },
+            allowed_origins,
+            max_body_bytes: env.int_in("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+            request_timeout,
+            shutdown_timeout: env.seconds_in("SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 600),
+            workers,
+            upstreams,
+            redis_url,
+        })
+    }
+}
+
+fn grpc_url(env: &Env, name: &str, default: &str) -> String {
+    let url = env
+        .optional_string(name)
+        .unwrap_or_else(|| default.to_owned());
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        env.problem(
+            name,
+            format!("must be an http:// or https:// URL, got {url:?}"),
+        );
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        let env = Env::from_map(pairs.iter().map(|(k, v)| (*k, *v)));
+        let config = GatewayConfig::from_env(&env);
+        env.finish().map_err(|e| e.to_string())?;
+        config.ok_or_else(|| "no config".to_owned())
+    }
+
+    #[test]
+    fn tls_files_are_required_unless_plain_http_is_asked_for() {
+        let err = parse(&[]).expect_err("no TLS files");
+        assert_eq!(
+            err,
+            "invalid configuration: TLS_CERT_FILE is missing; TLS_KEY_FILE is missing"
+        );
+        let config = parse(&[("ALLOW_PLAIN_HTTP", "true"), ("APP_ENV", "development")])
+            .expect("plain http in dev");
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn production_refuses_plain_http() {
+        let err = parse(&[("ALLOW_PLAIN_HTTP", "true")]).expect_err("production is the default");
+        assert!(
+            err.contains("ALLOW_PLAIN_HTTP is refused when APP_ENV=production"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wildcard_origin_and_bad_urls_are_refused() {
+        let err = parse(&[
+            ("ALLOW_PLAIN_HTTP", "1"),
+            ("APP_ENV", "test"),
+            ("ALLOWED_ORIGINS", "https://a.example, *"),
+            ("AUTH_SERVICE_URL", "auth:50051"),
+            ("TLS_MIN_VERSION", "1.1"),
+        ])
+        .expect_err("three problems");
+        assert!(
+            err.contains("ALLOWED_ORIGINS must list exact origins"),
+            "{err}"
+        );
+        assert!(
+            err.contains("AUTH_SERVICE_URL must be an http:// or https:// URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn request_timeout_must_exceed_the_grpc_deadline() {
+        let err = parse(&[
+            ("ALLOW_PLAIN_HTTP", "1"),
+            ("APP_ENV", "test"),
+            ("REQUEST_TIMEOUT_MS", "1000"),
+            ("GRPC_REQUEST_TIMEOUT_MS", "2000"),
+        ])
+        .expect_err("inverted timeouts");
+        assert!(
+            err.contains("REQUEST_TIMEOUT_MS must be longer than GRPC_REQUEST_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_min_version_13() {
+        let config = parse(&[
+            ("TLS_CERT_FILE", "/c"),
+            ("TLS_KEY_FILE", "/k"),
+            ("TLS_MIN_VERSION", "1.3"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.tls.map(|t| t.min_version),
+            Some(TlsMinVersion::Tls13)
+        );
+    }
+}

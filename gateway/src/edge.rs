@@ -1,0 +1,254 @@
+//! What every request goes through first: request id, panic guard, body-size and time limits,
+//! the one error shape for anything that failed underneath, security headers, metrics, access log.
+
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError, web};
+use futures_util::FutureExt as _;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tracing::Instrument as _;
+
+use crate::error::{ApiError, REQUEST_ID};
+
+/// Limits and metrics the edge applies; shared by all workers.
+#[derive(Clone)]
+pub struct Edge {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Edge {
+    pub fn new(
+        max_body_bytes: usize,
+        request_timeout: Duration,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by method, route pattern and status",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request headers to response headers",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self {
+            max_body_bytes,
+            request_timeout,
+            requests,
+            duration,
+        })
+    }
+}
+
+const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=63072000; includeSubDomains",
+    ),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    ),
+];
+
+/// Headers only the gateway may set on a call inward; a client sending them is ignored.
+const INTERNAL_HEADERS: [&str; 3] = ["x-user-id", "x-user-roles", "x-internal-token"];
+
+/// A client-supplied request id is kept when it is a sane token, so a phone can correlate its
+/// retries; anything else is replaced.
+fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
+    let v = value?.to_str().ok()?;
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    ok.then(|| v.to_owned())
+}
+
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Renders an error from a layer that is not ours (actix extractors, CORS) in the API's shape.
+fn api_error_of(e: &Error) -> ApiError {
+    if let Some(api) = e.as_error::<ApiError>() {
+        return api.clone();
+    }
+    let status = e.as_response_error().status_code();
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "PAYLOAD_TOO_LARGE",
+            "The request body is too large.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "This content type is not accepted here.",
+        ),
+        StatusCode::FORBIDDEN => ApiError::new(status, "FORBIDDEN", "You may not do this."),
+        s if s.is_client_error() => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "The request is not valid.",
+        ),
+        _ => {
+            tracing::error!(error = %e, "unexpected error below the edge");
+            ApiError::internal()
+        }
+    }
+}
+
+/// Puts the security headers and the request id on a response.
+pub fn harden(headers: &mut actix_web::http::header::HeaderMap, request_id: &str) {
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.remove(header::SERVER);
+    headers.remove(HeaderName::from_static("x-powered-by"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+}
+
+pub async fn edge(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let edge = req.app_data::<web::Data<Edge>>().cloned();
+    let request_id = sane_request_id(req.headers().get("x-request-id"))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    for name in INTERNAL_HEADERS {
+        req.headers_mut().remove(name);
+    }
+    let method = method_label(req.method());
+    let span = tracing::info_span!("http", request_id = %request_id, method, path = %req.path());
+    let (max_body, timeout) = edge
+        .as_ref()
+        .map_or((usize::MAX, Duration::from_secs(30)), |e| {
+            (e.max_body_bytes, e.request_timeout)
+        });
+
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let inner = async {
+        // Refuse before reading: the body may be gigabytes.
+        if declared_len.is_some_and(|n| n > max_body as u64) {
+            return Ok(req.into_response(ApiError::payload_too_large(max_body).error_response()));
+        }
+        // The request moves into the handler; when the handler fails without a response (panic,
+        // timeout, an error below), the error itself renders the response (with the request id).
+        match tokio::time::timeout(timeout, AssertUnwindSafe(next.call(req)).catch_unwind()).await {
+            Ok(Ok(Ok(res))) => Ok(res.map_into_boxed_body()),
+            Ok(Ok(Err(e))) => Err(api_error_of(&e)),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned());
+                tracing::error!(
+                    panic = what.as_deref().unwrap_or("non-string payload"),
+                    "handler panicked"
+                );
+                Err(ApiError::internal())
+            }
+            Err(_) => {
+                tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+                Err(ApiError::timeout())
+            }
+        }
+    };
+    let outcome = REQUEST_ID
+        .scope(RefCell::new(request_id.clone()), inner)
+        .instrument(span.clone())
+        .await;
+
+    let (route, status) = match &outcome {
+        Ok(res) => (
+            res.request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned()),
+            res.status().as_u16(),
+        ),
+        Err(api) => ("unmatched".to_owned(), api.status.as_u16()),
+    };
+    let elapsed = started.elapsed();
+    if let Some(edge) = &edge {
+        edge.requests
+            .with_label_values(&[method, route.as_str(), status.to_string().as_str()])
+            .inc();
+        edge.duration
+            .with_label_values(&[method, route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    span.in_scope(|| {
+        tracing::info!(route = %route, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    });
+    match outcome {
+        Ok(mut res) => {
+            harden(res.headers_mut(), &request_id);
+            Ok(res)
+        }
+        Err(api) => Err(api.with_request_id(request_id).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_clients_must_be_tokens() {
+        let ok = HeaderValue::from_static("abc-123_x.y");
+        assert_eq!(sane_request_id(Some(&ok)).as_deref(), Some("abc-123_x.y"));
+        for bad in ["", "a b", "a\"b", "<script>", &"x".repeat(65)] {
+            let v = HeaderValue::from_str(bad).expect("header");
+            assert_eq!(sane_request_id(Some(&v)), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The API's one error shape, and the one table that maps gRPC status codes to HTTP.
+//!
+//! `{"success": false, "error": {"code", "message", "request_id", "details"?}}` for every failure
+//! of every layer. Messages are fixed sentences chosen here; nothing from an upstream error, a
+//! database, or a panic reaches the client.
+
+use std::cell::RefCell;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The current request's id, set by the edge middleware for the whole request.
+    pub static REQUEST_ID: RefCell<String>;
+}
+
+/// The request id of the request being served, or "" outside one.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(|id| id.borrow().clone())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldIssue {
+    pub field: String,
+    pub issue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<FieldIssue>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u32>,
+    /// Set when the error leaves the edge without a response (panic, timeout): actix renders it
+    /// outside the request's scope.
+    pub request_id: Option<String>,
+}
+
+/// The body of every error response (for the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// SCREAMING_SNAKE error code, stable for clients to branch on.
+    pub code: String,
+    /// A human sentence; not for parsing.
+    pub message: String,
+    /// The `X-Request-Id` of the failed request, to quote to support.
+    pub request_id: String,
+    /// Present only when specific fields are at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldIssue>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+            request_id: None,
+        }
+    }
+
+    pub fn with_request_id(self, request_id: String) -> Self {
+        Self {
+            request_id: Some(request_id),
+            ..self
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource.")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "This method is not allowed on this resource.",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("The request body is larger than the {limit} bytes this route accepts."),
+        )
+    }
+
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", message)
+    }
+
+    pub fn validation(field: &str, issue: &str) -> Self {
+        Self {
+            details: vec![FieldIssue {
+                field: field.to_owned(),
+                issue: issue.to_owned(),
+            }],
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+                format!("{field} {issue}"),
+            )
+        }
+    }
+
+    pub fn unavailable(what: &str) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("The {what} is temporarily unavailable; retry shortly."),
+            )
+        }
+    }
+
+    pub fn timeout() -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The request took too long; retry shortly.",
+            )
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Something went wrong on our side.",
+        )
+    }
+
+    /// Maps a service's answer to the API. `service` names the upstream in messages and logs.
+    /// This is the one place where gRPC codes become HTTP statuses.
+    pub fn from_status(service: &'static str, status: &tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument => {
+                let field = status
+                    .metadata()
+                    .get(service_kit::grpc::FIELD_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("request");
+                Self::validation(field, status.message())
+            }
+            Code::NotFound => Self::not_found(),
+            Code::AlreadyExists | Code::Aborted => Self::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                "The resource changed or already exists.",
+            ),
+            Code::Unauthenticated => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "Authentication is required.",
+            ),
+            Code::PermissionDenied => {
+                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "You may not do this.")
+            }
+            Code::ResourceExhausted => Self {
+                retry_after: Some(60),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMIT_EXCEEDED",
+                    "Too many requests; slow down.",
+                )
+            },
+            Code::FailedPrecondition => Self::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                "The resource is not in a state that allows this.",
+            ),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                tracing::warn!(upstream = service, grpc_code = ?status.code(), grpc_message = status.message(), "upstream unavailable");
+                Self::unavailable(&format!("{service} service"))
+            }
+            other => {
+                tracing::error!(upstream = service, grpc_code = ?other, grpc_message = status.message(), "upstream failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.code)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                request_id: self.request_id.clone().unwrap_or_else(current_request_id),
+                details: (!self.details.is_empty()).then(|| self.details.clone()),
+            },
+        };
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        ));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        let mut response = response.body(serde_json::to_vec(&body).unwrap_or_default());
+        if let Some(id) = &self.request_id {
+            crate::edge::harden(response.headers_mut(), id);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_to_the_contract() {
+        let cases = [
+            (
+                tonic::Status::unavailable("connection refused"),
+                503,
+                "UNAVAILABLE",
+            ),
+            (tonic::Status::deadline_exceeded("slow"), 503, "UNAVAILABLE"),
+            (
+                tonic::Status::cancelled("Timeout expired"),
+                503,
+                "UNAVAILABLE",
+            ),
+            (tonic::Status::not_found("row 7"), 404, "NOT_FOUND"),
+            (tonic::Status::permission_denied("x"), 403, "FORBIDDEN"),
+            (tonic::Status::unauthenticated("x"), 401, "UNAUTHENTICATED"),
+            (
+                tonic::Status::internal("SELECT secret FROM db at 10.0.0.5"),
+                500,
+                "INTERNAL",
+            ),
+        ];
+        for (status, http, code) in cases {
+            let e = ApiError::from_status("reports", &status);
+            assert_eq!((e.status.as_u16(), e.code), (http, code), "{status:?}");
+            assert!(
+                !e.message.contains("10.0.0.5") && !e.message.contains("row 7"),
+                "upstream detail leaked: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status =
+            service_kit::grpc::invalid_field("radius_m", "radius_m must be between 1 and 5000");
+        let e = ApiError::from_status("reports", &status);
+        assert_eq!(e.code, "VALIDATION_FAILED");
+        assert_eq!(
+            e.details,
+            vec![FieldIssue {
+                field: "radius_m".into(),
+                issue: "radius_m must be between 1 and 5000".into()
+            }]
+        );
+    }
+}

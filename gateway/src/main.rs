@@ -1,0 +1,81 @@
+//! gateway: the public HTTPS edge. REST for the phones, gRPC to the services. Wiring only.
+
+mod app;
+mod config;
+mod edge;
+mod error;
+mod openapi;
+mod query;
+mod routes;
+mod tls;
+mod upstream;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use service_kit::config::Env;
+use service_kit::shutdown::Shutdown;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "The public HTTPS edge: REST for the mobile apps, gRPC to the services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTPS (PORT, default 8443) and the admin port (METRICS_PORT, default 9090) until
+    /// SIGTERM or Ctrl-C. Configuration is read from the environment; see README.md.
+    Serve,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        use std::io::Write as _;
+        use utoipa::OpenApi as _;
+        let doc = openapi::ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_default();
+        let _ = writeln!(std::io::stdout(), "{doc}");
+        return ExitCode::SUCCESS;
+    }
+    let env = Env::from_process();
+    let config = config::GatewayConfig::from_env(&env);
+    if let Err(e) = env.finish() {
+        eprintln!("gateway: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(config) = config else {
+        return ExitCode::from(2);
+    };
+    service_kit::telemetry::init("gateway", config.common.environment, &config.common.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let app = app::Application::build(config).await?;
+        app.run_until_stopped(Shutdown::on_signals()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers' annotations.
+
+use serde::Serialize;
+use utoipa::OpenApi;
+
+/// Liveness body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always "healthy".
+    pub status: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+}
+
+/// Readiness body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// ready | degraded | draining | unavailable
+    pub status: String,
+    /// One boolean per dependency: auth, reports, analytics, and redis when configured.
+    /// Absent while draining.
+    pub checks: Option<std::collections::BTreeMap<String, bool>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Incident reporting and budgeting API",
+        description = "The REST contract of the mobile apps. Every error has one shape (ErrorBody); \
+            every response carries X-Request-Id. Unknown query parameters and repeated parameters are refused.",
+    ),
+    paths(
+        crate::routes::ops::health,
+        crate::routes::ops::ready,
+        crate::routes::ops::openapi,
+        crate::routes::jwks::jwks,
+        crate::routes::alerts::nearby,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::FieldIssue)),
+    tags(
+        (name = "operations", description = "Liveness, readiness, this document"),
+        (name = "auth", description = "Accounts and tokens (auth-service)"),
+        (name = "reports", description = "Incident reports and alerts (reports-service)"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,64 @@
+//! `GET /.well-known/jwks.json`: the public keys that verify access tokens, from auth-service.
+
+use actix_web::{HttpResponse, web};
+use proto::auth::v1::GetJwksRequest;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use serde::Serialize;
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key (RFC 8037).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// "OKP"
+    pub kty: String,
+    /// "Ed25519"
+    pub crv: String,
+    pub x: String,
+    /// RFC 7638 thumbprint; matches the `kid` header of tokens it verifies.
+    pub kid: String,
+    /// "EdDSA"
+    pub alg: String,
+    #[serde(rename = "use")]
+    #[schema(rename = "use")]
+    pub use_: String,
+}
+
+/// Public keys that verify access tokens; current key first, retiring keys after it.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses(
+        (status = 200, description = "JSON Web Key Set", body = Jwks),
+        (status = 503, description = "auth-service is unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut client = AuthServiceClient::new(state.upstreams.auth.clone());
+    let request = crate::routes::alerts::with_request_id(GetJwksRequest {});
+    let keys = client
+        .get_jwks(request)
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?
+        .into_inner()
+        .keys;
+    let body = Jwks {
+        keys: keys
+            .into_iter()
+            .map(|k| Jwk {
+                kty: k.kty,
+                crv: k.crv,
+                x: k.x,
+                kid: k.kid,
+                alg: k.alg,
+                use_: k.r#use,
+            })
+            .collect(),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=300"))
+        .json(body))
+}

@@ -1,0 +1,41 @@
+//! Operations routes: liveness, readiness, the OpenAPI document.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi as _;
+
+use super::AppState;
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = crate::openapi::Health)))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(service_kit::admin::health_body(state.started))
+}
+
+/// Readiness. `ready`: every dependency answers; `degraded` (still 200): some do not, and routes
+/// that need them answer 503 while the rest work; 503 `draining` while shutting down, or
+/// `unavailable` when no dependency answers at all.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready or degraded", body = crate::openapi::Ready),
+        (status = 503, description = "Draining, or nothing behind the gateway answers", body = crate::openapi::Ready),
+    ))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let report = state.upstreams.readiness().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(report.body)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=300"))
+        .json(crate::openapi::ApiDoc::openapi())
+}

@@ -1,0 +1,141 @@
+//! One gRPC channel per service (connect and call deadlines, reconnecting on demand), and the
+//! readiness of everything the gateway depends on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use service_kit::admin::ReadyReport;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::UpstreamConfig;
+
+/// How long a readiness probe waits for each dependency.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+
+#[derive(Clone)]
+pub struct Upstreams {
+    pub auth: Channel,
+    pub reports: Channel,
+    pub analytics: Channel,
+    pub redis: Option<deadpool_redis::Pool>,
+    draining: Arc<AtomicBool>,
+}
+
+fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+impl Upstreams {
+    /// Builds lazy channels: nothing connects until the first call, so the gateway starts (and
+    /// serves what it can) while a service is still down.
+    pub fn new(
+        config: &UpstreamConfig,
+        redis_url: Option<&secrecy::SecretString>,
+    ) -> anyhow::Result<Self> {
+        let redis = match redis_url {
+            None => None,
+            Some(url) => {
+                let mut cfg = deadpool_redis::Config::from_url(url.expose_secret());
+                let timeouts = deadpool_redis::Timeouts {
+                    wait: Some(Duration::from_millis(500)),
+                    create: Some(Duration::from_millis(500)),
+                    recycle: Some(Duration::from_millis(500)),
+                };
+                cfg.pool = Some(deadpool_redis::PoolConfig {
+                    max_size: 64,
+                    timeouts,
+                    ..Default::default()
+                });
+                Some(cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))?)
+            }
+        };
+        Ok(Self {
+            auth: channel(&config.auth_url, config)?,
+            reports: channel(&config.reports_url, config)?,
+            analytics: channel(&config.analytics_url, config)?,
+            redis,
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// `ready` when every dependency answers, `degraded` (still ready: serve what we can) when some
+    /// do not, not ready only while draining or when nothing answers at all.
+    pub async fn readiness(&self) -> ReadyReport {
+        if self.is_draining() {
+            return ReadyReport {
+                ready: false,
+                body: json!({"status": "draining"}),
+            };
+        }
+        let (auth, reports, analytics, redis) = tokio::join!(
+            serving(self.auth.clone()),
+            serving(self.reports.clone()),
+            serving(self.analytics.clone()),
+            redis_up(self.redis.as_ref()),
+        );
+        let mut checks = json!({"auth": auth, "reports": reports, "analytics": analytics});
+        let mut all = vec![auth, reports, analytics];
+        if let Some(redis) = redis {
+            checks["redis"] = json!(redis);
+            all.push(redis);
+        }
+        let status = if all.iter().all(|up| *up) {
+            "ready"
+        } else if all.iter().any(|up| *up) {
+            "degraded"
+        } else {
+            "unavailable"
+        };
+        ReadyReport {
+            ready: status != "unavailable",
+            body: json!({"status": status, "checks": checks}),
+        }
+    }
+}
+
+async fn serving(channel: Channel) -> bool {
+    let mut client = HealthClient::new(channel);
+    let check = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(resp)) => resp.into_inner().status == ServingStatus::Serving as i32,
+        _ => false,
+    }
+}
+
+/// `None` when Redis is not configured.
+async fn redis_up(pool: Option<&deadpool_redis::Pool>) -> Option<bool> {
+    let pool = pool?;
+    let ping = async {
+        let mut conn = pool.get().await.ok()?;
+        deadpool_redis::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    Some(matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, ping).await,
+        Ok(Some(_))
+    ))
+}

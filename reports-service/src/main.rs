@@ -1,0 +1,42 @@
+//! reports-service: incident reports with attachments, budgets and expenses, encrypted at rest.
+//! Wiring only; see `grpc.rs`, the domain modules and `store/`.
+
+mod alerts;
+mod grpc;
+mod store;
+
+use std::process::ExitCode;
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::config::Env;
+use service_kit::db::Pool;
+use tonic::service::Routes;
+
+struct ReportsService;
+
+impl service_kit::service::Service for ReportsService {
+    const NAME: &'static str = "reports-service";
+    const ABOUT: &'static str = "Incident reports and budgets (gRPC reports.v1, schema `reports`)";
+    const SCHEMA: &'static str = "reports";
+    const DEFAULT_GRPC_PORT: u16 = 50052;
+    const DEFAULT_ADMIN_PORT: u16 = 9092;
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+    const GRPC_SERVICES: &'static [&'static str] = &["reports.v1.ReportsService"];
+    const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
+    type Config = ();
+
+    fn config(_env: &Env) -> Option<()> {
+        Some(())
+    }
+
+    fn routes(_config: (), pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
+        let reports = grpc::ReportsGrpc::new(pool);
+        Ok(Routes::new(
+            proto::reports::v1::reports_service_server::ReportsServiceServer::new(reports),
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    service_kit::service::main::<ReportsService>()
+}

@@ -1,0 +1,21 @@
+//! Diesel table definitions for schema `reports` (kept in step with `migrations/`).
+
+diesel::table! {
+    reports.reports (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        category -> Text,
+        severity -> Text,
+        status -> Text,
+        title_ct -> Bytea,
+        description_ct -> Bytea,
+        location_ct -> Nullable<Bytea>,
+        cell_lat -> Nullable<Int4>,
+        cell_lng -> Nullable<Int4>,
+        anonymous -> Bool,
+        occurred_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}

@@ -1,0 +1,161 @@
+//! PostgreSQL: the pool every service queries through, embedded migrations, and a watcher that
+//! turns the process unready (and its gRPC health NOT_SERVING) while the database is unreachable.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+
+use crate::config::Env;
+
+pub use diesel_async::pooled_connection::deadpool::Object as PooledConnection;
+pub type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL` (or `DATABASE_URL_FILE`): this service's own login role and database.
+    pub url: SecretString,
+    /// `DATABASE_MAX_CONNECTIONS`, 1..=1000 (default 10).
+    pub max_connections: usize,
+    /// `DATABASE_TIMEOUT_MS`: how long to wait for a connection from the pool or a new one to open.
+    pub timeout: Duration,
+    /// `MIGRATE_ON_START`: run pending migrations before serving (default false; production runs
+    /// `SERVICE migrate` as a Job instead).
+    pub migrate_on_start: bool,
+    /// `DATABASE_CHECK_INTERVAL_MS`: how often readiness pings the database.
+    pub check_interval: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn from_env(env: &Env) -> Option<Self> {
+        let url = env.secret("DATABASE_URL");
+        if let Some(url) = &url {
+            let u = url.expose_secret();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                // Never echo the value: it holds a password.
+                env.problem("DATABASE_URL", "must be a postgres:// URL");
+            }
+        }
+        let max_connections = env.int_in("DATABASE_MAX_CONNECTIONS", 10usize, 1, 1000);
+        let timeout = env.millis_in("DATABASE_TIMEOUT_MS", 3000, 100, 60_000);
+        let migrate_on_start = env.bool_or("MIGRATE_ON_START", false);
+        let check_interval = env.millis_in("DATABASE_CHECK_INTERVAL_MS", 1000, 100, 60_000);
+        Some(Self {
+            url: url?,
+            max_connections,
+            timeout,
+            migrate_on_start,
+            check_interval,
+        })
+    }
+}
+
+/// Builds the pool; no connection is opened until first use, so a process starts (unready) while
+/// its database is down and becomes ready when the database appears.
+pub fn build_pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
+    let mut manager_config = ManagerConfig::default();
+    // Check a connection before handing it out again: a database restart must not surface as
+    // one failed request per pooled connection.
+    manager_config.recycling_method = RecyclingMethod::Verified;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        config.url.expose_secret(),
+        manager_config,
+    );
+    Pool::builder(manager)
+        .max_size(config.max_connections)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(config.timeout))
+        .create_timeout(Some(config.timeout))
+        .recycle_timeout(Some(config.timeout))
+        .build()
+        .context("building the database pool")
+}
+
+/// Applies every pending migration, holding an advisory lock so that replicas started together
+/// with `MIGRATE_ON_START` take turns. Returns the versions applied.
+pub async fn run_migrations(
+    url: &SecretString,
+    schema: &'static str,
+    migrations: EmbeddedMigrations,
+) -> anyhow::Result<Vec<String>> {
+    let mut conn = AsyncPgConnection::establish(url.expose_secret())
+        .await
+        .context("connecting to the database to migrate")?;
+    // Session-level lock, released when this connection closes.
+    diesel::sql_query("SELECT pg_advisory_lock(7262051771)")
+        .execute(&mut conn)
+        .await
+        .context("taking the migration lock")?;
+    // Diesel's own bookkeeping table lands in the service's schema too, never in `public`.
+    // `schema` is a compile-time identifier of the service, not input.
+    diesel::sql_query(format!("SET search_path TO {schema}"))
+        .execute(&mut conn)
+        .await
+        .with_context(|| {
+            format!("selecting schema {schema} (does it exist and belong to this role?)")
+        })?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let applied = harness
+        .run_pending_migrations(migrations)
+        .map_err(|e| anyhow::anyhow!("running migrations: {e}"))?;
+    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+}
+
+/// Whether the database answered `SELECT 1` within the timeout.
+pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
+    let check = async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// Pings the database every `interval`; the receiver holds whether it is reachable. Transitions are
+/// logged once (with the cause), not on every failed ping.
+pub fn watch_database(
+    pool: Pool,
+    config: &DatabaseConfig,
+    up_gauge: prometheus::IntGauge,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let (interval, timeout) = (config.check_interval, config.timeout);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
+        loop {
+            ticker.tick().await;
+            let result = ping(&pool, timeout).await;
+            let up = result.is_ok();
+            up_gauge.set(i64::from(up));
+            let changed = *tx.borrow() != up;
+            if changed || first {
+                match &result {
+                    Ok(()) => tracing::info!("database reachable; ready"),
+                    Err(cause) => {
+                        tracing::error!(cause = %cause, "database unreachable; not ready until it answers")
+                    }
+                }
+            }
+            first = false;
+            tx.send_if_modified(|current| std::mem::replace(current, up) != up);
+            if tx.is_closed() {
+                return; // nobody listens: the process is stopping
+            }
+        }
+    });
+    rx
+}

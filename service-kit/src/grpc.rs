@@ -1,0 +1,79 @@
+//! The tonic server every service runs: its own services plus `grpc.health.v1` and server
+//! reflection, per-call tracing spans and metrics, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::metrics::GrpcMetrics;
+use crate::shutdown::Shutdown;
+
+/// A bound gRPC server; `run` serves until shutdown, then lets in-flight calls finish.
+pub struct GrpcServer {
+    listener: TcpListener,
+}
+
+impl GrpcServer {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `routes` (the service's own) with health and reflection added.
+    pub async fn run(
+        self,
+        routes: Routes,
+        health: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+        file_descriptor_set: &'static [u8],
+        metrics: GrpcMetrics,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(file_descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let routes = routes.add_service(health).add_service(reflection);
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        Server::builder()
+            .timeout(Duration::from_secs(60))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .trace_fn(|req| {
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("grpc", method = %req.uri().path(), request_id = %request_id)
+            })
+            .layer(metrics)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, shutdown.wait())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Metadata key that names the request field an `INVALID_ARGUMENT` is about; the gateway turns it
+/// into `details: [{field, issue}]`.
+pub const FIELD_METADATA: &str = "x-field";
+
+/// `INVALID_ARGUMENT` about one field, with a message safe to show the client.
+pub fn invalid_field(field: &'static str, issue: &str) -> tonic::Status {
+    let mut status = tonic::Status::invalid_argument(issue.to_owned());
+    status.metadata_mut().insert(
+        FIELD_METADATA,
+        tonic::metadata::MetadataValue::from_static(field),
+    );
+    status
+}

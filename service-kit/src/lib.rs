@@ -1,0 +1,11 @@
+//! What every binary of the platform shares: configuration, telemetry, the admin server, the gRPC
+//! server bootstrap, the database pool and migrations. Never domain logic.
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod metrics;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,242 @@
+//! The life of a service binary: `serve` and `migrate` subcommands with `--help`, configuration
+//! parsed once (a bad value stops the process with one line), telemetry, the database pool and its
+//! readiness watcher, the admin port, and the gRPC server, all stopped together on SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use diesel_migrations::EmbeddedMigrations;
+use prometheus::{IntGauge, Registry};
+use serde_json::json;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::admin::{AdminServer, Readiness, ReadyReport};
+use crate::config::{CommonConfig, Env};
+use crate::db::{self, DatabaseConfig, Pool};
+use crate::grpc::GrpcServer;
+use crate::metrics::GrpcMetrics;
+use crate::shutdown::Shutdown;
+
+/// What a service binary tells the shared runner about itself.
+pub trait Service: 'static {
+    /// Binary name, also the `service` field of every log line (e.g. `auth-service`).
+    const NAME: &'static str;
+    const ABOUT: &'static str;
+    /// The PostgreSQL schema the service owns; migrations create everything in it.
+    const SCHEMA: &'static str;
+    const DEFAULT_GRPC_PORT: u16;
+    const DEFAULT_ADMIN_PORT: u16;
+    const MIGRATIONS: EmbeddedMigrations;
+    /// Fully qualified gRPC service names whose health follows the database.
+    const GRPC_SERVICES: &'static [&'static str];
+    /// Encoded descriptor set served by gRPC reflection.
+    const FILE_DESCRIPTOR_SET: &'static [u8];
+    /// The service's own settings, beyond the shared ones.
+    type Config: Send + 'static;
+
+    fn config(env: &Env) -> Option<Self::Config>;
+    fn routes(config: Self::Config, pool: Pool, registry: &Registry) -> anyhow::Result<Routes>;
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC and the admin port (/metrics, /health, /ready) until SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply pending database migrations, print what was applied, and exit.
+    Migrate,
+}
+
+/// Settings every service shares.
+pub struct ServiceSettings {
+    pub common: CommonConfig,
+    pub database: DatabaseConfig,
+    pub grpc_addr: SocketAddr,
+}
+
+impl ServiceSettings {
+    pub fn from_env<S: Service>(env: &Env) -> Option<Self> {
+        let common = CommonConfig::from_env(env, S::NAME, S::DEFAULT_ADMIN_PORT);
+        let grpc_addr = env.listen_addr("GRPC_HOST", "GRPC_PORT", S::DEFAULT_GRPC_PORT);
+        let database = DatabaseConfig::from_env(env)?;
+        Some(Self {
+            common,
+            database,
+            grpc_addr,
+        })
+    }
+}
+
+/// The `main` of every service binary.
+pub fn main<S: Service>() -> ExitCode {
+    let matches = Cli::command()
+        .name(S::NAME)
+        .about(S::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let env = Env::from_process();
+    let settings = ServiceSettings::from_env::<S>(&env);
+    let own = match cli.command {
+        Command::Serve => S::config(&env),
+        Command::Migrate => None,
+    };
+    if let Err(e) = env.finish() {
+        eprintln!("{}: {e}", S::NAME);
+        return ExitCode::from(2);
+    }
+    let Some(settings) = settings else {
+        // finish() reported why; unreachable in practice.
+        return ExitCode::from(2);
+    };
+    crate::telemetry::init(S::NAME, settings.common.environment, &settings.common.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Migrate => migrate::<S>(&settings.database).await,
+            Command::Serve => {
+                let own = own.ok_or_else(|| anyhow::anyhow!("service configuration missing"))?;
+                serve::<S>(settings, own, Shutdown::on_signals()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "{} stopped with an error",
+                S::NAME
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate<S: Service>(database: &DatabaseConfig) -> anyhow::Result<()> {
+    let applied = db::run_migrations(&database.url, S::SCHEMA, S::MIGRATIONS).await?;
+    if applied.is_empty() {
+        tracing::info!("database schema is up to date; nothing applied");
+    } else {
+        tracing::info!(applied = ?applied, "applied {} migration(s)", applied.len());
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown`; the database may be down at start (the process waits, unready).
+pub async fn serve<S: Service>(
+    settings: ServiceSettings,
+    own: S::Config,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if settings.database.migrate_on_start {
+        migrate::<S>(&settings.database).await?;
+    }
+    let registry = Registry::new();
+    let grpc_metrics = GrpcMetrics::register(&registry)?;
+    let db_up = IntGauge::new(
+        "database_up",
+        "1 while the database answers readiness pings",
+    )?;
+    registry.register(Box::new(db_up.clone()))?;
+
+    let pool = db::build_pool(&settings.database)?;
+    let db_ready = db::watch_database(pool.clone(), &settings.database, db_up);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(follow_database::<S>(
+        db_ready.clone(),
+        reporter.clone(),
+        shutdown.clone(),
+    ));
+
+    let readiness: Readiness = {
+        let db_ready = db_ready.clone();
+        std::sync::Arc::new(move || {
+            let up = *db_ready.borrow();
+            Box::pin(async move {
+                ReadyReport {
+                    ready: up,
+                    body: json!({"status": if up { "ready" } else { "not_ready" }, "checks": {"database": up}}),
+                }
+            })
+        })
+    };
+    let admin = AdminServer::bind(settings.common.admin_addr, registry.clone(), readiness).await?;
+    let grpc = GrpcServer::bind(settings.grpc_addr).await?;
+    tracing::info!(
+        grpc = %grpc.local_addr()?,
+        admin = %admin.local_addr()?,
+        environment = settings.common.environment.as_str(),
+        "{} listening", S::NAME
+    );
+    let routes = S::routes(own, pool, &registry)?;
+    let admin_task = tokio::spawn(admin.run(shutdown.clone()));
+    grpc.run(
+        routes,
+        health,
+        S::FILE_DESCRIPTOR_SET,
+        grpc_metrics,
+        shutdown,
+    )
+    .await?;
+    admin_task.await??;
+    tracing::info!("{} stopped", S::NAME);
+    Ok(())
+}
+
+/// Mirrors database reachability into gRPC health, and turns NOT_SERVING first thing on shutdown
+/// so callers stop routing here before the listener closes.
+async fn follow_database<S: Service>(
+    mut db_ready: tokio::sync::watch::Receiver<bool>,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: Shutdown,
+) {
+    let set = |up: bool| {
+        let reporter = reporter.clone();
+        async move {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            for name in S::GRPC_SERVICES {
+                reporter.set_service_status(*name, status).await;
+            }
+        }
+    };
+    let up = *db_ready.borrow();
+    set(up).await;
+    loop {
+        tokio::select! {
+            changed = db_ready.changed() => {
+                if changed.is_err() { return; }
+                let up = *db_ready.borrow_and_update();
+                set(up).await;
+            }
+            () = shutdown.clone().wait() => {
+                set(false).await;
+                return;
+            }
+        }
+    }
+}

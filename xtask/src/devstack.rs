@@ -1,0 +1,368 @@
+//! PostgreSQL and Redis for development and tests: use the configured ones when reachable, or
+//! start our own throwaway servers on free loopback ports (installing the binaries when missing).
+//! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` account.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Finds a program on PATH, or (for PostgreSQL) in Debian's versioned directory.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    versions.sort_by_key(|p| {
+        p.components()
+            .rev()
+            .nth(2)
+            .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Installs a Debian package as root (or through passwordless sudo), or says how.
+pub fn install_package(package: &str, program: &str) -> anyhow::Result<()> {
+    if cfg!(target_os = "macos") {
+        bail!(
+            "{program} is not installed: run `brew install {}` and try again",
+            if package == "postgresql" {
+                "postgresql@15"
+            } else {
+                "redis"
+            }
+        );
+    }
+    let apt = find_program("apt-get").context(format!(
+        "{program} is not installed and apt-get is not available: install {package}"
+    ))?;
+    let sudo = if is_root() {
+        None
+    } else {
+        Some(find_program("sudo").context(format!(
+            "{program} is not installed: run `sudo apt-get install -y {package}`"
+        ))?)
+    };
+    eprintln!("xtask: {program} not found; installing the {package} package");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let mut cmd = match &sudo {
+            Some(sudo) => {
+                let mut c = Command::new(sudo);
+                c.arg("-n").arg(&apt);
+                c
+            }
+            None => Command::new(&apt),
+        };
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null());
+        let status = cmd.status().context("running apt-get")?;
+        if !status.success() {
+            bail!(
+                "`apt-get {}` failed; install {package} by hand",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    };
+    run(&["update", "-q"])?;
+    run(&["install", "-y", "-q", "--no-install-recommends", package])?;
+    Ok(())
+}
+
+fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = find_program(name) {
+        return Ok(p);
+    }
+    install_package(package, name)?;
+    find_program(name)
+        .with_context(|| format!("{name} is still missing after installing {package}"))
+}
+
+/// Whether something accepts TCP connections on `host:port` right now.
+pub fn reachable(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let Ok(mut addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+/// The unprivileged account PostgreSQL runs as when we are root.
+fn postgres_account() -> anyhow::Result<nix::unistd::User> {
+    if let Some(user) = nix::unistd::User::from_name("postgres")? {
+        return Ok(user);
+    }
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "postgres",
+        ])
+        .status()
+        .context("creating the postgres account (useradd)")?;
+    if !status.success() {
+        bail!(
+            "could not create the unprivileged `postgres` account PostgreSQL needs when run as root"
+        );
+    }
+    nix::unistd::User::from_name("postgres")?
+        .context("the postgres account is missing after useradd")
+}
+
+/// Whether every ancestor of `dir` lets other users through (needed for the postgres account).
+fn traversable_by_others(dir: &Path) -> bool {
+    dir.ancestors().skip(1).all(|a| {
+        fs::metadata(a)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// A PostgreSQL cluster we started; stopped on drop.
+pub struct Postgres {
+    pub port: u16,
+    pub superuser_password: String,
+    data_dir: PathBuf,
+    pg_ctl: PathBuf,
+    run_as: Option<nix::unistd::User>,
+}
+
+impl Postgres {
+    /// The superuser's URL for `database`.
+    pub fn admin_url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.superuser_password, self.port
+        )
+    }
+
+    /// Starts (initialising on first use) a cluster in `data_dir` on `port`.
+    pub fn start(data_dir: &Path, port: u16, superuser_password: &str) -> anyhow::Result<Self> {
+        let initdb = program_or_install("initdb", "postgresql")?;
+        let pg_ctl = find_program("pg_ctl").context("pg_ctl is missing next to initdb")?;
+        let run_as = if is_root() {
+            Some(postgres_account()?)
+        } else {
+            None
+        };
+        let mut data_dir = data_dir.to_path_buf();
+        if run_as.is_some() && !traversable_by_others(&data_dir) {
+            // The postgres account cannot reach a directory under a private home; keep the cluster
+            // where it can, named after this checkout so it is still reused.
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            data_dir.hash(&mut h);
+            data_dir = PathBuf::from(format!("/var/tmp/devstack-pg-{:016x}", h.finish()));
+        }
+        let fresh = !data_dir.join("PG_VERSION").exists();
+        if fresh {
+            fs::create_dir_all(&data_dir)?;
+            let pwfile = data_dir.with_extension("pwfile");
+            fs::write(&pwfile, superuser_password)?;
+            if let Some(user) = &run_as {
+                for p in [&data_dir, &pwfile] {
+                    std::os::unix::fs::chown(
+                        p.as_path(),
+                        Some(user.uid.as_raw()),
+                        Some(user.gid.as_raw()),
+                    )?;
+                }
+            }
+            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+            let out = as_user(Command::new(&initdb), run_as.as_ref())
+                .arg("-D")
+                .arg(&data_dir)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .output()
+                .context("running initdb")?;
+            let _ = fs::remove_file(&pwfile);
+            if !out.status.success() {
+                bail!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let log = data_dir.join("server.log");
+        let out = as_user(Command::new(&pg_ctl), run_as.as_ref())
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=off"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            let tail = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            bail!(
+                "PostgreSQL did not start on port {port}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
+        Ok(Self {
+            port,
+            superuser_password: superuser_password.to_owned(),
+            data_dir,
+            pg_ctl,
+            run_as,
+        })
+    }
+
+    pub fn stop(&self) {
+        let _ = as_user(Command::new(&self.pg_ctl), self.run_as.as_ref())
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Stops the server and deletes its data (tests).
+    pub fn destroy(self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn as_user(mut cmd: Command, user: Option<&nix::unistd::User>) -> Command {
+    if let Some(user) = user {
+        cmd.uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .current_dir("/");
+    }
+    cmd
+}
+
+/// A Redis server we started; stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts redis-server on `port`; `dir` keeps its snapshot when `persist`.
+    pub fn start(dir: &Path, port: u16, persist: bool) -> anyhow::Result<Self> {
+        let bin = program_or_install("redis-server", "redis-server")?;
+        fs::create_dir_all(dir)?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--appendonly", "no", "--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if persist {
+            cmd.args(["--save", "60 1"]);
+        } else {
+            cmd.args(["--save", ""]);
+        }
+        let child = cmd.spawn().context("starting redis-server")?;
+        let mut redis = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !redis.pings() {
+            if let Some(status) = redis.child.try_wait()? {
+                bail!("redis-server exited at start ({status}); is port {port} taken?");
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer PING on port {port} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+
+    fn pings(&self) -> bool {
+        redis_ping("127.0.0.1", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Whether a Redis server answers PING (RESP, no client library needed).
+pub fn redis_ping(host: &str, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect((host, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// `cargo` from the environment cargo gave us.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
+}

@@ -1,0 +1,22 @@
+//! The development stack shared by `cargo xtask up`, `cargo xtask test` and the e2e tests:
+//! a throwaway PostgreSQL cluster and Redis server, development secrets, per-service roles and
+//! schemas, and the four platform processes.
+
+pub mod devstack;
+pub mod platform;
+pub mod provision;
+pub mod secrets;
+pub mod testkit;
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// A free TCP port on loopback, chosen by the kernel.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}

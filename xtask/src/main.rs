@@ -1,0 +1,275 @@
+//! `cargo xtask up` runs the platform; `cargo xtask test` runs every test against real PostgreSQL
+//! and Redis. See README.md.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use xtask::devstack::{self, Postgres, Redis};
+use xtask::platform::{Platform, PlatformSpec, Ports};
+use xtask::provision::{self, SERVICES};
+use xtask::secrets::DevSecrets;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer and CI entry points")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build and run the whole platform in the foreground (PostgreSQL and Redis included unless
+    /// DATABASE_URL / REDIS_URL point at reachable servers). Ctrl-C stops everything.
+    Up,
+    /// Run every test of the workspace against throwaway PostgreSQL and Redis.
+    Test {
+        /// Arguments passed to `cargo nextest run` (or `cargo test`), e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Cmd::Up => runtime.block_on(up()),
+        Cmd::Test { args } => runtime.block_on(test(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_binaries() -> anyhow::Result<()> {
+    eprintln!("xtask: building the platform (cargo build --workspace --bins)");
+    let status = devstack::cargo()
+        .args(["build", "--workspace", "--bins"])
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build failed");
+    Ok(())
+}
+
+/// A port kept in a file so the next run reuses it (and the URLs stay the same).
+fn sticky_port(file: &std::path::Path) -> anyhow::Result<u16> {
+    if let Some(port) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        && !devstack::reachable("127.0.0.1", port)
+    {
+        return Ok(port);
+    }
+    let port = xtask::free_port()?;
+    std::fs::write(file, port.to_string())?;
+    Ok(port)
+}
+
+fn configured(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+fn url_reachable(url: &str) -> bool {
+    let after = url.rsplit_once('@').map_or(url, |(_, h)| h);
+    let after = after.split_once("://").map_or(after, |(_, h)| h);
+    let hostport = after.split('/').next().unwrap_or_default();
+    match hostport
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+    {
+        Some((host, port)) => devstack::reachable(host, port),
+        None => false,
+    }
+}
+
+async fn up() -> anyhow::Result<ExitCode> {
+    let root = xtask::workspace_root();
+    let stack_dir = root.join("target").join("devstack");
+    std::fs::create_dir_all(&stack_dir)?;
+    let secrets = DevSecrets::load_or_create(&stack_dir.join("secrets"))?;
+    build_binaries()?;
+    let started = Instant::now();
+
+    // PostgreSQL: the configured one (must allow creating roles), or our own.
+    let mut own_pg = None;
+    let admin_url = match configured("DATABASE_URL").filter(|u| url_reachable(u)) {
+        Some(url) => {
+            eprintln!("xtask: using PostgreSQL from DATABASE_URL");
+            url
+        }
+        None => {
+            let port = sticky_port(&stack_dir.join("postgres.port"))?;
+            let pg = Postgres::start(
+                &stack_dir.join("postgres"),
+                port,
+                secrets.read("pg_superuser_password")?.trim(),
+            )?;
+            eprintln!("xtask: PostgreSQL on 127.0.0.1:{port} (data in target/devstack/postgres)");
+            let url = pg.admin_url("postgres");
+            own_pg = Some(pg);
+            url
+        }
+    };
+    let mut own_redis = None;
+    let redis_url = match configured("REDIS_URL").filter(|u| url_reachable(u)) {
+        Some(url) => url,
+        None => {
+            let port = sticky_port(&stack_dir.join("redis.port"))?;
+            let redis = Redis::start(&stack_dir.join("redis"), port, true)?;
+            eprintln!("xtask: Redis on 127.0.0.1:{port}");
+            let url = redis.url();
+            own_redis = Some(redis);
+            url
+        }
+    };
+
+    let database = "platform";
+    let admin = provision::connect(&admin_url).await?;
+    provision::create_database(&admin, database).await?;
+    let db_admin_url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{database}"),
+        None => admin_url.clone(),
+    };
+    let (host, port) = {
+        let after = db_admin_url
+            .rsplit_once('@')
+            .map_or(db_admin_url.as_str(), |(_, h)| h);
+        let hp = after.split('/').next().unwrap_or_default();
+        let (h, p) = hp
+            .rsplit_once(':')
+            .context("DATABASE_URL needs host:port")?;
+        (h.to_owned(), p.parse::<u16>()?)
+    };
+    let mut databases = Vec::new();
+    for service in SERVICES {
+        let password = secrets.read(&format!("{service}_db_password"))?;
+        databases.push(
+            provision::provision_service(
+                &db_admin_url,
+                &host,
+                port,
+                database,
+                "svc_",
+                service,
+                password.trim(),
+            )
+            .await?,
+        );
+    }
+    xtask::testkit::migrate(&databases)?;
+
+    let bins = root.join("target").join("debug");
+    let mut platform = Platform::start(&PlatformSpec {
+        bin_dir: &bins,
+        secrets: &secrets,
+        databases: &databases,
+        redis_url: &redis_url,
+        ports: Ports::DEFAULT,
+        app_env: "development",
+        log_format: "pretty",
+        gateway_env: &[("ALLOWED_ORIGINS", "http://localhost:3000")],
+    })?;
+    let waited = platform.wait_ready(Duration::from_secs(60));
+    if let Err(e) = waited {
+        platform.stop();
+        return Err(e);
+    }
+    let p = Ports::DEFAULT;
+    eprintln!(
+        "\nxtask: ready in {:.1} s (from start of PostgreSQL to gateway /ready)\n\
+         \n  gateway   https://localhost:{}  (self-signed: target/devstack/secrets/tls.crt)\
+         \n  metrics   http://127.0.0.1:{}/metrics  (services: :{} :{} :{})\
+         \n  try       curl --cacert target/devstack/secrets/tls.crt https://localhost:{}/ready\
+         \n\n  Ctrl-C stops everything.\n",
+        started.elapsed().as_secs_f64(),
+        p.gateway,
+        p.gateway_admin,
+        p.auth_admin,
+        p.reports_admin,
+        p.analytics_admin,
+        p.gateway,
+    );
+    wait_for_stop().await;
+    eprintln!("xtask: stopping the platform");
+    let clean = platform.stop();
+    drop(own_redis);
+    drop(own_pg);
+    eprintln!(
+        "xtask: stopped{}",
+        if clean {
+            ""
+        } else {
+            " (some process had to be killed)"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let root = xtask::workspace_root();
+    let stack_dir = root
+        .join("target")
+        .join("devstack")
+        .join(format!("test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stack_dir);
+    std::fs::create_dir_all(&stack_dir)?;
+    build_binaries()?;
+
+    let password = xtask::secrets::random_token();
+    let pg = Postgres::start(&stack_dir.join("postgres"), xtask::free_port()?, &password)?;
+    let redis = Redis::start(&stack_dir.join("redis"), xtask::free_port()?, false)?;
+    eprintln!(
+        "xtask: test PostgreSQL on :{}, Redis on :{}",
+        pg.port, redis.port
+    );
+
+    let nextest = devstack::find_program("cargo-nextest").is_some();
+    let mut cmd = devstack::cargo();
+    if nextest {
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    cmd.args(&args)
+        .env("TEST_PG_URL", pg.admin_url("postgres"))
+        .env("TEST_REDIS_URL", redis.url());
+    let status = cmd.status().context("running the test runner")?;
+    drop(redis);
+    pg.destroy();
+    let _ = std::fs::remove_dir_all(&stack_dir);
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,369 @@
+//! The four platform processes, started from built binaries with the environment an operator
+//! would give them, stopped gracefully (SIGTERM) or killed, and restarted with the same settings.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::provision::ServiceDb;
+use crate::secrets::DevSecrets;
+
+/// Ports of every listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub gateway: u16,
+    pub gateway_admin: u16,
+    pub auth: u16,
+    pub auth_admin: u16,
+    pub reports: u16,
+    pub reports_admin: u16,
+    pub analytics: u16,
+    pub analytics_admin: u16,
+}
+
+impl Ports {
+    /// The documented defaults (`cargo xtask up`).
+    pub const DEFAULT: Ports = Ports {
+        gateway: 8443,
+        gateway_admin: 9090,
+        auth: 50051,
+        auth_admin: 9091,
+        reports: 50052,
+        reports_admin: 9092,
+        analytics: 50053,
+        analytics_admin: 9093,
+    };
+
+    /// Free ports from the kernel (tests).
+    pub fn free() -> std::io::Result<Ports> {
+        let p = crate::free_port;
+        Ok(Ports {
+            gateway: p()?,
+            gateway_admin: p()?,
+            auth: p()?,
+            auth_admin: p()?,
+            reports: p()?,
+            reports_admin: p()?,
+            analytics: p()?,
+            analytics_admin: p()?,
+        })
+    }
+}
+
+/// One process and the way to start it again.
+pub struct Process {
+    pub name: &'static str,
+    binary: PathBuf,
+    env: BTreeMap<String, String>,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "TERM"))
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} ({})", self.name, self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` before SIGKILL. Returns whether it exited on its own.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Kills at once (a crash, as far as everyone else can tell).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn has_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the platform needs from its surroundings.
+pub struct PlatformSpec<'a> {
+    pub bin_dir: &'a Path,
+    pub secrets: &'a DevSecrets,
+    pub databases: &'a [ServiceDb],
+    pub redis_url: &'a str,
+    pub ports: Ports,
+    pub app_env: &'a str,
+    pub log_format: &'a str,
+    /// Extra variables for the gateway (tests tune timeouts).
+    pub gateway_env: &'a [(&'a str, &'a str)],
+}
+
+pub struct Platform {
+    pub gateway: Process,
+    pub auth: Process,
+    pub reports: Process,
+    pub analytics: Process,
+    pub ports: Ports,
+}
+
+fn base_env(spec: &PlatformSpec<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("APP_ENV".to_owned(), spec.app_env.to_owned()),
+        ("LOG_FORMAT".to_owned(), spec.log_format.to_owned()),
+        ("LOG_LEVEL".to_owned(), "info".to_owned()),
+        ("ADMIN_HOST".to_owned(), "127.0.0.1".to_owned()),
+    ])
+}
+
+impl Platform {
+    /// Starts the three services, then the gateway. Does not wait: see [`Platform::wait_ready`].
+    pub fn start(spec: &PlatformSpec<'_>) -> anyhow::Result<Self> {
+        let db = |service: &str| -> anyhow::Result<String> {
+            spec.databases
+                .iter()
+                .find(|d| d.service == service)
+                .map(|d| d.url.clone())
+                .with_context(|| format!("no database for {service}"))
+        };
+        let service = |name: &'static str,
+                       grpc: u16,
+                       admin: u16,
+                       database: String,
+                       extra: &[(&str, String)]| {
+            let mut env = base_env(spec);
+            env.insert("GRPC_HOST".into(), "127.0.0.1".into());
+            env.insert("GRPC_PORT".into(), grpc.to_string());
+            env.insert("METRICS_PORT".into(), admin.to_string());
+            env.insert("DATABASE_URL".into(), database);
+            env.insert("DATABASE_CHECK_INTERVAL_MS".into(), "250".into());
+            for (k, v) in extra {
+                env.insert((*k).to_owned(), v.clone());
+            }
+            Process {
+                name,
+                binary: spec.bin_dir.join(name),
+                env,
+                child: None,
+            }
+        };
+        let p = spec.ports;
+        let jwt = spec
+            .secrets
+            .path("jwt_signing_keys.pem")
+            .to_string_lossy()
+            .into_owned();
+        let mut auth = service(
+            "auth-service",
+            p.auth,
+            p.auth_admin,
+            db("auth")?,
+            &[("JWT_SIGNING_KEYS_FILE", jwt)],
+        );
+        let mut reports = service(
+            "reports-service",
+            p.reports,
+            p.reports_admin,
+            db("reports")?,
+            &[],
+        );
+        let mut analytics = service(
+            "analytics-service",
+            p.analytics,
+            p.analytics_admin,
+            db("analytics")?,
+            &[],
+        );
+
+        let mut env = base_env(spec);
+        for (k, v) in [
+            ("HOST", "127.0.0.1".to_owned()),
+            ("PORT", p.gateway.to_string()),
+            ("METRICS_PORT", p.gateway_admin.to_string()),
+            (
+                "TLS_CERT_FILE",
+                spec.secrets.path("tls.crt").to_string_lossy().into_owned(),
+            ),
+            (
+                "TLS_KEY_FILE",
+                spec.secrets.path("tls.key").to_string_lossy().into_owned(),
+            ),
+            ("AUTH_SERVICE_URL", format!("http://127.0.0.1:{}", p.auth)),
+            (
+                "REPORTS_SERVICE_URL",
+                format!("http://127.0.0.1:{}", p.reports),
+            ),
+            (
+                "ANALYTICS_SERVICE_URL",
+                format!("http://127.0.0.1:{}", p.analytics),
+            ),
+            ("REDIS_URL", spec.redis_url.to_owned()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        for (k, v) in spec.gateway_env {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let mut gateway = Process {
+            name: "gateway",
+            binary: spec.bin_dir.join("gateway"),
+            env,
+            child: None,
+        };
+        for process in [&mut auth, &mut reports, &mut analytics, &mut gateway] {
+            if !process.binary.is_file() {
+                bail!(
+                    "{} is not built ({}): run `cargo build --workspace --bins`",
+                    process.name,
+                    process.binary.display()
+                );
+            }
+            process.spawn()?;
+        }
+        Ok(Self {
+            gateway,
+            auth,
+            reports,
+            analytics,
+            ports: p,
+        })
+    }
+
+    /// Waits until the gateway's admin `/ready` says every dependency is up.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            for p in [
+                &mut self.gateway,
+                &mut self.auth,
+                &mut self.reports,
+                &mut self.analytics,
+            ] {
+                if let Some(status) = p.has_exited() {
+                    bail!(
+                        "{} exited during start-up ({status}); its log is above",
+                        p.name
+                    );
+                }
+            }
+            if let Some((200, body)) = http_get(self.ports.gateway_admin, "/ready")
+                && body.contains("\"status\":\"ready\"")
+            {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                let last = http_get(self.ports.gateway_admin, "/ready")
+                    .map(|(s, b)| format!("{s} {b}"))
+                    .unwrap_or_else(|| "no answer".into());
+                bail!(
+                    "the platform was not ready within {} s (gateway /ready: {last})",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the gateway first (it drains), then the services.
+    pub fn stop(&mut self) -> bool {
+        let mut clean = self.gateway.stop(Duration::from_secs(35));
+        for p in [&mut self.auth, &mut self.reports, &mut self.analytics] {
+            clean &= p.stop(Duration::from_secs(15));
+        }
+        clean
+    }
+}
+
+/// A plain-HTTP GET on loopback (admin ports), without a client library: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Where cargo put the binaries of this profile (next to the running test or xtask binary).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Tests run from target/<profile>/deps.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}

@@ -1,0 +1,86 @@
+//! Development secrets, generated once and kept (mode 0600) so a second `up` reuses them:
+//! a self-signed TLS certificate for localhost, the JWT signing key, the encryption key, salts,
+//! and database passwords. Production never uses these (APP_ENV=production refuses dev shortcuts).
+
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore as _;
+
+pub struct DevSecrets {
+    pub dir: PathBuf,
+}
+
+impl DevSecrets {
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let secrets = Self {
+            dir: dir.to_path_buf(),
+        };
+        if !secrets.path("tls.crt").exists() || !secrets.path("tls.key").exists() {
+            let names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            let certified = rcgen::generate_simple_self_signed(names)
+                .context("generating the TLS certificate")?;
+            write_secret(
+                &secrets.path("tls.key"),
+                &certified.signing_key.serialize_pem(),
+            )?;
+            write_secret(&secrets.path("tls.crt"), &certified.cert.pem())?;
+        }
+        if !secrets.path("jwt_signing_keys.pem").exists() {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+                .context("generating the JWT key")?;
+            write_secret(&secrets.path("jwt_signing_keys.pem"), &key.serialize_pem())?;
+        }
+        for name in [
+            "encryption_key",
+            "device_id_salt",
+            "pg_superuser_password",
+            "auth_db_password",
+            "reports_db_password",
+            "analytics_db_password",
+        ] {
+            if !secrets.path(name).exists() {
+                write_secret(&secrets.path(name), &random_token())?;
+            }
+        }
+        Ok(secrets)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn read(&self, name: &str) -> anyhow::Result<String> {
+        fs::read_to_string(self.path(name)).with_context(|| format!("reading secret {name}"))
+    }
+}
+
+/// 32 random bytes, base64 (URL-safe enough for passwords: no quotes or spaces).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    STANDARD.encode(bytes).replace(['+', '/', '='], "x")
+}
+
+fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}

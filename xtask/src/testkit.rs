@@ -1,0 +1,152 @@
+//! What the e2e tests need: a fresh database with the per-service roles and migrations applied,
+//! fresh secrets, and the four processes on free ports, against the PostgreSQL and Redis that
+//! `cargo xtask test` started (`TEST_PG_URL`, `TEST_REDIS_URL`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::platform::{Platform, PlatformSpec, Ports, bin_dir};
+use crate::provision::{self, SERVICES, ServiceDb};
+use crate::secrets::DevSecrets;
+
+pub struct TestPlatform {
+    pub platform: Platform,
+    pub secrets: DevSecrets,
+    pub databases: Vec<ServiceDb>,
+    pub database: String,
+    pub admin_url: String,
+    pub redis_url: String,
+    dir: PathBuf,
+}
+
+impl TestPlatform {
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.platform.ports.gateway)
+    }
+
+    /// The self-signed certificate the gateway serves (PEM), for the client's trust store.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.secrets.path("tls.crt")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestPlatform {
+    fn drop(&mut self) {
+        self.platform.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn env_var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: run the tests with `cargo xtask test`, which starts PostgreSQL and Redis for them"))
+}
+
+/// A database of its own with the three services' roles and schemas, migrated.
+pub async fn fresh_databases(tag: &str) -> anyhow::Result<(String, String, Vec<ServiceDb>)> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let admin_url = env_var("TEST_PG_URL")?;
+    let name = format!(
+        "t{}_{}_{}",
+        tag,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = provision::connect(&admin_url).await?;
+    provision::create_database(&admin, &name).await?;
+    let (host, port) = host_port(&admin_url)?;
+    let db_admin_url = replace_database(&admin_url, &name);
+    let mut dbs = Vec::new();
+    for service in SERVICES {
+        let password = crate::secrets::random_token();
+        dbs.push(
+            provision::provision_service(
+                &db_admin_url,
+                &host,
+                port,
+                &name,
+                &format!("{name}_"),
+                service,
+                &password,
+            )
+            .await?,
+        );
+    }
+    Ok((name, db_admin_url, dbs))
+}
+
+/// Runs `SERVICE migrate` for each service, as an operator's Job would.
+pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
+    let mut outputs = Vec::new();
+    for db in dbs {
+        let binary = bin_dir().join(format!("{}-service", db.service));
+        let out = Command::new(&binary)
+            .arg("migrate")
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .env("LOG_FORMAT", "json")
+            .env("APP_ENV", "test")
+            .output()
+            .with_context(|| format!("running {} migrate", binary.display()))?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!("{} migrate failed: {text}", db.service);
+        }
+        outputs.push(text);
+    }
+    Ok(outputs)
+}
+
+/// Starts the whole platform for one test and waits until it is ready.
+pub async fn start(tag: &str, gateway_env: &[(&str, &str)]) -> anyhow::Result<TestPlatform> {
+    let redis_url = env_var("TEST_REDIS_URL")?;
+    let (database, admin_url, databases) = fresh_databases(tag).await?;
+    migrate(&databases)?;
+    let dir = crate::workspace_root()
+        .join("target")
+        .join("devstack")
+        .join("tests")
+        .join(&database);
+    let secrets = DevSecrets::load_or_create(&dir)?;
+    let ports = Ports::free()?;
+    let bins = bin_dir();
+    let mut platform = Platform::start(&PlatformSpec {
+        bin_dir: &bins,
+        secrets: &secrets,
+        databases: &databases,
+        redis_url: &redis_url,
+        ports,
+        app_env: "test",
+        log_format: "json",
+        gateway_env,
+    })?;
+    platform.wait_ready(Duration::from_secs(60))?;
+    Ok(TestPlatform {
+        platform,
+        secrets,
+        databases,
+        database,
+        admin_url,
+        redis_url,
+        dir,
+    })
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, h)| h);
+    let hostport = after_at.split('/').next().unwrap_or_default();
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .context("TEST_PG_URL needs host:port")?;
+    Ok((host.to_owned(), port.parse().context("TEST_PG_URL port")?))
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{database}"),
+        None => url.to_owned(),
+    }
+}
