@@ -13,7 +13,8 @@ struct AnalyticsService;
 
 impl service_kit::service::Service for AnalyticsService {
     const NAME: &'static str = "analytics-service";
-    const ABOUT: &'static str = "Spending analytics, forecasts, peer comparison and usage events (gRPC analytics.v1, schema `analytics`)";
+    const ABOUT: &'static str =
+        "Spending analytics, forecasts, peer comparison and usage events (gRPC analytics.v1, schema `analytics`)";
     const SCHEMA: &'static str = "analytics";
     const DEFAULT_GRPC_PORT: u16 = 50053;
     const DEFAULT_ADMIN_PORT: u16 = 9093;
@@ -26,11 +27,7 @@ impl service_kit::service::Service for AnalyticsService {
         Some(())
     }
 
-    fn routes(
-        _config: (),
-        _pool: Pool,
-        _registry: &prometheus::Registry,
-    ) -> anyhow::Result<Routes> {
+    fn routes(_config: (), _pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
         Ok(Routes::default())
     }
 }

@@ -14,18 +14,13 @@ pub struct AuthGrpc {
 
 impl AuthGrpc {
     pub fn new(keys: SigningKeys) -> Self {
-        Self {
-            keys: Arc::new(keys),
-        }
+        Self { keys: Arc::new(keys) }
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
-    async fn get_jwks(
-        &self,
-        _request: Request<GetJwksRequest>,
-    ) -> Result<Response<GetJwksResponse>, Status> {
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         let keys = self
             .keys
             .jwks()

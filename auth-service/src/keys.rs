@@ -39,8 +39,8 @@ impl SigningKeys {
         let mut keys: Vec<(PublicJwk, SigningKey)> = Vec::new();
         for (index, der) in PrivatePkcs8KeyDer::pem_slice_iter(pem.as_bytes()).enumerate() {
             let der = der.map_err(|_| KeyError::NotEd25519(index + 1))?;
-            let key = SigningKey::from_pkcs8_der(der.secret_pkcs8_der())
-                .map_err(|_| KeyError::NotEd25519(index + 1))?;
+            let key =
+                SigningKey::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|_| KeyError::NotEd25519(index + 1))?;
             let jwk = public_jwk(&key);
             if keys.iter().any(|(k, _)| k.kid == jwk.kid) {
                 return Err(KeyError::Duplicate(index + 1));
@@ -87,14 +87,10 @@ mod tests {
     fn rejects_empty_garbage_and_duplicates() {
         assert_eq!(SigningKeys::from_pem("").err(), Some(KeyError::Empty));
         assert_eq!(
-            SigningKeys::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-                .err(),
+            SigningKeys::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").err(),
             Some(KeyError::NotEd25519(1))
         );
         let twice = format!("{RFC8037_PEM}{RFC8037_PEM}");
-        assert_eq!(
-            SigningKeys::from_pem(&twice).err(),
-            Some(KeyError::Duplicate(2))
-        );
+        assert_eq!(SigningKeys::from_pem(&twice).err(), Some(KeyError::Duplicate(2)));
     }
 }

@@ -20,8 +20,7 @@ struct AuthConfig {
 
 impl service_kit::service::Service for AuthService {
     const NAME: &'static str = "auth-service";
-    const ABOUT: &'static str =
-        "Accounts, sessions, devices, MFA and token signing keys (gRPC auth.v1, schema `auth`)";
+    const ABOUT: &'static str = "Accounts, sessions, devices, MFA and token signing keys (gRPC auth.v1, schema `auth`)";
     const SCHEMA: &'static str = "auth";
     const DEFAULT_GRPC_PORT: u16 = 50051;
     const DEFAULT_ADMIN_PORT: u16 = 9091;
@@ -41,11 +40,7 @@ impl service_kit::service::Service for AuthService {
         }
     }
 
-    fn routes(
-        config: AuthConfig,
-        _pool: Pool,
-        _registry: &prometheus::Registry,
-    ) -> anyhow::Result<Routes> {
+    fn routes(config: AuthConfig, _pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
         let auth = grpc::AuthGrpc::new(config.signing_keys);
         Ok(Routes::new(
             proto::auth::v1::auth_service_server::AuthServiceServer::new(auth),

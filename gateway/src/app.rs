@@ -24,17 +24,13 @@ pub struct Application {
     server: actix_web::dev::Server,
     admin: AdminServer,
     upstreams: Upstreams,
+    edge: web::Data<Edge>,
+    shutdown_timeout: std::time::Duration,
 }
 
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
-        .allowed_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
+        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -61,9 +57,7 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .error_handler(move |err, _req| {
             use actix_web::error::JsonPayloadError as E;
             let api = match &err {
-                E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-                    ApiError::payload_too_large(limit)
-                }
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::payload_too_large(limit),
                 E::ContentType => ApiError::new(
                     actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "UNSUPPORTED_MEDIA_TYPE",
@@ -85,22 +79,13 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 
 fn first_line(s: &str) -> String {
     // serde_json appends " at line 1 column 9": position is noise for an app developer.
-    s.split(" at line ")
-        .next()
-        .unwrap_or(s)
-        .chars()
-        .take(200)
-        .collect()
+    s.split(" at line ").next().unwrap_or(s).chars().take(200).collect()
 }
 
 impl Application {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let edge_state = web::Data::new(Edge::new(
-            config.max_body_bytes,
-            config.request_timeout,
-            &registry,
-        )?);
+        let edge_state = web::Data::new(Edge::new(config.max_body_bytes, config.request_timeout, &registry)?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
         let state = web::Data::new(AppState {
             upstreams: upstreams.clone(),
@@ -109,6 +94,7 @@ impl Application {
         let origins = Arc::new(config.allowed_origins.clone());
         let max_body = config.max_body_bytes;
 
+        let edge_for_drain = edge_state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(edge_state.clone())
@@ -159,6 +145,8 @@ impl Application {
             server,
             admin,
             upstreams,
+            edge: edge_for_drain,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
@@ -175,13 +163,199 @@ impl Application {
             () = shutdown.wait() => {
                 self.upstreams.start_draining();
                 tracing::info!("draining: no new connections, finishing in-flight requests");
-                handle.stop(true).await;
-                server.await??;
+                // Stop accepting, then wait for in-flight requests only: idle keep-alive
+                // connections (HTTP/2 clients keep theirs open) must not hold the exit up.
+                let stopping = handle.stop(true);
+                let idle = wait_until_idle(&self.edge, self.shutdown_timeout);
+                tokio::select! {
+                    () = stopping => { server.await??; }
+                    idle = idle => {
+                        if idle {
+                            tracing::info!("no request in flight; closing idle connections");
+                        } else {
+                            tracing::warn!(timeout_s = self.shutdown_timeout.as_secs(), "requests still in flight at the shutdown timeout; closing them");
+                        }
+                    }
+                }
             }
         }
         admin_trigger.trigger();
         admin.await??;
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Resolves when no request is in flight (true) or at `timeout` (false).
+async fn wait_until_idle(edge: &Edge, timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        if edge.in_flight() == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The edge's behaviour for failures that no public route can provoke on purpose (a panic,
+    //! a JSON body), checked in-process with the same middleware and extractor configuration.
+
+    use actix_web::{App, HttpResponse, test, web};
+    use serde_json::Value;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read by serde only
+    struct Body {
+        amount: u32,
+    }
+
+    async fn echo(body: web::Json<Body>) -> HttpResponse {
+        HttpResponse::Ok().json(serde_json::json!({"amount": body.amount}))
+    }
+
+    async fn boom() -> HttpResponse {
+        panic!("secret detail that must not leak")
+    }
+
+    async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {
+        let registry = Registry::new();
+        let edge_state =
+            web::Data::new(Edge::new(1024, std::time::Duration::from_secs(5), &registry).expect("metrics"));
+        let app = test::init_service(
+            App::new()
+                .app_data(edge_state)
+                .app_data(json_config(1024))
+                .route("/echo", web::post().to(echo))
+                .route("/boom", web::get().to(boom))
+                .default_service(web::to(routes::not_found))
+                .wrap(from_fn(edge)),
+        )
+        .await;
+        // Errors that leave the middleware as `Err` are rendered by actix; do the same here.
+        let res = match test::try_call_service(&app, req.to_request()).await {
+            Ok(res) => res.map_into_boxed_body(),
+            Err(e) => {
+                actix_web::dev::ServiceResponse::new(test::TestRequest::default().to_http_request(), e.error_response())
+            }
+        };
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    #[actix_web::test]
+    async fn malformed_json_is_400_in_the_error_shape() {
+        let req = test::TestRequest::post()
+            .uri("/echo")
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{\"amount\": ");
+        let (status, headers, body) = call(req).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["success"], false);
+        assert_eq!(body["error"]["code"], "MALFORMED_JSON");
+        assert_eq!(
+            body["error"]["request_id"].as_str(),
+            headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        );
+    }
+
+    #[actix_web::test]
+    async fn unknown_field_is_named() {
+        let req = test::TestRequest::post()
+            .uri("/echo")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(r#"{"amount":1,"admin":true}"#);
+        let (status, _, body) = call(req).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| m.contains("admin")),
+            "{body}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn wrong_content_type_is_415() {
+        let req = test::TestRequest::post()
+            .uri("/echo")
+            .insert_header(("content-type", "text/plain"))
+            .set_payload(r#"{"amount":1}"#);
+        let (status, _, body) = call(req).await;
+        assert_eq!(status, 415);
+        assert_eq!(body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE");
+    }
+
+    #[actix_web::test]
+    async fn chunked_body_over_the_limit_is_413() {
+        // No Content-Length: the limit is enforced while reading.
+        let req = test::TestRequest::post()
+            .uri("/echo")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(format!(r#"{{"amount":1,"pad":"{}"}}"#, "x".repeat(4096)));
+        let mut req = req.to_request();
+        req.headers_mut().remove("content-length");
+        let registry = Registry::new();
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(
+                    Edge::new(1024, std::time::Duration::from_secs(5), &registry).expect("metrics"),
+                ))
+                .app_data(json_config(1024))
+                .route("/echo", web::post().to(echo))
+                .wrap(from_fn(edge)),
+        )
+        .await;
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status().as_u16(), 413);
+        let body: Value = serde_json::from_slice(&test::read_body(res).await).expect("json");
+        assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    }
+
+    #[actix_web::test]
+    async fn a_panic_is_500_without_detail_and_with_security_headers() {
+        let (status, headers, body) = call(
+            test::TestRequest::get()
+                .uri("/boom")
+                .insert_header(("x-request-id", "trace-me-1")),
+        )
+        .await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "INTERNAL");
+        assert_eq!(body["error"]["request_id"], "trace-me-1");
+        assert!(!body.to_string().contains("secret detail"));
+        assert_eq!(
+            headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            Some("trace-me-1")
+        );
+        assert_eq!(
+            headers.get("x-frame-options").and_then(|v| v.to_str().ok()),
+            Some("DENY")
+        );
+    }
+
+    #[actix_web::test]
+    async fn client_request_ids_that_are_not_tokens_are_replaced() {
+        let (status, headers, _) = call(
+            test::TestRequest::get()
+                .uri("/nothing")
+                .insert_header(("x-request-id", "a b<c>")),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     }
 }

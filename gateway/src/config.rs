@@ -109,13 +109,14 @@ impl GatewayConfig {
         };
         let request_timeout = env.millis_in("REQUEST_TIMEOUT_MS", 15_000, 100, 300_000);
         if request_timeout <= upstreams.request_timeout {
-            env.problem("REQUEST_TIMEOUT_MS", "must be longer than GRPC_REQUEST_TIMEOUT_MS, so a slow service is reported as such");
+            env.problem(
+                "REQUEST_TIMEOUT_MS",
+                "must be longer than GRPC_REQUEST_TIMEOUT_MS, so a slow service is reported as such",
+            );
         }
         let workers = env.int_in(
             "WORKERS",
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2),
+            std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             1,
             256,
         );
@@ -136,14 +137,9 @@ impl GatewayConfig {
 }
 
 fn grpc_url(env: &Env, name: &str, default: &str) -> String {
-    let url = env
-        .optional_string(name)
-        .unwrap_or_else(|| default.to_owned());
+    let url = env.optional_string(name).unwrap_or_else(|| default.to_owned());
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        env.problem(
-            name,
-            format!("must be an http:// or https:// URL, got {url:?}"),
-        );
+        env.problem(name, format!("must be an http:// or https:// URL, got {url:?}"));
     }
     url
 }
@@ -166,8 +162,7 @@ mod tests {
             err,
             "invalid configuration: TLS_CERT_FILE is missing; TLS_KEY_FILE is missing"
         );
-        let config = parse(&[("ALLOW_PLAIN_HTTP", "true"), ("APP_ENV", "development")])
-            .expect("plain http in dev");
+        let config = parse(&[("ALLOW_PLAIN_HTTP", "true"), ("APP_ENV", "development")]).expect("plain http in dev");
         assert!(config.tls.is_none());
     }
 
@@ -190,10 +185,7 @@ mod tests {
             ("TLS_MIN_VERSION", "1.1"),
         ])
         .expect_err("three problems");
-        assert!(
-            err.contains("ALLOWED_ORIGINS must list exact origins"),
-            "{err}"
-        );
+        assert!(err.contains("ALLOWED_ORIGINS must list exact origins"), "{err}");
         assert!(
             err.contains("AUTH_SERVICE_URL must be an http:// or https:// URL"),
             "{err}"
@@ -223,9 +215,6 @@ mod tests {
             ("TLS_MIN_VERSION", "1.3"),
         ])
         .expect("valid");
-        assert_eq!(
-            config.tls.map(|t| t.min_version),
-            Some(TlsMinVersion::Tls13)
-        );
+        assert_eq!(config.tls.map(|t| t.min_version), Some(TlsMinVersion::Tls13));
     }
 }

@@ -12,7 +12,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError, web};
 use futures_util::FutureExt as _;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use tracing::Instrument as _;
 
 use crate::error::{ApiError, REQUEST_ID};
@@ -24,14 +24,32 @@ pub struct Edge {
     pub request_timeout: Duration,
     requests: IntCounterVec,
     duration: HistogramVec,
+    in_flight: IntGauge,
+}
+
+/// Decrements the in-flight gauge however the request ends (even when the client goes away).
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn start(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Edge {
-    pub fn new(
-        max_body_bytes: usize,
-        request_timeout: Duration,
-        registry: &Registry,
-    ) -> prometheus::Result<Self> {
+    /// Requests being served right now (the drain waits for this to reach zero).
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    pub fn new(max_body_bytes: usize, request_timeout: Duration, registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
@@ -49,22 +67,22 @@ impl Edge {
             ]),
             &["method", "route"],
         )?;
+        let in_flight = IntGauge::new("http_requests_in_flight", "HTTP requests being served right now")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
             max_body_bytes,
             request_timeout,
             requests,
             duration,
+            in_flight,
         })
     }
 }
 
 const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
-    (
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=63072000; includeSubDomains",
-    ),
+    (header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"),
     (
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; frame-ancestors 'none'",
@@ -114,22 +132,14 @@ fn api_error_of(e: &Error) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::not_found(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            status,
-            "PAYLOAD_TOO_LARGE",
-            "The request body is too large.",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "PAYLOAD_TOO_LARGE", "The request body is too large."),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             status,
             "UNSUPPORTED_MEDIA_TYPE",
             "This content type is not accepted here.",
         ),
         StatusCode::FORBIDDEN => ApiError::new(status, "FORBIDDEN", "You may not do this."),
-        s if s.is_client_error() => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            "The request is not valid.",
-        ),
+        s if s.is_client_error() => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request is not valid."),
         _ => {
             tracing::error!(error = %e, "unexpected error below the edge");
             ApiError::internal()
@@ -158,18 +168,17 @@ pub async fn edge(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
     let edge = req.app_data::<web::Data<Edge>>().cloned();
-    let request_id = sane_request_id(req.headers().get("x-request-id"))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let _in_flight = edge.as_ref().map(|e| InFlight::start(&e.in_flight));
+    let request_id =
+        sane_request_id(req.headers().get("x-request-id")).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     for name in INTERNAL_HEADERS {
         req.headers_mut().remove(name);
     }
     let method = method_label(req.method());
     let span = tracing::info_span!("http", request_id = %request_id, method, path = %req.path());
-    let (max_body, timeout) = edge
-        .as_ref()
-        .map_or((usize::MAX, Duration::from_secs(30)), |e| {
-            (e.max_body_bytes, e.request_timeout)
-        });
+    let (max_body, timeout) = edge.as_ref().map_or((usize::MAX, Duration::from_secs(30)), |e| {
+        (e.max_body_bytes, e.request_timeout)
+    });
 
     let declared_len = req
         .headers()
@@ -210,9 +219,7 @@ pub async fn edge(
 
     let (route, status) = match &outcome {
         Ok(res) => (
-            res.request()
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".to_owned()),
+            res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
             res.status().as_u16(),
         ),
         Err(api) => ("unmatched".to_owned(), api.status.as_u16()),

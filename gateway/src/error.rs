@@ -18,9 +18,7 @@ tokio::task_local! {
 
 /// The request id of the request being served, or "" outside one.
 pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(|id| id.borrow().clone())
-        .unwrap_or_default()
+    REQUEST_ID.try_with(|id| id.borrow().clone()).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -112,11 +110,7 @@ impl ApiError {
                 field: field.to_owned(),
                 issue: issue.to_owned(),
             }],
-            ..Self::new(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-                format!("{field} {issue}"),
-            )
+            ..Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", format!("{field} {issue}"))
         }
     }
 
@@ -174,9 +168,7 @@ impl ApiError {
                 "UNAUTHENTICATED",
                 "Authentication is required.",
             ),
-            Code::PermissionDenied => {
-                Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "You may not do this.")
-            }
+            Code::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "You may not do this."),
             Code::ResourceExhausted => Self {
                 retry_after: Some(60),
                 ..Self::new(
@@ -246,17 +238,9 @@ mod tests {
     #[test]
     fn grpc_codes_map_to_the_contract() {
         let cases = [
-            (
-                tonic::Status::unavailable("connection refused"),
-                503,
-                "UNAVAILABLE",
-            ),
+            (tonic::Status::unavailable("connection refused"), 503, "UNAVAILABLE"),
             (tonic::Status::deadline_exceeded("slow"), 503, "UNAVAILABLE"),
-            (
-                tonic::Status::cancelled("Timeout expired"),
-                503,
-                "UNAVAILABLE",
-            ),
+            (tonic::Status::cancelled("Timeout expired"), 503, "UNAVAILABLE"),
             (tonic::Status::not_found("row 7"), 404, "NOT_FOUND"),
             (tonic::Status::permission_denied("x"), 403, "FORBIDDEN"),
             (tonic::Status::unauthenticated("x"), 401, "UNAUTHENTICATED"),
@@ -279,8 +263,7 @@ mod tests {
 
     #[test]
     fn invalid_argument_names_the_field() {
-        let status =
-            service_kit::grpc::invalid_field("radius_m", "radius_m must be between 1 and 5000");
+        let status = service_kit::grpc::invalid_field("radius_m", "radius_m must be between 1 and 5000");
         let e = ApiError::from_status("reports", &status);
         assert_eq!(e.code, "VALIDATION_FAILED");
         assert_eq!(

@@ -41,9 +41,7 @@ fn main() -> ExitCode {
     if let Command::Openapi = cli.command {
         use std::io::Write as _;
         use utoipa::OpenApi as _;
-        let doc = openapi::ApiDoc::openapi()
-            .to_pretty_json()
-            .unwrap_or_default();
+        let doc = openapi::ApiDoc::openapi().to_pretty_json().unwrap_or_default();
         let _ = writeln!(std::io::stdout(), "{doc}");
         return ExitCode::SUCCESS;
     }
@@ -57,10 +55,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     service_kit::telemetry::init("gateway", config.common.environment, &config.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gateway: cannot start the async runtime: {e}");

@@ -17,10 +17,7 @@ impl StrictQuery {
         let mut values = HashMap::new();
         for (name, value) in pairs {
             if !allowed.contains(&name.as_str()) {
-                return Err(ApiError::validation(
-                    &truncate(&name),
-                    "is not a known parameter",
-                ));
+                return Err(ApiError::validation(&truncate(&name), "is not a known parameter"));
             }
             if values.insert(name.clone(), value).is_some() {
                 return Err(ApiError::validation(&name, "is given more than once"));
@@ -56,9 +53,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_unknown_parameters_are_refused() {
-        let e = StrictQuery::parse("lat=1&lat=2", &["lat"])
-            .err()
-            .expect("duplicate");
+        let e = StrictQuery::parse("lat=1&lat=2", &["lat"]).err().expect("duplicate");
         assert_eq!(e.details[0].field, "lat");
         assert_eq!(e.details[0].issue, "is given more than once");
         let e = StrictQuery::parse(&format!("{}=1", "z".repeat(1000)), &["lat"])
@@ -69,19 +64,12 @@ mod tests {
 
     #[test]
     fn values_are_typed() {
-        let q = StrictQuery::parse("lat=52.5&radius_m=abc", &["lat", "radius_m", "limit"])
-            .expect("parses");
+        let q = StrictQuery::parse("lat=52.5&radius_m=abc", &["lat", "radius_m", "limit"]).expect("parses");
         assert_eq!(q.required::<f64>("lat", "a number").ok(), Some(52.5));
-        let e = q
-            .required::<u32>("radius_m", "an integer")
-            .expect_err("not a number");
+        let e = q.required::<u32>("radius_m", "an integer").expect_err("not a number");
         assert_eq!(e.code, "VALIDATION_FAILED");
         assert_eq!(e.message, "radius_m must be an integer");
-        assert!(
-            q.optional::<u32>("limit", "an integer")
-                .expect("absent")
-                .is_none()
-        );
+        assert!(q.optional::<u32>("limit", "an integer").expect("absent").is_none());
         assert_eq!(
             q.required::<u32>("limit", "x").err().map(|e| e.message),
             Some("limit is required".to_owned())

@@ -21,10 +21,7 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<ServerConfig> {
             )
         })?;
     if certs.is_empty() {
-        anyhow::bail!(
-            "TLS_CERT_FILE {} holds no certificate",
-            tls.cert_file.display()
-        );
+        anyhow::bail!("TLS_CERT_FILE {} holds no certificate", tls.cert_file.display());
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| {
         format!(
@@ -36,13 +33,12 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<ServerConfig> {
         TlsMinVersion::Tls13 => &[&rustls::version::TLS13],
         TlsMinVersion::Tls12 => &[&rustls::version::TLS12, &rustls::version::TLS13],
     };
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
-            .context("choosing TLS versions")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("TLS_KEY_FILE does not match the certificate in TLS_CERT_FILE")?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .context("choosing TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS_KEY_FILE does not match the certificate in TLS_CERT_FILE")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -40,10 +40,7 @@ fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
 impl Upstreams {
     /// Builds lazy channels: nothing connects until the first call, so the gateway starts (and
     /// serves what it can) while a service is still down.
-    pub fn new(
-        config: &UpstreamConfig,
-        redis_url: Option<&secrecy::SecretString>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(config: &UpstreamConfig, redis_url: Option<&secrecy::SecretString>) -> anyhow::Result<Self> {
         let redis = match redis_url {
             None => None,
             Some(url) => {
@@ -115,9 +112,7 @@ impl Upstreams {
 
 async fn serving(channel: Channel) -> bool {
     let mut client = HealthClient::new(channel);
-    let check = client.check(HealthCheckRequest {
-        service: String::new(),
-    });
+    let check = client.check(HealthCheckRequest { service: String::new() });
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(resp)) => resp.into_inner().status == ServingStatus::Serving as i32,
         _ => false,
@@ -134,8 +129,5 @@ async fn redis_up(pool: Option<&deadpool_redis::Pool>) -> Option<bool> {
             .await
             .ok()
     };
-    Some(matches!(
-        tokio::time::timeout(CHECK_TIMEOUT, ping).await,
-        Ok(Some(_))
-    ))
+    Some(matches!(tokio::time::timeout(CHECK_TIMEOUT, ping).await, Ok(Some(_))))
 }

@@ -52,11 +52,7 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    pub async fn bind(
-        addr: SocketAddr,
-        registry: Registry,
-        readiness: Readiness,
-    ) -> std::io::Result<Self> {
+    pub async fn bind(addr: SocketAddr, registry: Registry, readiness: Readiness) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let state = AdminState {
             registry,
@@ -84,10 +80,7 @@ impl AdminServer {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         crate::metrics::render(&state.registry),
     )
 }

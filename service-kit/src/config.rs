@@ -49,14 +49,9 @@ impl Env {
     }
 
     /// Variables from any source (tests use this instead of mutating the environment).
-    pub fn from_map<K: Into<String>, V: Into<String>>(
-        vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
+    pub fn from_map<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
         Self {
-            vars: vars
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             problems: RefCell::new(Vec::new()),
         }
     }
@@ -68,10 +63,7 @@ impl Env {
 
     /// Raw value; empty strings count as unset.
     fn raw(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// A plain (non-secret) string, if set.
@@ -108,10 +100,7 @@ impl Env {
                     }
                 }
                 Err(e) => {
-                    self.problem(
-                        &file_var,
-                        format!("names a file that cannot be read ({path}: {e})"),
-                    );
+                    self.problem(&file_var, format!("names a file that cannot be read ({path}: {e})"));
                     None
                 }
             },
@@ -195,10 +184,7 @@ impl Env {
             Some(raw) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(raw.trim())) {
                 Some(found) => found,
                 None => {
-                    self.problem(
-                        name,
-                        format!("must be one of {}, got {raw:?}", allowed.join("|")),
-                    );
+                    self.problem(name, format!("must be one of {}, got {raw:?}", allowed.join("|")));
                     default
                 }
             },
@@ -236,11 +222,7 @@ impl Environment {
     /// `APP_ENV` = development | test | production (default production, so that forgetting it
     /// never relaxes a check).
     pub fn from_env(env: &Env) -> Self {
-        match env.one_of(
-            "APP_ENV",
-            "production",
-            &["development", "test", "production"],
-        ) {
+        match env.one_of("APP_ENV", "production", &["development", "test", "production"]) {
             "development" => Self::Development,
             "test" => Self::Test,
             _ => Self::Production,
@@ -292,10 +274,7 @@ mod tests {
         let e = env(&[]);
         assert_eq!(e.string("DATABASE_URL"), None);
         let err = e.finish().expect_err("missing variable must fail");
-        assert_eq!(
-            err.to_string(),
-            "invalid configuration: DATABASE_URL is missing"
-        );
+        assert_eq!(err.to_string(), "invalid configuration: DATABASE_URL is missing");
     }
 
     #[test]
@@ -359,9 +338,10 @@ mod tests {
         let e = env(&[("ENCRYPTION_KEY_FILE", "/nonexistent/key")]);
         assert!(e.secret("ENCRYPTION_KEY").is_none());
         let err = e.finish().expect_err("unreadable file");
-        assert!(err.to_string().starts_with(
-            "invalid configuration: ENCRYPTION_KEY_FILE names a file that cannot be read"
-        ));
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration: ENCRYPTION_KEY_FILE names a file that cannot be read")
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

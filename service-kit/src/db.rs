@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use secrecy::{ExposeSecret, SecretString};
@@ -63,10 +61,8 @@ pub fn build_pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
     // Check a connection before handing it out again: a database restart must not surface as
     // one failed request per pooled connection.
     manager_config.recycling_method = RecyclingMethod::Verified;
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        config.url.expose_secret(),
-        manager_config,
-    );
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(config.url.expose_secret(), manager_config);
     Pool::builder(manager)
         .max_size(config.max_connections)
         .runtime(deadpool::Runtime::Tokio1)
@@ -97,9 +93,7 @@ pub async fn run_migrations(
     diesel::sql_query(format!("SET search_path TO {schema}"))
         .execute(&mut conn)
         .await
-        .with_context(|| {
-            format!("selecting schema {schema} (does it exist and belong to this role?)")
-        })?;
+        .with_context(|| format!("selecting schema {schema} (does it exist and belong to this role?)"))?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness
         .run_pending_migrations(migrations)
@@ -125,11 +119,7 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
 
 /// Pings the database every `interval`; the receiver holds whether it is reachable. Transitions are
 /// logged once (with the cause), not on every failed ping.
-pub fn watch_database(
-    pool: Pool,
-    config: &DatabaseConfig,
-    up_gauge: prometheus::IntGauge,
-) -> watch::Receiver<bool> {
+pub fn watch_database(pool: Pool, config: &DatabaseConfig, up_gauge: prometheus::IntGauge) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let (interval, timeout) = (config.check_interval, config.timeout);
     tokio::spawn(async move {

@@ -32,9 +32,7 @@ impl GrpcServer {
     pub async fn run(
         self,
         routes: Routes,
-        health: tonic_health::pb::health_server::HealthServer<
-            impl tonic_health::pb::health_server::Health,
-        >,
+        health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
         file_descriptor_set: &'static [u8],
         metrics: GrpcMetrics,
         shutdown: Shutdown,
@@ -71,9 +69,8 @@ pub const FIELD_METADATA: &str = "x-field";
 /// `INVALID_ARGUMENT` about one field, with a message safe to show the client.
 pub fn invalid_field(field: &'static str, issue: &str) -> tonic::Status {
     let mut status = tonic::Status::invalid_argument(issue.to_owned());
-    status.metadata_mut().insert(
-        FIELD_METADATA,
-        tonic::metadata::MetadataValue::from_static(field),
-    );
+    status
+        .metadata_mut()
+        .insert(FIELD_METADATA, tonic::metadata::MetadataValue::from_static(field));
     status
 }

@@ -5,9 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use tonic::codegen::http;
 
 /// Renders the registry in the Prometheus text format.
@@ -104,10 +102,7 @@ where
                     .map_or("OK", |c| code_name(tonic::Code::from(c))),
                 Err(_) => "TRANSPORT",
             };
-            metrics
-                .handled
-                .with_label_values(&[method.as_str(), code])
-                .inc();
+            metrics.handled.with_label_values(&[method.as_str(), code]).inc();
             result
         })
     }
@@ -166,9 +161,6 @@ mod tests {
         );
         assert_eq!(grpc_method_label("/x/y/z"), "unknown");
         assert_eq!(grpc_method_label("/a'b/c"), "unknown");
-        assert_eq!(
-            grpc_method_label(&format!("/{}/m", "a".repeat(500))),
-            "unknown"
-        );
+        assert_eq!(grpc_method_label(&format!("/{}/m", "a".repeat(500))), "unknown");
     }
 }

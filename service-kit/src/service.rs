@@ -100,10 +100,7 @@ pub fn main<S: Service>() -> ExitCode {
         return ExitCode::from(2);
     };
     crate::telemetry::init(S::NAME, settings.common.environment, &settings.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -122,11 +119,7 @@ pub fn main<S: Service>() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "{} stopped with an error",
-                S::NAME
-            );
+            tracing::error!(error = format!("{e:#}"), "{} stopped with an error", S::NAME);
             ExitCode::FAILURE
         }
     }
@@ -143,20 +136,13 @@ async fn migrate<S: Service>(database: &DatabaseConfig) -> anyhow::Result<()> {
 }
 
 /// Serves until `shutdown`; the database may be down at start (the process waits, unready).
-pub async fn serve<S: Service>(
-    settings: ServiceSettings,
-    own: S::Config,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
+pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if settings.database.migrate_on_start {
         migrate::<S>(&settings.database).await?;
     }
     let registry = Registry::new();
     let grpc_metrics = GrpcMetrics::register(&registry)?;
-    let db_up = IntGauge::new(
-        "database_up",
-        "1 while the database answers readiness pings",
-    )?;
+    let db_up = IntGauge::new("database_up", "1 while the database answers readiness pings")?;
     registry.register(Box::new(db_up.clone()))?;
 
     let pool = db::build_pool(&settings.database)?;
@@ -190,14 +176,8 @@ pub async fn serve<S: Service>(
     );
     let routes = S::routes(own, pool, &registry)?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
-    grpc.run(
-        routes,
-        health,
-        S::FILE_DESCRIPTOR_SET,
-        grpc_metrics,
-        shutdown,
-    )
-    .await?;
+    grpc.run(routes, health, S::FILE_DESCRIPTOR_SET, grpc_metrics, shutdown)
+        .await?;
     admin_task.await??;
     tracing::info!("{} stopped", S::NAME);
     Ok(())

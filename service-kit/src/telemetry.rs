@@ -41,9 +41,7 @@ impl LogConfig {
             "pretty" => LogFormat::Pretty,
             _ => LogFormat::Json,
         };
-        let level = env
-            .optional_string("LOG_LEVEL")
-            .unwrap_or_else(|| "info".to_owned());
+        let level = env.optional_string("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
         if EnvFilter::try_new(&level).is_err() {
             env.problem(
                 "LOG_LEVEL",
@@ -97,8 +95,7 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().to_owned(), Value::String(s));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().to_owned(), Value::from(value));
@@ -128,12 +125,7 @@ impl<S> Layer<S> for JsonLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: Context<'_, S>,
-    ) {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
         let mut fields = Map::new();
         attrs.record(&mut JsonVisitor(&mut fields));
         if let Some(span) = ctx.span(id) {
@@ -141,12 +133,7 @@ where
         }
     }
 
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: Context<'_, S>,
-    ) {
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut ext = span.extensions_mut();
             if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
@@ -168,10 +155,7 @@ where
         line.insert("service".into(), Value::String(self.service.into()));
         line.insert("version".into(), Value::String(self.version.into()));
         line.insert("environment".into(), Value::String(self.environment.into()));
-        line.insert(
-            "target".into(),
-            Value::String(event.metadata().target().into()),
-        );
+        line.insert("target".into(), Value::String(event.metadata().target().into()));
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {

@@ -81,10 +81,7 @@ pub fn install_package(package: &str, program: &str) -> anyhow::Result<()> {
             .stdout(Stdio::null());
         let status = cmd.status().context("running apt-get")?;
         if !status.success() {
-            bail!(
-                "`apt-get {}` failed; install {package} by hand",
-                args.join(" ")
-            );
+            bail!("`apt-get {}` failed; install {package} by hand", args.join(" "));
         }
         Ok(())
     };
@@ -98,8 +95,7 @@ fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> {
         return Ok(p);
     }
     install_package(package, name)?;
-    find_program(name)
-        .with_context(|| format!("{name} is still missing after installing {package}"))
+    find_program(name).with_context(|| format!("{name} is still missing after installing {package}"))
 }
 
 /// Whether something accepts TCP connections on `host:port` right now.
@@ -128,12 +124,9 @@ fn postgres_account() -> anyhow::Result<nix::unistd::User> {
         .status()
         .context("creating the postgres account (useradd)")?;
     if !status.success() {
-        bail!(
-            "could not create the unprivileged `postgres` account PostgreSQL needs when run as root"
-        );
+        bail!("could not create the unprivileged `postgres` account PostgreSQL needs when run as root");
     }
-    nix::unistd::User::from_name("postgres")?
-        .context("the postgres account is missing after useradd")
+    nix::unistd::User::from_name("postgres")?.context("the postgres account is missing after useradd")
 }
 
 /// Whether every ancestor of `dir` lets other users through (needed for the postgres account).
@@ -167,11 +160,7 @@ impl Postgres {
     pub fn start(data_dir: &Path, port: u16, superuser_password: &str) -> anyhow::Result<Self> {
         let initdb = program_or_install("initdb", "postgresql")?;
         let pg_ctl = find_program("pg_ctl").context("pg_ctl is missing next to initdb")?;
-        let run_as = if is_root() {
-            Some(postgres_account()?)
-        } else {
-            None
-        };
+        let run_as = if is_root() { Some(postgres_account()?) } else { None };
         let mut data_dir = data_dir.to_path_buf();
         if run_as.is_some() && !traversable_by_others(&data_dir) {
             // The postgres account cannot reach a directory under a private home; keep the cluster
@@ -188,11 +177,7 @@ impl Postgres {
             fs::write(&pwfile, superuser_password)?;
             if let Some(user) = &run_as {
                 for p in [&data_dir, &pwfile] {
-                    std::os::unix::fs::chown(
-                        p.as_path(),
-                        Some(user.uid.as_raw()),
-                        Some(user.gid.as_raw()),
-                    )?;
+                    std::os::unix::fs::chown(p.as_path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
                 }
             }
             fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
@@ -212,10 +197,7 @@ impl Postgres {
                 .context("running initdb")?;
             let _ = fs::remove_file(&pwfile);
             if !out.status.success() {
-                bail!(
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
             }
         }
         let log = data_dir.join("server.log");
@@ -271,9 +253,7 @@ impl Drop for Postgres {
 
 fn as_user(mut cmd: Command, user: Option<&nix::unistd::User>) -> Command {
     if let Some(user) = user {
-        cmd.uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .current_dir("/");
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).current_dir("/");
     }
     cmd
 }

@@ -14,9 +14,15 @@ pub fn workspace_root() -> std::path::PathBuf {
     here.parent().unwrap_or(here).to_path_buf()
 }
 
-/// A free TCP port on loopback, chosen by the kernel.
+/// A free TCP port on loopback, below the kernel's ephemeral range (32768 and up on Linux), so
+/// that outgoing connections of parallel tests cannot take it between our check and the bind.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+    use rand::Rng as _;
+    for _ in 0..200 {
+        let port = rand::rng().random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }

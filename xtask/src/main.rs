@@ -33,10 +33,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xtask: cannot start a runtime: {e}");
@@ -146,29 +143,17 @@ async fn up() -> anyhow::Result<ExitCode> {
         None => admin_url.clone(),
     };
     let (host, port) = {
-        let after = db_admin_url
-            .rsplit_once('@')
-            .map_or(db_admin_url.as_str(), |(_, h)| h);
+        let after = db_admin_url.rsplit_once('@').map_or(db_admin_url.as_str(), |(_, h)| h);
         let hp = after.split('/').next().unwrap_or_default();
-        let (h, p) = hp
-            .rsplit_once(':')
-            .context("DATABASE_URL needs host:port")?;
+        let (h, p) = hp.rsplit_once(':').context("DATABASE_URL needs host:port")?;
         (h.to_owned(), p.parse::<u16>()?)
     };
     let mut databases = Vec::new();
     for service in SERVICES {
         let password = secrets.read(&format!("{service}_db_password"))?;
         databases.push(
-            provision::provision_service(
-                &db_admin_url,
-                &host,
-                port,
-                database,
-                "svc_",
-                service,
-                password.trim(),
-            )
-            .await?,
+            provision::provision_service(&db_admin_url, &host, port, database, "svc_", service, password.trim())
+                .await?,
         );
     }
     xtask::testkit::migrate(&databases)?;
@@ -211,11 +196,7 @@ async fn up() -> anyhow::Result<ExitCode> {
     drop(own_pg);
     eprintln!(
         "xtask: stopped{}",
-        if clean {
-            ""
-        } else {
-            " (some process had to be killed)"
-        }
+        if clean { "" } else { " (some process had to be killed)" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -248,10 +229,7 @@ async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let password = xtask::secrets::random_token();
     let pg = Postgres::start(&stack_dir.join("postgres"), xtask::free_port()?, &password)?;
     let redis = Redis::start(&stack_dir.join("redis"), xtask::free_port()?, false)?;
-    eprintln!(
-        "xtask: test PostgreSQL on :{}, Redis on :{}",
-        pg.port, redis.port
-    );
+    eprintln!("xtask: test PostgreSQL on :{}, Redis on :{}", pg.port, redis.port);
 
     let nextest = devstack::find_program("cargo-nextest").is_some();
     let mut cmd = devstack::cargo();

@@ -99,9 +99,7 @@ impl Process {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -141,9 +139,7 @@ impl Process {
     }
 
     pub fn has_exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -193,11 +189,7 @@ impl Platform {
                 .map(|d| d.url.clone())
                 .with_context(|| format!("no database for {service}"))
         };
-        let service = |name: &'static str,
-                       grpc: u16,
-                       admin: u16,
-                       database: String,
-                       extra: &[(&str, String)]| {
+        let service = |name: &'static str, grpc: u16, admin: u16, database: String, extra: &[(&str, String)]| {
             let mut env = base_env(spec);
             env.insert("GRPC_HOST".into(), "127.0.0.1".into());
             env.insert("GRPC_PORT".into(), grpc.to_string());
@@ -215,11 +207,7 @@ impl Platform {
             }
         };
         let p = spec.ports;
-        let jwt = spec
-            .secrets
-            .path("jwt_signing_keys.pem")
-            .to_string_lossy()
-            .into_owned();
+        let jwt = spec.secrets.path("jwt_signing_keys.pem").to_string_lossy().into_owned();
         let mut auth = service(
             "auth-service",
             p.auth,
@@ -227,13 +215,7 @@ impl Platform {
             db("auth")?,
             &[("JWT_SIGNING_KEYS_FILE", jwt)],
         );
-        let mut reports = service(
-            "reports-service",
-            p.reports,
-            p.reports_admin,
-            db("reports")?,
-            &[],
-        );
+        let mut reports = service("reports-service", p.reports, p.reports_admin, db("reports")?, &[]);
         let mut analytics = service(
             "analytics-service",
             p.analytics,
@@ -256,14 +238,8 @@ impl Platform {
                 spec.secrets.path("tls.key").to_string_lossy().into_owned(),
             ),
             ("AUTH_SERVICE_URL", format!("http://127.0.0.1:{}", p.auth)),
-            (
-                "REPORTS_SERVICE_URL",
-                format!("http://127.0.0.1:{}", p.reports),
-            ),
-            (
-                "ANALYTICS_SERVICE_URL",
-                format!("http://127.0.0.1:{}", p.analytics),
-            ),
+            ("REPORTS_SERVICE_URL", format!("http://127.0.0.1:{}", p.reports)),
+            ("ANALYTICS_SERVICE_URL", format!("http://127.0.0.1:{}", p.analytics)),
             ("REDIS_URL", spec.redis_url.to_owned()),
         ] {
             env.insert(k.to_owned(), v);
@@ -307,10 +283,7 @@ impl Platform {
                 &mut self.analytics,
             ] {
                 if let Some(status) = p.has_exited() {
-                    bail!(
-                        "{} exited during start-up ({status}); its log is above",
-                        p.name
-                    );
+                    bail!("{} exited during start-up ({status}); its log is above", p.name);
                 }
             }
             if let Some((200, body)) = http_get(self.ports.gateway_admin, "/ready")

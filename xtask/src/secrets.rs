@@ -19,26 +19,15 @@ impl DevSecrets {
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        let secrets = Self {
-            dir: dir.to_path_buf(),
-        };
+        let secrets = Self { dir: dir.to_path_buf() };
         if !secrets.path("tls.crt").exists() || !secrets.path("tls.key").exists() {
-            let names = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
-            let certified = rcgen::generate_simple_self_signed(names)
-                .context("generating the TLS certificate")?;
-            write_secret(
-                &secrets.path("tls.key"),
-                &certified.signing_key.serialize_pem(),
-            )?;
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let certified = rcgen::generate_simple_self_signed(names).context("generating the TLS certificate")?;
+            write_secret(&secrets.path("tls.key"), &certified.signing_key.serialize_pem())?;
             write_secret(&secrets.path("tls.crt"), &certified.cert.pem())?;
         }
         if !secrets.path("jwt_signing_keys.pem").exists() {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
-                .context("generating the JWT key")?;
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).context("generating the JWT key")?;
             write_secret(&secrets.path("jwt_signing_keys.pem"), &key.serialize_pem())?;
         }
         for name in [

@@ -42,7 +42,9 @@ impl Drop for TestPlatform {
 }
 
 fn env_var(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: run the tests with `cargo xtask test`, which starts PostgreSQL and Redis for them"))
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run the tests with `cargo xtask test`, which starts PostgreSQL and Redis for them")
+    })
 }
 
 /// A database of its own with the three services' roles and schemas, migrated.
@@ -138,9 +140,7 @@ pub async fn start(tag: &str, gateway_env: &[(&str, &str)]) -> anyhow::Result<Te
 fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
     let after_at = url.rsplit_once('@').map_or(url, |(_, h)| h);
     let hostport = after_at.split('/').next().unwrap_or_default();
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .context("TEST_PG_URL needs host:port")?;
+    let (host, port) = hostport.rsplit_once(':').context("TEST_PG_URL needs host:port")?;
     Ok((host.to_owned(), port.parse().context("TEST_PG_URL port")?))
 }
 

@@ -59,24 +59,16 @@ pub struct CoarseLocation {
         (status = 400, description = "A parameter is missing, repeated, unknown or out of range", body = crate::error::ErrorBody),
         (status = 503, description = "reports-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn nearby(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let q = StrictQuery::parse(req.query_string(), &["lat", "lng", "radius_m", "limit"])?;
     let message = ListNearbyAlertsRequest {
         lat: q.required("lat", "a number between -90 and 90")?,
         lng: q.required("lng", "a number between -180 and 180")?,
         radius_m: q.required("radius_m", "an integer between 1 and 5000")?,
-        limit: q
-            .optional("limit", "an integer between 1 and 100")?
-            .unwrap_or(0),
+        limit: q.optional("limit", "an integer between 1 and 100")?.unwrap_or(0),
     };
     if q.optional::<u32>("limit", "")? == Some(0) {
-        return Err(ApiError::validation(
-            "limit",
-            "must be an integer between 1 and 100",
-        ));
+        return Err(ApiError::validation("limit", "must be an integer between 1 and 100"));
     }
     let mut client = ReportsServiceClient::new(state.upstreams.reports.clone());
     let alerts = client
@@ -94,10 +86,7 @@ pub async fn nearby(
                 .occurred_at
                 .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
                 .unwrap_or(DateTime::UNIX_EPOCH),
-            location: CoarseLocation {
-                lat: a.lat,
-                lng: a.lng,
-            },
+            location: CoarseLocation { lat: a.lat, lng: a.lng },
         })
         .collect();
     Ok(HttpResponse::Ok().json(NearbyAlerts {

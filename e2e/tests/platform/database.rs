@@ -1,0 +1,142 @@
+//! Per-service roles and schemas, migrations, and readiness that follows the database.
+
+use std::time::Duration;
+
+use crate::{admin_get, client, error_code, eventually};
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrating_twice_is_a_no_op() {
+    let (_, _, dbs) = xtask::testkit::fresh_databases("mig").await.expect("databases");
+    let first = xtask::testkit::migrate(&dbs).expect("first migrate");
+    for log in &first {
+        assert!(log.contains("applied 1 migration(s)"), "first run should apply: {log}");
+    }
+    let second = xtask::testkit::migrate(&dbs).expect("second migrate");
+    for log in &second {
+        assert!(log.contains("nothing applied"), "second run should be a no-op: {log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_sees_only_its_own_schema() {
+    let (_, _, dbs) = xtask::testkit::fresh_databases("iso").await.expect("databases");
+    xtask::testkit::migrate(&dbs).expect("migrate");
+    let url = |service: &str| {
+        dbs.iter()
+            .find(|d| d.service == service)
+            .expect("service db")
+            .url
+            .clone()
+    };
+    let own_table = [
+        ("auth", "auth.users"),
+        ("reports", "reports.reports"),
+        ("analytics", "analytics.ingested_events"),
+    ];
+
+    for (service, mine) in own_table {
+        let db = connect(&url(service)).await;
+        let n: i64 = db
+            .query_one(&format!("SELECT count(*) FROM {mine}"), &[])
+            .await
+            .expect("own table readable")
+            .get(0);
+        assert_eq!(n, 0);
+        for (_, theirs) in own_table.iter().filter(|(s, _)| *s != service) {
+            let err = db
+                .query_one(&format!("SELECT count(*) FROM {theirs}"), &[])
+                .await
+                .expect_err("must be denied");
+            assert_eq!(
+                err.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{service} reading {theirs}: {err}"
+            );
+        }
+        let err = db
+            .batch_execute("CREATE TABLE public.smuggled (x int)")
+            .await
+            .expect_err("public is closed");
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{err}"
+        );
+        // Diesel's bookkeeping lives in the service's own schema too.
+        let row = db
+            .query_one(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = '__diesel_schema_migrations'",
+                &[],
+            )
+            .await
+            .expect("migrations table");
+        assert_eq!(row.get::<_, String>(0), service);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_whose_database_is_unreachable_turns_unready_and_recovers() {
+    let tp = xtask::testkit::start("dbdown", &[]).await.expect("platform");
+    let http = client(&tp);
+    let alerts = format!("{}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000", tp.base_url());
+    let role = tp
+        .databases
+        .iter()
+        .find(|d| d.service == "reports")
+        .expect("reports db")
+        .role
+        .clone();
+    let admin = connect(&tp.admin_url).await;
+
+    // Cut reports-service off its database: no new logins, existing sessions ended.
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{role}\" NOLOGIN"))
+        .await
+        .expect("nologin");
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("terminate");
+
+    let reports_admin = tp.platform.ports.reports_admin;
+    eventually("reports /ready to be 503", Duration::from_secs(15), || async move {
+        admin_get(reports_admin, "/ready").filter(|(s, b)| *s == 503 && b["checks"]["database"] == false)
+    })
+    .await;
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    eventually(
+        "gateway to report reports down",
+        Duration::from_secs(15),
+        || async move {
+            admin_get(gateway_admin, "/ready").filter(|(s, b)| {
+                *s == 200 && b["status"] == "degraded" && b["checks"]["reports"] == false && b["checks"]["auth"] == true
+            })
+        },
+    )
+    .await;
+    let res = http.get(&alerts).send().await.expect("request");
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{role}\" LOGIN"))
+        .await
+        .expect("login again");
+    eventually("gateway ready again", Duration::from_secs(15), || async move {
+        admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
+    })
+    .await;
+    let res = http.get(&alerts).send().await.expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+}

@@ -1,0 +1,123 @@
+//! A service going down and coming back, and the gateway draining on SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::{admin_get, client, error_code, eventually};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_service_degrades_only_its_routes_and_recovers() {
+    let mut tp = xtask::testkit::start(
+        "down",
+        &[("GRPC_REQUEST_TIMEOUT_MS", "2000"), ("REQUEST_TIMEOUT_MS", "4000")],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let alerts = format!("{base}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000");
+    let jwks = format!("{base}/.well-known/jwks.json");
+    let gateway_admin = tp.platform.ports.gateway_admin;
+
+    tp.platform.reports.kill();
+
+    let body = eventually("/ready to turn degraded", Duration::from_secs(10), || {
+        let http = http.clone();
+        let url = format!("{base}/ready");
+        async move {
+            let res = http.get(&url).send().await.ok()?;
+            (res.status().as_u16() == 200).then_some(())?;
+            let body: serde_json::Value = res.json().await.ok()?;
+            (body["status"] == "degraded").then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(body["checks"]["reports"], false, "{body}");
+    assert_eq!(body["checks"]["auth"], true, "{body}");
+    assert_eq!(body["checks"]["analytics"], true, "{body}");
+    assert_eq!(body["checks"]["redis"], true, "{body}");
+
+    let started = Instant::now();
+    let res = http.get(&alerts).send().await.expect("answered, not hung");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+
+    let res = http.get(&jwks).send().await.expect("auth route");
+    assert_eq!(res.status().as_u16(), 200, "another service's route must keep working");
+
+    tp.platform.reports.restart().expect("restart");
+    eventually("/ready to be ready again", Duration::from_secs(20), || async move {
+        admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
+    })
+    .await;
+    let res = http.get(&alerts).send().await.expect("reports route");
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
+    let mut tp = xtask::testkit::start(
+        "drain",
+        &[("GRPC_REQUEST_TIMEOUT_MS", "20000"), ("REQUEST_TIMEOUT_MS", "25000")],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let alerts = format!("{}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000", tp.base_url());
+    // Warm the connection to reports-service so the paused process only delays the answer.
+    assert_eq!(http.get(&alerts).send().await.expect("warm").status().as_u16(), 200);
+    let gateway_admin = tp.platform.ports.gateway_admin;
+
+    // Freeze reports-service: the next call waits on it, a slow request as far as the gateway knows.
+    tp.platform.reports.signal(Signal::SIGSTOP);
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let alerts = alerts.clone();
+        async move { http.get(&alerts).send().await }
+    });
+    eventually("the request to be in flight", Duration::from_secs(10), || async move {
+        let (_, text) = xtask::platform::http_get(gateway_admin, "/metrics")?;
+        text.lines().any(|l| l == "http_requests_in_flight 1").then_some(())
+    })
+    .await;
+
+    tp.platform.gateway.signal(Signal::SIGTERM);
+    eventually("/ready to say draining", Duration::from_secs(10), || async move {
+        admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 503 && b["status"] == "draining")
+    })
+    .await;
+    let public = tp.platform.ports.gateway;
+    eventually(
+        "the public port to stop accepting",
+        Duration::from_secs(10),
+        || async move {
+            std::net::TcpStream::connect(("127.0.0.1", public))
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the slow request ended before the service answered"
+    );
+
+    tp.platform.reports.signal(Signal::SIGCONT);
+    let res = in_flight.await.expect("task").expect("the in-flight request completed");
+    assert_eq!(res.status().as_u16(), 200);
+    let status = tp
+        .platform
+        .gateway
+        .wait_exit(Duration::from_secs(20))
+        .expect("gateway exits after draining");
+    assert!(status.success(), "gateway exit status {status}");
+}

@@ -1,0 +1,66 @@
+//! End-to-end tests: the four real binaries, real PostgreSQL and Redis, HTTPS like a phone.
+//! Run them with `cargo xtask test` (it provides TEST_PG_URL and TEST_REDIS_URL).
+
+mod config;
+mod database;
+mod edge;
+mod lifecycle;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use xtask::testkit::TestPlatform;
+
+/// An HTTPS client that trusts only the test platform's self-signed certificate.
+pub fn client(tp: &TestPlatform) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&tp.ca_pem()).expect("test CA");
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Polls `check` until it yields a value or `timeout` passes (readiness, not a fixed sleep).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// GET on an admin port (plain HTTP, loopback): status and JSON body.
+pub fn admin_get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (status, body) = xtask::platform::http_get(port, path)?;
+    Some((status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// Asserts the API's one error shape and returns the code.
+pub async fn error_code(res: reqwest::Response, status: u16) -> String {
+    assert_eq!(res.status().as_u16(), status, "unexpected status");
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: serde_json::Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"]["request_id"].as_str(), request_id.as_deref(), "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"]["code"].as_str().expect("code").to_owned()
+}
