@@ -129,6 +129,14 @@ fn api_error_of(e: &Error) -> ApiError {
         return api.clone();
     }
     let status = e.as_response_error().status_code();
+    if status.is_server_error() {
+        tracing::error!(error = %e, "unexpected error below the edge");
+    }
+    api_error_for_status(status)
+}
+
+/// The API error that stands for a bare status from a layer below.
+fn api_error_for_status(status: StatusCode) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::not_found(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
@@ -140,11 +148,20 @@ fn api_error_of(e: &Error) -> ApiError {
         ),
         StatusCode::FORBIDDEN => ApiError::new(status, "FORBIDDEN", "You may not do this."),
         s if s.is_client_error() => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request is not valid."),
-        _ => {
-            tracing::error!(error = %e, "unexpected error below the edge");
-            ApiError::internal()
-        }
+        _ => ApiError::internal(),
     }
+}
+
+/// Whether a response is an error that some layer below rendered in its own format (for example
+/// actix-cors refusing a preflight with a plain-text body).
+fn foreign_error(res: &ServiceResponse<BoxBody>) -> bool {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    (status.is_client_error() || status.is_server_error()) && !json
 }
 
 /// Puts the security headers and the request id on a response.
@@ -193,7 +210,15 @@ pub async fn edge(
         // The request moves into the handler; when the handler fails without a response (panic,
         // timeout, an error below), the error itself renders the response (with the request id).
         match tokio::time::timeout(timeout, AssertUnwindSafe(next.call(req)).catch_unwind()).await {
-            Ok(Ok(Ok(res))) => Ok(res.map_into_boxed_body()),
+            Ok(Ok(Ok(res))) => {
+                let res = res.map_into_boxed_body();
+                if foreign_error(&res) {
+                    let api = api_error_for_status(res.status());
+                    Ok(res.into_response(api.error_response()))
+                } else {
+                    Ok(res)
+                }
+            }
             Ok(Ok(Err(e))) => Err(api_error_of(&e)),
             Ok(Err(panic)) => {
                 let what = panic

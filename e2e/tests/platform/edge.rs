@@ -170,3 +170,38 @@ async fn tls_12_and_13_by_default_and_13_only_when_configured() {
     assert!(v12.get(&url).send().await.is_err(), "TLS 1.2 accepted in 1.3-only mode");
     assert_eq!(client(&tp).get(&url).send().await.expect("1.3").status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_allows_only_the_listed_origins() {
+    let tp = xtask::testkit::start("cors", &[("ALLOWED_ORIGINS", "https://app.example.com")])
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let url = format!("{}/v1/alerts/nearby", tp.base_url());
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+
+    let res = preflight("https://app.example.com").await.expect("preflight");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    assert_hardened(&res);
+
+    let res = preflight("https://evil.example.net").await.expect("preflight");
+    assert!(
+        res.headers().get("access-control-allow-origin").is_none(),
+        "a foreign origin was allowed"
+    );
+    assert_ne!(res.status().as_u16(), 200);
+    let body: serde_json::Value = res.json().await.expect("error shape");
+    assert_eq!(body["success"], false);
+}

@@ -20,6 +20,19 @@ async fn a_dead_service_degrades_only_its_routes_and_recovers() {
     let jwks = format!("{base}/.well-known/jwks.json");
     let gateway_admin = tp.platform.ports.gateway_admin;
 
+    // A frozen service (accepts, never answers) costs the caller the gRPC deadline, not a hang.
+    assert_eq!(http.get(&alerts).send().await.expect("warm").status().as_u16(), 200);
+    tp.platform.reports.signal(Signal::SIGSTOP);
+    let started = Instant::now();
+    let res = http.get(&alerts).send().await.expect("answered, not hung");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "took {waited:?}"
+    );
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+    tp.platform.reports.signal(Signal::SIGCONT);
+
     tp.platform.reports.kill();
 
     let body = eventually("/ready to turn degraded", Duration::from_secs(10), || {
