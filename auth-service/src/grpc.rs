@@ -1,30 +1,120 @@
-//! `auth.v1.AuthService` over tonic: decode, call the domain, map errors.
+//! `auth.v1.AuthService` over tonic: decode, verify the caller's token where one is needed, call
+//! the use case, map errors through service-kit's one table.
 
 use std::sync::Arc;
 
+use proto::auth::v1 as pb;
 use proto::auth::v1::auth_service_server::AuthService;
-use proto::auth::v1::{GetJwksRequest, GetJwksResponse, Jwk};
+use secrecy::SecretString;
+use service_kit::auth::Verifier;
+use service_kit::errors::{ErrorCode, status, status_retry_after};
 use tonic::{Request, Response, Status};
 
+use crate::account::Device;
 use crate::keys::SigningKeys;
+use crate::service::{Auth, AuthError, LoginInput, RegisterInput, Tokens};
+use crate::store::{Actor, UserRow};
 
 pub struct AuthGrpc {
     keys: Arc<SigningKeys>,
+    auth: Auth,
+    verifier: Verifier,
 }
 
 impl AuthGrpc {
-    pub fn new(keys: SigningKeys) -> Self {
-        Self { keys: Arc::new(keys) }
+    pub fn new(keys: Arc<SigningKeys>, auth: Auth, verifier: Verifier) -> Self {
+        Self { keys, auth, verifier }
+    }
+}
+
+fn actor<T>(request: &Request<T>) -> Actor {
+    let get = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect::<String>())
+    };
+    Actor {
+        user_id: None,
+        ip: get("x-client-ip"),
+        user_agent: get("x-user-agent"),
+    }
+}
+
+fn to_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Invalid(i) => {
+            let mut s = status(ErrorCode::ValidationFailed, i.issue);
+            s.metadata_mut().insert(
+                service_kit::grpc::FIELD_METADATA,
+                tonic::metadata::MetadataValue::from_static(i.field),
+            );
+            s
+        }
+        AuthError::EmailTaken => status(ErrorCode::Conflict, "An account with this e-mail already exists."),
+        AuthError::InvalidCredentials => status(ErrorCode::InvalidCredentials, "E-mail or password is wrong."),
+        AuthError::Locked { retry_after } => status_retry_after(
+            ErrorCode::AccountLocked,
+            "Too many failed attempts; the account is locked for a while.",
+            retry_after,
+        ),
+        AuthError::TokenReused => status(
+            ErrorCode::TokenReused,
+            "This refresh token was already used; the session has ended.",
+        ),
+        AuthError::Revoked => status(ErrorCode::TokenRevoked, "This session has ended; log in again."),
+        AuthError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
+        AuthError::Unauthenticated => status(ErrorCode::Unauthenticated, "Authentication is required."),
+        AuthError::Unavailable(cause) => {
+            tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
+            status(ErrorCode::Unavailable, "Temporarily unavailable; retry shortly.")
+        }
+        AuthError::Unexpected(cause) => {
+            tracing::error!(error = format!("{cause:#}"), "unexpected error");
+            status(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
+fn device(d: Option<pb::Device>) -> Result<Option<Device>, Status> {
+    d.map(|d| Device::parse(&d.device_id, &d.platform, &d.model, &d.os_version))
+        .transpose()
+        .map_err(|i| to_status(AuthError::Invalid(i)))
+}
+
+fn user_pb(u: &UserRow) -> pb::User {
+    pb::User {
+        id: u.id.to_string(),
+        email: u.email.clone(),
+        email_verified: u.email_verified,
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        income_tier: u.income_tier.clone().unwrap_or_default(),
+        roles: u.roles.clone(),
+        mfa_enabled: u.mfa_enabled,
+        created_at: Some(prost_types::Timestamp {
+            seconds: u.created_at.timestamp(),
+            nanos: 0,
+        }),
+    }
+}
+
+fn tokens_pb(t: Tokens) -> pb::Tokens {
+    pb::Tokens {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        expires_in: t.expires_in as u32,
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
-    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         let keys = self
             .keys
             .jwks()
-            .map(|k| Jwk {
+            .map(|k| pb::Jwk {
                 kty: "OKP".into(),
                 crv: "Ed25519".into(),
                 x: k.x.clone(),
@@ -33,6 +123,79 @@ impl AuthService for AuthGrpc {
                 r#use: "sig".into(),
             })
             .collect();
-        Ok(Response::new(GetJwksResponse { keys }))
+        Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::SessionResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let input = RegisterInput {
+            email: r.email,
+            password: SecretString::from(r.password),
+            first_name: r.first_name,
+            last_name: r.last_name,
+            income_tier: r.income_tier,
+            device: device(r.device)?,
+        };
+        let (user, tokens) = self.auth.register(input, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::SessionResponse {
+            user: Some(user_pb(&user)),
+            tokens: Some(tokens_pb(tokens)),
+        }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::SessionResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let device = device(r.device)?.ok_or_else(|| {
+            to_status(AuthError::Invalid(crate::account::Invalid {
+                field: "device",
+                issue: "is required",
+            }))
+        })?;
+        let input = LoginInput {
+            email: r.email,
+            password: SecretString::from(r.password),
+            device,
+        };
+        let (user, tokens) = self.auth.login(input, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::SessionResponse {
+            user: Some(user_pb(&user)),
+            tokens: Some(tokens_pb(tokens)),
+        }))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::Tokens>, Status> {
+        let r = request.into_inner();
+        let tokens = self
+            .auth
+            .refresh(&r.refresh_token, &r.device_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tokens_pb(tokens)))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let r = request.into_inner();
+        self.auth
+            .logout(&claims, Some(&r.refresh_token), actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn logout_all(&self, request: Request<pb::LogoutAllRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        self.auth.logout_all(&claims, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let user = self.auth.me(&claims).await.map_err(to_status)?;
+        Ok(Response::new(user_pb(&user)))
     }
 }

@@ -21,6 +21,8 @@ pub struct PublicJwk {
 /// The configured signing keys; the first signs new tokens, the others only verify (rotation).
 pub struct SigningKeys {
     keys: Vec<(PublicJwk, SigningKey)>,
+    /// PKCS#8 DER of the current key, for jsonwebtoken.
+    current: jsonwebtoken::EncodingKey,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,20 +39,33 @@ impl SigningKeys {
     /// Parses one or more PEM `PRIVATE KEY` blocks (Ed25519, PKCS#8), current key first.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let mut keys: Vec<(PublicJwk, SigningKey)> = Vec::new();
+        let mut current = None;
         for (index, der) in PrivatePkcs8KeyDer::pem_slice_iter(pem.as_bytes()).enumerate() {
             let der = der.map_err(|_| KeyError::NotEd25519(index + 1))?;
             let key =
                 SigningKey::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|_| KeyError::NotEd25519(index + 1))?;
             let jwk = public_jwk(&key);
+            if current.is_none() {
+                current = Some(jsonwebtoken::EncodingKey::from_ed_der(der.secret_pkcs8_der()));
+            }
             if keys.iter().any(|(k, _)| k.kid == jwk.kid) {
                 return Err(KeyError::Duplicate(index + 1));
             }
             keys.push((jwk, key));
         }
-        if keys.is_empty() {
-            return Err(KeyError::Empty);
+        match current {
+            Some(current) => Ok(Self { keys, current }),
+            None => Err(KeyError::Empty),
         }
-        Ok(Self { keys })
+    }
+
+    /// The key id and key that sign new tokens.
+    pub fn current(&self) -> (&str, &jsonwebtoken::EncodingKey) {
+        // `from_pem` refuses an empty list, so there is always a first key.
+        (
+            self.keys.first().map(|(jwk, _)| jwk.kid.as_str()).unwrap_or_default(),
+            &self.current,
+        )
     }
 
     /// Every public key, current first.

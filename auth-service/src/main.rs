@@ -1,13 +1,20 @@
 //! auth-service: accounts, sessions, devices, MFA and the keys that sign access tokens.
-//! Wiring only; see `grpc.rs` and the domain modules.
+//! Wiring only; see `grpc.rs`, `service.rs` and the domain modules.
 
+mod account;
 mod grpc;
 mod keys;
+mod password;
+mod service;
+mod store;
+mod tokens;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use service_kit::auth::{KeySource, PublicKey, Verifier, VerifierConfig};
 use service_kit::config::Env;
 use service_kit::db::Pool;
 use tonic::service::Routes;
@@ -16,6 +23,14 @@ struct AuthService;
 
 struct AuthConfig {
     signing_keys: keys::SigningKeys,
+    verifier: VerifierConfig,
+    redis_url: SecretString,
+    device_salt: SecretString,
+    refresh_secret: SecretString,
+    access_ttl: std::time::Duration,
+    refresh_ttl: std::time::Duration,
+    hash: password::HashParams,
+    policy: service::Policy,
 }
 
 impl service_kit::service::Service for AuthService {
@@ -30,20 +45,79 @@ impl service_kit::service::Service for AuthService {
     type Config = AuthConfig;
 
     fn config(env: &Env) -> Option<AuthConfig> {
-        let pem = env.secret("JWT_SIGNING_KEYS")?;
-        match keys::SigningKeys::from_pem(pem.expose_secret()) {
-            Ok(signing_keys) => Some(AuthConfig { signing_keys }),
-            Err(e) => {
-                env.problem("JWT_SIGNING_KEYS", e);
-                None
+        let signing_keys = env.secret("JWT_SIGNING_KEYS").and_then(|pem| {
+            keys::SigningKeys::from_pem(pem.expose_secret())
+                .map_err(|e| env.problem("JWT_SIGNING_KEYS", e))
+                .ok()
+        });
+        let verifier = VerifierConfig::from_env(env);
+        let redis_url = env.secret("REDIS_URL");
+        let device_salt = env.secret("DEVICE_ID_SALT");
+        let refresh_secret = env.secret("REFRESH_TOKEN_SECRET");
+        for (name, value) in [
+            ("DEVICE_ID_SALT", &device_salt),
+            ("REFRESH_TOKEN_SECRET", &refresh_secret),
+        ] {
+            if value.as_ref().is_some_and(|v| v.expose_secret().len() < 32) {
+                env.problem(name, "must be at least 32 characters of random data");
             }
         }
+        let access_ttl = env.seconds_in("JWT_EXPIRATION", 3600, 60, 86_400);
+        let refresh_ttl = env.seconds_in("JWT_REFRESH_EXPIRATION", 30 * 86_400, 3600, 365 * 86_400);
+        let policy = service::Policy {
+            max_attempts: env.int_in("LOGIN_MAX_ATTEMPTS", 5, 1, 100),
+            lockout: env.seconds_in("LOCKOUT_SECONDS", 900, 1, 86_400),
+            refresh_grace: env.seconds_in("REFRESH_RETRY_GRACE", 10, 0, 300),
+        };
+        Some(AuthConfig {
+            signing_keys: signing_keys?,
+            verifier,
+            redis_url: redis_url?,
+            device_salt: device_salt?,
+            refresh_secret: refresh_secret?,
+            access_ttl,
+            refresh_ttl,
+            hash: password::HashParams::from_env(env),
+            policy,
+        })
     }
 
-    fn routes(config: AuthConfig, _pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
-        let auth = grpc::AuthGrpc::new(config.signing_keys);
+    fn routes(config: AuthConfig, pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
+        let keys = Arc::new(config.signing_keys);
+        let own: Vec<PublicKey> = keys
+            .jwks()
+            .map(|k| PublicKey {
+                kid: k.kid.clone(),
+                x: k.x.clone(),
+            })
+            .collect();
+        // auth-service verifies tokens against its own keys: nothing to fetch.
+        let source: KeySource = Arc::new(move || {
+            let own = own.clone();
+            Box::pin(async move { Ok(own) })
+        });
+        let verifier = Verifier::new(config.verifier.clone(), source);
+        let redis = deadpool_redis::Config::from_url(config.redis_url.expose_secret())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let issuer = tokens::TokenIssuer::new(
+            keys.clone(),
+            config.verifier.issuer.clone(),
+            config.verifier.audience.clone(),
+            config.access_ttl,
+            config.refresh_ttl,
+            config.refresh_secret,
+        );
+        let auth = service::Auth {
+            pool,
+            redis,
+            passwords: password::Passwords::new(config.hash)?,
+            issuer,
+            policy: config.policy,
+            device_salt: config.device_salt,
+        };
+        let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(
-            proto::auth::v1::auth_service_server::AuthServiceServer::new(auth),
+            proto::auth::v1::auth_service_server::AuthServiceServer::new(grpc),
         ))
     }
 }

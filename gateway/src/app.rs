@@ -87,8 +87,10 @@ impl Application {
         let registry = Registry::new();
         let edge_state = web::Data::new(Edge::new(config.max_body_bytes, config.request_timeout, &registry)?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
+        let verifier = crate::auth::verifier(config.verifier.clone(), upstreams.auth.clone());
         let state = web::Data::new(AppState {
             upstreams: upstreams.clone(),
+            verifier,
             started: Instant::now(),
         });
         let origins = Arc::new(config.allowed_origins.clone());

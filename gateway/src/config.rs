@@ -54,6 +54,8 @@ pub struct GatewayConfig {
     pub upstreams: UpstreamConfig,
     /// `REDIS_URL`: rate limits and revocation (optional in development).
     pub redis_url: Option<SecretString>,
+    /// `JWT_ISSUER`, `JWT_AUDIENCE`, leeway and JWKS refetch interval.
+    pub verifier: service_kit::auth::VerifierConfig,
 }
 
 impl GatewayConfig {
@@ -132,6 +134,7 @@ impl GatewayConfig {
             workers,
             upstreams,
             redis_url,
+            verifier: service_kit::auth::VerifierConfig::from_env(env),
         })
     }
 }

@@ -192,7 +192,13 @@ pub async fn edge(
         req.headers_mut().remove(name);
     }
     let method = method_label(req.method());
-    let span = tracing::info_span!("http", request_id = %request_id, method, path = %req.path());
+    let span = tracing::info_span!(
+        "http",
+        request_id = %request_id,
+        method,
+        path = %req.path(),
+        user_id = tracing::field::Empty
+    );
     let (max_body, timeout) = edge.as_ref().map_or((usize::MAX, Duration::from_secs(30)), |e| {
         (e.max_body_bytes, e.request_timeout)
     });

@@ -80,6 +80,12 @@ impl ApiError {
         }
     }
 
+    /// An error of the platform's table (`service_kit::errors`), with a message for the client.
+    pub fn coded(code: service_kit::errors::ErrorCode, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code.as_str(), message)
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource.")
     }
@@ -148,6 +154,34 @@ impl ApiError {
     /// This is the one place where gRPC codes become HTTP statuses.
     pub fn from_status(service: &'static str, status: &tonic::Status) -> Self {
         use tonic::Code;
+        // A service that names its error code has chosen a message fit for the client.
+        let coded = status
+            .metadata()
+            .get(service_kit::errors::ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(service_kit::errors::ErrorCode::parse);
+        if let Some(code) = coded {
+            use service_kit::errors::ErrorCode as E;
+            match code {
+                E::ValidationFailed => {}
+                E::Unavailable => return Self::unavailable(&format!("{service} service")),
+                E::Internal => {
+                    tracing::error!(upstream = service, grpc_message = status.message(), "upstream failed");
+                    return Self::internal();
+                }
+                _ => {
+                    let retry_after = status
+                        .metadata()
+                        .get(service_kit::errors::RETRY_AFTER_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u32>().ok());
+                    return Self {
+                        retry_after,
+                        ..Self::coded(code, status.message())
+                    };
+                }
+            }
+        }
         match status.code() {
             Code::InvalidArgument => {
                 let field = status

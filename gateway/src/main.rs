@@ -1,6 +1,7 @@
 //! gateway: the public HTTPS edge. REST for the phones, gRPC to the services. Wiring only.
 
 mod app;
+mod auth;
 mod config;
 mod edge;
 mod error;

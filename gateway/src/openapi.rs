@@ -35,7 +35,14 @@ pub struct Ready {
         crate::routes::ops::openapi,
         crate::routes::jwks::jwks,
         crate::routes::alerts::nearby,
+        crate::routes::auth::register,
+        crate::routes::auth::login,
+        crate::routes::auth::refresh,
+        crate::routes::auth::logout,
+        crate::routes::auth::logout_all,
+        crate::routes::auth::me,
     ),
+    modifiers(&BearerAuth),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::FieldIssue)),
     tags(
         (name = "operations", description = "Liveness, readiness, this document"),
@@ -44,3 +51,22 @@ pub struct Ready {
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the protected routes name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

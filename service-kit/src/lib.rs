@@ -2,10 +2,13 @@
 //! server bootstrap, the database pool and migrations. Never domain logic.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod errors;
 pub mod grpc;
 pub mod metrics;
+pub mod revocation;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

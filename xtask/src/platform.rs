@@ -207,13 +207,18 @@ impl Platform {
             }
         };
         let p = spec.ports;
-        let jwt = spec.secrets.path("jwt_signing_keys.pem").to_string_lossy().into_owned();
+        let secret = |name: &str| spec.secrets.path(name).to_string_lossy().into_owned();
         let mut auth = service(
             "auth-service",
             p.auth,
             p.auth_admin,
             db("auth")?,
-            &[("JWT_SIGNING_KEYS_FILE", jwt)],
+            &[
+                ("JWT_SIGNING_KEYS_FILE", secret("jwt_signing_keys.pem")),
+                ("DEVICE_ID_SALT_FILE", secret("device_id_salt")),
+                ("REFRESH_TOKEN_SECRET_FILE", secret("refresh_token_secret")),
+                ("REDIS_URL", spec.redis_url.to_owned()),
+            ],
         );
         let mut reports = service("reports-service", p.reports, p.reports_admin, db("reports")?, &[]);
         let mut analytics = service(

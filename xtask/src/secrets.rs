@@ -32,6 +32,7 @@ impl DevSecrets {
         }
         for name in [
             "encryption_key",
+            "refresh_token_secret",
             "device_id_salt",
             "pg_superuser_password",
             "auth_db_password",

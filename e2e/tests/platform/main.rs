@@ -1,6 +1,7 @@
 //! End-to-end tests: the four real binaries, real PostgreSQL and Redis, HTTPS like a phone.
 //! Run them with `cargo xtask test` (it provides TEST_PG_URL and TEST_REDIS_URL).
 
+mod auth;
 mod config;
 mod database;
 mod edge;

@@ -10,15 +10,6 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::query::StrictQuery;
 
-/// Wraps a message with the request id as metadata, so the service's logs carry it.
-pub fn with_request_id<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(v) = crate::error::current_request_id().parse() {
-        request.metadata_mut().insert("x-request-id", v);
-    }
-    request
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NearbyAlerts {
     pub items: Vec<NearbyAlert>,
@@ -72,7 +63,7 @@ pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     }
     let mut client = ReportsServiceClient::new(state.upstreams.reports.clone());
     let alerts = client
-        .list_nearby_alerts(with_request_id(message))
+        .list_nearby_alerts(super::upstream_request(&req, message, None))
         .await
         .map_err(|s| ApiError::from_status("reports", &s))?
         .into_inner()

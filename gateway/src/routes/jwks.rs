@@ -36,9 +36,9 @@ pub struct Jwk {
         (status = 200, description = "JSON Web Key Set", body = Jwks),
         (status = 503, description = "auth-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn jwks(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut client = AuthServiceClient::new(state.upstreams.auth.clone());
-    let request = crate::routes::alerts::with_request_id(GetJwksRequest {});
+    let request = super::upstream_request(&req, GetJwksRequest {}, None);
     let keys = client
         .get_jwks(request)
         .await

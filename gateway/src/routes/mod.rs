@@ -1,6 +1,7 @@
 //! REST handlers: decode and validate the request, call one service, shape the answer.
 
 pub mod alerts;
+pub mod auth;
 pub mod jwks;
 pub mod ops;
 
@@ -11,7 +12,43 @@ use crate::error::ApiError;
 /// The shared application state of every handler.
 pub struct AppState {
     pub upstreams: crate::upstream::Upstreams,
+    pub verifier: service_kit::auth::Verifier,
     pub started: std::time::Instant,
+}
+
+/// A call to a service, carrying what the service may want to know about the HTTP request: the
+/// request id, the client's address and user agent, and the caller's token when there is one.
+/// These are set here only; a client cannot send them.
+pub fn upstream_request<T>(
+    req: &actix_web::HttpRequest,
+    message: T,
+    auth: Option<&crate::auth::Authenticated>,
+) -> tonic::Request<T> {
+    use tonic::metadata::MetadataValue;
+    let mut request = tonic::Request::new(message);
+    let md = request.metadata_mut();
+    if let Ok(v) = MetadataValue::try_from(crate::error::current_request_id()) {
+        md.insert("x-request-id", v);
+    }
+    if let Some(peer) = req.peer_addr()
+        && let Ok(v) = MetadataValue::try_from(peer.ip().to_string())
+    {
+        md.insert("x-client-ip", v);
+    }
+    let agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Ok(v) = MetadataValue::try_from(agent.chars().take(256).collect::<String>()) {
+        md.insert("x-user-agent", v);
+    }
+    if let Some(auth) = auth
+        && let Ok(v) = MetadataValue::try_from(auth.bearer.as_str())
+    {
+        md.insert("authorization", v);
+    }
+    request
 }
 
 /// Every route of the public API. A known path with another method answers 405 with `Allow`.
@@ -20,7 +57,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/ready", ops::ready))
         .service(get("/openapi.json", ops::openapi))
         .service(get("/.well-known/jwks.json", jwks::jwks))
-        .service(get("/v1/alerts/nearby", alerts::nearby));
+        .service(get("/v1/alerts/nearby", alerts::nearby))
+        .service(post("/v1/auth/register", auth::register))
+        .service(post("/v1/auth/login", auth::login))
+        .service(post("/v1/auth/refresh", auth::refresh))
+        .service(post("/v1/auth/logout", auth::logout))
+        .service(post("/v1/auth/logout-all", auth::logout_all))
+        .service(get("/v1/me", auth::me));
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -31,14 +74,27 @@ where
 {
     web::resource(path)
         .route(web::get().to(handler))
-        .default_service(web::to(|| async {
-            let mut res = actix_web::ResponseError::error_response(&ApiError::method_not_allowed());
-            res.headers_mut().insert(
-                actix_web::http::header::ALLOW,
-                actix_web::http::header::HeaderValue::from_static("GET, HEAD"),
-            );
-            Ok::<HttpResponse, actix_web::Error>(res)
-        }))
+        .default_service(web::to(|| method_not_allowed("GET, HEAD")))
+}
+
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| method_not_allowed("POST")))
+}
+
+async fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, actix_web::Error> {
+    let mut res = actix_web::ResponseError::error_response(&ApiError::method_not_allowed());
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    Ok(res)
 }
 
 /// Unknown paths.

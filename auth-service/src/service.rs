@@ -1,0 +1,526 @@
+//! The use cases of auth-service: register, login, refresh, logout, logout-all, profile. Each one
+//! validates into domain types, does its writes in one transaction with the audit row, and only
+//! then touches Redis (revocation) and signs tokens.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_redis::redis;
+use diesel_async::AsyncConnection as _;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret as _, SecretString};
+use service_kit::auth::AccessClaims;
+use service_kit::db::Pool;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::account::{self, Device, Email, Invalid, PersonName};
+use crate::password::{Passwords, Verdict};
+use crate::store::{self, Actor, NewUser, StoreError, UserRow};
+use crate::tokens::{TokenIssuer, refresh_hash};
+
+/// Policy knobs from configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `LOGIN_MAX_ATTEMPTS` (5)
+    pub max_attempts: i32,
+    /// `LOCKOUT_SECONDS` (900), doubled on each further lock up to 24 h.
+    pub lockout: Duration,
+    /// `REFRESH_RETRY_GRACE` (10 s)
+    pub refresh_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid {}: {}", .0.field, .0.issue)]
+    Invalid(Invalid),
+    #[error("e-mail already registered")]
+    EmailTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("account locked")]
+    Locked { retry_after: u64 },
+    #[error("refresh token reused")]
+    TokenReused,
+    #[error("session ended")]
+    Revoked,
+    #[error("refresh token expired")]
+    Expired,
+    #[error("not authenticated")]
+    Unauthenticated,
+    #[error("dependency unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Unavailable(e) => Self::Unavailable(e),
+            StoreError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl From<Invalid> for AuthError {
+    fn from(e: Invalid) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+pub struct RegisterInput {
+    pub email: String,
+    pub password: SecretString,
+    pub first_name: String,
+    pub last_name: String,
+    pub income_tier: String,
+    pub device: Option<Device>,
+}
+
+pub struct LoginInput {
+    pub email: String,
+    pub password: SecretString,
+    pub device: Device,
+}
+
+/// A signed-in session's tokens.
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    pub pool: Pool,
+    pub redis: deadpool_redis::Pool,
+    pub passwords: Passwords,
+    pub issuer: TokenIssuer,
+    pub policy: Policy,
+    pub device_salt: SecretString,
+}
+
+/// Device id used for sessions created without one (registration from an app that sent none).
+const UNKNOWN_DEVICE: &str = "unknown";
+
+impl Auth {
+    fn fingerprint(&self, device_id: &str) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.device_salt.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(device_id.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    async fn conn(&self) -> Result<service_kit::db::PooledConnection<diesel_async::AsyncPgConnection>, AuthError> {
+        Ok(self.pool.get().await.map_err(StoreError::from)?)
+    }
+
+    fn tokens_for(&self, user: &UserRow, session: Uuid, device: &str, refresh: String) -> Result<Tokens, AuthError> {
+        let access = self.issuer.access(user.id, session, device, &user.roles)?;
+        Ok(Tokens {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: self.issuer.access_ttl.as_secs(),
+        })
+    }
+
+    fn refresh_expiry(&self) -> DateTime<Utc> {
+        Utc::now() + TimeDelta::from_std(self.issuer.refresh_ttl).unwrap_or(TimeDelta::days(30))
+    }
+
+    pub async fn register(&self, input: RegisterInput, actor: Actor) -> Result<(UserRow, Tokens), AuthError> {
+        let email = Email::parse(&input.email)?;
+        account::check_new_password(input.password.expose_secret())?;
+        let first = PersonName::parse(&input.first_name, "first_name")?;
+        let last = PersonName::parse(&input.last_name, "last_name")?;
+        let tier = account::income_tier(&input.income_tier)?;
+        let hash = self.passwords.hash(&input.password).await?;
+        let refresh = TokenIssuer::new_refresh();
+        let refresh_h = refresh_hash(&refresh);
+        let expires = self.refresh_expiry();
+        let device = input.device.clone();
+        let fingerprint = device.as_ref().map(|d| self.fingerprint(&d.device_id));
+
+        let mut conn = self.conn().await?;
+        let (user, session) = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let user = store::insert_user(
+                    conn,
+                    NewUser {
+                        email: email.as_str(),
+                        password_hash: &hash,
+                        first_name: first.as_str(),
+                        last_name: last.as_str(),
+                        income_tier: tier,
+                    },
+                )
+                .await?;
+                let device_id = device.as_ref().map_or(UNKNOWN_DEVICE, |d| d.device_id.as_str());
+                let session = store::insert_session(conn, user.id, device_id, &refresh_h, expires).await?;
+                if let (Some(d), Some(f)) = (&device, &fingerprint) {
+                    store::upsert_device(conn, user.id, f, d).await?;
+                }
+                let actor = Actor {
+                    user_id: Some(user.id),
+                    ..actor
+                };
+                let fields = ["email", "password_hash", "first_name", "last_name", "income_tier"];
+                store::audit(
+                    conn,
+                    &actor,
+                    "user.register",
+                    "user",
+                    Some(user.id.to_string()),
+                    &fields,
+                )
+                .await?;
+                Ok((user, session))
+            })
+            .await?;
+        let device_id = input.device.as_ref().map_or(UNKNOWN_DEVICE, |d| d.device_id.as_str());
+        tracing::info!(user_id = %user.id, "account registered");
+        let tokens = self.tokens_for(&user, session, device_id, refresh)?;
+        Ok((user, tokens))
+    }
+
+    pub async fn login(&self, input: LoginInput, actor: Actor) -> Result<(UserRow, Tokens), AuthError> {
+        // A malformed e-mail gets the same answer, after the same work, as a wrong password.
+        let email = Email::parse(&input.email).ok();
+        let mut conn = self.conn().await?;
+        let user = match &email {
+            Some(e) => store::user_by_email(&mut conn, e.as_str()).await?,
+            None => None,
+        };
+        if let Some(until) = user.as_ref().and_then(|u| u.locked_until).filter(|t| *t > Utc::now()) {
+            return Err(AuthError::Locked {
+                retry_after: (until - Utc::now()).num_seconds().max(1) as u64,
+            });
+        }
+        let verdict = self
+            .passwords
+            .verify(&input.password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let (user, rehash) = match (user, verdict) {
+            (Some(user), Verdict::Match { rehash }) => (user, rehash),
+            (user, _) => {
+                let locked = match &user {
+                    Some(user) => self.fail(&mut conn, user, &actor).await?,
+                    None => None,
+                };
+                tracing::info!(known_account = user.is_some(), "login failed");
+                return Err(match locked {
+                    Some(retry_after) => AuthError::Locked { retry_after },
+                    None => AuthError::InvalidCredentials,
+                });
+            }
+        };
+        let new_hash = if rehash {
+            Some(self.passwords.hash(&input.password).await?)
+        } else {
+            None
+        };
+        let refresh = TokenIssuer::new_refresh();
+        let refresh_h = refresh_hash(&refresh);
+        let expires = self.refresh_expiry();
+        let fingerprint = self.fingerprint(&input.device.device_id);
+        let device = input.device.clone();
+        let user_id = user.id;
+        let session = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                store::record_success(conn, user_id, new_hash.as_deref()).await?;
+                let session = store::insert_session(conn, user_id, &device.device_id, &refresh_h, expires).await?;
+                let actor = Actor {
+                    user_id: Some(user_id),
+                    ..actor
+                };
+                if store::upsert_device(conn, user_id, &fingerprint, &device).await? {
+                    let details = serde_json::json!({"platform": device.platform, "model": device.model});
+                    store::security_event(
+                        conn,
+                        Some(user_id),
+                        "new_device",
+                        "medium",
+                        actor.ip.as_deref(),
+                        details,
+                    )
+                    .await?;
+                    tracing::warn!(user_id = %user_id, event_type = "new_device", "login from a new device");
+                }
+                store::audit(
+                    conn,
+                    &actor,
+                    "session.create",
+                    "session",
+                    Some(session.to_string()),
+                    &[],
+                )
+                .await?;
+                Ok(session)
+            })
+            .await?;
+        let tokens = self.tokens_for(&user, session, &input.device.device_id, refresh)?;
+        Ok((user, tokens))
+    }
+
+    /// Counts a failed password; returns the lock's remaining seconds when this failure locked it.
+    async fn fail(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        user: &UserRow,
+        actor: &Actor,
+    ) -> Result<Option<u64>, AuthError> {
+        let attempts = user.login_attempts + 1;
+        let lock = (attempts >= self.policy.max_attempts).then(|| lock_duration(self.policy.lockout, user.lock_count));
+        let until = lock.map(|d| Utc::now() + TimeDelta::from_std(d).unwrap_or(TimeDelta::hours(24)));
+        let user_id = user.id;
+        let ip = actor.ip.clone();
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::record_failure(conn, user_id, until).await?;
+            let details = serde_json::json!({"attempt": attempts});
+            store::security_event(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details).await?;
+            if let Some(until) = until {
+                let details = serde_json::json!({"until": until.to_rfc3339()});
+                store::security_event(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(d) = lock {
+            tracing::warn!(user_id = %user.id, event_type = "account_locked", lock_seconds = d.as_secs(), "account locked after repeated failures");
+        }
+        Ok(lock.map(|d| d.as_secs()))
+    }
+
+    pub async fn refresh(&self, token: &str, device_id: &str) -> Result<Tokens, AuthError> {
+        if token.is_empty() || token.len() > 128 {
+            return Err(AuthError::Unauthenticated);
+        }
+        let hash = refresh_hash(token);
+        let next = |session: Uuid| self.issuer.next_refresh(session, token);
+        let grace = TimeDelta::from_std(self.policy.refresh_grace).unwrap_or(TimeDelta::seconds(10));
+        let device_id = device_id.to_owned();
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                if let Some(s) = store::session_by_current(conn, &hash).await? {
+                    if s.revoked_at.is_some() {
+                        return Ok(Refreshed::Revoked);
+                    }
+                    if s.expires_at <= Utc::now() {
+                        return Ok(Refreshed::Expired);
+                    }
+                    let new = next(s.id);
+                    store::rotate(conn, s.id, &hash, &refresh_hash(&new)).await?;
+                    return Ok(Refreshed::Rotated(s, new));
+                }
+                if let Some(s) = store::session_by_previous(conn, &hash).await? {
+                    let in_grace = s.rotated_at.is_some_and(|t| Utc::now() - t <= grace);
+                    let new = next(s.id);
+                    // A retry: same device, within the grace, and the session still holds the
+                    // token derived from this one (no later rotation happened).
+                    if s.revoked_at.is_none()
+                        && in_grace
+                        && s.device_id == device_id
+                        && refresh_hash(&new) == s.refresh_hash
+                    {
+                        return Ok(Refreshed::Retried(s, new));
+                    }
+                    return Ok(Refreshed::Reused(s.id, s.user_id));
+                }
+                if let Some(session) = store::session_by_spent(conn, &hash).await? {
+                    let user = store::session(conn, session).await?.map(|s| s.user_id);
+                    return Ok(Refreshed::Reused(session, user.unwrap_or_default()));
+                }
+                Ok(Refreshed::Unknown)
+            })
+            .await?;
+        match outcome {
+            Refreshed::Rotated(s, new) | Refreshed::Retried(s, new) => {
+                let user = store::user_by_id(&mut conn, s.user_id)
+                    .await?
+                    .ok_or(AuthError::Revoked)?;
+                self.tokens_for(&user, s.id, &s.device_id, new)
+            }
+            Refreshed::Reused(session, user) => {
+                self.revoke_for_reuse(&mut conn, session, user).await?;
+                Err(AuthError::TokenReused)
+            }
+            Refreshed::Revoked => Err(AuthError::Revoked),
+            Refreshed::Expired => Err(AuthError::Expired),
+            Refreshed::Unknown => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    async fn revoke_for_reuse(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        session: Uuid,
+        user: Uuid,
+    ) -> Result<(), AuthError> {
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::revoke_session(conn, session, "token_reuse_detected").await?;
+            let details = serde_json::json!({"session_id": session});
+            store::security_event(conn, Some(user), "token_reuse_detected", "high", None, details).await?;
+            store::audit(
+                conn,
+                &Actor {
+                    user_id: Some(user),
+                    ..Actor::default()
+                },
+                "session.revoke",
+                "session",
+                Some(session.to_string()),
+                &["revoked_at"],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+        tracing::warn!(user_id = %user, session_id = %session, event_type = "token_reuse_detected", "a spent refresh token was presented; session revoked");
+        Ok(())
+    }
+
+    /// The session of a verified access token, which must still be live.
+    async fn live_session(&self, claims: &AccessClaims) -> Result<(Uuid, Uuid), AuthError> {
+        let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
+        let sid = Uuid::parse_str(&claims.sid).map_err(|_| AuthError::Unauthenticated)?;
+        let mut conn = self.conn().await?;
+        match store::session(&mut conn, sid).await? {
+            Some(s) if s.user_id == user && s.revoked_at.is_none() => Ok((user, sid)),
+            _ => Err(AuthError::Revoked),
+        }
+    }
+
+    pub async fn me(&self, claims: &AccessClaims) -> Result<UserRow, AuthError> {
+        let (user, _) = self.live_session(claims).await?;
+        let mut conn = self.conn().await?;
+        store::user_by_id(&mut conn, user).await?.ok_or(AuthError::Revoked)
+    }
+
+    pub async fn logout(&self, claims: &AccessClaims, refresh: Option<&str>, actor: Actor) -> Result<(), AuthError> {
+        let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
+        let sid = Uuid::parse_str(&claims.sid).map_err(|_| AuthError::Unauthenticated)?;
+        let jti = Uuid::parse_str(&claims.jti).map_err(|_| AuthError::Unauthenticated)?;
+        let expires = DateTime::from_timestamp(claims.exp as i64, 0).unwrap_or_else(Utc::now);
+        let refresh_h = refresh.filter(|r| !r.is_empty()).map(refresh_hash);
+        let device = claims.did.clone();
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::revoke_session(conn, sid, "logout").await?;
+            // The refresh token ends its own session too, if it is the caller's.
+            if let Some(h) = refresh_h
+                && let Some(other) = store::session_by_current(conn, &h).await?
+                && other.user_id == user
+            {
+                store::revoke_session(conn, other.id, "logout").await?;
+            }
+            store::blacklist(conn, jti, user, &device, "logout", expires).await?;
+            let actor = Actor {
+                user_id: Some(user),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "session.logout",
+                "session",
+                Some(sid.to_string()),
+                &["revoked_at"],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+        let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
+        self.redis_set(&service_kit::revocation::jti_key(&claims.jti), "1", ttl)
+            .await
+    }
+
+    pub async fn logout_all(&self, claims: &AccessClaims, actor: Actor) -> Result<(), AuthError> {
+        let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
+        // Tokens issued up to this second are revoked (iat has one-second resolution).
+        let not_before = Utc::now().timestamp() + 1;
+        let nbf_time = DateTime::from_timestamp(not_before, 0).unwrap_or_else(Utc::now);
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let n = store::revoke_all_sessions(conn, user, "logout_all", nbf_time).await?;
+            let actor = Actor {
+                user_id: Some(user),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "session.logout_all",
+                "user",
+                Some(user.to_string()),
+                &["tokens_not_before"],
+            )
+            .await?;
+            tracing::info!(user_id = %user, sessions = n, "all sessions ended");
+            Ok(())
+        })
+        .await?;
+        self.redis_set(
+            &service_kit::revocation::not_before_key(&claims.sub),
+            &not_before.to_string(),
+            self.issuer.access_ttl.as_secs() + 60,
+        )
+        .await
+    }
+
+    /// Revocation must reach Redis: the gateway reads it on every request. When Redis is down the
+    /// call fails (503) and the client retries; PostgreSQL already holds the revocation.
+    async fn redis_set(&self, key: &str, value: &str, ttl: u64) -> Result<(), AuthError> {
+        let write = async {
+            let mut conn = self.redis.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(ttl)
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok::<_, anyhow::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AuthError::Unavailable(e.context("writing a revocation to Redis"))),
+            Err(_) => Err(AuthError::Unavailable(anyhow::anyhow!(
+                "Redis did not answer within 2 s"
+            ))),
+        }
+    }
+}
+
+enum Refreshed {
+    Rotated(store::SessionRow, String),
+    Retried(store::SessionRow, String),
+    Reused(Uuid, Uuid),
+    Revoked,
+    Expired,
+    Unknown,
+}
+
+/// `base` doubled for each earlier lock, capped at 24 hours.
+pub fn lock_duration(base: Duration, earlier_locks: i32) -> Duration {
+    let factor = 1u32 << earlier_locks.clamp(0, 16);
+    base.saturating_mul(factor).min(Duration::from_secs(24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_doubles_up_to_a_day() {
+        let base = Duration::from_secs(900);
+        assert_eq!(lock_duration(base, 0), Duration::from_secs(900));
+        assert_eq!(lock_duration(base, 1), Duration::from_secs(1800));
+        assert_eq!(lock_duration(base, 3), Duration::from_secs(7200));
+        assert_eq!(lock_duration(base, 7), Duration::from_secs(86_400));
+        assert_eq!(lock_duration(base, 1000), Duration::from_secs(86_400));
+    }
+}

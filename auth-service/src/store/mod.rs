@@ -1,0 +1,412 @@
+//! Queries over schema `auth`. Only this module knows diesel and SQL; every mutation that a use
+//! case makes runs in one transaction together with its audit row.
+
+pub mod schema;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::PoolError;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use schema::{
+    audit_logs, device_fingerprints, security_events, sessions, spent_refresh_tokens, token_blacklist, users,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("e-mail already registered")]
+    EmailTaken,
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        Self::Unavailable(anyhow::Error::new(e).context("getting a database connection"))
+    }
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                if info.constraint_name() == Some("users_email_live_key") =>
+            {
+                Self::EmailTaken
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Self::Unavailable(anyhow::Error::new(e).context("database connection closed"))
+            }
+            _ => Self::Unexpected(anyhow::Error::new(e).context("database query")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub income_tier: Option<String>,
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+    pub login_attempts: i32,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub mfa_enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub lock_count: i32,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub income_tier: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub device_id: String,
+    pub refresh_hash: Vec<u8>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Who did something, for audit rows and security events.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn insert_user(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> Result<UserRow, StoreError> {
+    Ok(diesel::insert_into(users::table)
+        .values(new)
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// A live account by e-mail, compared case-insensitively.
+pub async fn user_by_email(conn: &mut AsyncPgConnection, email: &str) -> Result<Option<UserRow>, StoreError> {
+    diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+    Ok(users::table
+        .filter(lower(users::email).eq(email.to_lowercase()))
+        .filter(users::deleted_at.is_null())
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::table
+        .find(id)
+        .filter(users::deleted_at.is_null())
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Records a failed password; with `locked_until`, locks the account and resets the count.
+pub async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    locked_until: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let q = diesel::update(users::table.find(user));
+    match locked_until {
+        Some(until) => {
+            q.set((
+                users::login_attempts.eq(0),
+                users::locked_until.eq(until),
+                users::lock_count.eq(users::lock_count + 1),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?
+        }
+        None => {
+            q.set(users::login_attempts.eq(users::login_attempts + 1))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// A successful login: counters reset, optional rehash, last login time.
+pub async fn record_success(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    new_hash: Option<&str>,
+) -> Result<(), StoreError> {
+    let q = diesel::update(users::table.find(user));
+    let base = (
+        users::login_attempts.eq(0),
+        users::lock_count.eq(0),
+        users::locked_until.eq(None::<DateTime<Utc>>),
+        users::last_login_at.eq(diesel::dsl::now),
+    );
+    match new_hash {
+        Some(h) => {
+            q.set((base, users::password_hash.eq(h), users::updated_at.eq(diesel::dsl::now)))
+                .execute(conn)
+                .await?
+        }
+        None => q.set(base).execute(conn).await?,
+    };
+    Ok(())
+}
+
+pub async fn insert_session(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    device_id: &str,
+    refresh_hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, StoreError> {
+    Ok(diesel::insert_into(sessions::table)
+        .values((
+            sessions::user_id.eq(user),
+            sessions::device_id.eq(device_id),
+            sessions::refresh_hash.eq(refresh_hash),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .returning(sessions::id)
+        .get_result(conn)
+        .await?)
+}
+
+/// The session whose current refresh token has this hash, locked for the rotation.
+pub async fn session_by_current(conn: &mut AsyncPgConnection, hash: &[u8]) -> Result<Option<SessionRow>, StoreError> {
+    Ok(sessions::table
+        .filter(sessions::refresh_hash.eq(hash))
+        .select(SessionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The session whose previous refresh token has this hash (a retry, or reuse).
+pub async fn session_by_previous(conn: &mut AsyncPgConnection, hash: &[u8]) -> Result<Option<SessionRow>, StoreError> {
+    Ok(sessions::table
+        .filter(sessions::previous_refresh_hash.eq(hash))
+        .select(SessionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The session that once spent this refresh token.
+pub async fn session_by_spent(conn: &mut AsyncPgConnection, hash: &[u8]) -> Result<Option<Uuid>, StoreError> {
+    Ok(spent_refresh_tokens::table
+        .find(hash)
+        .select(spent_refresh_tokens::session_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    session: Uuid,
+    old_hash: &[u8],
+    new_hash: &[u8],
+) -> Result<(), StoreError> {
+    diesel::insert_into(spent_refresh_tokens::table)
+        .values((
+            spent_refresh_tokens::token_hash.eq(old_hash),
+            spent_refresh_tokens::session_id.eq(session),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    diesel::update(sessions::table.find(session))
+        .set((
+            sessions::refresh_hash.eq(new_hash),
+            sessions::previous_refresh_hash.eq(old_hash),
+            sessions::rotated_at.eq(diesel::dsl::now),
+            sessions::last_used_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn session(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<SessionRow>, StoreError> {
+    Ok(sessions::table
+        .find(id)
+        .select(SessionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Ends one session (no-op when already ended).
+pub async fn revoke_session(conn: &mut AsyncPgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
+    let n = diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))
+        .set((
+            sessions::revoked_at.eq(diesel::dsl::now),
+            sessions::revoked_reason.eq(reason),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Ends every live session of a user and sets the "not before" of their access tokens.
+pub async fn revoke_all_sessions(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    reason: &str,
+    not_before: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let n = diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((
+        sessions::revoked_at.eq(diesel::dsl::now),
+        sessions::revoked_reason.eq(reason),
+    ))
+    .execute(conn)
+    .await?;
+    diesel::update(users::table.find(user))
+        .set(users::tokens_not_before.eq(not_before))
+        .execute(conn)
+        .await?;
+    Ok(n)
+}
+
+pub async fn blacklist(
+    conn: &mut AsyncPgConnection,
+    jti: Uuid,
+    user: Uuid,
+    device: &str,
+    reason: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(token_blacklist::table)
+        .values((
+            token_blacklist::jti.eq(jti),
+            token_blacklist::user_id.eq(user),
+            token_blacklist::device_id.eq(device),
+            token_blacklist::reason.eq(reason),
+            token_blacklist::expires_at.eq(expires_at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records the device of a login; returns true when it is new for this user.
+pub async fn upsert_device(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    fingerprint: &[u8],
+    device: &crate::account::Device,
+) -> Result<bool, StoreError> {
+    let existing: Option<i16> = device_fingerprints::table
+        .find((user, fingerprint))
+        .select(device_fingerprints::risk_score)
+        .first(conn)
+        .await
+        .optional()?;
+    if existing.is_some() {
+        diesel::update(device_fingerprints::table.find((user, fingerprint)))
+            .set((
+                device_fingerprints::last_seen_at.eq(diesel::dsl::now),
+                device_fingerprints::model.eq(device.model.as_deref()),
+                device_fingerprints::os_version.eq(device.os_version.as_deref()),
+            ))
+            .execute(conn)
+            .await?;
+        return Ok(false);
+    }
+    let known: i64 = device_fingerprints::table
+        .filter(device_fingerprints::user_id.eq(user))
+        .count()
+        .get_result(conn)
+        .await?;
+    // The first device of an account is its home; any later new device starts at a higher risk.
+    let risk: i16 = if known == 0 { 0 } else { 30 };
+    diesel::insert_into(device_fingerprints::table)
+        .values((
+            device_fingerprints::user_id.eq(user),
+            device_fingerprints::fingerprint_hash.eq(fingerprint),
+            device_fingerprints::device_id.eq(&device.device_id),
+            device_fingerprints::platform.eq(device.platform),
+            device_fingerprints::model.eq(device.model.as_deref()),
+            device_fingerprints::os_version.eq(device.os_version.as_deref()),
+            device_fingerprints::risk_score.eq(risk),
+            device_fingerprints::trusted.eq(known == 0),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(known > 0)
+}
+
+pub async fn audit(
+    conn: &mut AsyncPgConnection,
+    actor: &Actor,
+    action: &str,
+    resource: &str,
+    resource_id: Option<String>,
+    changed_fields: &[&str],
+) -> Result<(), StoreError> {
+    diesel::insert_into(audit_logs::table)
+        .values((
+            audit_logs::actor_id.eq(actor.user_id),
+            audit_logs::action.eq(action),
+            audit_logs::resource.eq(resource),
+            audit_logs::resource_id.eq(resource_id),
+            audit_logs::ip.eq(actor.ip.as_deref()),
+            audit_logs::user_agent.eq(actor.user_agent.as_deref()),
+            audit_logs::changed_fields.eq(changed_fields.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn security_event(
+    conn: &mut AsyncPgConnection,
+    user: Option<Uuid>,
+    event_type: &str,
+    severity: &str,
+    ip: Option<&str>,
+    details: serde_json::Value,
+) -> Result<(), StoreError> {
+    diesel::insert_into(security_events::table)
+        .values((
+            security_events::user_id.eq(user),
+            security_events::event_type.eq(event_type),
+            security_events::severity.eq(severity),
+            security_events::ip.eq(ip),
+            security_events::details.eq(details),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! Identity end to end: every auth route through the gateway over TLS, and the attacks an
+//! attacker would try first, each failing safely.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use xtask::testkit::TestPlatform;
+
+use crate::{client, error_code};
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(tp: &TestPlatform) -> Self {
+        Self {
+            http: client(tp),
+            base: tp.base_url(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value, bearer: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    async fn me(&self, bearer: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/me", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn register(&self, email: &str) -> Value {
+        let res = self.post("/v1/auth/register", registration(email), None).await;
+        assert_eq!(res.status().as_u16(), 201, "register {email}");
+        res.json().await.expect("json")
+    }
+
+    async fn login(&self, email: &str, password: &str, device: &str) -> reqwest::Response {
+        let body = json!({"email": email, "password": password, "device": {"device_id": device, "platform": "ios"}});
+        self.post("/v1/auth/login", body, None).await
+    }
+
+    async fn refresh(&self, token: &str, device: Option<&str>) -> reqwest::Response {
+        let mut body = json!({"refresh_token": token});
+        if let Some(d) = device {
+            body["device_id"] = json!(d);
+        }
+        self.post("/v1/auth/refresh", body, None).await
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn registration(email: &str) -> Value {
+    json!({
+        "email": email,
+        "password": PASSWORD,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "income_tier": "middle",
+        "device": {"device_id": "phone-1", "platform": "ios", "model": "iPhone 15", "os_version": "18.1"}
+    })
+}
+
+fn tokens(body: &Value) -> (String, String) {
+    let t = &body["tokens"];
+    (
+        t["access_token"].as_str().expect("access").to_owned(),
+        t["refresh_token"].as_str().expect("refresh").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn register_me_login_refresh_logout() {
+    let tp = xtask::testkit::start("authflow", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+
+    let body = api.register("Ada@Example.org").await;
+    assert_eq!(body["user"]["email"], "Ada@Example.org");
+    assert_eq!(body["user"]["roles"], json!(["user"]));
+    assert_eq!(body["user"]["income_tier"], "middle");
+    assert_eq!(body["user"]["email_verified"], false);
+    assert_eq!(body["tokens"]["token_type"], "Bearer");
+    assert_eq!(body["tokens"]["expires_in"], 3600);
+    assert!(body["user"].get("password_hash").is_none() && !body.to_string().contains("argon2"));
+    let (access, _) = tokens(&body);
+
+    let res = api.me(&access).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let me: Value = res.json().await.expect("json");
+    assert_eq!(me["id"], body["user"]["id"]);
+    assert_eq!(me["mfa_enabled"], false);
+
+    // Same e-mail, other case: a conflict, and nothing new is created.
+    let res = api
+        .post("/v1/auth/register", registration("ada@example.ORG"), None)
+        .await;
+    assert_eq!(error_code(res, 409).await, "CONFLICT");
+
+    let res = api.login("ada@example.org", PASSWORD, "phone-2").await;
+    assert_eq!(res.status().as_u16(), 200);
+    let (access2, refresh2) = tokens(&res.json().await.expect("json"));
+
+    let res = api.refresh(&refresh2, None).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let (access3, refresh3) = tokens(&res.json().await.expect("json"));
+    assert_ne!(refresh3, refresh2);
+    assert_eq!(api.me(&access3).await.status().as_u16(), 200);
+
+    let res = api.post("/v1/auth/logout", json!({}), Some(&access3)).await;
+    assert_eq!(res.status().as_u16(), 204);
+    // This access token stops working at once, and so does the session's refresh token.
+    assert_eq!(error_code(api.me(&access3).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(
+        error_code(api.refresh(&refresh3, None).await, 401).await,
+        "TOKEN_REVOKED"
+    );
+    // An access token of the same session issued earlier is refused by auth-service (session ended).
+    assert_eq!(error_code(api.me(&access2).await, 401).await, "TOKEN_REVOKED");
+    // The first session (registration) is untouched.
+    assert_eq!(api.me(&access).await.status().as_u16(), 200);
+
+    // Logout-all ends every session, including ones not named.
+    let res = api.login("ada@example.org", PASSWORD, "phone-3").await;
+    let (access4, _) = tokens(&res.json().await.expect("json"));
+    let res = api.post("/v1/auth/logout-all", json!({}), Some(&access4)).await;
+    assert_eq!(res.status().as_u16(), 204);
+    for token in [&access, &access4] {
+        assert_eq!(error_code(api.me(token).await, 401).await, "TOKEN_REVOKED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_refresh_token_ends_its_session_but_a_quick_retry_does_not() {
+    let tp = xtask::testkit::start("refresh", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    api.register("grace@example.org").await;
+
+    // A phone that lost the answer retries the same refresh: same device, within the grace.
+    let (_, r0) = tokens(
+        &api.login("grace@example.org", PASSWORD, "dev-a")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let first: Value = api.refresh(&r0, Some("dev-a")).await.json().await.expect("json");
+    let retried = api.refresh(&r0, Some("dev-a")).await;
+    assert_eq!(retried.status().as_u16(), 200);
+    let retried: Value = retried.json().await.expect("json");
+    assert_eq!(
+        retried["tokens"]["refresh_token"], first["tokens"]["refresh_token"],
+        "the retry must get the same new token"
+    );
+    let (_, r1) = tokens(&retried);
+    assert_eq!(
+        api.refresh(&r1, Some("dev-a")).await.status().as_u16(),
+        200,
+        "the session lives on"
+    );
+
+    // Anyone else presenting a spent token ends the session (RFC 9700 §4.14.2).
+    let (access, r0) = tokens(
+        &api.login("grace@example.org", PASSWORD, "dev-b")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let (_, r1) = tokens(&api.refresh(&r0, Some("dev-b")).await.json().await.expect("json"));
+    assert_eq!(
+        error_code(api.refresh(&r0, Some("dev-evil")).await, 401).await,
+        "TOKEN_REUSED"
+    );
+    assert_eq!(
+        error_code(api.refresh(&r1, Some("dev-b")).await, 401).await,
+        "TOKEN_REVOKED",
+        "the live token died too"
+    );
+    assert_eq!(error_code(api.me(&access).await, 401).await, "TOKEN_REVOKED");
+
+    // A token spent two rotations ago is reuse too.
+    let (_, r0) = tokens(
+        &api.login("grace@example.org", PASSWORD, "dev-c")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let (_, r1) = tokens(&api.refresh(&r0, None).await.json().await.expect("json"));
+    let (_, r2) = tokens(&api.refresh(&r1, None).await.json().await.expect("json"));
+    assert_eq!(error_code(api.refresh(&r0, None).await, 401).await, "TOKEN_REUSED");
+    assert_eq!(error_code(api.refresh(&r2, None).await, 401).await, "TOKEN_REVOKED");
+
+    // Garbage is simply unauthenticated.
+    assert_eq!(
+        error_code(api.refresh("not-a-token", None).await, 401).await,
+        "UNAUTHENTICATED"
+    );
+
+    // Reuse was recorded as a security event.
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM auth.security_events WHERE event_type = 'token_reuse_detected'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_and_unknown_email_look_the_same_and_five_failures_lock() {
+    let tp = xtask::testkit::start("lockout", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    api.register("lock@example.org").await;
+
+    let strip = |mut v: Value| {
+        v["error"]["request_id"] = Value::Null;
+        v
+    };
+    let wrong = api.login("lock@example.org", "not the right password", "d").await;
+    assert_eq!(wrong.status().as_u16(), 401);
+    let unknown = api.login("nobody@example.org", "not the right password", "d").await;
+    assert_eq!(unknown.status().as_u16(), 401);
+    let malformed = api.login("not-an-email", "x", "d").await;
+    assert_eq!(malformed.status().as_u16(), 401);
+    let (w, u, m): (Value, Value, Value) = (
+        wrong.json().await.expect("j"),
+        unknown.json().await.expect("j"),
+        malformed.json().await.expect("j"),
+    );
+    assert_eq!(w["error"]["code"], "INVALID_CREDENTIALS");
+    assert_eq!(strip(w.clone()), strip(u));
+    assert_eq!(strip(w), strip(m));
+
+    for attempt in 2..=4 {
+        let res = api.login("lock@example.org", "still not it", "d").await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    let res = api.login("lock@example.org", "fifth wrong one", "d").await;
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((890..=900).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    // Locked means locked, even with the right password.
+    let res = api.login("lock@example.org", PASSWORD, "d").await;
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_is_refused_and_changes_nothing() {
+    let tp = xtask::testkit::start("hostile", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let cases = [
+        ("email", registration("x'); DROP TABLE auth.users;--@example.org")),
+        ("email", registration(&format!("{}@example.org", "a".repeat(10_000)))),
+        (
+            "password",
+            json!({"email": "p@example.org", "password": "password1234", "first_name": "A", "last_name": "B"}),
+        ),
+        (
+            "password",
+            json!({"email": "p@example.org", "password": "short", "first_name": "A", "last_name": "B"}),
+        ),
+        (
+            "first_name",
+            json!({"email": "p@example.org", "password": PASSWORD, "first_name": "", "last_name": "B"}),
+        ),
+        (
+            "income_tier",
+            json!({"email": "p@example.org", "password": PASSWORD, "first_name": "A", "last_name": "B", "income_tier": "rich"}),
+        ),
+    ];
+    for (field, body) in cases {
+        let res = api.post("/v1/auth/register", body, None).await;
+        assert_eq!(res.status().as_u16(), 400, "{field}");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "VALIDATION_FAILED", "{v}");
+        assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
+    }
+    // Unknown fields (a client trying to set its own roles) are refused, naming the field.
+    let mut body = registration("roles@example.org");
+    body["roles"] = json!(["admin"]);
+    let res = api.post("/v1/auth/register", body, None).await;
+    assert_eq!(res.status().as_u16(), 400);
+    let v: Value = res.json().await.expect("json");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("roles")),
+        "{v}"
+    );
+    // Malformed JSON.
+    let res = api
+        .http
+        .post(format!("{}/v1/auth/login", api.base))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(res, 400).await, "MALFORMED_JSON");
+
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM auth.users", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0, "a refused registration created an account");
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_stale_tokens_are_refused() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    let tp = xtask::testkit::start("forged", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let body = api.register("target@example.org").await;
+    let (access, _) = tokens(&body);
+    assert_eq!(api.me(&access).await.status().as_u16(), 200);
+
+    let real_pem = std::fs::read(tp.secrets.path("jwt_signing_keys.pem")).expect("key");
+    let real_key = EncodingKey::from_ed_pem(&real_pem).expect("ed key");
+    let header = jsonwebtoken::decode_header(&access).expect("header");
+    let kid = header.kid.clone().expect("kid");
+    let claims: Value = {
+        let payload = access.split('.').nth(1).expect("payload");
+        serde_json::from_slice(&B64.decode(payload).expect("b64")).expect("claims")
+    };
+    let sign = |claims: &Value, typ: &str, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.to_owned());
+        h.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&h, claims, key).expect("sign")
+    };
+    let with = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        c
+    };
+    // Control: the test's own signing works, so each refusal below is about the one thing changed.
+    assert_eq!(
+        api.me(&sign(&claims, "at+jwt", &kid, &real_key))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let other_key = rcgen_free_ed25519();
+    let jwks: Value = api
+        .http
+        .get(format!("{}/.well-known/jwks.json", api.base))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let public_x = B64.decode(jwks["keys"][0]["x"].as_str().expect("x")).expect("x");
+    let hs256_with_public = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.clone());
+        h.typ = Some("at+jwt".into());
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(&public_x)).expect("hs256")
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        B64.encode(json!({"alg": "none", "typ": "at+jwt", "kid": kid}).to_string()),
+        access.split('.').nth(1).expect("payload")
+    );
+    let edited = {
+        let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+        parts[1] = B64.encode(with("roles", json!(["admin"])).to_string());
+        parts.join(".")
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("alg none", alg_none, "UNAUTHENTICATED"),
+        ("HS256 keyed with the public key", hs256_with_public, "UNAUTHENTICATED"),
+        (
+            "unknown kid",
+            sign(&claims, "at+jwt", "made-up-kid", &real_key),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "signed by another key",
+            sign(&claims, "at+jwt", &kid, &other_key),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "expired",
+            sign(&with("exp", json!(now() - 3600)), "at+jwt", &kid, &real_key),
+            "TOKEN_EXPIRED",
+        ),
+        (
+            "nbf in the future",
+            sign(&with("nbf", json!(now() + 3600)), "at+jwt", &kid, &real_key),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "wrong iss",
+            sign(&with("iss", json!("https://evil.example")), "at+jwt", &kid, &real_key),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "wrong aud",
+            sign(&with("aud", json!("another-api")), "at+jwt", &kid, &real_key),
+            "UNAUTHENTICATED",
+        ),
+        ("wrong typ", sign(&claims, "JWT", &kid, &real_key), "UNAUTHENTICATED"),
+        ("payload edited after signing", edited, "UNAUTHENTICATED"),
+        ("not a JWT", "garbage".to_owned(), "UNAUTHENTICATED"),
+    ];
+    for (what, token, code) in cases {
+        let res = api.me(&token).await;
+        assert_eq!(res.status().as_u16(), 401, "{what}");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+    }
+    let res = api
+        .http
+        .get(format!("{}/v1/me", api.base))
+        .send()
+        .await
+        .expect("no token");
+    assert_eq!(error_code(res, 401).await, "UNAUTHENTICATED");
+    let res = api
+        .http
+        .get(format!("{}/v1/me", api.base))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .expect("basic");
+    assert_eq!(error_code(res, 401).await, "UNAUTHENTICATED");
+}
+
+/// An Ed25519 key the platform has never seen.
+fn rcgen_free_ed25519() -> jsonwebtoken::EncodingKey {
+    let dir = std::env::temp_dir().join(format!("e2e-key-{}", uuid::Uuid::new_v4()));
+    let secrets = xtask::secrets::DevSecrets::load_or_create(&dir).expect("secrets");
+    let pem = std::fs::read(secrets.path("jwt_signing_keys.pem")).expect("pem");
+    let _ = std::fs::remove_dir_all(&dir);
+    jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key")
+}

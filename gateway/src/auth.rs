@@ -1,0 +1,105 @@
+//! Who is calling: the `Authenticated` extractor verifies the bearer token on every route that
+//! takes it (signature, claims, then revocation in Redis) so a handler cannot forget to.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{FromRequest, HttpRequest, web};
+use deadpool_redis::redis;
+use proto::auth::v1::GetJwksRequest;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
+use service_kit::errors::ErrorCode;
+use service_kit::revocation;
+
+use crate::error::ApiError;
+use crate::routes::AppState;
+
+/// A verified caller: the bearer value, forwarded to the service that verifies it again.
+pub struct Authenticated {
+    pub bearer: String,
+}
+
+/// A verifier whose keys come from auth-service's `GetJwks`.
+pub fn verifier(config: VerifierConfig, auth: tonic::transport::Channel) -> Verifier {
+    let source: KeySource = Arc::new(move || {
+        let mut client = AuthServiceClient::new(auth.clone());
+        Box::pin(async move {
+            let keys = client.get_jwks(GetJwksRequest {}).await?.into_inner().keys;
+            Ok(keys
+                .into_iter()
+                .filter(|k| k.alg == "EdDSA")
+                .map(|k| PublicKey { kid: k.kid, x: k.x })
+                .collect())
+        })
+    });
+    Verifier::new(config, source)
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    let code = ErrorCode::from(e);
+    match e {
+        TokenError::KeysUnavailable => ApiError::unavailable("authentication service"),
+        TokenError::Expired => ApiError::coded(code, "The access token has expired; refresh it."),
+        TokenError::Revoked => ApiError::coded(code, "The access token has been revoked; log in again."),
+        TokenError::Missing | TokenError::Invalid => ApiError::coded(code, "A valid bearer token is required."),
+    }
+}
+
+/// Per-token and per-user revocation in one Redis round trip. Redis unreachable means "cannot
+/// tell", which must not let a revoked token through: the request is refused with 503.
+async fn check_revocation(redis: Option<&deadpool_redis::Pool>, claims: &AccessClaims) -> Result<(), ApiError> {
+    let Some(pool) = redis else {
+        tracing::error!("REDIS_URL is not configured; authenticated routes cannot check revocation");
+        return Err(ApiError::unavailable("authentication service"));
+    };
+    let lookup = async {
+        let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+        let (jti, nbf): (Option<String>, Option<u64>) = redis::cmd("MGET")
+            .arg(revocation::jti_key(&claims.jti))
+            .arg(revocation::not_before_key(&claims.sub))
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, anyhow::Error>((jti.is_some(), nbf))
+    };
+    match tokio::time::timeout(Duration::from_millis(500), lookup).await {
+        Ok(Ok((false, nbf))) if !revocation::revoked_by_not_before(claims.iat, nbf) => Ok(()),
+        Ok(Ok(_)) => Err(token_error(TokenError::Revoked)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = format!("{e:#}"), "revocation lookup failed");
+            Err(ApiError::unavailable("authentication service"))
+        }
+        Err(_) => {
+            tracing::warn!("revocation lookup timed out");
+            Err(ApiError::unavailable("authentication service"))
+        }
+    }
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let header = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Box::pin(async move {
+            let state = state.ok_or_else(ApiError::internal)?;
+            let token = service_kit::auth::bearer(header.as_deref())
+                .map_err(token_error)?
+                .to_owned();
+            let claims = state.verifier.verify(&token).await.map_err(token_error)?;
+            check_revocation(state.upstreams.redis.as_ref(), &claims).await?;
+            tracing::Span::current().record("user_id", claims.sub.as_str());
+            Ok(Self {
+                bearer: format!("Bearer {token}"),
+            })
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! Auth routes: register, login, refresh, logout, logout-all, and the caller's profile.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use proto::auth::v1 as pb;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, upstream_request};
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    /// A stable random id the app generates once per install (1..128 characters).
+    pub device_id: String,
+    /// ios | android | web
+    pub platform: String,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub email: String,
+    /// 12..128 characters, not a common password.
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// low | lower_middle | middle | upper_middle | high
+    pub income_tier: Option<String>,
+    pub captcha_token: Option<String>,
+    pub device: Option<DeviceBody>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+    pub device: DeviceBody,
+    pub captcha_token: Option<String>,
+    pub totp_code: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    pub refresh_token: String,
+    /// The device the app runs on. A retry of the same refresh from the same device within a few
+    /// seconds (a lost response) returns the same new pair instead of ending the session.
+    pub device_id: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutBody {
+    /// Optional: the session of this refresh token ends too.
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokensBody {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u32,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserBody {
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub first_name: String,
+    pub last_name: String,
+    pub income_tier: Option<String>,
+    pub roles: Vec<String>,
+    pub mfa_enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionBody {
+    pub user: UserBody,
+    pub tokens: TokensBody,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefreshedBody {
+    pub tokens: TokensBody,
+}
+
+fn tokens(t: Option<pb::Tokens>) -> TokensBody {
+    let t = t.unwrap_or_default();
+    TokensBody {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        token_type: "Bearer",
+        expires_in: t.expires_in,
+    }
+}
+
+fn user(u: Option<pb::User>) -> UserBody {
+    let u = u.unwrap_or_default();
+    UserBody {
+        id: u.id,
+        email: u.email,
+        email_verified: u.email_verified,
+        first_name: u.first_name,
+        last_name: u.last_name,
+        income_tier: Some(u.income_tier).filter(|t| !t.is_empty()),
+        roles: u.roles,
+        mfa_enabled: u.mfa_enabled,
+        created_at: u
+            .created_at
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            .unwrap_or(DateTime::UNIX_EPOCH),
+    }
+}
+
+fn device(d: DeviceBody) -> pb::Device {
+    pb::Device {
+        device_id: d.device_id,
+        platform: d.platform,
+        model: d.model.unwrap_or_default(),
+        os_version: d.os_version.unwrap_or_default(),
+    }
+}
+
+fn client(state: &AppState) -> AuthServiceClient<tonic::transport::Channel> {
+    AuthServiceClient::new(state.upstreams.auth.clone())
+}
+
+fn upstream(e: tonic::Status) -> ApiError {
+    ApiError::from_status("auth", &e)
+}
+
+/// Create an account; answers with the user and a first session's tokens.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Account created", body = SessionBody),
+        (status = 400, description = "A field is invalid (details name it), or the password is too common", body = crate::error::ErrorBody),
+        (status = 409, description = "An account with this e-mail exists", body = crate::error::ErrorBody),
+    ))]
+pub async fn register(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<RegisterBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::RegisterRequest {
+        email: b.email,
+        password: b.password,
+        first_name: b.first_name,
+        last_name: b.last_name,
+        income_tier: b.income_tier.unwrap_or_default(),
+        captcha_token: b.captcha_token.unwrap_or_default(),
+        device: b.device.map(device),
+    };
+    let r = client(&state)
+        .register(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Created().json(SessionBody {
+        user: user(r.user),
+        tokens: tokens(r.tokens),
+    }))
+}
+
+/// Log in with e-mail and password. Unknown e-mail and wrong password give the same answer.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = SessionBody),
+        (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::ErrorBody),
+        (status = 423, description = "ACCOUNT_LOCKED, with Retry-After", body = crate::error::ErrorBody),
+    ))]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::LoginRequest {
+        email: b.email,
+        password: b.password,
+        device: Some(device(b.device)),
+        captcha_token: b.captcha_token.unwrap_or_default(),
+        totp_code: b.totp_code.unwrap_or_default(),
+    };
+    let r = client(&state)
+        .login(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(SessionBody {
+        user: user(r.user),
+        tokens: tokens(r.tokens),
+    }))
+}
+
+/// Spend a refresh token for a new pair. Presenting a spent token again ends its session
+/// (401 TOKEN_REUSED), except for a retry from the same device within a few seconds.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses(
+        (status = 200, description = "New tokens; the old refresh token is spent", body = RefreshedBody),
+        (status = 401, description = "UNAUTHENTICATED, TOKEN_REUSED, TOKEN_REVOKED or TOKEN_EXPIRED", body = crate::error::ErrorBody),
+    ))]
+pub async fn refresh(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::RefreshRequest {
+        refresh_token: b.refresh_token,
+        device_id: b.device_id.unwrap_or_default(),
+    };
+    let r = client(&state)
+        .refresh(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(RefreshedBody {
+        tokens: tokens(Some(r)),
+    }))
+}
+
+/// End this session; the access token stops working at once.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body(content = LogoutBody, description = "Optional"),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Logged out"), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
+pub async fn logout(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: Option<web::Json<LogoutBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let refresh_token = body.and_then(|b| b.into_inner().refresh_token).unwrap_or_default();
+    let message = pb::LogoutRequest { refresh_token };
+    client(&state)
+        .logout(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// End every session of the caller.
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "All sessions ended"), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
+pub async fn logout_all(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    client(&state)
+        .logout_all(upstream_request(&req, pb::LogoutAllRequest {}, Some(&auth)))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's profile.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "Profile", body = UserBody), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
+pub async fn me(req: HttpRequest, auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let u = client(&state)
+        .get_me(upstream_request(&req, pb::GetMeRequest {}, Some(&auth)))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(user(Some(u))))
+}

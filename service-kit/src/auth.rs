@@ -1,0 +1,231 @@
+//! Access-token verification, shared by the gateway and every service.
+//!
+//! Tokens are EdDSA JWTs signed by auth-service. Verification pins the algorithm and `typ`
+//! (`at+jwt`), looks the `kid` up in a JWKS cache (refetched when an unknown `kid` appears, at most
+//! once per `refetch_interval`), and checks `iss`, `aud`, `exp` and `nbf` with a small leeway.
+//! Revocation (logout, "not before") is the caller's second step: the gateway asks Redis.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+/// `typ` header of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id (UUID).
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    /// Token id (UUID), the key of per-token revocation.
+    pub jti: String,
+    /// Session id (UUID): one per login.
+    pub sid: String,
+    /// Device id as the app reported it.
+    pub did: String,
+    pub roles: Vec<String>,
+}
+
+impl AccessClaims {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token invalid")]
+    Invalid,
+    #[error("token revoked")]
+    Revoked,
+    /// The keys could not be fetched: the caller cannot decide, and must not let the request through.
+    #[error("token keys unavailable")]
+    KeysUnavailable,
+}
+
+/// One public key as the JWKS lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    /// Base64url Ed25519 public key.
+    pub x: String,
+}
+
+pub type KeysFuture = Pin<Box<dyn Future<Output = anyhow::Result<Vec<PublicKey>>> + Send>>;
+/// Where the cache gets keys from (auth-service's `GetJwks`, or auth-service's own keys).
+pub type KeySource = Arc<dyn Fn() -> KeysFuture + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// `JWT_ISSUER`
+    pub issuer: String,
+    /// `JWT_AUDIENCE`
+    pub audience: String,
+    /// Allowed clock skew for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
+    pub refetch_interval: Duration,
+}
+
+impl VerifierConfig {
+    pub fn from_env(env: &crate::config::Env) -> Self {
+        Self {
+            issuer: env
+                .optional_string("JWT_ISSUER")
+                .unwrap_or_else(|| "https://auth.platform.local".to_owned()),
+            audience: env
+                .optional_string("JWT_AUDIENCE")
+                .unwrap_or_else(|| "platform-api".to_owned()),
+            leeway: env.seconds_in("JWT_LEEWAY_SECONDS", 30, 0, 300),
+            refetch_interval: env.seconds_in("JWKS_REFETCH_SECONDS", 5, 1, 3600),
+        }
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies access tokens against a cached JWKS.
+#[derive(Clone)]
+pub struct Verifier {
+    config: Arc<VerifierConfig>,
+    source: KeySource,
+    cache: Arc<RwLock<KeyCache>>,
+    fetch_lock: Arc<Mutex<()>>,
+}
+
+impl Verifier {
+    pub fn new(config: VerifierConfig, source: KeySource) -> Self {
+        Self {
+            config: Arc::new(config),
+            source,
+            cache: Arc::new(RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+            })),
+            fetch_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// Verifies signature and claims (not revocation).
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if token.len() > 4096 {
+            return Err(TokenError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        // Pinned: `alg: none`, HS256 with the public key as secret, RS256 … are all refused here,
+        // before any key is looked at.
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        if kid.len() > 128 {
+            return Err(TokenError::Invalid);
+        }
+        let key = self.key(&kid).await?.ok_or(TokenError::Invalid)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        match jsonwebtoken::decode::<AccessClaims>(token, &key, &validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+
+    /// The key for `kid`, refetching the JWKS when it is unknown (rate-limited).
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, TokenError> {
+        if let Some(key) = self.cache.read().await.keys.get(kid) {
+            return Ok(Some(key.clone()));
+        }
+        let _guard = self.fetch_lock.lock().await;
+        // Another caller may have fetched while we waited.
+        let recent = {
+            let cache = self.cache.read().await;
+            if let Some(key) = cache.keys.get(kid) {
+                return Ok(Some(key.clone()));
+            }
+            cache
+                .fetched_at
+                .is_some_and(|t| t.elapsed() < self.config.refetch_interval)
+        };
+        if recent {
+            // A flood of made-up kids must not turn into a flood of JWKS fetches.
+            return Ok(None);
+        }
+        let fetched = match (self.source)().await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot fetch the JWKS");
+                let cache = self.cache.read().await;
+                return if cache.fetched_at.is_none() {
+                    Err(TokenError::KeysUnavailable)
+                } else {
+                    Ok(None)
+                };
+            }
+        };
+        let mut keys = HashMap::new();
+        for k in fetched {
+            match DecodingKey::from_ed_components(&k.x) {
+                Ok(key) => {
+                    keys.insert(k.kid, key);
+                }
+                Err(e) => tracing::error!(kid = %k.kid, error = %e, "JWKS holds a key that is not Ed25519"),
+            }
+        }
+        let mut cache = self.cache.write().await;
+        cache.keys = keys;
+        cache.fetched_at = Some(Instant::now());
+        Ok(cache.keys.get(kid).cloned())
+    }
+}
+
+/// The bearer token of an `authorization` value.
+pub fn bearer(value: Option<&str>) -> Result<&str, TokenError> {
+    let value = value.ok_or(TokenError::Missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or(TokenError::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(TokenError::Invalid);
+    }
+    Ok(token.trim())
+}
+
+/// Verifies the bearer token a gRPC call carries in its `authorization` metadata.
+pub async fn verify_request<T>(
+    verifier: &Verifier,
+    request: &tonic::Request<T>,
+) -> Result<AccessClaims, tonic::Status> {
+    let value = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    let token = bearer(value)
+        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))?;
+    verifier
+        .verify(token)
+        .await
+        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))
+}
