@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::account::Device;
 use crate::keys::SigningKeys;
-use crate::service::{Auth, AuthError, LoginInput, RegisterInput, Tokens};
+use crate::service::{Auth, AuthError, LoginInput, ProfileUpdate, RegisterInput, Tokens};
 use crate::store::{Actor, UserRow};
 
 pub struct AuthGrpc {
@@ -66,6 +66,7 @@ fn to_status(e: AuthError) -> Status {
         AuthError::Revoked => status(ErrorCode::TokenRevoked, "This session has ended; log in again."),
         AuthError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
         AuthError::Unauthenticated => status(ErrorCode::Unauthenticated, "Authentication is required."),
+        AuthError::NotFound => status(ErrorCode::NotFound, "No such resource."),
         AuthError::Unavailable(cause) => {
             tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
             status(ErrorCode::Unavailable, "Temporarily unavailable; retry shortly.")
@@ -197,5 +198,79 @@ impl AuthService for AuthGrpc {
         let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
         let user = self.auth.me(&claims).await.map_err(to_status)?;
         Ok(Response::new(user_pb(&user)))
+    }
+
+    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> Result<Response<pb::User>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let update = ProfileUpdate {
+            first_name: r.first_name,
+            last_name: r.last_name,
+            income_tier: r.income_tier,
+        };
+        let user = self.auth.update_me(&claims, update, actor).await.map_err(to_status)?;
+        Ok(Response::new(user_pb(&user)))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let (current, new) = (
+            SecretString::from(r.current_password),
+            SecretString::from(r.new_password),
+        );
+        self.auth
+            .change_password(&claims, &current, &new, actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let rows = self.auth.devices(&claims).await.map_err(to_status)?;
+        let ts = |t: chrono::DateTime<chrono::Utc>| {
+            Some(prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: 0,
+            })
+        };
+        let devices = rows
+            .into_iter()
+            .map(|d| pb::KnownDevice {
+                current: d.device_id == claims.did,
+                device_id: d.device_id,
+                platform: d.platform,
+                model: d.model.unwrap_or_default(),
+                os_version: d.os_version.unwrap_or_default(),
+                first_seen_at: ts(d.first_seen_at),
+                last_seen_at: ts(d.last_seen_at),
+                trusted: d.trusted,
+                risk_score: u32::try_from(d.risk_score).unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(pb::ListDevicesResponse { devices }))
+    }
+
+    async fn remove_device(
+        &self,
+        request: Request<pb::RemoveDeviceRequest>,
+    ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let r = request.into_inner();
+        self.auth
+            .remove_device(&claims, &r.device_id, actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 }

@@ -2,8 +2,10 @@
 //! Wiring only; see `grpc.rs`, `service.rs` and the domain modules.
 
 mod account;
+mod captcha;
 mod grpc;
 mod keys;
+mod mfa;
 mod password;
 mod service;
 mod store;

@@ -48,6 +48,8 @@ pub enum AuthError {
     Expired,
     #[error("not authenticated")]
     Unauthenticated,
+    #[error("not found")]
+    NotFound,
     #[error("dependency unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -379,6 +381,10 @@ impl Auth {
         })
         .await?;
         tracing::warn!(user_id = %user, session_id = %session, event_type = "token_reuse_detected", "a spent refresh token was presented; session revoked");
+        // PostgreSQL already holds the revocation; the client must hear TOKEN_REUSED either way.
+        if let Err(e) = self.revoke_in_redis(None, &[session]).await {
+            tracing::error!(error = %e, session_id = %session, "could not revoke a reused session in Redis");
+        }
         Ok(())
     }
 
@@ -400,89 +406,230 @@ impl Auth {
     }
 
     pub async fn logout(&self, claims: &AccessClaims, refresh: Option<&str>, actor: Actor) -> Result<(), AuthError> {
-        let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
-        let sid = Uuid::parse_str(&claims.sid).map_err(|_| AuthError::Unauthenticated)?;
+        let (user, sid) = ids(claims)?;
         let jti = Uuid::parse_str(&claims.jti).map_err(|_| AuthError::Unauthenticated)?;
         let expires = DateTime::from_timestamp(claims.exp as i64, 0).unwrap_or_else(Utc::now);
         let refresh_h = refresh.filter(|r| !r.is_empty()).map(refresh_hash);
         let device = claims.did.clone();
         let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::revoke_session(conn, sid, "logout").await?;
-            // The refresh token ends its own session too, if it is the caller's.
-            if let Some(h) = refresh_h
-                && let Some(other) = store::session_by_current(conn, &h).await?
-                && other.user_id == user
-            {
-                store::revoke_session(conn, other.id, "logout").await?;
-            }
-            store::blacklist(conn, jti, user, &device, "logout", expires).await?;
-            let actor = Actor {
-                user_id: Some(user),
-                ..actor
-            };
-            store::audit(
-                conn,
-                &actor,
-                "session.logout",
-                "session",
-                Some(sid.to_string()),
-                &["revoked_at"],
-            )
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let mut ended = vec![sid];
+                store::revoke_session(conn, sid, "logout").await?;
+                // The refresh token ends its own session too, if it is the caller's.
+                if let Some(h) = refresh_h
+                    && let Some(other) = store::session_by_current(conn, &h).await?
+                    && other.user_id == user
+                {
+                    store::revoke_session(conn, other.id, "logout").await?;
+                    ended.push(other.id);
+                }
+                store::blacklist(conn, jti, user, &device, "logout", expires).await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                store::audit(
+                    conn,
+                    &actor,
+                    "session.logout",
+                    "session",
+                    Some(sid.to_string()),
+                    &["revoked_at"],
+                )
+                .await?;
+                Ok(ended)
+            })
             .await?;
-            Ok(())
-        })
-        .await?;
-        let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
-        self.redis_set(&service_kit::revocation::jti_key(&claims.jti), "1", ttl)
-            .await
+        self.revoke_in_redis(Some(claims), &ended).await
     }
 
     pub async fn logout_all(&self, claims: &AccessClaims, actor: Actor) -> Result<(), AuthError> {
-        let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
-        // Tokens issued up to this second are revoked (iat has one-second resolution).
-        let not_before = Utc::now().timestamp() + 1;
-        let nbf_time = DateTime::from_timestamp(not_before, 0).unwrap_or_else(Utc::now);
+        let (user, _) = ids(claims)?;
         let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            let n = store::revoke_all_sessions(conn, user, "logout_all", nbf_time).await?;
-            let actor = Actor {
-                user_id: Some(user),
-                ..actor
-            };
-            store::audit(
-                conn,
-                &actor,
-                "session.logout_all",
-                "user",
-                Some(user.to_string()),
-                &["tokens_not_before"],
-            )
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let ended = store::revoke_sessions(conn, user, None, None, "logout_all").await?;
+                store::set_tokens_not_before(conn, user, Utc::now()).await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                let resource = Some(user.to_string());
+                store::audit(conn, &actor, "session.logout_all", "user", resource, &["revoked_at"]).await?;
+                Ok(ended)
+            })
             .await?;
-            tracing::info!(user_id = %user, sessions = n, "all sessions ended");
-            Ok(())
-        })
-        .await?;
-        self.redis_set(
-            &service_kit::revocation::not_before_key(&claims.sub),
-            &not_before.to_string(),
-            self.issuer.access_ttl.as_secs() + 60,
-        )
-        .await
+        tracing::info!(user_id = %user, sessions = ended.len(), "all sessions ended");
+        self.revoke_in_redis(None, &ended).await
+    }
+
+    pub async fn update_me(
+        &self,
+        claims: &AccessClaims,
+        update: ProfileUpdate,
+        actor: Actor,
+    ) -> Result<UserRow, AuthError> {
+        let (user, _) = self.live_session(claims).await?;
+        let first = update
+            .first_name
+            .as_deref()
+            .map(|n| PersonName::parse(n, "first_name"))
+            .transpose()?;
+        let last = update
+            .last_name
+            .as_deref()
+            .map(|n| PersonName::parse(n, "last_name"))
+            .transpose()?;
+        let tier = update.income_tier.as_deref().map(account::income_tier).transpose()?;
+        let mut fields = Vec::new();
+        for (name, changed) in [
+            ("first_name", first.is_some()),
+            ("last_name", last.is_some()),
+            ("income_tier", tier.is_some()),
+        ] {
+            if changed {
+                fields.push(name);
+            }
+        }
+        let mut conn = self.conn().await?;
+        if !fields.is_empty() {
+            conn.transaction::<_, StoreError, _>(async move |conn| {
+                let (f, l) = (
+                    first.as_ref().map(PersonName::as_str),
+                    last.as_ref().map(PersonName::as_str),
+                );
+                store::update_profile(conn, user, f, l, tier).await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                store::audit(conn, &actor, "user.update", "user", Some(user.to_string()), &fields).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        store::user_by_id(&mut conn, user).await?.ok_or(AuthError::Revoked)
+    }
+
+    /// Changes the password after checking the current one; every other session ends.
+    pub async fn change_password(
+        &self,
+        claims: &AccessClaims,
+        current: &SecretString,
+        new: &SecretString,
+        actor: Actor,
+    ) -> Result<(), AuthError> {
+        let (user, sid) = self.live_session(claims).await?;
+        account::check_new_password(new.expose_secret())?;
+        let mut conn = self.conn().await?;
+        let row = store::user_by_id(&mut conn, user).await?.ok_or(AuthError::Revoked)?;
+        if !matches!(
+            self.passwords.verify(current, Some(row.password_hash)).await?,
+            Verdict::Match { .. }
+        ) {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let hash = self.passwords.hash(new).await?;
+        let ip = actor.ip.clone();
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                store::set_password(conn, user, &hash).await?;
+                let ended = store::revoke_sessions(conn, user, Some(sid), None, "password_changed").await?;
+                store::security_event(
+                    conn,
+                    Some(user),
+                    "password_changed",
+                    "medium",
+                    ip.as_deref(),
+                    serde_json::json!({}),
+                )
+                .await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                store::audit(
+                    conn,
+                    &actor,
+                    "user.password_change",
+                    "user",
+                    Some(user.to_string()),
+                    &["password_hash"],
+                )
+                .await?;
+                Ok(ended)
+            })
+            .await?;
+        tracing::info!(user_id = %user, event_type = "password_changed", sessions_ended = ended.len(), "password changed");
+        self.revoke_in_redis(None, &ended).await
+    }
+
+    /// The caller's devices, and which one the calling session uses.
+    pub async fn devices(&self, claims: &AccessClaims) -> Result<Vec<store::DeviceRow>, AuthError> {
+        let (user, _) = self.live_session(claims).await?;
+        let mut conn = self.conn().await?;
+        Ok(store::devices(&mut conn, user).await?)
+    }
+
+    /// Forgets one of the caller's devices and ends its sessions. Another user's device id is
+    /// simply not found: it names nothing of the caller's.
+    pub async fn remove_device(&self, claims: &AccessClaims, device_id: &str, actor: Actor) -> Result<(), AuthError> {
+        let (user, _) = self.live_session(claims).await?;
+        if device_id.is_empty() || device_id.len() > 128 {
+            return Err(AuthError::NotFound);
+        }
+        let fingerprint = self.fingerprint(device_id);
+        let device = device_id.to_owned();
+        let mut conn = self.conn().await?;
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                if !store::delete_device(conn, user, &fingerprint).await? {
+                    return Ok(None);
+                }
+                let ended = store::revoke_sessions(conn, user, None, Some(&device), "device_removed").await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                store::audit(conn, &actor, "device.remove", "device", Some(device.clone()), &[]).await?;
+                Ok(Some(ended))
+            })
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.revoke_in_redis(None, &ended).await
     }
 
     /// Revocation must reach Redis: the gateway reads it on every request. When Redis is down the
-    /// call fails (503) and the client retries; PostgreSQL already holds the revocation.
-    async fn redis_set(&self, key: &str, value: &str, ttl: u64) -> Result<(), AuthError> {
-        let write = async {
-            let mut conn = self.redis.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
+    /// call fails (503) and the client retries (every step is idempotent); PostgreSQL already
+    /// holds the revocation.
+    async fn revoke_in_redis(&self, token: Option<&AccessClaims>, sessions: &[Uuid]) -> Result<(), AuthError> {
+        if token.is_none() && sessions.is_empty() {
+            return Ok(());
+        }
+        // Keys live as long as any access token of these sessions can.
+        let session_ttl = self.issuer.access_ttl.as_secs() + 60;
+        let mut pipe = redis::pipe();
+        if let Some(claims) = token {
+            let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
+            pipe.cmd("SET")
+                .arg(service_kit::revocation::jti_key(&claims.jti))
+                .arg(1)
                 .arg("EX")
                 .arg(ttl)
-                .query_async::<()>(&mut conn)
-                .await?;
+                .ignore();
+        }
+        for sid in sessions {
+            pipe.cmd("SET")
+                .arg(service_kit::revocation::session_key(&sid.to_string()))
+                .arg(1)
+                .arg("EX")
+                .arg(session_ttl)
+                .ignore();
+        }
+        let write = async {
+            let mut conn = self.redis.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+            pipe.query_async::<()>(&mut conn).await?;
             Ok::<_, anyhow::Error>(())
         };
         match tokio::time::timeout(Duration::from_secs(2), write).await {
@@ -493,6 +640,20 @@ impl Auth {
             ))),
         }
     }
+}
+
+/// User and session ids of verified claims.
+fn ids(claims: &AccessClaims) -> Result<(Uuid, Uuid), AuthError> {
+    let user = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Unauthenticated)?;
+    let sid = Uuid::parse_str(&claims.sid).map_err(|_| AuthError::Unauthenticated)?;
+    Ok((user, sid))
+}
+
+/// Fields of `PATCH /v1/me`; `None` leaves a field as it is, `income_tier: Some("")` clears it.
+pub struct ProfileUpdate {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub income_tier: Option<String>,
 }
 
 enum Refreshed {

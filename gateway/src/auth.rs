@@ -48,7 +48,7 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-/// Per-token and per-user revocation in one Redis round trip. Redis unreachable means "cannot
+/// Per-token, per-session and per-user revocation in one Redis round trip. Redis unreachable means "cannot
 /// tell", which must not let a revoked token through: the request is refused with 503.
 async fn check_revocation(redis: Option<&deadpool_redis::Pool>, claims: &AccessClaims) -> Result<(), ApiError> {
     let Some(pool) = redis else {
@@ -57,12 +57,13 @@ async fn check_revocation(redis: Option<&deadpool_redis::Pool>, claims: &AccessC
     };
     let lookup = async {
         let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-        let (jti, nbf): (Option<String>, Option<u64>) = redis::cmd("MGET")
+        let (jti, sid, nbf): (Option<String>, Option<String>, Option<u64>) = redis::cmd("MGET")
             .arg(revocation::jti_key(&claims.jti))
+            .arg(revocation::session_key(&claims.sid))
             .arg(revocation::not_before_key(&claims.sub))
             .query_async(&mut conn)
             .await?;
-        Ok::<_, anyhow::Error>((jti.is_some(), nbf))
+        Ok::<_, anyhow::Error>((jti.is_some() || sid.is_some(), nbf))
     };
     match tokio::time::timeout(Duration::from_millis(500), lookup).await {
         Ok(Ok((false, nbf))) if !revocation::revoked_by_not_before(claims.iat, nbf) => Ok(()),

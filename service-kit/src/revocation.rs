@@ -6,6 +6,12 @@ pub fn jti_key(jti: &str) -> String {
     format!("revoked:jti:{jti}")
 }
 
+/// Present (until the longest access-token lifetime has passed) when the session with this id has
+/// ended: logout, logout-all, password change, device removal, refresh-token reuse.
+pub fn session_key(sid: &str) -> String {
+    format!("revoked:sid:{sid}")
+}
+
 /// Unix seconds: tokens of this user issued before it are revoked (logout-all, password change).
 pub fn not_before_key(user_id: &str) -> String {
     format!("revoked:nbf:{user_id}")

@@ -273,29 +273,110 @@ pub async fn revoke_session(conn: &mut AsyncPgConnection, id: Uuid, reason: &str
     Ok(n > 0)
 }
 
-/// Ends every live session of a user and sets the "not before" of their access tokens.
-pub async fn revoke_all_sessions(
+/// Ends the live sessions of a user (all of them, or all but `keep`, or those of one device) and
+/// returns their ids, so their access tokens can be revoked too.
+pub async fn revoke_sessions(
     conn: &mut AsyncPgConnection,
     user: Uuid,
+    keep: Option<Uuid>,
+    device_id: Option<&str>,
     reason: &str,
-    not_before: DateTime<Utc>,
-) -> Result<usize, StoreError> {
-    let n = diesel::update(
-        sessions::table
-            .filter(sessions::user_id.eq(user))
-            .filter(sessions::revoked_at.is_null()),
-    )
-    .set((
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut q = diesel::update(sessions::table)
+        .filter(sessions::user_id.eq(user))
+        .filter(sessions::revoked_at.is_null())
+        .into_boxed();
+    if let Some(keep) = keep {
+        q = q.filter(sessions::id.ne(keep));
+    }
+    if let Some(device) = device_id {
+        q = q.filter(sessions::device_id.eq(device.to_owned()));
+    }
+    Ok(q.set((
         sessions::revoked_at.eq(diesel::dsl::now),
         sessions::revoked_reason.eq(reason),
     ))
-    .execute(conn)
-    .await?;
+    .returning(sessions::id)
+    .get_results(conn)
+    .await?)
+}
+
+/// Tokens of this user issued before `at` are void (kept in PostgreSQL for the Redis-down path).
+pub async fn set_tokens_not_before(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     diesel::update(users::table.find(user))
-        .set(users::tokens_not_before.eq(not_before))
+        .set(users::tokens_not_before.eq(at))
         .execute(conn)
         .await?;
-    Ok(n)
+    Ok(())
+}
+
+pub async fn set_password(conn: &mut AsyncPgConnection, user: Uuid, hash: &str) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Profile changes; `income_tier: Some(None)` clears it.
+pub async fn update_profile(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    income_tier: Option<Option<&str>>,
+) -> Result<(), StoreError> {
+    #[derive(AsChangeset)]
+    #[diesel(table_name = users)]
+    struct Changes<'a> {
+        first_name: Option<&'a str>,
+        last_name: Option<&'a str>,
+        income_tier: Option<Option<&'a str>>,
+    }
+    let changes = Changes {
+        first_name,
+        last_name,
+        income_tier,
+    };
+    diesel::update(users::table.find(user))
+        .set((&changes, users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = device_fingerprints, check_for_backend(diesel::pg::Pg))]
+pub struct DeviceRow {
+    pub device_id: String,
+    pub platform: String,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub risk_score: i16,
+    pub trusted: bool,
+}
+
+pub async fn devices(conn: &mut AsyncPgConnection, user: Uuid) -> Result<Vec<DeviceRow>, StoreError> {
+    Ok(device_fingerprints::table
+        .filter(device_fingerprints::user_id.eq(user))
+        .order(device_fingerprints::last_seen_at.desc())
+        .select(DeviceRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Forgets one of the user's devices; false when the user has no such device.
+pub async fn delete_device(conn: &mut AsyncPgConnection, user: Uuid, fingerprint: &[u8]) -> Result<bool, StoreError> {
+    let n = diesel::delete(device_fingerprints::table.find((user, fingerprint)))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
 }
 
 pub async fn blacklist(

@@ -470,3 +470,149 @@ fn rcgen_free_ed25519() -> jsonwebtoken::EncodingKey {
     let _ = std::fs::remove_dir_all(&dir);
     jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key")
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profile_password_and_devices() {
+    let tp = xtask::testkit::start("devices", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let a = api.register("alice@example.org").await;
+    let (alice_phone, _) = tokens(&a);
+    let (alice_tablet, alice_tablet_refresh) = tokens(
+        &api.login("alice@example.org", PASSWORD, "tablet-1")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let b = api.register("bob@example.org").await;
+    let (bob, _) = tokens(&b);
+
+    // PATCH /v1/me: names and tier change, explicit null clears the tier, bad values are named.
+    let res = api
+        .http
+        .patch(format!("{}/v1/me", api.base))
+        .bearer_auth(&alice_phone)
+        .json(&json!({"first_name": "Ada", "income_tier": null}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status().as_u16(), 200);
+    let me: Value = res.json().await.expect("json");
+    assert_eq!(
+        (me["first_name"].clone(), me["income_tier"].clone()),
+        (json!("Ada"), Value::Null)
+    );
+    let res = api
+        .http
+        .patch(format!("{}/v1/me", api.base))
+        .bearer_auth(&alice_phone)
+        .json(&json!({"income_tier": "rich"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+
+    // Devices: Alice sees her two, the calling one marked current.
+    let list: Value = api
+        .http
+        .get(format!("{}/v1/me/devices", api.base))
+        .bearer_auth(&alice_phone)
+        .send()
+        .await
+        .expect("devices")
+        .json()
+        .await
+        .expect("json");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{list}");
+    let current: Vec<&str> = items
+        .iter()
+        .filter(|d| d["current"] == true)
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    assert_eq!(current, vec!["phone-1"]);
+
+    // Bob cannot see or delete Alice's devices: her device id names nothing of his.
+    let res = api
+        .http
+        .delete(format!("{}/v1/me/devices/tablet-1", api.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(res, 404).await, "NOT_FOUND");
+    assert_eq!(
+        api.me(&alice_tablet).await.status().as_u16(),
+        200,
+        "Bob's attempt touched Alice's session"
+    );
+
+    // Alice removes her tablet: its access and refresh tokens die at once; her phone carries on.
+    let res = api
+        .http
+        .delete(format!("{}/v1/me/devices/tablet-1", api.base))
+        .bearer_auth(&alice_phone)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&alice_tablet).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(
+        error_code(api.refresh(&alice_tablet_refresh, None).await, 401).await,
+        "TOKEN_REVOKED"
+    );
+    assert_eq!(api.me(&alice_phone).await.status().as_u16(), 200);
+
+    // Password change: the current password is checked; other sessions end, this one continues.
+    let (alice_laptop, _) = tokens(
+        &api.login("alice@example.org", PASSWORD, "laptop")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let change = |current: &str, new: &str| {
+        api.http
+            .post(format!("{}/v1/me/password", api.base))
+            .bearer_auth(&alice_phone)
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    assert_eq!(
+        error_code(
+            change("wrong password!", "a brand new passphrase").await.expect("req"),
+            401
+        )
+        .await,
+        "INVALID_CREDENTIALS"
+    );
+    assert_eq!(
+        error_code(change(PASSWORD, "password1234").await.expect("req"), 400).await,
+        "VALIDATION_FAILED"
+    );
+    assert_eq!(
+        change(PASSWORD, "a brand new passphrase")
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        204
+    );
+    assert_eq!(
+        error_code(api.me(&alice_laptop).await, 401).await,
+        "TOKEN_REVOKED",
+        "token used after password change"
+    );
+    assert_eq!(api.me(&alice_phone).await.status().as_u16(), 200);
+    assert_eq!(
+        error_code(api.login("alice@example.org", PASSWORD, "x").await, 401).await,
+        "INVALID_CREDENTIALS"
+    );
+    assert_eq!(
+        api.login("alice@example.org", "a brand new passphrase", "x")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}

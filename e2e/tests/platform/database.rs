@@ -17,7 +17,10 @@ async fn migrating_twice_is_a_no_op() {
     let (_, _, dbs) = xtask::testkit::fresh_databases("mig").await.expect("databases");
     let first = xtask::testkit::migrate(&dbs).expect("first migrate");
     for log in &first {
-        assert!(log.contains("\"message\":\"applied ") && log.contains(" migration(s)"), "first run should apply: {log}");
+        assert!(
+            log.contains("\"message\":\"applied ") && log.contains(" migration(s)"),
+            "first run should apply: {log}"
+        );
     }
     let second = xtask::testkit::migrate(&dbs).expect("second migrate");
     for log in &second {

@@ -276,3 +276,155 @@ pub async fn me(req: HttpRequest, auth: Authenticated, state: web::Data<AppState
         .into_inner();
     Ok(HttpResponse::Ok().json(user(Some(u))))
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeBody {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// low | lower_middle | middle | upper_middle | high; null clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub income_tier: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit null (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Change names or income tier.
+#[utoipa::path(patch, path = "/v1/me", tag = "auth", request_body = UpdateMeBody, security(("bearer" = [])),
+    responses((status = 200, description = "Updated profile", body = UserBody), (status = 400, description = "A field is invalid", body = crate::error::ErrorBody)))]
+pub async fn update_me(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<UpdateMeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::UpdateMeRequest {
+        first_name: b.first_name,
+        last_name: b.last_name,
+        income_tier: b.income_tier.map(Option::unwrap_or_default),
+    };
+    let u = client(&state)
+        .update_me(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(user(Some(u))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordBody {
+    pub current_password: String,
+    /// 12..128 characters, not a common password.
+    pub new_password: String,
+}
+
+/// Change the password; every other session ends (this one continues).
+#[utoipa::path(post, path = "/v1/me/password", tag = "auth", request_body = ChangePasswordBody, security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "The new password is refused", body = crate::error::ErrorBody),
+        (status = 401, description = "INVALID_CREDENTIALS: the current password is wrong", body = crate::error::ErrorBody),
+    ))]
+pub async fn change_password(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<ChangePasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::ChangePasswordRequest {
+        current_password: b.current_password,
+        new_password: b.new_password,
+    };
+    client(&state)
+        .change_password(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub device_id: String,
+    pub platform: String,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub trusted: bool,
+    /// 0..100
+    pub risk_score: u32,
+    /// The device of the calling session.
+    pub current: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceList {
+    pub items: Vec<DeviceView>,
+    /// Always null: a user has few devices.
+    pub next_cursor: Option<String>,
+}
+
+/// The devices the caller has logged in from, most recent first.
+#[utoipa::path(get, path = "/v1/me/devices", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "Known devices", body = DeviceList)))]
+pub async fn devices(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let r = client(&state)
+        .list_devices(upstream_request(&req, pb::ListDevicesRequest {}, Some(&auth)))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            .unwrap_or(DateTime::UNIX_EPOCH)
+    };
+    let items = r
+        .devices
+        .into_iter()
+        .map(|d| DeviceView {
+            device_id: d.device_id,
+            platform: d.platform,
+            model: Some(d.model).filter(|m| !m.is_empty()),
+            os_version: Some(d.os_version).filter(|v| !v.is_empty()),
+            first_seen_at: time(d.first_seen_at),
+            last_seen_at: time(d.last_seen_at),
+            trusted: d.trusted,
+            risk_score: d.risk_score,
+            current: d.current,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DeviceList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Forget a device; its sessions end at once. 404 for a device the caller does not have.
+#[utoipa::path(delete, path = "/v1/me/devices/{device_id}", tag = "auth", security(("bearer" = [])),
+    params(("device_id" = String, Path, description = "As listed by GET /v1/me/devices")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
+pub async fn remove_device(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::RemoveDeviceRequest {
+        device_id: path.into_inner(),
+    };
+    client(&state)
+        .remove_device(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -63,7 +63,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/v1/auth/refresh", auth::refresh))
         .service(post("/v1/auth/logout", auth::logout))
         .service(post("/v1/auth/logout-all", auth::logout_all))
-        .service(get("/v1/me", auth::me));
+        .service(
+            web::resource("/v1/me")
+                .route(web::get().to(auth::me))
+                .route(web::patch().to(auth::update_me))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, PATCH"))),
+        )
+        .service(post("/v1/me/password", auth::change_password))
+        .service(get("/v1/me/devices", auth::devices))
+        .service(
+            web::resource("/v1/me/devices/{device_id}")
+                .route(web::delete().to(auth::remove_device))
+                .default_service(web::to(|| method_not_allowed("DELETE"))),
+        );
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
