@@ -23,7 +23,7 @@ impl service_kit::service::Service for AnalyticsService {
     const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = ();
 
-    fn config(_env: &Env) -> Option<()> {
+    fn config(_env: &Env, _common: &service_kit::config::CommonConfig) -> Option<()> {
         Some(())
     }
 

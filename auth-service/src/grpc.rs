@@ -67,6 +67,8 @@ fn to_status(e: AuthError) -> Status {
         AuthError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
         AuthError::Unauthenticated => status(ErrorCode::Unauthenticated, "Authentication is required."),
         AuthError::NotFound => status(ErrorCode::NotFound, "No such resource."),
+        AuthError::CaptchaRequired => status(ErrorCode::CaptchaRequired, "Solve the CAPTCHA and send its token."),
+        AuthError::CaptchaFailed => status(ErrorCode::CaptchaFailed, "The CAPTCHA was not solved; try again."),
         AuthError::Unavailable(cause) => {
             tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
             status(ErrorCode::Unavailable, "Temporarily unavailable; retry shortly.")
@@ -137,6 +139,7 @@ impl AuthService for AuthGrpc {
             last_name: r.last_name,
             income_tier: r.income_tier,
             device: device(r.device)?,
+            captcha_token: r.captcha_token,
         };
         let (user, tokens) = self.auth.register(input, actor).await.map_err(to_status)?;
         Ok(Response::new(pb::SessionResponse {
@@ -158,6 +161,7 @@ impl AuthService for AuthGrpc {
             email: r.email,
             password: SecretString::from(r.password),
             device,
+            captcha_token: r.captcha_token,
         };
         let (user, tokens) = self.auth.login(input, actor).await.map_err(to_status)?;
         Ok(Response::new(pb::SessionResponse {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use secrecy::{ExposeSecret, SecretString};
 use service_kit::auth::{KeySource, PublicKey, Verifier, VerifierConfig};
-use service_kit::config::Env;
+use service_kit::config::{CommonConfig, Env};
 use service_kit::db::Pool;
 use tonic::service::Routes;
 
@@ -33,6 +33,7 @@ struct AuthConfig {
     refresh_ttl: std::time::Duration,
     hash: password::HashParams,
     policy: service::Policy,
+    captcha: captcha::CaptchaConfig,
 }
 
 impl service_kit::service::Service for AuthService {
@@ -46,7 +47,7 @@ impl service_kit::service::Service for AuthService {
     const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = AuthConfig;
 
-    fn config(env: &Env) -> Option<AuthConfig> {
+    fn config(env: &Env, common: &CommonConfig) -> Option<AuthConfig> {
         let signing_keys = env.secret("JWT_SIGNING_KEYS").and_then(|pem| {
             keys::SigningKeys::from_pem(pem.expose_secret())
                 .map_err(|e| env.problem("JWT_SIGNING_KEYS", e))
@@ -81,6 +82,7 @@ impl service_kit::service::Service for AuthService {
             refresh_ttl,
             hash: password::HashParams::from_env(env),
             policy,
+            captcha: captcha::CaptchaConfig::from_env(env, common.environment),
         })
     }
 
@@ -116,6 +118,7 @@ impl service_kit::service::Service for AuthService {
             issuer,
             policy: config.policy,
             device_salt: config.device_salt,
+            captcha: captcha::Captcha::new(config.captcha)?,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(

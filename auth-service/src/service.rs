@@ -50,6 +50,10 @@ pub enum AuthError {
     Unauthenticated,
     #[error("not found")]
     NotFound,
+    #[error("captcha required")]
+    CaptchaRequired,
+    #[error("captcha failed")]
+    CaptchaFailed,
     #[error("dependency unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -79,12 +83,14 @@ pub struct RegisterInput {
     pub last_name: String,
     pub income_tier: String,
     pub device: Option<Device>,
+    pub captcha_token: String,
 }
 
 pub struct LoginInput {
     pub email: String,
     pub password: SecretString,
     pub device: Device,
+    pub captcha_token: String,
 }
 
 /// A signed-in session's tokens.
@@ -102,7 +108,12 @@ pub struct Auth {
     pub issuer: TokenIssuer,
     pub policy: Policy,
     pub device_salt: SecretString,
+    pub captcha: crate::captcha::Captcha,
 }
+
+/// Failed logins of an account after which a CAPTCHA is required (before the lock at
+/// `LOGIN_MAX_ATTEMPTS`): escalation goes CAPTCHA first, then lock.
+const CAPTCHA_AFTER_FAILURES: i32 = 3;
 
 /// Device id used for sessions created without one (registration from an app that sent none).
 const UNKNOWN_DEVICE: &str = "unknown";
@@ -138,6 +149,7 @@ impl Auth {
         let first = PersonName::parse(&input.first_name, "first_name")?;
         let last = PersonName::parse(&input.last_name, "last_name")?;
         let tier = account::income_tier(&input.income_tier)?;
+        self.check_captcha(&input.captcha_token, &actor, None).await?;
         let hash = self.passwords.hash(&input.password).await?;
         let refresh = TokenIssuer::new_refresh();
         let refresh_h = refresh_hash(&refresh);
@@ -199,6 +211,9 @@ impl Auth {
             return Err(AuthError::Locked {
                 retry_after: (until - Utc::now()).num_seconds().max(1) as u64,
             });
+        }
+        if let Some(u) = user.as_ref().filter(|u| u.login_attempts >= CAPTCHA_AFTER_FAILURES) {
+            self.check_captcha(&input.captcha_token, &actor, Some(u.id)).await?;
         }
         let verdict = self
             .passwords
@@ -264,6 +279,23 @@ impl Auth {
             .await?;
         let tokens = self.tokens_for(&user, session, &input.device.device_id, refresh)?;
         Ok((user, tokens))
+    }
+
+    /// Verifies a CAPTCHA token when a provider is configured; a failure is a security event.
+    async fn check_captcha(&self, token: &str, actor: &Actor, user: Option<Uuid>) -> Result<(), AuthError> {
+        use crate::captcha::CaptchaError;
+        match self.captcha.verify(token, actor.ip.as_deref()).await {
+            Ok(()) => Ok(()),
+            Err(CaptchaError::Missing) => Err(AuthError::CaptchaRequired),
+            Err(CaptchaError::Rejected) => {
+                let mut conn = self.conn().await?;
+                let details = serde_json::json!({});
+                store::security_event(&mut conn, user, "captcha_failed", "low", actor.ip.as_deref(), details).await?;
+                tracing::warn!(event_type = "captcha_failed", "CAPTCHA rejected");
+                Err(AuthError::CaptchaFailed)
+            }
+            Err(CaptchaError::Unavailable(e)) => Err(AuthError::Unavailable(e.context("verifying the CAPTCHA"))),
+        }
     }
 
     /// Counts a failed password; returns the lock's remaining seconds when this failure locked it.

@@ -36,7 +36,9 @@ pub trait Service: 'static {
     /// The service's own settings, beyond the shared ones.
     type Config: Send + 'static;
 
-    fn config(env: &Env) -> Option<Self::Config>;
+    /// Parses the service's own settings; `common` tells the environment (production refuses
+    /// development shortcuts).
+    fn config(env: &Env, common: &CommonConfig) -> Option<Self::Config>;
     fn routes(config: Self::Config, pool: Pool, registry: &Registry) -> anyhow::Result<Routes>;
 }
 
@@ -62,8 +64,7 @@ pub struct ServiceSettings {
 }
 
 impl ServiceSettings {
-    pub fn from_env<S: Service>(env: &Env) -> Option<Self> {
-        let common = CommonConfig::from_env(env, S::NAME, S::DEFAULT_ADMIN_PORT);
+    pub fn from_env<S: Service>(env: &Env, common: CommonConfig) -> Option<Self> {
         let grpc_addr = env.listen_addr("GRPC_HOST", "GRPC_PORT", S::DEFAULT_GRPC_PORT);
         let database = DatabaseConfig::from_env(env)?;
         Some(Self {
@@ -86,11 +87,12 @@ pub fn main<S: Service>() -> ExitCode {
         Err(e) => e.exit(),
     };
     let env = Env::from_process();
-    let settings = ServiceSettings::from_env::<S>(&env);
+    let common = CommonConfig::from_env(&env, S::NAME, S::DEFAULT_ADMIN_PORT);
     let own = match cli.command {
-        Command::Serve => S::config(&env),
+        Command::Serve => S::config(&env, &common),
         Command::Migrate => None,
     };
+    let settings = ServiceSettings::from_env::<S>(&env, common);
     if let Err(e) = env.finish() {
         eprintln!("{}: {e}", S::NAME);
         return ExitCode::from(2);

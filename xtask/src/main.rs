@@ -168,6 +168,7 @@ async fn up() -> anyhow::Result<ExitCode> {
         app_env: "development",
         log_format: "pretty",
         gateway_env: &[("ALLOWED_ORIGINS", "http://localhost:3000")],
+        auth_env: &[],
     })?;
     let waited = platform.wait_ready(Duration::from_secs(60));
     if let Err(e) = waited {

@@ -160,6 +160,8 @@ pub struct PlatformSpec<'a> {
     pub log_format: &'a str,
     /// Extra variables for the gateway (tests tune timeouts).
     pub gateway_env: &'a [(&'a str, &'a str)],
+    /// Extra variables for auth-service (tests point CAPTCHA at a local fake).
+    pub auth_env: &'a [(&'a str, &'a str)],
 }
 
 pub struct Platform {
@@ -220,6 +222,9 @@ impl Platform {
                 ("REDIS_URL", spec.redis_url.to_owned()),
             ],
         );
+        for (k, v) in spec.auth_env {
+            auth.env.insert((*k).to_owned(), (*v).to_owned());
+        }
         let mut reports = service("reports-service", p.reports, p.reports_admin, db("reports")?, &[]);
         let mut analytics = service(
             "analytics-service",

@@ -104,6 +104,15 @@ pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
 
 /// Starts the whole platform for one test and waits until it is ready.
 pub async fn start(tag: &str, gateway_env: &[(&str, &str)]) -> anyhow::Result<TestPlatform> {
+    start_with(tag, gateway_env, &[]).await
+}
+
+/// The same, with extra variables for auth-service.
+pub async fn start_with(
+    tag: &str,
+    gateway_env: &[(&str, &str)],
+    auth_env: &[(&str, &str)],
+) -> anyhow::Result<TestPlatform> {
     let redis_url = env_var("TEST_REDIS_URL")?;
     let (database, admin_url, databases) = fresh_databases(tag).await?;
     migrate(&databases)?;
@@ -113,28 +122,41 @@ pub async fn start(tag: &str, gateway_env: &[(&str, &str)]) -> anyhow::Result<Te
         .join("tests")
         .join(&database);
     let secrets = DevSecrets::load_or_create(&dir)?;
-    let ports = Ports::free()?;
     let bins = bin_dir();
-    let mut platform = Platform::start(&PlatformSpec {
-        bin_dir: &bins,
-        secrets: &secrets,
-        databases: &databases,
-        redis_url: &redis_url,
-        ports,
-        app_env: "test",
-        log_format: "json",
-        gateway_env,
-    })?;
-    platform.wait_ready(Duration::from_secs(60))?;
-    Ok(TestPlatform {
-        platform,
-        secrets,
-        databases,
-        database,
-        admin_url,
-        redis_url,
-        dir,
-    })
+    // A port picked free can still be taken by a parallel test before our process binds it;
+    // such a start fails fast (the process exits), and another set of ports is tried.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut platform = Platform::start(&PlatformSpec {
+            bin_dir: &bins,
+            secrets: &secrets,
+            databases: &databases,
+            redis_url: &redis_url,
+            ports: Ports::free()?,
+            app_env: "test",
+            log_format: "json",
+            gateway_env,
+            auth_env,
+        })?;
+        match platform.wait_ready(Duration::from_secs(60)) {
+            Ok(_) => {
+                return Ok(TestPlatform {
+                    platform,
+                    secrets,
+                    databases,
+                    database,
+                    admin_url,
+                    redis_url,
+                    dir,
+                });
+            }
+            Err(e) if attempt < 3 && e.to_string().contains("exited during start-up") => {
+                platform.stop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn host_port(url: &str) -> anyhow::Result<(String, u16)> {

@@ -616,3 +616,78 @@ async fn profile_password_and_devices() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captcha_at_registration_and_after_three_failures_through_a_fake_siteverify() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let siteverify = MockServer::start().await;
+    let answer = |token: &str, body: Value| {
+        Mock::given(method("POST"))
+            .and(path("/siteverify"))
+            .and(body_string_contains("secret=test-captcha-secret"))
+            .and(body_string_contains(format!("response={token}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    answer("good-token", json!({"success": true})).mount(&siteverify).await;
+    answer(
+        "bad-token",
+        json!({"success": false, "error-codes": ["invalid-input-response"]}),
+    )
+    .mount(&siteverify)
+    .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("response=outage-token"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&siteverify)
+        .await;
+    let url = format!("{}/siteverify", siteverify.uri());
+    let tp = xtask::testkit::start_with(
+        "captcha",
+        &[],
+        &[
+            ("CAPTCHA_PROVIDER", "turnstile"),
+            ("CAPTCHA_SECRET", "test-captcha-secret"),
+            ("CAPTCHA_VERIFY_URL", &url),
+        ],
+    )
+    .await
+    .expect("platform");
+    let api = Api::new(&tp);
+
+    let with_token = |token: Option<&str>| {
+        let mut body = registration("captcha@example.org");
+        if let Some(t) = token {
+            body["captcha_token"] = json!(t);
+        }
+        body
+    };
+    let res = api.post("/v1/auth/register", with_token(None), None).await;
+    assert_eq!(error_code(res, 400).await, "CAPTCHA_REQUIRED");
+    let res = api.post("/v1/auth/register", with_token(Some("bad-token")), None).await;
+    assert_eq!(error_code(res, 400).await, "CAPTCHA_FAILED");
+    // The provider failing is our outage, never a pass (fail closed).
+    let res = api
+        .post("/v1/auth/register", with_token(Some("outage-token")), None)
+        .await;
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+    let res = api
+        .post("/v1/auth/register", with_token(Some("good-token")), None)
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+
+    for _ in 0..3 {
+        assert_eq!(
+            error_code(api.login("captcha@example.org", "wrong password!", "d").await, 401).await,
+            "INVALID_CREDENTIALS"
+        );
+    }
+    // After three failures even the right password needs a solved CAPTCHA.
+    assert_eq!(
+        error_code(api.login("captcha@example.org", PASSWORD, "d").await, 400).await,
+        "CAPTCHA_REQUIRED"
+    );
+    let body = json!({"email": "captcha@example.org", "password": PASSWORD, "device": {"device_id": "d", "platform": "ios"}, "captcha_token": "good-token"});
+    assert_eq!(api.post("/v1/auth/login", body, None).await.status().as_u16(), 200);
+}
