@@ -215,11 +215,6 @@ impl Captcha {
         Ok(Self { site, http })
     }
 
-    /// False when `CAPTCHA_PROVIDER=disabled`: callers may skip asking clients for a token.
-    pub fn enabled(&self) -> bool {
-        self.site.is_some()
-    }
-
     /// Asks the provider about `token`; `remote_ip` is the client's address, when known.
     pub async fn verify(&self, token: &str, remote_ip: Option<&str>) -> Result<(), CaptchaError> {
         let Some(site) = &self.site else {
@@ -348,7 +343,6 @@ mod tests {
     async fn success_passes() {
         let server = fake(answer(json!({"success": true, "hostname": "example.org"})), 1).await;
         let c = captcha(&server, Provider::Turnstile, Duration::from_secs(5));
-        assert!(c.enabled());
         c.verify(TOKEN, None).await.expect("accepted");
     }
 
@@ -494,7 +488,6 @@ mod tests {
             verify_url: format!("{}/siteverify", server.uri()),
         })
         .expect("disabled needs nothing");
-        assert!(!c.enabled());
         c.verify("", None).await.expect("no check");
         c.verify(TOKEN, None).await.expect("no check");
     }

@@ -67,6 +67,12 @@ fn to_status(e: AuthError) -> Status {
         AuthError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
         AuthError::Unauthenticated => status(ErrorCode::Unauthenticated, "Authentication is required."),
         AuthError::NotFound => status(ErrorCode::NotFound, "No such resource."),
+        AuthError::MfaRequired => status(
+            ErrorCode::MfaRequired,
+            "A code from your authenticator app (or a recovery code) is required.",
+        ),
+        AuthError::MfaInvalid => status(ErrorCode::MfaRequired, "The code is not valid; try the current one."),
+        AuthError::Conflict(message) => status(ErrorCode::Conflict, message),
         AuthError::CaptchaRequired => status(ErrorCode::CaptchaRequired, "Solve the CAPTCHA and send its token."),
         AuthError::CaptchaFailed => status(ErrorCode::CaptchaFailed, "The CAPTCHA was not solved; try again."),
         AuthError::Unavailable(cause) => {
@@ -162,6 +168,7 @@ impl AuthService for AuthGrpc {
             password: SecretString::from(r.password),
             device,
             captcha_token: r.captcha_token,
+            mfa_code: r.totp_code,
         };
         let (user, tokens) = self.auth.login(input, actor).await.map_err(to_status)?;
         Ok(Response::new(pb::SessionResponse {
@@ -276,5 +283,39 @@ impl AuthService for AuthGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
+    }
+
+    async fn mfa_enroll(
+        &self,
+        request: Request<pb::MfaEnrollRequest>,
+    ) -> Result<Response<pb::MfaEnrollResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let e = self.auth.mfa_enroll(&claims).await.map_err(to_status)?;
+        Ok(Response::new(pb::MfaEnrollResponse {
+            secret: e.secret_base32,
+            otpauth_uri: e.otpauth_uri,
+        }))
+    }
+
+    async fn mfa_confirm(
+        &self,
+        request: Request<pb::MfaCodeRequest>,
+    ) -> Result<Response<pb::MfaConfirmResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let code = request.into_inner().code;
+        let recovery_codes = self.auth.mfa_confirm(&claims, &code, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::MfaConfirmResponse { recovery_codes }))
+    }
+
+    async fn mfa_disable(
+        &self,
+        request: Request<pb::MfaCodeRequest>,
+    ) -> Result<Response<pb::MfaDisableResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let actor = actor(&request);
+        let code = request.into_inner().code;
+        self.auth.mfa_disable(&claims, &code, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::MfaDisableResponse {}))
     }
 }

@@ -5,8 +5,10 @@ mod account;
 mod captcha;
 mod grpc;
 mod keys;
+mod mailer;
 mod mfa;
 mod password;
+mod sealed;
 mod service;
 mod store;
 mod tokens;
@@ -34,6 +36,8 @@ struct AuthConfig {
     hash: password::HashParams,
     policy: service::Policy,
     captcha: captcha::CaptchaConfig,
+    sealer: sealed::Sealer,
+    mfa_issuer: String,
 }
 
 impl service_kit::service::Service for AuthService {
@@ -65,6 +69,11 @@ impl service_kit::service::Service for AuthService {
                 env.problem(name, "must be at least 32 characters of random data");
             }
         }
+        let sealer = env.secret("ENCRYPTION_KEY").and_then(|k| {
+            sealed::Sealer::from_base64(&k)
+                .map_err(|e| env.problem("ENCRYPTION_KEY", e))
+                .ok()
+        });
         let access_ttl = env.seconds_in("JWT_EXPIRATION", 3600, 60, 86_400);
         let refresh_ttl = env.seconds_in("JWT_REFRESH_EXPIRATION", 30 * 86_400, 3600, 365 * 86_400);
         let policy = service::Policy {
@@ -83,6 +92,10 @@ impl service_kit::service::Service for AuthService {
             hash: password::HashParams::from_env(env),
             policy,
             captcha: captcha::CaptchaConfig::from_env(env, common.environment),
+            sealer: sealer?,
+            mfa_issuer: env
+                .optional_string("MFA_ISSUER")
+                .unwrap_or_else(|| "Platform".to_owned()),
         })
     }
 
@@ -119,6 +132,8 @@ impl service_kit::service::Service for AuthService {
             policy: config.policy,
             device_salt: config.device_salt,
             captcha: captcha::Captcha::new(config.captcha)?,
+            sealer: config.sealer,
+            mfa_issuer: config.mfa_issuer,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(

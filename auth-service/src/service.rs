@@ -50,6 +50,12 @@ pub enum AuthError {
     Unauthenticated,
     #[error("not found")]
     NotFound,
+    #[error("mfa code required")]
+    MfaRequired,
+    #[error("mfa code invalid")]
+    MfaInvalid,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("captcha required")]
     CaptchaRequired,
     #[error("captcha failed")]
@@ -91,6 +97,8 @@ pub struct LoginInput {
     pub password: SecretString,
     pub device: Device,
     pub captcha_token: String,
+    /// A TOTP code or a recovery code, required when MFA is on.
+    pub mfa_code: String,
 }
 
 /// A signed-in session's tokens.
@@ -109,6 +117,9 @@ pub struct Auth {
     pub policy: Policy,
     pub device_salt: SecretString,
     pub captcha: crate::captcha::Captcha,
+    pub sealer: crate::sealed::Sealer,
+    /// `MFA_ISSUER`: the name authenticator apps show.
+    pub mfa_issuer: String,
 }
 
 /// Failed logins of an account after which a CAPTCHA is required (before the lock at
@@ -233,6 +244,9 @@ impl Auth {
                 });
             }
         };
+        if user.mfa_enabled {
+            self.check_mfa(&mut conn, &user, &input.mfa_code, &actor).await?;
+        }
         let new_hash = if rehash {
             Some(self.passwords.hash(&input.password).await?)
         } else {
@@ -630,6 +644,186 @@ impl Auth {
             .await?
             .ok_or(AuthError::NotFound)?;
         self.revoke_in_redis(None, &ended).await
+    }
+
+    /// Checks a TOTP or recovery code of a user with MFA on. Wrong codes count and lock apart from
+    /// password failures; a TOTP code is accepted once.
+    async fn check_mfa(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        user: &UserRow,
+        code: &str,
+        actor: &Actor,
+    ) -> Result<(), AuthError> {
+        if let Some(until) = user.mfa_locked_until.filter(|t| *t > Utc::now()) {
+            return Err(AuthError::Locked {
+                retry_after: (until - Utc::now()).num_seconds().max(1) as u64,
+            });
+        }
+        if code.trim().is_empty() {
+            return Err(AuthError::MfaRequired);
+        }
+        let accepted = if let Some(recovery) = crate::mfa::normalize_recovery_code(code) {
+            let hash = crate::mfa::recovery_code_hash(&self.recovery_pepper(), &recovery);
+            store::use_recovery_code(conn, user.id, &hash).await?
+        } else {
+            let sealed = user
+                .mfa_secret
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("MFA on without a seed"))?;
+            let seed = self
+                .sealer
+                .open(sealed, user.id.as_bytes())
+                .map_err(|e| anyhow::anyhow!("opening the TOTP seed: {e}"))?;
+            match crate::mfa::verify(&seed, code, Utc::now().timestamp().max(0) as u64, user.mfa_last_step) {
+                Ok(step) => store::claim_totp_step(conn, user.id, step).await?,
+                Err(_) => false,
+            }
+        };
+        if accepted {
+            return Ok(());
+        }
+        let failures = user.mfa_failures + 1;
+        let until = (failures >= self.policy.max_attempts)
+            .then(|| Utc::now() + TimeDelta::from_std(self.policy.lockout).unwrap_or(TimeDelta::minutes(15)));
+        let (user_id, ip) = (user.id, actor.ip.clone());
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::record_mfa_failure(conn, user_id, until).await?;
+            let details = serde_json::json!({"attempt": failures, "locked": until.is_some()});
+            store::security_event(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details).await?;
+            Ok(())
+        })
+        .await?;
+        tracing::warn!(user_id = %user.id, event_type = "mfa_failed", locked = until.is_some(), "wrong MFA code");
+        match until {
+            Some(until) => Err(AuthError::Locked {
+                retry_after: (until - Utc::now()).num_seconds().max(1) as u64,
+            }),
+            None => Err(AuthError::MfaInvalid),
+        }
+    }
+
+    fn recovery_pepper(&self) -> Vec<u8> {
+        self.sealer.derive("auth/recovery-codes/v1")
+    }
+
+    /// Starts TOTP enrollment: a new seed, kept pending until a code confirms it.
+    pub async fn mfa_enroll(&self, claims: &AccessClaims) -> Result<crate::mfa::Enrollment, AuthError> {
+        let (user_id, _) = self.live_session(claims).await?;
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AuthError::Revoked)?;
+        if user.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is already on; turn it off first."));
+        }
+        let seed = crate::mfa::new_secret();
+        // Authenticator apps show "issuer: account"; a colon in an e-mail would break that label.
+        let label = user.email.replace(':', "_");
+        let enrollment = crate::mfa::enrollment(&seed, &label, &self.mfa_issuer)?;
+        store::set_pending_mfa(&mut conn, user_id, &self.sealer.seal(&seed, user_id.as_bytes())).await?;
+        Ok(enrollment)
+    }
+
+    /// Confirms enrollment with a first code; returns the recovery codes, shown this once.
+    pub async fn mfa_confirm(&self, claims: &AccessClaims, code: &str, actor: Actor) -> Result<Vec<String>, AuthError> {
+        let (user_id, _) = self.live_session(claims).await?;
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AuthError::Revoked)?;
+        if user.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is already on."));
+        }
+        let sealed = user
+            .mfa_pending_secret
+            .ok_or(AuthError::Conflict("Start the enrollment first."))?;
+        let seed = self
+            .sealer
+            .open(&sealed, user_id.as_bytes())
+            .map_err(|e| anyhow::anyhow!("opening the TOTP seed: {e}"))?;
+        let step = match crate::mfa::verify(&seed, code, Utc::now().timestamp().max(0) as u64, None) {
+            Ok(step) => step,
+            Err(crate::mfa::MfaError::Malformed) => {
+                return Err(AuthError::Invalid(Invalid {
+                    field: "code",
+                    issue: "must be 6 digits",
+                }));
+            }
+            Err(_) => return Err(AuthError::MfaInvalid),
+        };
+        let codes = crate::mfa::new_recovery_codes();
+        let pepper = self.recovery_pepper();
+        let hashes: Vec<Vec<u8>> = codes
+            .iter()
+            .filter_map(|c| crate::mfa::normalize_recovery_code(c))
+            .map(|c| crate::mfa::recovery_code_hash(&pepper, &c))
+            .collect();
+        let ip = actor.ip.clone();
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
+            store::security_event(
+                conn,
+                Some(user_id),
+                "mfa_enabled",
+                "info",
+                ip.as_deref(),
+                serde_json::json!({}),
+            )
+            .await?;
+            let actor = Actor {
+                user_id: Some(user_id),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "user.mfa_enable",
+                "user",
+                Some(user_id.to_string()),
+                &["mfa_enabled"],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+        Ok(codes)
+    }
+
+    /// Turns MFA off; needs a valid TOTP or recovery code.
+    pub async fn mfa_disable(&self, claims: &AccessClaims, code: &str, actor: Actor) -> Result<(), AuthError> {
+        let (user_id, _) = self.live_session(claims).await?;
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AuthError::Revoked)?;
+        if !user.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is not on."));
+        }
+        self.check_mfa(&mut conn, &user, code, &actor).await?;
+        let ip = actor.ip.clone();
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::disable_mfa(conn, user_id).await?;
+            store::security_event(
+                conn,
+                Some(user_id),
+                "mfa_disabled",
+                "medium",
+                ip.as_deref(),
+                serde_json::json!({}),
+            )
+            .await?;
+            let actor = Actor {
+                user_id: Some(user_id),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "user.mfa_disable",
+                "user",
+                Some(user_id.to_string()),
+                &["mfa_enabled"],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
 
     /// Revocation must reach Redis: the gateway reads it on every request. When Redis is down the

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use diesel_migrations::EmbeddedMigrations;
 use prometheus::{IntGauge, Registry};
 use serde_json::json;
@@ -39,21 +38,55 @@ pub trait Service: 'static {
     /// Parses the service's own settings; `common` tells the environment (production refuses
     /// development shortcuts).
     fn config(env: &Env, common: &CommonConfig) -> Option<Self::Config>;
+
+    /// Operator commands beside `serve` and `migrate` (e.g. `grant-role`).
+    fn extra_commands() -> Vec<clap::Command> {
+        Vec::new()
+    }
+
+    /// Runs one of [`Service::extra_commands`] against the service's database.
+    fn run_extra(
+        name: String,
+        args: clap::ArgMatches,
+        pool: Pool,
+        env: Env,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        let _ = (args, pool, env);
+        async move { anyhow::bail!("unknown command {name}") }
+    }
     fn routes(config: Self::Config, pool: Pool, registry: &Registry) -> anyhow::Result<Routes>;
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+/// What the command line asked for.
+enum Command {
+    Serve,
+    Migrate,
+    Extra(String, clap::ArgMatches),
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Serve gRPC and the admin port (/metrics, /health, /ready) until SIGTERM or Ctrl-C.
-    Serve,
-    /// Apply pending database migrations, print what was applied, and exit.
-    Migrate,
+fn command_line<S: Service>() -> Command {
+    let matches = clap::Command::new(S::NAME)
+        .about(S::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .after_help("Configuration comes from environment variables; see README.md.")
+        .subcommand(
+            clap::Command::new("serve")
+                .about("Serve gRPC and the admin port (/metrics, /health, /ready) until SIGTERM or Ctrl-C"),
+        )
+        .subcommand(
+            clap::Command::new("migrate").about("Apply pending database migrations, print what was applied, and exit"),
+        )
+        .subcommands(S::extra_commands())
+        .get_matches();
+    match matches.subcommand() {
+        Some(("serve", _)) => Command::Serve,
+        Some(("migrate", _)) => Command::Migrate,
+        Some((name, args)) => Command::Extra(name.to_owned(), args.clone()),
+        // `subcommand_required` makes clap exit with usage before this.
+        None => Command::Serve,
+    }
 }
 
 /// Settings every service shares.
@@ -77,20 +110,12 @@ impl ServiceSettings {
 
 /// The `main` of every service binary.
 pub fn main<S: Service>() -> ExitCode {
-    let matches = Cli::command()
-        .name(S::NAME)
-        .about(S::ABOUT)
-        .version(env!("CARGO_PKG_VERSION"))
-        .get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let command = command_line::<S>();
     let env = Env::from_process();
     let common = CommonConfig::from_env(&env, S::NAME, S::DEFAULT_ADMIN_PORT);
-    let own = match cli.command {
+    let own = match command {
         Command::Serve => S::config(&env, &common),
-        Command::Migrate => None,
+        Command::Migrate | Command::Extra(..) => None,
     };
     let settings = ServiceSettings::from_env::<S>(&env, common);
     if let Err(e) = env.finish() {
@@ -110,8 +135,12 @@ pub fn main<S: Service>() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Migrate => migrate::<S>(&settings.database).await,
+            Command::Extra(name, args) => {
+                let pool = db::build_pool(&settings.database)?;
+                S::run_extra(name, args, pool, Env::from_process()).await
+            }
             Command::Serve => {
                 let own = own.ok_or_else(|| anyhow::anyhow!("service configuration missing"))?;
                 serve::<S>(settings, own, Shutdown::on_signals()).await

@@ -218,6 +218,7 @@ impl Platform {
             &[
                 ("JWT_SIGNING_KEYS_FILE", secret("jwt_signing_keys.pem")),
                 ("DEVICE_ID_SALT_FILE", secret("device_id_salt")),
+                ("ENCRYPTION_KEY_FILE", secret("encryption_key")),
                 ("REFRESH_TOKEN_SECRET_FILE", secret("refresh_token_secret")),
                 ("REDIS_URL", spec.redis_url.to_owned()),
             ],

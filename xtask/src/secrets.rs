@@ -30,8 +30,13 @@ impl DevSecrets {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).context("generating the JWT key")?;
             write_secret(&secrets.path("jwt_signing_keys.pem"), &key.serialize_pem())?;
         }
+        if !secrets.path("encryption_key").exists() {
+            // AES-256 key: exactly 32 random bytes, standard base64.
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            write_secret(&secrets.path("encryption_key"), &STANDARD.encode(key))?;
+        }
         for name in [
-            "encryption_key",
             "refresh_token_secret",
             "device_id_salt",
             "pg_superuser_password",

@@ -20,6 +20,19 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
         lock_count -> Int4,
         tokens_not_before -> Nullable<Timestamptz>,
+        mfa_pending_secret -> Nullable<Bytea>,
+        mfa_last_step -> Nullable<Int8>,
+        mfa_failures -> Int4,
+        mfa_locked_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    auth.recovery_codes (user_id, code_hash) {
+        user_id -> Uuid,
+        code_hash -> Bytea,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -691,3 +691,101 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
     let body = json!({"email": "captcha@example.org", "password": PASSWORD, "device": {"device_id": "d", "platform": "ios"}, "captcha_token": "good-token"});
     assert_eq!(api.post("/v1/auth/login", body, None).await.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_mfa_with_replay_protection_and_recovery_codes() {
+    use totp_rs::{Secret, Totp};
+
+    let tp = xtask::testkit::start("mfa", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let (access, _) = tokens(&api.register("mfa@example.org").await);
+
+    let res = api.post("/v1/me/mfa/totp", json!({}), Some(&access)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let enrollment: Value = res.json().await.expect("json");
+    assert!(
+        enrollment["otpauth_uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("otpauth://totp/")),
+        "{enrollment}"
+    );
+    // The app's side: what an authenticator does with the otpauth URI.
+    let totp = Totp::from_url(enrollment["otpauth_uri"].as_str().expect("uri")).expect("otpauth uri");
+    let code_at = |offset_steps: u64| totp.generate(now() + offset_steps * 30).to_string();
+
+    let res = api
+        .post("/v1/me/mfa/totp/confirm", json!({"code": "000000"}), Some(&access))
+        .await;
+    assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
+    let confirm_code = code_at(0);
+    let res = api
+        .post("/v1/me/mfa/totp/confirm", json!({"code": confirm_code}), Some(&access))
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    let codes: Vec<String> =
+        serde_json::from_value(res.json::<Value>().await.expect("json")["recovery_codes"].clone()).expect("codes");
+    assert_eq!(codes.len(), 10);
+    let me: Value = api.me(&access).await.json().await.expect("json");
+    assert_eq!(me["mfa_enabled"], true);
+
+    let login = |code: Option<String>| {
+        let mut body = json!({"email": "mfa@example.org", "password": PASSWORD, "device": {"device_id": "d", "platform": "android"}});
+        if let Some(c) = code {
+            body["totp_code"] = json!(c);
+        }
+        api.post("/v1/auth/login", body, None)
+    };
+    assert_eq!(error_code(login(None).await, 401).await, "MFA_REQUIRED");
+    // The code that confirmed the enrollment was used once: a replay is refused.
+    assert_eq!(error_code(login(Some(confirm_code)).await, 401).await, "MFA_REQUIRED");
+    // A fresh code (the next step, within the allowed skew) works once, then is refused.
+    let fresh = code_at(1);
+    assert_eq!(login(Some(fresh.clone())).await.status().as_u16(), 200);
+    assert_eq!(
+        error_code(login(Some(fresh)).await, 401).await,
+        "MFA_REQUIRED",
+        "TOTP code replayed"
+    );
+    // A recovery code works once, in any spelling.
+    let recovery = codes[0].to_lowercase().replace('-', " ");
+    assert_eq!(login(Some(recovery.clone())).await.status().as_u16(), 200);
+    assert_eq!(error_code(login(Some(recovery)).await, 401).await, "MFA_REQUIRED");
+
+    // The seed never leaves the database in clear.
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    let row = db
+        .query_one("SELECT mfa_secret FROM auth.users", &[])
+        .await
+        .expect("row");
+    let stored: Vec<u8> = row.get(0);
+    let secret = Secret::try_from_base32(enrollment["secret"].as_str().expect("secret")).expect("base32");
+    let raw = secret.as_bytes().to_vec();
+    assert!(
+        !stored.windows(raw.len()).any(|w| w == raw.as_slice()),
+        "TOTP seed stored in clear"
+    );
+
+    // Turning MFA off takes a valid code; then a password alone logs in again.
+    let res = api
+        .http
+        .delete(format!("{}/v1/me/mfa/totp", api.base))
+        .bearer_auth(&access)
+        .json(&json!({"code": "123456"}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
+    let res = api
+        .http
+        .delete(format!("{}/v1/me/mfa/totp", api.base))
+        .bearer_auth(&access)
+        .json(&json!({"code": codes[1]}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(login(None).await.status().as_u16(), 200);
+}

@@ -428,3 +428,86 @@ pub async fn remove_device(
         .map_err(upstream)?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TotpEnrollment {
+    /// Base32 seed, for typing into an authenticator app by hand.
+    pub secret: String,
+    /// `otpauth://totp/...`, for a QR code.
+    pub otpauth_uri: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    /// A 6-digit code from the authenticator app (or, to turn MFA off, a recovery code).
+    pub code: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecoveryCodes {
+    /// Ten single-use codes, shown only now: each logs in once in place of a TOTP code.
+    pub recovery_codes: Vec<String>,
+}
+
+/// Start TOTP enrollment (RFC 6238): a new seed, active once confirmed with a code.
+#[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "Seed to add to an authenticator app", body = TotpEnrollment),
+        (status = 409, description = "MFA is already on", body = crate::error::ErrorBody)))]
+pub async fn mfa_enroll(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = client(&state)
+        .mfa_enroll(upstream_request(&req, pb::MfaEnrollRequest {}, Some(&auth)))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(TotpEnrollment {
+        secret: e.secret,
+        otpauth_uri: e.otpauth_uri,
+    }))
+}
+
+/// Confirm enrollment with a first code; MFA is on from now, and login needs `totp_code`.
+#[utoipa::path(post, path = "/v1/me/mfa/totp/confirm", tag = "auth", request_body = CodeBody, security(("bearer" = [])),
+    responses((status = 200, description = "MFA on; recovery codes shown once", body = RecoveryCodes),
+        (status = 401, description = "MFA_REQUIRED: the code is not valid", body = crate::error::ErrorBody)))]
+pub async fn mfa_confirm(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<CodeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::MfaCodeRequest {
+        code: body.into_inner().code,
+    };
+    let r = client(&state)
+        .mfa_confirm(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(RecoveryCodes {
+        recovery_codes: r.recovery_codes,
+    }))
+}
+
+/// Turn MFA off with a current TOTP code or a recovery code.
+#[utoipa::path(delete, path = "/v1/me/mfa/totp", tag = "auth", request_body = CodeBody, security(("bearer" = [])),
+    responses((status = 204, description = "MFA off"), (status = 401, description = "MFA_REQUIRED: the code is not valid", body = crate::error::ErrorBody)))]
+pub async fn mfa_disable(
+    req: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<CodeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::MfaCodeRequest {
+        code: body.into_inner().code,
+    };
+    client(&state)
+        .mfa_disable(upstream_request(&req, message, Some(&auth)))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -72,6 +72,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/v1/me/password", auth::change_password))
         .service(get("/v1/me/devices", auth::devices))
         .service(
+            web::resource("/v1/me/mfa/totp")
+                .route(web::post().to(auth::mfa_enroll))
+                .route(web::delete().to(auth::mfa_disable))
+                .default_service(web::to(|| method_not_allowed("POST, DELETE"))),
+        )
+        .service(post("/v1/me/mfa/totp/confirm", auth::mfa_confirm))
+        .service(
             web::resource("/v1/me/devices/{device_id}")
                 .route(web::delete().to(auth::remove_device))
                 .default_service(web::to(|| method_not_allowed("DELETE"))),
