@@ -2,6 +2,7 @@
 //! Wiring only; see `grpc.rs`, `service.rs` and the domain modules.
 
 mod account;
+mod admin;
 mod captcha;
 mod grpc;
 mod keys;
@@ -97,6 +98,19 @@ impl service_kit::service::Service for AuthService {
                 .optional_string("MFA_ISSUER")
                 .unwrap_or_else(|| "Platform".to_owned()),
         })
+    }
+
+    fn extra_commands() -> Vec<clap::Command> {
+        admin::commands()
+    }
+
+    fn run_extra(
+        name: String,
+        args: clap::ArgMatches,
+        pool: Pool,
+        env: Env,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        admin::run(name, args, pool, env)
     }
 
     fn routes(config: AuthConfig, pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {

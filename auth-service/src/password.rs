@@ -91,6 +91,16 @@ impl Passwords {
         tokio::task::spawn_blocking(move || {
             let real = stored.is_some();
             let phc = stored.unwrap_or_else(|| dummy.to_string());
+            // Accounts imported from the old Node system keep their bcrypt hash until their next
+            // successful login, which re-hashes to argon2id.
+            if phc.starts_with("$2a$") || phc.starts_with("$2b$") || phc.starts_with("$2y$") {
+                let ok = bcrypt::verify(password.expose_secret(), &phc).unwrap_or(false);
+                return Ok(if ok {
+                    Verdict::Match { rehash: true }
+                } else {
+                    Verdict::Mismatch
+                });
+            }
             let parsed =
                 PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
             let ok = argon
@@ -143,6 +153,16 @@ mod tests {
         );
         // No account: always a mismatch, even for the dummy's own (unknowable) password.
         assert_eq!(p.verify(&pw, None).await.expect("verify"), Verdict::Mismatch);
+        // A bcrypt hash from the old system verifies and asks for a rehash.
+        let old = bcrypt::hash("correct horse battery staple", 4).expect("bcrypt");
+        assert_eq!(
+            p.verify(&pw, Some(old.clone())).await.expect("verify"),
+            Verdict::Match { rehash: true }
+        );
+        assert_eq!(
+            p.verify(&SecretString::from("nope"), Some(old)).await.expect("verify"),
+            Verdict::Mismatch
+        );
         // Other parameters: still verifies, asks for a rehash.
         let stronger = Passwords::new(HashParams {
             memory_kib: 9 * 1024,

@@ -789,3 +789,111 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes() {
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(login(None).await.status().as_u16(), 200);
 }
+
+/// Runs an auth-service operator command against the test platform's database.
+fn operator(tp: &TestPlatform, args: &[&str]) -> (bool, String) {
+    let db = tp.databases.iter().find(|d| d.service == "auth").expect("auth db");
+    let out = std::process::Command::new(xtask::platform::bin_dir().join("auth-service"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", &tp.redis_url)
+        .env("APP_ENV", "test")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("auth-service runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_grant_and_revoke_roles_and_import_old_accounts() {
+    let tp = xtask::testkit::start("operator", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    api.register("mod@example.org").await;
+
+    let (ok, out) = operator(
+        &tp,
+        &["grant-role", "--email", "MOD@example.org", "--role", "moderator"],
+    );
+    assert!(ok, "{out}");
+    let (access, _) = tokens(
+        &api.login("mod@example.org", PASSWORD, "d")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let me: Value = api.me(&access).await.json().await.expect("json");
+    assert_eq!(me["roles"], json!(["user", "moderator"]));
+    let (ok, out) = operator(
+        &tp,
+        &["grant-role", "--email", "mod@example.org", "--role", "superuser"],
+    );
+    assert!(!ok, "an unknown role was accepted: {out}");
+    let (ok, out) = operator(&tp, &["grant-role", "--email", "nobody@example.org", "--role", "admin"]);
+    assert!(!ok && out.contains("no account"), "{out}");
+
+    // Revoking ends the sessions, so no token keeps the old role.
+    let (ok, out) = operator(
+        &tp,
+        &["revoke-role", "--email", "mod@example.org", "--role", "moderator"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(error_code(api.me(&access).await, 401).await, "TOKEN_REVOKED");
+    let (access, _) = tokens(
+        &api.login("mod@example.org", PASSWORD, "d")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let me: Value = api.me(&access).await.json().await.expect("json");
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // Accounts from the old Node system log in with their old password and are re-hashed.
+    let old_hash = bcrypt::hash("an old node password", 4).expect("bcrypt");
+    let file = tp.secrets.path("import.jsonl");
+    let lines = [
+        json!({"email": "old@example.org", "password_hash": old_hash, "first_name": "Old", "last_name": "Timer", "email_verified": true}).to_string(),
+        json!({"email": "mod@example.org", "password_hash": old_hash, "first_name": "Dup", "last_name": "Licate"}).to_string(),
+        json!({"email": "weak@example.org", "password_hash": "5f4dcc3b5aa765d61d8327deb882cf99", "first_name": "M", "last_name": "D"}).to_string(),
+    ];
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let (ok, out) = operator(&tp, &["import-users", file.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("imported 1, already present 1, invalid 1"), "{out}");
+    assert!(!out.contains("5f4dcc3b"), "a hash was printed: {out}");
+    let res = api.login("old@example.org", "an old node password", "d").await;
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["user"]["email_verified"], true);
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    let row = db
+        .query_one(
+            "SELECT password_hash FROM auth.users WHERE email = 'old@example.org'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert!(
+        row.get::<_, String>(0).starts_with("$argon2id$"),
+        "not re-hashed on login"
+    );
+    assert_eq!(
+        api.login("old@example.org", "an old node password", "d")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
