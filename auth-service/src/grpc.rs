@@ -318,4 +318,40 @@ impl AuthService for AuthGrpc {
         self.auth.mfa_disable(&claims, &code, actor).await.map_err(to_status)?;
         Ok(Response::new(pb::MfaDisableResponse {}))
     }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let actor = actor(&request);
+        let token = request.into_inner().token;
+        self.auth.verify_email(&token, actor).await.map_err(to_status)?;
+        Ok(Response::new(pb::VerifyEmailResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::PasswordResetRequest>,
+    ) -> Result<Response<pb::PasswordResetResponse>, Status> {
+        let actor = actor(&request);
+        let email = request.into_inner().email;
+        self.auth
+            .request_password_reset(&email, actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PasswordResetResponse {}))
+    }
+
+    async fn confirm_password_reset(
+        &self,
+        request: Request<pb::ConfirmPasswordResetRequest>,
+    ) -> Result<Response<pb::PasswordResetResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        self.auth
+            .confirm_password_reset(&r.token, &SecretString::from(r.new_password), actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PasswordResetResponse {}))
+    }
 }

@@ -39,6 +39,8 @@ struct AuthConfig {
     captcha: captcha::CaptchaConfig,
     sealer: sealed::Sealer,
     mfa_issuer: String,
+    mail: mailer::MailConfig,
+    app_base_url: String,
 }
 
 impl service_kit::service::Service for AuthService {
@@ -82,6 +84,14 @@ impl service_kit::service::Service for AuthService {
             lockout: env.seconds_in("LOCKOUT_SECONDS", 900, 1, 86_400),
             refresh_grace: env.seconds_in("REFRESH_RETRY_GRACE", 10, 0, 300),
         };
+        // Every parser runs before the first `?`, so one start reports every problem.
+        let hash = password::HashParams::from_env(env);
+        let captcha = captcha::CaptchaConfig::from_env(env, common.environment);
+        let mail = mailer::MailConfig::from_env(env, common.environment);
+        let app_base_url = app_base_url(env, common.environment);
+        let mfa_issuer = env
+            .optional_string("MFA_ISSUER")
+            .unwrap_or_else(|| "Platform".to_owned());
         Some(AuthConfig {
             signing_keys: signing_keys?,
             verifier,
@@ -90,13 +100,13 @@ impl service_kit::service::Service for AuthService {
             refresh_secret: refresh_secret?,
             access_ttl,
             refresh_ttl,
-            hash: password::HashParams::from_env(env),
+            hash,
             policy,
-            captcha: captcha::CaptchaConfig::from_env(env, common.environment),
+            captcha,
             sealer: sealer?,
-            mfa_issuer: env
-                .optional_string("MFA_ISSUER")
-                .unwrap_or_else(|| "Platform".to_owned()),
+            mfa_issuer,
+            mail,
+            app_base_url,
         })
     }
 
@@ -148,11 +158,34 @@ impl service_kit::service::Service for AuthService {
             captcha: captcha::Captcha::new(config.captcha)?,
             sealer: config.sealer,
             mfa_issuer: config.mfa_issuer,
+            mailer: mailer::Mailer::build(config.mail)?,
+            app_base_url: config.app_base_url,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(
             proto::auth::v1::auth_service_server::AuthServiceServer::new(grpc),
         ))
+    }
+}
+
+/// `APP_BASE_URL`: where links in e-mails point; required in production (no localhost links).
+fn app_base_url(env: &Env, environment: service_kit::config::Environment) -> String {
+    match env.optional_string("APP_BASE_URL") {
+        Some(url)
+            if url.starts_with("https://")
+                || (environment != service_kit::config::Environment::Production && url.starts_with("http://")) =>
+        {
+            url.trim_end_matches('/').to_owned()
+        }
+        Some(url) => {
+            env.problem("APP_BASE_URL", format!("must be an https:// URL, got {url:?}"));
+            String::new()
+        }
+        None if environment == service_kit::config::Environment::Production => {
+            env.problem("APP_BASE_URL", "is missing (the links in e-mails point there)");
+            String::new()
+        }
+        None => "http://localhost:3000".to_owned(),
     }
 }
 

@@ -76,6 +76,12 @@ impl From<StoreError> for AuthError {
     }
 }
 
+impl From<diesel::result::Error> for AuthError {
+    fn from(e: diesel::result::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
 impl From<Invalid> for AuthError {
     fn from(e: Invalid) -> Self {
         Self::Invalid(e)
@@ -120,7 +126,13 @@ pub struct Auth {
     pub sealer: crate::sealed::Sealer,
     /// `MFA_ISSUER`: the name authenticator apps show.
     pub mfa_issuer: String,
+    pub mailer: crate::mailer::Mailer,
+    /// `APP_BASE_URL`: where the links in e-mails point (the app's deep-link domain).
+    pub app_base_url: String,
 }
+
+const VERIFY_EMAIL: &str = "verify_email";
+const PASSWORD_RESET: &str = "password_reset";
 
 /// Failed logins of an account after which a CAPTCHA is required (before the lock at
 /// `LOGIN_MAX_ATTEMPTS`): escalation goes CAPTCHA first, then lock.
@@ -167,6 +179,8 @@ impl Auth {
         let expires = self.refresh_expiry();
         let device = input.device.clone();
         let fingerprint = device.as_ref().map(|d| self.fingerprint(&d.device_id));
+        let (verify_token, verify_hash) = email_token();
+        let verify_expires = Utc::now() + TimeDelta::hours(24);
 
         let mut conn = self.conn().await?;
         let (user, session) = conn
@@ -184,6 +198,7 @@ impl Auth {
                 .await?;
                 let device_id = device.as_ref().map_or(UNKNOWN_DEVICE, |d| d.device_id.as_str());
                 let session = store::insert_session(conn, user.id, device_id, &refresh_h, expires).await?;
+                store::insert_email_token(conn, user.id, VERIFY_EMAIL, &verify_hash, verify_expires).await?;
                 if let (Some(d), Some(f)) = (&device, &fingerprint) {
                     store::upsert_device(conn, user.id, f, d).await?;
                 }
@@ -206,6 +221,14 @@ impl Auth {
             .await?;
         let device_id = input.device.as_ref().map_or(UNKNOWN_DEVICE, |d| d.device_id.as_str());
         tracing::info!(user_id = %user.id, "account registered");
+        self.send_later(crate::mailer::Email {
+            to: user.email.clone(),
+            subject: "Confirm your e-mail address".to_owned(),
+            text: format!(
+                "Hello {},\n\nconfirm this address for your account by opening:\n{}/verify-email?token={verify_token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n",
+                user.first_name, self.app_base_url
+            ),
+        });
         let tokens = self.tokens_for(&user, session, device_id, refresh)?;
         Ok((user, tokens))
     }
@@ -826,6 +849,137 @@ impl Auth {
         Ok(())
     }
 
+    /// Sends an e-mail in the background: a slow or failing relay must neither delay the answer
+    /// nor reveal, by timing, whether an account exists.
+    fn send_later(&self, email: crate::mailer::Email) {
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send(&email).await {
+                tracing::error!(error = format!("{e:#}"), subject = %email.subject, "could not send an e-mail");
+            }
+        });
+    }
+
+    /// Spends an address-verification token.
+    pub async fn verify_email(&self, token: &str, actor: Actor) -> Result<(), AuthError> {
+        let hash = refresh_hash(token.trim());
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, AuthError, _>(async move |conn| {
+            let user = store::spend_email_token(conn, VERIFY_EMAIL, &hash)
+                .await?
+                .ok_or(AuthError::Invalid(Invalid {
+                    field: "token",
+                    issue: "is invalid, expired or already used",
+                }))?;
+            store::mark_email_verified(conn, user).await?;
+            let actor = Actor {
+                user_id: Some(user),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "user.verify_email",
+                "user",
+                Some(user.to_string()),
+                &["email_verified"],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Mails a reset link when the address has an account; the caller answers the same either way.
+    pub async fn request_password_reset(&self, email: &str, actor: Actor) -> Result<(), AuthError> {
+        let Ok(email) = Email::parse(email) else { return Ok(()) };
+        let mut conn = self.conn().await?;
+        let Some(user) = store::user_by_email(&mut conn, email.as_str()).await? else {
+            tracing::info!("password reset requested for an unknown address");
+            return Ok(());
+        };
+        let (token, hash) = email_token();
+        let expires = Utc::now() + TimeDelta::hours(1);
+        let user_id = user.id;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            store::insert_email_token(conn, user_id, PASSWORD_RESET, &hash, expires).await?;
+            let actor = Actor {
+                user_id: Some(user_id),
+                ..actor
+            };
+            store::audit(
+                conn,
+                &actor,
+                "user.password_reset_request",
+                "user",
+                Some(user_id.to_string()),
+                &[],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+        self.send_later(crate::mailer::Email {
+            to: user.email.clone(),
+            subject: "Reset your password".to_owned(),
+            text: format!(
+                "Hello {},\n\nsomeone asked to reset the password of your account. To choose a new one, open:\n{}/reset-password?token={token}\n\nThe link works once, for one hour. If it was not you, ignore this message; your password stays as it is.\n",
+                user.first_name, self.app_base_url
+            ),
+        });
+        Ok(())
+    }
+
+    /// Sets a new password with a mailed token; every session ends.
+    pub async fn confirm_password_reset(&self, token: &str, new: &SecretString, actor: Actor) -> Result<(), AuthError> {
+        // Check the password first, so a refused password does not burn the token.
+        account::check_new_password(new.expose_secret())?;
+        let hash = self.passwords.hash(new).await?;
+        let token_hash = refresh_hash(token.trim());
+        let ip = actor.ip.clone();
+        let mut conn = self.conn().await?;
+        let (user, ended) = conn
+            .transaction::<_, AuthError, _>(async move |conn| {
+                let user = store::spend_email_token(conn, PASSWORD_RESET, &token_hash)
+                    .await?
+                    .ok_or(AuthError::Invalid(Invalid {
+                        field: "token",
+                        issue: "is invalid, expired or already used",
+                    }))?;
+                store::set_password(conn, user, &hash).await?;
+                // Whoever knew the old password is out; the lockout is over for the owner.
+                store::record_success(conn, user, None).await?;
+                let ended = store::revoke_sessions(conn, user, None, None, "password_reset").await?;
+                store::set_tokens_not_before(conn, user, Utc::now()).await?;
+                store::security_event(
+                    conn,
+                    Some(user),
+                    "password_reset",
+                    "medium",
+                    ip.as_deref(),
+                    serde_json::json!({}),
+                )
+                .await?;
+                let actor = Actor {
+                    user_id: Some(user),
+                    ..actor
+                };
+                store::audit(
+                    conn,
+                    &actor,
+                    "user.password_reset",
+                    "user",
+                    Some(user.to_string()),
+                    &["password_hash"],
+                )
+                .await?;
+                Ok((user, ended))
+            })
+            .await?;
+        tracing::info!(user_id = %user, event_type = "password_reset", sessions_ended = ended.len(), "password reset");
+        self.revoke_in_redis(None, &ended).await
+    }
+
     /// Revocation must reach Redis: the gateway reads it on every request. When Redis is down the
     /// call fails (503) and the client retries (every step is idempotent); PostgreSQL already
     /// holds the revocation.
@@ -866,6 +1020,13 @@ impl Auth {
             ))),
         }
     }
+}
+
+/// A token to mail (URL-safe) and the hash that is stored.
+fn email_token() -> (String, Vec<u8>) {
+    let token = TokenIssuer::new_refresh();
+    let hash = refresh_hash(&token);
+    (token, hash)
 }
 
 /// User and session ids of verified claims.

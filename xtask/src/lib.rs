@@ -3,6 +3,7 @@
 //! schemas, and the four platform processes.
 
 pub mod devstack;
+pub mod fake_smtp;
 pub mod platform;
 pub mod provision;
 pub mod secrets;

@@ -897,3 +897,118 @@ async fn operators_grant_and_revoke_roles_and_import_old_accounts() {
         200
     );
 }
+
+/// The token in a mailed link `…?token=XYZ`.
+fn token_in(mail: &xtask::fake_smtp::Mail) -> String {
+    let start = mail.data.find("token=").expect("a link with a token") + "token=".len();
+    mail.data[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_verification_and_password_reset_through_a_fake_relay() {
+    use std::time::Duration;
+
+    let mut relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
+    let port = relay.port.to_string();
+    let tp = xtask::testkit::start_with(
+        "mail",
+        &[],
+        &[
+            ("MAILER", "smtp"),
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", &port),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "Platform <no-reply@example.org>"),
+            ("APP_BASE_URL", "https://app.example.org"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let api = Api::new(&tp);
+    let wait = Duration::from_secs(10);
+
+    let (access, _) = tokens(&api.register("mail@example.org").await);
+    let mail = relay.next(wait).await.expect("verification mail");
+    assert_eq!(mail.recipients, vec!["mail@example.org"]);
+    assert!(
+        mail.data.contains("https://app.example.org/verify-email?token="),
+        "{}",
+        mail.data
+    );
+    let token = token_in(&mail);
+    assert_eq!(
+        api.post("/v1/auth/verify-email", json!({"token": token}), None)
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    let me: Value = api.me(&access).await.json().await.expect("json");
+    assert_eq!(me["email_verified"], true);
+    let res = api.post("/v1/auth/verify-email", json!({"token": token}), None).await;
+    assert_eq!(
+        error_code(res, 400).await,
+        "VALIDATION_FAILED",
+        "a verification token worked twice"
+    );
+
+    // Reset: the same 202 for an unknown address, and no mail for it.
+    let res = api
+        .post("/v1/auth/password-reset", json!({"email": "nobody@example.org"}), None)
+        .await;
+    assert_eq!(res.status().as_u16(), 202);
+    let res = api
+        .post("/v1/auth/password-reset", json!({"email": "MAIL@example.org"}), None)
+        .await;
+    assert_eq!(res.status().as_u16(), 202);
+    let mail = relay.next(wait).await.expect("reset mail");
+    assert_eq!(
+        mail.recipients,
+        vec!["mail@example.org"],
+        "a mail went to an unknown address first"
+    );
+    assert!(relay.is_empty());
+    let token = token_in(&mail);
+
+    // A refused password does not burn the token; a good one ends every session.
+    let confirm = |password: &str| {
+        api.post(
+            "/v1/auth/password-reset/confirm",
+            json!({"token": token, "new_password": password}),
+            None,
+        )
+    };
+    assert_eq!(
+        error_code(confirm("password1234").await, 400).await,
+        "VALIDATION_FAILED"
+    );
+    assert_eq!(confirm("a fresh reset passphrase").await.status().as_u16(), 204);
+    assert_eq!(
+        error_code(confirm("another fresh passphrase").await, 400).await,
+        "VALIDATION_FAILED",
+        "reset token used twice"
+    );
+    assert_eq!(error_code(api.me(&access).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(
+        error_code(api.login("mail@example.org", PASSWORD, "d").await, 401).await,
+        "INVALID_CREDENTIALS"
+    );
+    assert_eq!(
+        api.login("mail@example.org", "a fresh reset passphrase", "d")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let res = api
+        .post(
+            "/v1/auth/password-reset/confirm",
+            json!({"token": "made-up", "new_password": "whatever passphrase"}),
+            None,
+        )
+        .await;
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+}

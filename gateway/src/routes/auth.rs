@@ -511,3 +511,82 @@ pub async fn mfa_disable(
         .map_err(upstream)?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// The token from the e-mail's link.
+    pub token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequestBody {
+    pub email: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirmBody {
+    pub token: String,
+    /// 12..128 characters, not a common password.
+    pub new_password: String,
+}
+
+/// Confirm the e-mail address with the token mailed at registration (single use, 24 h).
+#[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenBody,
+    responses((status = 204, description = "Address confirmed"),
+        (status = 400, description = "The token is invalid, expired or already used", body = crate::error::ErrorBody)))]
+pub async fn verify_email(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<TokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::VerifyEmailRequest {
+        token: body.into_inner().token,
+    };
+    client(&state)
+        .verify_email(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ask for a password-reset link. The answer is the same whether or not the address has an account.
+#[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = ResetRequestBody,
+    responses((status = 202, description = "If the address has an account, a link is on its way")))]
+pub async fn password_reset(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<ResetRequestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::PasswordResetRequest {
+        email: body.into_inner().email,
+    };
+    client(&state)
+        .request_password_reset(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Choose a new password with the mailed token (single use, 1 h); every session ends.
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirmBody,
+    responses((status = 204, description = "Password changed; log in again"),
+        (status = 400, description = "The token is invalid, expired or used, or the password is refused", body = crate::error::ErrorBody)))]
+pub async fn password_reset_confirm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<ResetConfirmBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let message = pb::ConfirmPasswordResetRequest {
+        token: b.token,
+        new_password: b.new_password,
+    };
+    client(&state)
+        .confirm_password_reset(upstream_request(&req, message, None))
+        .await
+        .map_err(upstream)?;
+    Ok(HttpResponse::NoContent().finish())
+}

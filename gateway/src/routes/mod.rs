@@ -63,6 +63,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/v1/auth/refresh", auth::refresh))
         .service(post("/v1/auth/logout", auth::logout))
         .service(post("/v1/auth/logout-all", auth::logout_all))
+        .service(post("/v1/auth/verify-email", auth::verify_email))
+        .service(post("/v1/auth/password-reset", auth::password_reset))
+        .service(post("/v1/auth/password-reset/confirm", auth::password_reset_confirm))
         .service(
             web::resource("/v1/me")
                 .route(web::get().to(auth::me))
