@@ -123,7 +123,7 @@ impl service_kit::service::Service for AuthService {
         admin::run(name, args, pool, env)
     }
 
-    fn routes(config: AuthConfig, pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
+    fn routes(config: AuthConfig, pool: Pool, registry: &prometheus::Registry) -> anyhow::Result<Routes> {
         let keys = Arc::new(config.signing_keys);
         let own: Vec<PublicKey> = keys
             .jwks()
@@ -159,6 +159,7 @@ impl service_kit::service::Service for AuthService {
             sealer: config.sealer,
             mfa_issuer: config.mfa_issuer,
             mailer: mailer::Mailer::build(config.mail)?,
+            events: service::SecurityEvents::register(registry)?,
             app_base_url: config.app_base_url,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);

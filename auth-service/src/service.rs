@@ -127,8 +127,42 @@ pub struct Auth {
     /// `MFA_ISSUER`: the name authenticator apps show.
     pub mfa_issuer: String,
     pub mailer: crate::mailer::Mailer,
+    pub events: SecurityEvents,
     /// `APP_BASE_URL`: where the links in e-mails point (the app's deep-link domain).
     pub app_base_url: String,
+}
+
+/// Security events: stored (in the caller's transaction), counted in
+/// `security_events_total{event_type,severity}`, and logged as one JSON line each.
+#[derive(Clone)]
+pub struct SecurityEvents {
+    counter: prometheus::IntCounterVec,
+}
+
+impl SecurityEvents {
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("security_events_total", "Security events recorded, by type and severity"),
+            &["event_type", "severity"],
+        )?;
+        registry.register(Box::new(counter.clone()))?;
+        Ok(Self { counter })
+    }
+
+    pub async fn record(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        user: Option<Uuid>,
+        event_type: &'static str,
+        severity: &'static str,
+        ip: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        store::security_event(conn, user, event_type, severity, ip, details).await?;
+        self.counter.with_label_values(&[event_type, severity]).inc();
+        tracing::info!(security_event = event_type, severity, user_id = ?user, client_ip = ip, "security event");
+        Ok(())
+    }
 }
 
 const VERIFY_EMAIL: &str = "verify_email";
@@ -291,7 +325,7 @@ impl Auth {
                 };
                 if store::upsert_device(conn, user_id, &fingerprint, &device).await? {
                     let details = serde_json::json!({"platform": device.platform, "model": device.model});
-                    store::security_event(
+                    self.events.record(
                         conn,
                         Some(user_id),
                         "new_device",
@@ -327,7 +361,7 @@ impl Auth {
             Err(CaptchaError::Rejected) => {
                 let mut conn = self.conn().await?;
                 let details = serde_json::json!({});
-                store::security_event(&mut conn, user, "captcha_failed", "low", actor.ip.as_deref(), details).await?;
+                self.events.record(&mut conn, user, "captcha_failed", "low", actor.ip.as_deref(), details).await?;
                 tracing::warn!(event_type = "captcha_failed", "CAPTCHA rejected");
                 Err(AuthError::CaptchaFailed)
             }
@@ -350,10 +384,10 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::record_failure(conn, user_id, until).await?;
             let details = serde_json::json!({"attempt": attempts});
-            store::security_event(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details).await?;
+            self.events.record(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details).await?;
             if let Some(until) = until {
                 let details = serde_json::json!({"until": until.to_rfc3339()});
-                store::security_event(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details).await?;
+                self.events.record(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details).await?;
             }
             Ok(())
         })
@@ -433,7 +467,7 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::revoke_session(conn, session, "token_reuse_detected").await?;
             let details = serde_json::json!({"session_id": session});
-            store::security_event(conn, Some(user), "token_reuse_detected", "high", None, details).await?;
+            self.events.record(conn, Some(user), "token_reuse_detected", "high", None, details).await?;
             store::audit(
                 conn,
                 &Actor {
@@ -605,7 +639,7 @@ impl Auth {
             .transaction::<_, StoreError, _>(async move |conn| {
                 store::set_password(conn, user, &hash).await?;
                 let ended = store::revoke_sessions(conn, user, Some(sid), None, "password_changed").await?;
-                store::security_event(
+                self.events.record(
                     conn,
                     Some(user),
                     "password_changed",
@@ -713,7 +747,7 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::record_mfa_failure(conn, user_id, until).await?;
             let details = serde_json::json!({"attempt": failures, "locked": until.is_some()});
-            store::security_event(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details).await?;
+            self.events.record(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details).await?;
             Ok(())
         })
         .await?;
@@ -781,7 +815,7 @@ impl Auth {
         let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
-            store::security_event(
+            self.events.record(
                 conn,
                 Some(user_id),
                 "mfa_enabled",
@@ -821,7 +855,7 @@ impl Auth {
         let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::disable_mfa(conn, user_id).await?;
-            store::security_event(
+            self.events.record(
                 conn,
                 Some(user_id),
                 "mfa_disabled",
@@ -951,7 +985,7 @@ impl Auth {
                 store::record_success(conn, user, None).await?;
                 let ended = store::revoke_sessions(conn, user, None, None, "password_reset").await?;
                 store::set_tokens_not_before(conn, user, Utc::now()).await?;
-                store::security_event(
+                self.events.record(
                     conn,
                     Some(user),
                     "password_reset",
