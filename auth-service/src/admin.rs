@@ -44,10 +44,11 @@ pub fn commands() -> Vec<Command> {
 pub async fn run(name: String, args: ArgMatches, pool: Pool, env: Env) -> anyhow::Result<()> {
     let arg = |n: &str| args.get_one::<String>(n).cloned().unwrap_or_default();
     let redis_url = env.optional_secret("REDIS_URL");
+    let keys = service_kit::revocation::RedisKeys::from_env(&env);
     drop(env);
     match name.as_str() {
-        "grant-role" => change_role(&pool, &arg("email"), &arg("role"), true, redis_url).await,
-        "revoke-role" => change_role(&pool, &arg("email"), &arg("role"), false, redis_url).await,
+        "grant-role" => change_role(&pool, &arg("email"), &arg("role"), true, None).await,
+        "revoke-role" => change_role(&pool, &arg("email"), &arg("role"), false, redis_url.map(|u| (u, keys))).await,
         "import-users" => import(&pool, &arg("file")).await,
         other => bail!("unknown command {other}"),
     }
@@ -62,7 +63,7 @@ async fn change_role(
     email: &str,
     role: &str,
     grant: bool,
-    redis_url: Option<secrecy::SecretString>,
+    redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
 ) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {}", e.issue))?;
     let role = role.to_owned();
@@ -117,7 +118,7 @@ async fn change_role(
         .await?;
     tracing::warn!(user_id = %user_id, event_type = "role_changed", action = event, "role changed by an operator");
     if !ended.is_empty() {
-        revoke_sessions_in_redis(redis_url, &ended).await?;
+        revoke_sessions_in_redis(redis, &ended).await?;
     }
     say(&format!(
         "{}: {event}; {} session(s) ended",
@@ -127,8 +128,11 @@ async fn change_role(
     Ok(())
 }
 
-async fn revoke_sessions_in_redis(url: Option<secrecy::SecretString>, sessions: &[uuid::Uuid]) -> anyhow::Result<()> {
-    let url = url.context("REDIS_URL is needed to cut off the account's current tokens")?;
+async fn revoke_sessions_in_redis(
+    redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
+    sessions: &[uuid::Uuid],
+) -> anyhow::Result<()> {
+    let (url, keys) = redis.context("REDIS_URL is needed to cut off the account's current tokens")?;
     let pool =
         deadpool_redis::Config::from_url(url.expose_secret()).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let mut conn = pool.get().await.context("connecting to Redis")?;
@@ -136,7 +140,7 @@ async fn revoke_sessions_in_redis(url: Option<secrecy::SecretString>, sessions: 
     for sid in sessions {
         // Longest access-token lifetime allowed by configuration (JWT_EXPIRATION ≤ 1 day).
         pipe.cmd("SET")
-            .arg(service_kit::revocation::session_key(&sid.to_string()))
+            .arg(keys.session(&sid.to_string()))
             .arg(1)
             .arg("EX")
             .arg(86_460)

@@ -216,6 +216,11 @@ impl Captcha {
     }
 
     /// Asks the provider about `token`; `remote_ip` is the client's address, when known.
+    /// True with `CAPTCHA_PROVIDER=disabled`: callers then need another answer to abuse.
+    pub fn is_disabled(&self) -> bool {
+        self.site.is_none()
+    }
+
     pub async fn verify(&self, token: &str, remote_ip: Option<&str>) -> Result<(), CaptchaError> {
         let Some(site) = &self.site else {
             return Ok(());

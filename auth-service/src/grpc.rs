@@ -73,6 +73,11 @@ fn to_status(e: AuthError) -> Status {
         ),
         AuthError::MfaInvalid => status(ErrorCode::MfaRequired, "The code is not valid; try the current one."),
         AuthError::Conflict(message) => status(ErrorCode::Conflict, message),
+        AuthError::TooManyFailures { retry_after } => status_retry_after(
+            ErrorCode::RateLimitExceeded,
+            "Too many failed logins from this network; wait and try again.",
+            retry_after,
+        ),
         AuthError::CaptchaRequired => status(ErrorCode::CaptchaRequired, "Solve the CAPTCHA and send its token."),
         AuthError::CaptchaFailed => status(ErrorCode::CaptchaFailed, "The CAPTCHA was not solved; try again."),
         AuthError::Unavailable(cause) => {

@@ -40,6 +40,7 @@ struct AuthConfig {
     sealer: sealed::Sealer,
     mfa_issuer: String,
     mail: mailer::MailConfig,
+    redis_keys: service_kit::revocation::RedisKeys,
     app_base_url: String,
 }
 
@@ -83,12 +84,14 @@ impl service_kit::service::Service for AuthService {
             max_attempts: env.int_in("LOGIN_MAX_ATTEMPTS", 5, 1, 100),
             lockout: env.seconds_in("LOCKOUT_SECONDS", 900, 1, 86_400),
             refresh_grace: env.seconds_in("REFRESH_RETRY_GRACE", 10, 0, 300),
+            ip_max_failures: env.int_in("LOGIN_IP_MAX_FAILURES", 20, 1, 100_000),
         };
         // Every parser runs before the first `?`, so one start reports every problem.
         let hash = password::HashParams::from_env(env);
         let captcha = captcha::CaptchaConfig::from_env(env, common.environment);
         let mail = mailer::MailConfig::from_env(env, common.environment);
         let app_base_url = app_base_url(env, common.environment);
+        let redis_keys = service_kit::revocation::RedisKeys::from_env(env);
         let mfa_issuer = env
             .optional_string("MFA_ISSUER")
             .unwrap_or_else(|| "Platform".to_owned());
@@ -106,6 +109,7 @@ impl service_kit::service::Service for AuthService {
             sealer: sealer?,
             mfa_issuer,
             mail,
+            redis_keys,
             app_base_url,
         })
     }
@@ -160,6 +164,7 @@ impl service_kit::service::Service for AuthService {
             mfa_issuer: config.mfa_issuer,
             mailer: mailer::Mailer::build(config.mail)?,
             events: service::SecurityEvents::register(registry)?,
+            redis_keys: config.redis_keys,
             app_base_url: config.app_base_url,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);

@@ -28,6 +28,10 @@ pub struct Policy {
     pub lockout: Duration,
     /// `REFRESH_RETRY_GRACE` (10 s)
     pub refresh_grace: Duration,
+    /// `LOGIN_IP_MAX_FAILURES` (20): failed logins from one client address, across accounts,
+    /// within `LOCKOUT_SECONDS`, after which that address must solve a CAPTCHA (or, with no
+    /// CAPTCHA provider, waits): credential stuffing.
+    pub ip_max_failures: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub enum AuthError {
     MfaInvalid,
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    #[error("too many failed logins from this address")]
+    TooManyFailures { retry_after: u64 },
     #[error("captcha required")]
     CaptchaRequired,
     #[error("captcha failed")]
@@ -128,6 +134,7 @@ pub struct Auth {
     pub mfa_issuer: String,
     pub mailer: crate::mailer::Mailer,
     pub events: SecurityEvents,
+    pub redis_keys: service_kit::revocation::RedisKeys,
     /// `APP_BASE_URL`: where the links in e-mails point (the app's deep-link domain).
     pub app_base_url: String,
 }
@@ -142,7 +149,10 @@ pub struct SecurityEvents {
 impl SecurityEvents {
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
         let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("security_events_total", "Security events recorded, by type and severity"),
+            prometheus::Opts::new(
+                "security_events_total",
+                "Security events recorded, by type and severity",
+            ),
             &["event_type", "severity"],
         )?;
         registry.register(Box::new(counter.clone()))?;
@@ -280,7 +290,20 @@ impl Auth {
                 retry_after: (until - Utc::now()).num_seconds().max(1) as u64,
             });
         }
-        if let Some(u) = user.as_ref().filter(|u| u.login_attempts >= CAPTCHA_AFTER_FAILURES) {
+        let ip_failures = self.ip_failures(actor.ip.as_deref()).await;
+        if ip_failures.is_some_and(|(n, _)| n >= self.policy.ip_max_failures) {
+            if !self.captcha.is_disabled() {
+                self.check_captcha(&input.captcha_token, &actor, user.as_ref().map(|u| u.id))
+                    .await?;
+            } else {
+                let retry_after = ip_failures.map_or(60, |(_, ttl)| ttl.max(1));
+                tracing::warn!(
+                    client_ip = actor.ip.as_deref(),
+                    "login refused: too many failures from this address"
+                );
+                return Err(AuthError::TooManyFailures { retry_after });
+            }
+        } else if let Some(u) = user.as_ref().filter(|u| u.login_attempts >= CAPTCHA_AFTER_FAILURES) {
             self.check_captcha(&input.captcha_token, &actor, Some(u.id)).await?;
         }
         let verdict = self
@@ -295,6 +318,7 @@ impl Auth {
                     None => None,
                 };
                 tracing::info!(known_account = user.is_some(), "login failed");
+                self.count_ip_failure(actor.ip.as_deref()).await;
                 return Err(match locked {
                     Some(retry_after) => AuthError::Locked { retry_after },
                     None => AuthError::InvalidCredentials,
@@ -325,15 +349,16 @@ impl Auth {
                 };
                 if store::upsert_device(conn, user_id, &fingerprint, &device).await? {
                     let details = serde_json::json!({"platform": device.platform, "model": device.model});
-                    self.events.record(
-                        conn,
-                        Some(user_id),
-                        "new_device",
-                        "medium",
-                        actor.ip.as_deref(),
-                        details,
-                    )
-                    .await?;
+                    self.events
+                        .record(
+                            conn,
+                            Some(user_id),
+                            "new_device",
+                            "medium",
+                            actor.ip.as_deref(),
+                            details,
+                        )
+                        .await?;
                     tracing::warn!(user_id = %user_id, event_type = "new_device", "login from a new device");
                 }
                 store::audit(
@@ -352,6 +377,57 @@ impl Auth {
         Ok((user, tokens))
     }
 
+    fn ip_failure_key(&self, ip: &str) -> String {
+        self.redis_keys.other(&format!("auth:login-failures:ip:{ip}"))
+    }
+
+    /// Failed logins from this address in the current window, and the window's remaining seconds.
+    /// Redis down means "unknown": the per-account lockout still holds.
+    async fn ip_failures(&self, ip: Option<&str>) -> Option<(u64, u64)> {
+        let ip = ip?;
+        let read = async {
+            let mut conn = self.redis.get().await.ok()?;
+            let (n, ttl): (Option<u64>, i64) = redis::pipe()
+                .get(self.ip_failure_key(ip))
+                .ttl(self.ip_failure_key(ip))
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            Some((n.unwrap_or(0), ttl.max(0) as u64))
+        };
+        tokio::time::timeout(Duration::from_millis(500), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn count_ip_failure(&self, ip: Option<&str>) {
+        let Some(ip) = ip else { return };
+        let window = self.policy.lockout.as_secs().max(1);
+        let write = async {
+            let mut conn = self.redis.get().await.ok()?;
+            // INCR, then set the expiry only when the key is new: a steady trickle cannot keep
+            // the window open for ever.
+            redis::pipe()
+                .incr(self.ip_failure_key(ip), 1)
+                .cmd("EXPIRE")
+                .arg(self.ip_failure_key(ip))
+                .arg(window)
+                .arg("NX")
+                .query_async::<(u64, i64)>(&mut conn)
+                .await
+                .ok()
+        };
+        if tokio::time::timeout(Duration::from_millis(500), write)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            tracing::warn!("could not count a failed login per address (Redis unavailable)");
+        }
+    }
+
     /// Verifies a CAPTCHA token when a provider is configured; a failure is a security event.
     async fn check_captcha(&self, token: &str, actor: &Actor, user: Option<Uuid>) -> Result<(), AuthError> {
         use crate::captcha::CaptchaError;
@@ -361,7 +437,9 @@ impl Auth {
             Err(CaptchaError::Rejected) => {
                 let mut conn = self.conn().await?;
                 let details = serde_json::json!({});
-                self.events.record(&mut conn, user, "captcha_failed", "low", actor.ip.as_deref(), details).await?;
+                self.events
+                    .record(&mut conn, user, "captcha_failed", "low", actor.ip.as_deref(), details)
+                    .await?;
                 tracing::warn!(event_type = "captcha_failed", "CAPTCHA rejected");
                 Err(AuthError::CaptchaFailed)
             }
@@ -384,10 +462,14 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::record_failure(conn, user_id, until).await?;
             let details = serde_json::json!({"attempt": attempts});
-            self.events.record(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details).await?;
+            self.events
+                .record(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details)
+                .await?;
             if let Some(until) = until {
                 let details = serde_json::json!({"until": until.to_rfc3339()});
-                self.events.record(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details).await?;
+                self.events
+                    .record(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details)
+                    .await?;
             }
             Ok(())
         })
@@ -467,7 +549,9 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::revoke_session(conn, session, "token_reuse_detected").await?;
             let details = serde_json::json!({"session_id": session});
-            self.events.record(conn, Some(user), "token_reuse_detected", "high", None, details).await?;
+            self.events
+                .record(conn, Some(user), "token_reuse_detected", "high", None, details)
+                .await?;
             store::audit(
                 conn,
                 &Actor {
@@ -639,15 +723,16 @@ impl Auth {
             .transaction::<_, StoreError, _>(async move |conn| {
                 store::set_password(conn, user, &hash).await?;
                 let ended = store::revoke_sessions(conn, user, Some(sid), None, "password_changed").await?;
-                self.events.record(
-                    conn,
-                    Some(user),
-                    "password_changed",
-                    "medium",
-                    ip.as_deref(),
-                    serde_json::json!({}),
-                )
-                .await?;
+                self.events
+                    .record(
+                        conn,
+                        Some(user),
+                        "password_changed",
+                        "medium",
+                        ip.as_deref(),
+                        serde_json::json!({}),
+                    )
+                    .await?;
                 let actor = Actor {
                     user_id: Some(user),
                     ..actor
@@ -747,7 +832,9 @@ impl Auth {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::record_mfa_failure(conn, user_id, until).await?;
             let details = serde_json::json!({"attempt": failures, "locked": until.is_some()});
-            self.events.record(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details).await?;
+            self.events
+                .record(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details)
+                .await?;
             Ok(())
         })
         .await?;
@@ -815,15 +902,16 @@ impl Auth {
         let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
-            self.events.record(
-                conn,
-                Some(user_id),
-                "mfa_enabled",
-                "info",
-                ip.as_deref(),
-                serde_json::json!({}),
-            )
-            .await?;
+            self.events
+                .record(
+                    conn,
+                    Some(user_id),
+                    "mfa_enabled",
+                    "info",
+                    ip.as_deref(),
+                    serde_json::json!({}),
+                )
+                .await?;
             let actor = Actor {
                 user_id: Some(user_id),
                 ..actor
@@ -855,15 +943,16 @@ impl Auth {
         let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::disable_mfa(conn, user_id).await?;
-            self.events.record(
-                conn,
-                Some(user_id),
-                "mfa_disabled",
-                "medium",
-                ip.as_deref(),
-                serde_json::json!({}),
-            )
-            .await?;
+            self.events
+                .record(
+                    conn,
+                    Some(user_id),
+                    "mfa_disabled",
+                    "medium",
+                    ip.as_deref(),
+                    serde_json::json!({}),
+                )
+                .await?;
             let actor = Actor {
                 user_id: Some(user_id),
                 ..actor
@@ -985,15 +1074,16 @@ impl Auth {
                 store::record_success(conn, user, None).await?;
                 let ended = store::revoke_sessions(conn, user, None, None, "password_reset").await?;
                 store::set_tokens_not_before(conn, user, Utc::now()).await?;
-                self.events.record(
-                    conn,
-                    Some(user),
-                    "password_reset",
-                    "medium",
-                    ip.as_deref(),
-                    serde_json::json!({}),
-                )
-                .await?;
+                self.events
+                    .record(
+                        conn,
+                        Some(user),
+                        "password_reset",
+                        "medium",
+                        ip.as_deref(),
+                        serde_json::json!({}),
+                    )
+                    .await?;
                 let actor = Actor {
                     user_id: Some(user),
                     ..actor
@@ -1027,7 +1117,7 @@ impl Auth {
         if let Some(claims) = token {
             let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
             pipe.cmd("SET")
-                .arg(service_kit::revocation::jti_key(&claims.jti))
+                .arg(self.redis_keys.jti(&claims.jti))
                 .arg(1)
                 .arg("EX")
                 .arg(ttl)
@@ -1035,7 +1125,7 @@ impl Auth {
         }
         for sid in sessions {
             pipe.cmd("SET")
-                .arg(service_kit::revocation::session_key(&sid.to_string()))
+                .arg(self.redis_keys.session(&sid.to_string()))
                 .arg(1)
                 .arg("EX")
                 .arg(session_ttl)

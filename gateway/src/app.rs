@@ -91,6 +91,7 @@ impl Application {
         let state = web::Data::new(AppState {
             upstreams: upstreams.clone(),
             verifier,
+            redis_keys: config.redis_keys.clone(),
             started: Instant::now(),
         });
         let origins = Arc::new(config.allowed_origins.clone());

@@ -50,7 +50,11 @@ fn token_error(e: TokenError) -> ApiError {
 
 /// Per-token, per-session and per-user revocation in one Redis round trip. Redis unreachable means "cannot
 /// tell", which must not let a revoked token through: the request is refused with 503.
-async fn check_revocation(redis: Option<&deadpool_redis::Pool>, claims: &AccessClaims) -> Result<(), ApiError> {
+async fn check_revocation(
+    redis: Option<&deadpool_redis::Pool>,
+    keys: &revocation::RedisKeys,
+    claims: &AccessClaims,
+) -> Result<(), ApiError> {
     let Some(pool) = redis else {
         tracing::error!("REDIS_URL is not configured; authenticated routes cannot check revocation");
         return Err(ApiError::unavailable("authentication service"));
@@ -58,9 +62,9 @@ async fn check_revocation(redis: Option<&deadpool_redis::Pool>, claims: &AccessC
     let lookup = async {
         let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
         let (jti, sid, nbf): (Option<String>, Option<String>, Option<u64>) = redis::cmd("MGET")
-            .arg(revocation::jti_key(&claims.jti))
-            .arg(revocation::session_key(&claims.sid))
-            .arg(revocation::not_before_key(&claims.sub))
+            .arg(keys.jti(&claims.jti))
+            .arg(keys.session(&claims.sid))
+            .arg(keys.not_before(&claims.sub))
             .query_async(&mut conn)
             .await?;
         Ok::<_, anyhow::Error>((jti.is_some() || sid.is_some(), nbf))
@@ -96,7 +100,7 @@ impl FromRequest for Authenticated {
                 .map_err(token_error)?
                 .to_owned();
             let claims = state.verifier.verify(&token).await.map_err(token_error)?;
-            check_revocation(state.upstreams.redis.as_ref(), &claims).await?;
+            check_revocation(state.upstreams.redis.as_ref(), &state.redis_keys, &claims).await?;
             tracing::Span::current().record("user_id", claims.sub.as_str());
             Ok(Self {
                 bearer: format!("Bearer {token}"),

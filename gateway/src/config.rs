@@ -56,6 +56,8 @@ pub struct GatewayConfig {
     pub redis_url: Option<SecretString>,
     /// `JWT_ISSUER`, `JWT_AUDIENCE`, leeway and JWKS refetch interval.
     pub verifier: service_kit::auth::VerifierConfig,
+    /// `REDIS_KEY_PREFIX`
+    pub redis_keys: service_kit::revocation::RedisKeys,
 }
 
 impl GatewayConfig {
@@ -135,6 +137,7 @@ impl GatewayConfig {
             upstreams,
             redis_url,
             verifier: service_kit::auth::VerifierConfig::from_env(env),
+            redis_keys: service_kit::revocation::RedisKeys::from_env(env),
         })
     }
 }

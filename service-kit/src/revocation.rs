@@ -1,23 +1,80 @@
 //! The Redis keys that revoke access tokens, shared by auth-service (writes) and the gateway
-//! (reads), so the two cannot drift apart.
+//! (reads), so the two cannot drift apart. Every key starts with `REDIS_KEY_PREFIX`, so several
+//! deployments (or parallel tests) can share one Redis without seeing each other's keys.
 
-/// Present (until the token's expiry) when the token with this `jti` was revoked (logout).
-pub fn jti_key(jti: &str) -> String {
-    format!("revoked:jti:{jti}")
+use crate::config::Env;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisKeys {
+    prefix: String,
 }
 
-/// Present (until the longest access-token lifetime has passed) when the session with this id has
-/// ended: logout, logout-all, password change, device removal, refresh-token reuse.
-pub fn session_key(sid: &str) -> String {
-    format!("revoked:sid:{sid}")
-}
+impl RedisKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
 
-/// Unix seconds: tokens of this user issued before it are revoked (logout-all, password change).
-pub fn not_before_key(user_id: &str) -> String {
-    format!("revoked:nbf:{user_id}")
+    /// `REDIS_KEY_PREFIX`: up to 64 of `A-Z a-z 0-9 : _ -` (default none).
+    pub fn from_env(env: &Env) -> Self {
+        let prefix = env.optional_string("REDIS_KEY_PREFIX").unwrap_or_default();
+        let ok = prefix.len() <= 64
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
+        if !ok {
+            env.problem("REDIS_KEY_PREFIX", "must be at most 64 characters of A-Z a-z 0-9 : _ -");
+        }
+        Self { prefix }
+    }
+
+    /// Present (until the token's expiry) when the token with this `jti` was revoked (logout).
+    pub fn jti(&self, jti: &str) -> String {
+        format!("{}revoked:jti:{jti}", self.prefix)
+    }
+
+    /// Present (until the longest access-token lifetime has passed) when the session with this id
+    /// has ended: logout, logout-all, password change or reset, device removal, refresh reuse.
+    pub fn session(&self, sid: &str) -> String {
+        format!("{}revoked:sid:{sid}", self.prefix)
+    }
+
+    /// Unix seconds: tokens of this user issued before it are revoked (account deletion).
+    pub fn not_before(&self, user_id: &str) -> String {
+        format!("{}revoked:nbf:{user_id}", self.prefix)
+    }
+
+    /// Any other key of the platform, under the same prefix.
+    pub fn other(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
 }
 
 /// Whether claims issued at `iat` fall before a stored "not before".
 pub fn revoked_by_not_before(iat: u64, not_before: Option<u64>) -> bool {
     not_before.is_some_and(|nbf| iat < nbf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix_and_bad_prefixes_are_named() {
+        let k = RedisKeys::new("t1:");
+        assert_eq!(k.jti("a"), "t1:revoked:jti:a");
+        assert_eq!(k.session("s"), "t1:revoked:sid:s");
+        assert!(revoked_by_not_before(10, Some(11)));
+        assert!(!revoked_by_not_before(11, Some(11)));
+        assert!(!revoked_by_not_before(11, None));
+        let env = Env::from_map([("REDIS_KEY_PREFIX", "a b")]);
+        RedisKeys::from_env(&env);
+        assert!(
+            env.finish()
+                .expect_err("space")
+                .to_string()
+                .contains("REDIS_KEY_PREFIX")
+        );
+    }
 }

@@ -20,6 +20,8 @@ pub struct TestPlatform {
     pub database: String,
     pub admin_url: String,
     pub redis_url: String,
+    /// `REDIS_KEY_PREFIX` of this platform's processes.
+    pub redis_prefix: String,
     dir: PathBuf,
 }
 
@@ -123,6 +125,18 @@ pub async fn start_with(
         .join(&database);
     let secrets = DevSecrets::load_or_create(&dir)?;
     let bins = bin_dir();
+    // Keys of this platform live under their own prefix in the shared test Redis.
+    let redis_prefix = format!("{database}:");
+    let gateway_env: Vec<(&str, &str)> = gateway_env
+        .iter()
+        .copied()
+        .chain([("REDIS_KEY_PREFIX", redis_prefix.as_str())])
+        .collect();
+    let auth_env: Vec<(&str, &str)> = auth_env
+        .iter()
+        .copied()
+        .chain([("REDIS_KEY_PREFIX", redis_prefix.as_str())])
+        .collect();
     // A port picked free can still be taken by a parallel test before our process binds it;
     // such a start fails fast (the process exits), and another set of ports is tried.
     let mut attempt = 0;
@@ -136,8 +150,8 @@ pub async fn start_with(
             ports: Ports::free()?,
             app_env: "test",
             log_format: "json",
-            gateway_env,
-            auth_env,
+            gateway_env: &gateway_env,
+            auth_env: &auth_env,
         })?;
         match platform.wait_ready(Duration::from_secs(60)) {
             Ok(_) => {
@@ -148,6 +162,7 @@ pub async fn start_with(
                     database,
                     admin_url,
                     redis_url,
+                    redis_prefix,
                     dir,
                 });
             }

@@ -268,8 +268,14 @@ async fn wrong_password_and_unknown_email_look_the_same_and_five_failures_lock()
 
     // Operators see it: counted by type and severity on auth-service's admin port.
     let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
-    assert!(metrics.contains("security_events_total{event_type=\"account_locked\",severity=\"high\"} 1"), "{metrics}");
-    assert!(metrics.contains("security_events_total{event_type=\"login_failed\",severity=\"low\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("security_events_total{event_type=\"account_locked\",severity=\"high\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("security_events_total{event_type=\"login_failed\",severity=\"low\"} 5"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -803,6 +809,7 @@ fn operator(tp: &TestPlatform, args: &[&str]) -> (bool, String) {
         .env_clear()
         .env("DATABASE_URL", &db.url)
         .env("REDIS_URL", &tp.redis_url)
+        .env("REDIS_KEY_PREFIX", &tp.redis_prefix)
         .env("APP_ENV", "test")
         .env("LOG_FORMAT", "json")
         .output()
@@ -1016,4 +1023,29 @@ async fn email_verification_and_password_reset_through_a_fake_relay() {
         )
         .await;
     assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_from_one_address_across_accounts_are_stopped() {
+    let tp = xtask::testkit::start_with("stuffing", &[], &[("LOGIN_IP_MAX_FAILURES", "3")])
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    api.register("victim@example.org").await;
+    // Credential stuffing: one wrong password each for many accounts, all from one address.
+    for who in ["a@example.org", "b@example.org", "victim@example.org"] {
+        assert_eq!(
+            error_code(api.login(who, "leaked password 1", "d").await, 401).await,
+            "INVALID_CREDENTIALS"
+        );
+    }
+    let res = api.login("victim@example.org", PASSWORD, "d").await;
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(retry_after > 0 && retry_after <= 900, "{retry_after}");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
 }

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub upstreams: crate::upstream::Upstreams,
     pub verifier: service_kit::auth::Verifier,
+    pub redis_keys: service_kit::revocation::RedisKeys,
     pub started: std::time::Instant,
 }
 
