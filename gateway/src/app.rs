@@ -97,15 +97,23 @@ impl Application {
         let origins = Arc::new(config.allowed_origins.clone());
         let max_body = config.max_body_bytes;
 
+        let limiter = web::Data::new(crate::rate_limit::Limiter::new(
+            config.rate_limit.clone(),
+            upstreams.redis.clone(),
+            config.redis_keys.clone(),
+            &registry,
+        )?);
         let edge_for_drain = edge_state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(edge_state.clone())
                 .app_data(state.clone())
+                .app_data(limiter.clone())
                 .app_data(json_config(max_body))
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(from_fn(crate::rate_limit::limit))
                 .wrap(cors(&origins))
                 .wrap(from_fn(edge))
         })

@@ -94,12 +94,19 @@ impl FromRequest for Authenticated {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // The rate limiter may have verified this token already.
+        let verified = actix_web::HttpMessage::extensions(req)
+            .get::<crate::rate_limit::VerifiedClaims>()
+            .cloned();
         Box::pin(async move {
             let state = state.ok_or_else(ApiError::internal)?;
             let token = service_kit::auth::bearer(header.as_deref())
                 .map_err(token_error)?
                 .to_owned();
-            let claims = state.verifier.verify(&token).await.map_err(token_error)?;
+            let claims = match verified {
+                Some(crate::rate_limit::VerifiedClaims(claims)) => claims,
+                None => state.verifier.verify(&token).await.map_err(token_error)?,
+            };
             check_revocation(state.upstreams.redis.as_ref(), &state.redis_keys, &claims).await?;
             tracing::Span::current().record("user_id", claims.sub.as_str());
             Ok(Self {

@@ -58,6 +58,7 @@ pub struct GatewayConfig {
     pub verifier: service_kit::auth::VerifierConfig,
     /// `REDIS_KEY_PREFIX`
     pub redis_keys: service_kit::revocation::RedisKeys,
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
 }
 
 impl GatewayConfig {
@@ -125,6 +126,7 @@ impl GatewayConfig {
             256,
         );
         let redis_url = env.optional_secret("REDIS_URL");
+        let rate_limit = crate::rate_limit::RateLimitConfig::from_env(env, common.environment);
         Some(Self {
             common,
             public_addr,
@@ -138,6 +140,7 @@ impl GatewayConfig {
             redis_url,
             verifier: service_kit::auth::VerifierConfig::from_env(env),
             redis_keys: service_kit::revocation::RedisKeys::from_env(env),
+            rate_limit,
         })
     }
 }

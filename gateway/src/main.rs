@@ -7,6 +7,7 @@ mod edge;
 mod error;
 mod openapi;
 mod query;
+mod rate_limit;
 mod routes;
 mod tls;
 mod upstream;

@@ -27,7 +27,9 @@ pub struct Ready {
     info(
         title = "Incident reporting and budgeting API",
         description = "The REST contract of the mobile apps. Every error has one shape (ErrorBody); \
-            every response carries X-Request-Id. Unknown query parameters and repeated parameters are refused.",
+            every response carries X-Request-Id. Unknown query parameters and repeated parameters are refused. \
+            Rate-limited responses carry RateLimit-Policy and RateLimit (IETF draft); a refusal is 429 \
+            RATE_LIMIT_EXCEEDED with Retry-After.",
     ),
     paths(
         crate::routes::ops::health,

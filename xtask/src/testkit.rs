@@ -127,9 +127,17 @@ pub async fn start_with(
     let bins = bin_dir();
     // Keys of this platform live under their own prefix in the shared test Redis.
     let redis_prefix = format!("{database}:");
-    let gateway_env: Vec<(&str, &str)> = gateway_env
-        .iter()
-        .copied()
+    // Tests log in many times a second; limits are relaxed unless a test sets its own (later
+    // entries win).
+    let relaxed = [
+        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "100000"),
+        ("AUTH_RATE_LIMIT_BURST", "100000"),
+        ("RATE_LIMIT_MAX_REQUESTS", "100000"),
+        ("RATE_LIMIT_BURST", "100000"),
+    ];
+    let gateway_env: Vec<(&str, &str)> = relaxed
+        .into_iter()
+        .chain(gateway_env.iter().copied())
         .chain([("REDIS_KEY_PREFIX", redis_prefix.as_str())])
         .collect();
     let auth_env: Vec<(&str, &str)> = auth_env

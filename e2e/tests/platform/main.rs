@@ -6,6 +6,7 @@ mod config;
 mod database;
 mod edge;
 mod lifecycle;
+mod rate_limit;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,0 +1,128 @@
+//! The generic cell rate algorithm (GCRA): one stored number per key, the "theoretical arrival
+//! time" (TAT) of the next request. The same arithmetic runs in Redis (the Lua script below) and
+//! in process (the fallback), so both enforce the same limits.
+
+use std::time::Duration;
+
+/// A limit: `limit` requests per `window`, of which up to `burst` may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u32,
+    pub window: Duration,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// Milliseconds between two requests at the sustained rate.
+    pub fn emission_ms(&self) -> u64 {
+        (self.window.as_millis() as u64 / u64::from(self.limit.max(1))).max(1)
+    }
+
+    /// How far ahead of now the TAT may run: `burst` emissions.
+    pub fn capacity_ms(&self) -> u64 {
+        self.emission_ms() * u64::from(self.burst.max(1))
+    }
+}
+
+/// One decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests that could be made right now (after this one).
+    pub remaining: u64,
+    /// Milliseconds until the full burst is available again.
+    pub reset_ms: u64,
+    /// Milliseconds until a refused request would be allowed (0 when allowed).
+    pub retry_after_ms: u64,
+}
+
+/// Decides for a request at `now_ms`; returns the decision and the TAT to store when allowed.
+pub fn decide(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Decision, Option<u64>) {
+    let (t, cap) = (quota.emission_ms(), quota.capacity_ms());
+    let tat = tat.unwrap_or(now_ms).max(now_ms);
+    let new_tat = tat + t;
+    if new_tat - now_ms > cap {
+        let d = Decision {
+            allowed: false,
+            remaining: 0,
+            reset_ms: tat - now_ms,
+            retry_after_ms: new_tat - now_ms - cap,
+        };
+        return (d, None);
+    }
+    let d = Decision {
+        allowed: true,
+        remaining: (cap - (new_tat - now_ms)) / t,
+        reset_ms: new_tat - now_ms,
+        retry_after_ms: 0,
+    };
+    (d, Some(new_tat))
+}
+
+/// The same decision inside Redis, atomically, on Redis's clock (so every gateway agrees).
+/// KEYS[1] = bucket; ARGV[1] = emission ms; ARGV[2] = capacity ms.
+/// Returns {allowed (0/1), remaining, reset_ms, retry_after_ms}. The key expires with its TAT.
+pub const SCRIPT: &str = r#"
+local t = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + t
+if new_tat - now > cap then
+  return {0, 0, tat - now, new_tat - now - cap}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return {1, math.floor((cap - (new_tat - now)) / t), new_tat - now, 0}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTH: Quota = Quota {
+        limit: 5,
+        window: Duration::from_secs(60),
+        burst: 3,
+    };
+
+    #[test]
+    fn burst_then_the_sustained_rate() {
+        let mut tat = None;
+        let now = 1_000_000;
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let (d, next) = decide(tat, now, &AUTH);
+            assert!(d.allowed);
+            remaining.push(d.remaining);
+            tat = next;
+        }
+        assert_eq!(remaining, vec![2, 1, 0], "counts down");
+        let (d, next) = decide(tat, now, &AUTH);
+        assert!(!d.allowed && next.is_none());
+        assert_eq!(d.retry_after_ms, 12_000, "one emission (60 s / 5) later");
+        // Exactly at the boundary the next request passes, one millisecond before it does not.
+        assert!(!decide(tat, now + 11_999, &AUTH).0.allowed);
+        assert!(decide(tat, now + 12_000, &AUTH).0.allowed);
+        // After a full idle period the whole burst is back.
+        assert_eq!(decide(tat, now + 36_000, &AUTH).0.remaining, 2);
+    }
+
+    #[test]
+    fn api_quota_allows_its_burst_of_twenty() {
+        let api = Quota {
+            limit: 100,
+            window: Duration::from_secs(60),
+            burst: 20,
+        };
+        let (mut tat, now) = (None, 5_000);
+        for i in 0..20 {
+            let (d, next) = decide(tat, now, &api);
+            assert!(d.allowed, "request {i}");
+            tat = next;
+        }
+        assert!(!decide(tat, now, &api).0.allowed);
+        assert_eq!(api.emission_ms(), 600);
+    }
+}
