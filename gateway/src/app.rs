@@ -92,6 +92,7 @@ impl Application {
             upstreams: upstreams.clone(),
             verifier,
             redis_keys: config.redis_keys.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             started: Instant::now(),
         });
         let origins = Arc::new(config.allowed_origins.clone());

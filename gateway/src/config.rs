@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     /// `REDIS_KEY_PREFIX`
     pub redis_keys: service_kit::revocation::RedisKeys,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// `TRUSTED_PROXIES`
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 impl GatewayConfig {
@@ -141,6 +143,7 @@ impl GatewayConfig {
             verifier: service_kit::auth::VerifierConfig::from_env(env),
             redis_keys: service_kit::revocation::RedisKeys::from_env(env),
             rate_limit,
+            trusted_proxies: crate::client_ip::TrustedProxies::from_env(env),
         })
     }
 }

@@ -315,6 +315,21 @@ impl Platform {
         }
     }
 
+    /// Another gateway replica with the same settings on other ports (replicas share Redis).
+    pub fn extra_gateway(&self, public: u16, admin: u16) -> anyhow::Result<Process> {
+        let mut env = self.gateway.env.clone();
+        env.insert("PORT".to_owned(), public.to_string());
+        env.insert("METRICS_PORT".to_owned(), admin.to_string());
+        let mut replica = Process {
+            name: "gateway",
+            binary: self.gateway.binary.clone(),
+            env,
+            child: None,
+        };
+        replica.spawn()?;
+        Ok(replica)
+    }
+
     /// Stops the gateway first (it drains), then the services.
     pub fn stop(&mut self) -> bool {
         let mut clean = self.gateway.stop(Duration::from_secs(35));

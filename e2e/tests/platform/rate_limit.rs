@@ -107,3 +107,139 @@ async fn api_limits_are_per_user_and_per_address_without_a_user() {
     let res = me("not.a.token").await.expect("me");
     assert_eq!(error_code(res, 401).await, "UNAUTHENTICATED");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let strict = [("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"), ("AUTH_RATE_LIMIT_BURST", "1")];
+    let reset = |http: &reqwest::Client, base: &str, xff: &'static str| {
+        http.post(format!("{base}/v1/auth/password-reset"))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": "x@example.org"}))
+            .send()
+    };
+
+    // The test client is an untrusted peer: a new X-Forwarded-For does not buy a new bucket.
+    let tp = xtask::testkit::start("xffno", &strict).await.expect("platform");
+    let http = client(&tp);
+    assert_eq!(
+        reset(&http, &tp.base_url(), "1.2.3.4")
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        202
+    );
+    let res = reset(&http, &tp.base_url(), "5.6.7.8").await.expect("req");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+    drop(tp);
+
+    // Behind a trusted proxy (loopback here), the forwarded address is the client.
+    let trusted = [strict[0], strict[1], ("TRUSTED_PROXIES", "127.0.0.0/8, ::1")];
+    let tp = xtask::testkit::start("xffyes", &trusted).await.expect("platform");
+    let http = client(&tp);
+    assert_eq!(
+        reset(&http, &tp.base_url(), "1.2.3.4")
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(
+        reset(&http, &tp.base_url(), "5.6.7.8")
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        202
+    );
+    let res = reset(&http, &tp.base_url(), "1.2.3.4").await.expect("req");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_enforce_one_limit_together() {
+    let tp = xtask::testkit::start(
+        "twogw",
+        &[("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"), ("AUTH_RATE_LIMIT_BURST", "2")],
+    )
+    .await
+    .expect("platform");
+    let (public, admin) = (xtask::free_port().expect("port"), xtask::free_port().expect("port"));
+    let _replica = tp.platform.extra_gateway(public, admin).expect("second gateway");
+    crate::eventually(
+        "the second gateway to be ready",
+        std::time::Duration::from_secs(20),
+        || async move { crate::admin_get(admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready") },
+    )
+    .await;
+    let http = client(&tp);
+    let reset = |port: u16| {
+        http.post(format!("https://localhost:{port}/v1/auth/password-reset"))
+            .json(&json!({"email": "x@example.org"}))
+            .send()
+    };
+    let first = tp.platform.ports.gateway;
+    assert_eq!(reset(first).await.expect("req").status().as_u16(), 202);
+    assert_eq!(reset(public).await.expect("req").status().as_u16(), 202);
+    // The burst of two is spent across both replicas.
+    let res = reset(first).await.expect("req");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+    let res = reset(public).await.expect("req");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
+    use std::time::Duration;
+
+    // A Redis of this test's own, so it can be killed without touching the others.
+    let dir = xtask::workspace_root()
+        .join("target")
+        .join("devstack")
+        .join(format!("redis-kill-{}", std::process::id()));
+    let port = xtask::free_port().expect("port");
+    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis");
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("RATE_LIMIT_MAX_REQUESTS", "60"),
+        ("RATE_LIMIT_BURST", "3"),
+    ];
+    let tp = xtask::testkit::start_with("rediskill", &env, &[("REDIS_URL", url.as_str())])
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let alerts = format!("{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100", tp.base_url());
+    assert_eq!(http.get(&alerts).send().await.expect("req").status().as_u16(), 200);
+
+    drop(redis);
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    crate::eventually("/ready to report Redis down", Duration::from_secs(10), || async move {
+        crate::admin_get(gateway_admin, "/ready")
+            .filter(|(s, b)| *s == 200 && b["status"] == "degraded" && b["checks"]["redis"] == false)
+    })
+    .await;
+    // The local limiter holds the same policy: nothing 5xx, a fresh burst of three, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(http.get(&alerts).send().await.expect("req").status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+    let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("rate_limit_fallback_total{mode=\"local\"}"),
+        "{metrics}"
+    );
+
+    // Redis returns on the same address: the gateway uses it again without a restart.
+    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis again");
+    crate::eventually("/ready to be ready again", Duration::from_secs(20), || async move {
+        crate::admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
+    })
+    .await;
+    // A fresh Redis has fresh buckets: the shared limit starts over.
+    assert_eq!(http.get(&alerts).send().await.expect("req").status().as_u16(), 200);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

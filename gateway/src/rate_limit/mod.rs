@@ -167,9 +167,9 @@ impl Limiter {
     /// The policies a request is subject to, with their bucket keys, most specific first.
     fn policies(&self, req: &ServiceRequest, user: Option<&str>) -> Vec<(&Policy, String)> {
         let ip = req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_owned());
+            .app_data::<web::Data<crate::routes::AppState>>()
+            .and_then(|state| crate::client_ip::of_service_request(&state.trusted_proxies, req))
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let path = req.path();
         let mut out = Vec::with_capacity(2);
         if AUTH_ROUTES.contains(&path) {

@@ -14,6 +14,7 @@ pub struct AppState {
     pub upstreams: crate::upstream::Upstreams,
     pub verifier: service_kit::auth::Verifier,
     pub redis_keys: service_kit::revocation::RedisKeys,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     pub started: std::time::Instant,
 }
 
@@ -31,8 +32,11 @@ pub fn upstream_request<T>(
     if let Ok(v) = MetadataValue::try_from(crate::error::current_request_id()) {
         md.insert("x-request-id", v);
     }
-    if let Some(peer) = req.peer_addr()
-        && let Ok(v) = MetadataValue::try_from(peer.ip().to_string())
+    let client = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .and_then(|state| crate::client_ip::of_request(&state.trusted_proxies, req));
+    if let Some(ip) = client
+        && let Ok(v) = MetadataValue::try_from(ip.to_string())
     {
         md.insert("x-client-ip", v);
     }
