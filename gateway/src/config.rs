@@ -21,6 +21,8 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
     /// `TLS_MIN_VERSION`: 1.2 (default) or 1.3.
     pub min_version: TlsMinVersion,
+    /// `TLS_RELOAD_SECONDS`: how often the files are checked for a new pair.
+    pub reload_every: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,7 @@ impl GatewayConfig {
                     cert_file: cert.into(),
                     key_file: key.into(),
                     min_version,
+                    reload_every: crate::tls::reload_every(env),
                 }),
                 _ => None,
             }

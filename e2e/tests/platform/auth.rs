@@ -1049,3 +1049,37 @@ async fn failures_from_one_address_across_accounts_are_stopped() {
     assert!(retry_after > 0 && retry_after <= 900, "{retry_after}");
     assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deeply_nested_or_huge_json_is_refused() {
+    let tp = xtask::testkit::start("deepjson", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let res = api
+        .http
+        .post(format!("{}/v1/auth/login", api.base))
+        .header("content-type", "application/json")
+        .body(format!("{{\"email\": {deep}}}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status().as_u16(),
+        400,
+        "deep nesting must be refused, not crash the gateway"
+    );
+    let huge =
+        json!({"email": "a".repeat(2 * 1024 * 1024), "password": "x", "device": {"device_id": "d", "platform": "ios"}});
+    let res = api.post("/v1/auth/login", huge, None).await;
+    assert_eq!(error_code(res, 413).await, "PAYLOAD_TOO_LARGE");
+    assert_eq!(
+        api.http
+            .get(format!("{}/health", api.base))
+            .send()
+            .await
+            .expect("alive")
+            .status()
+            .as_u16(),
+        200
+    );
+}

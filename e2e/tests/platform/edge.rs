@@ -205,3 +205,40 @@ async fn cors_allows_only_the_listed_origins() {
     let body: serde_json::Value = res.json().await.expect("error shape");
     assert_eq!(body["success"], false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_swapped_on_disk_is_served_to_the_next_connection() {
+    let tp = xtask::testkit::start("certswap", &[("TLS_RELOAD_SECONDS", "1")])
+        .await
+        .expect("platform");
+    // A new pair, as cert-manager would write it.
+    let dir = std::env::temp_dir().join(format!("e2e-cert-{}", std::process::id()));
+    let fresh = xtask::secrets::DevSecrets::load_or_create(&dir).expect("new pair");
+    let new_ca = std::fs::read(fresh.path("tls.crt")).expect("new cert");
+    let trusting_only_new = || {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&new_ca).expect("ca"))
+            .tls_built_in_root_certs(false)
+            .build()
+            .expect("client")
+    };
+    let url = format!("{}/health", tp.base_url());
+    assert!(
+        trusting_only_new().get(&url).send().await.is_err(),
+        "the new certificate is served before the swap"
+    );
+
+    std::fs::copy(fresh.path("tls.key"), tp.secrets.path("tls.key")).expect("swap key");
+    std::fs::copy(fresh.path("tls.crt"), tp.secrets.path("tls.crt")).expect("swap cert");
+    crate::eventually(
+        "the new certificate to be served",
+        std::time::Duration::from_secs(15),
+        || {
+            let url = url.clone();
+            let client = trusting_only_new();
+            async move { client.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
