@@ -93,6 +93,7 @@ impl Application {
             verifier,
             redis_keys: config.redis_keys.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            verify_tokens: config.verify_tokens,
             started: Instant::now(),
         });
         let origins = Arc::new(config.allowed_origins.clone());
@@ -146,6 +147,13 @@ impl Application {
             })
         };
         let admin = AdminServer::bind(config.common.admin_addr, registry, readiness).await?;
+        if !config.verify_tokens || !config.rate_limit.enabled {
+            tracing::warn!(
+                verify_tokens = config.verify_tokens,
+                rate_limit = config.rate_limit.enabled,
+                "edge checks switched off: benchmark configuration, never for real traffic"
+            );
+        }
         tracing::info!(
             public = %public_addr,
             admin = %admin.local_addr()?,

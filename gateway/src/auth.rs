@@ -103,6 +103,11 @@ impl FromRequest for Authenticated {
             let token = service_kit::auth::bearer(header.as_deref())
                 .map_err(token_error)?
                 .to_owned();
+            if !state.verify_tokens {
+                return Ok(Self {
+                    bearer: format!("Bearer {token}"),
+                });
+            }
             let claims = match verified {
                 Some(crate::rate_limit::VerifiedClaims(claims)) => claims,
                 None => state.verifier.verify(&token).await.map_err(token_error)?,

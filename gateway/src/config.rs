@@ -63,6 +63,8 @@ pub struct GatewayConfig {
     pub rate_limit: crate::rate_limit::RateLimitConfig,
     /// `TRUSTED_PROXIES`
     pub trusted_proxies: crate::client_ip::TrustedProxies,
+    /// `GATEWAY_VERIFY_TOKENS` (default true; false for benchmarks only, refused in production).
+    pub verify_tokens: bool,
 }
 
 impl GatewayConfig {
@@ -132,6 +134,13 @@ impl GatewayConfig {
         );
         let redis_url = env.optional_secret("REDIS_URL");
         let rate_limit = crate::rate_limit::RateLimitConfig::from_env(env, common.environment);
+        let verify_tokens = env.bool_or("GATEWAY_VERIFY_TOKENS", true);
+        if !verify_tokens && common.environment == Environment::Production {
+            env.problem(
+                "GATEWAY_VERIFY_TOKENS",
+                "=false is for benchmarks only and is refused when APP_ENV=production",
+            );
+        }
         Some(Self {
             common,
             public_addr,
@@ -147,6 +156,7 @@ impl GatewayConfig {
             redis_keys: service_kit::revocation::RedisKeys::from_env(env),
             rate_limit,
             trusted_proxies: crate::client_ip::TrustedProxies::from_env(env),
+            verify_tokens,
         })
     }
 }

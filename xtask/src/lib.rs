@@ -2,6 +2,7 @@
 //! a throwaway PostgreSQL cluster and Redis server, development secrets, per-service roles and
 //! schemas, and the four platform processes.
 
+pub mod bench;
 pub mod devstack;
 pub mod fake_smtp;
 pub mod platform;

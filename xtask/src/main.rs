@@ -23,6 +23,13 @@ enum Cmd {
     /// Build and run the whole platform in the foreground (PostgreSQL and Redis included unless
     /// DATABASE_URL / REDIS_URL point at reachable servers). Ctrl-C stops everything.
     Up,
+    /// Benchmark release binaries under load (oha) and print a Markdown report
+    /// (also written under bench/results/).
+    Bench {
+        /// Seconds per load run (each scenario runs twice: full speed, then half rate).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Run every test of the workspace against throwaway PostgreSQL and Redis.
     Test {
         /// Arguments passed to `cargo nextest run` (or `cargo test`), e.g. a test name filter.
@@ -43,6 +50,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Up => runtime.block_on(up()),
         Cmd::Test { args } => runtime.block_on(test(args)),
+        Cmd::Bench { seconds } => runtime.block_on(async {
+            let report = xtask::bench::run(seconds).await?;
+            use std::io::Write as _;
+            writeln!(std::io::stdout(), "{report}")?;
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

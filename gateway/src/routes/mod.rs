@@ -15,6 +15,8 @@ pub struct AppState {
     pub verifier: service_kit::auth::Verifier,
     pub redis_keys: service_kit::revocation::RedisKeys,
     pub trusted_proxies: crate::client_ip::TrustedProxies,
+    /// False only in benchmarks (`GATEWAY_VERIFY_TOKENS=false`): the services still verify.
+    pub verify_tokens: bool,
     pub started: std::time::Instant,
 }
 

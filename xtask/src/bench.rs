@@ -1,0 +1,430 @@
+//! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
+//! with `cargo install` when missing) at a fixed rate with latency correction. Prints a Markdown
+//! report (also written under bench/results/): per scenario requests/s, p50/p90/p99/max latency,
+//! errors and 429s, CPU seconds and peak RSS of each process; then in-process figures for
+//! password hashing and token verification.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::devstack::{self, Postgres, Redis};
+use crate::platform::{Platform, PlatformSpec, Ports};
+use crate::provision::{self, SERVICES};
+use crate::secrets::DevSecrets;
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state is field 3, utime 14, stime 15 (1-based) => indices 11, 12.
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm)
+}
+
+fn oha() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = devstack::find_program("oha") {
+        return Ok(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    let cargo_bin = home.join(".cargo").join("bin").join("oha");
+    if cargo_bin.is_file() {
+        return Ok(cargo_bin);
+    }
+    eprintln!("xtask: installing the load generator (cargo install oha --locked)");
+    let status = devstack::cargo()
+        .args(["install", "oha", "--locked"])
+        .status()
+        .context("cargo install oha")?;
+    anyhow::ensure!(status.success(), "cargo install oha failed");
+    Ok(cargo_bin)
+}
+
+struct Run {
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    errors: u64,
+    limited: u64,
+    ok: u64,
+}
+
+/// One oha run; `rate` None means as fast as `connections` allow.
+fn load(
+    oha: &Path,
+    url: &str,
+    ca: &Path,
+    args: &[String],
+    seconds: u64,
+    connections: u32,
+    rate: Option<u32>,
+) -> anyhow::Result<Run> {
+    let mut cmd = Command::new(oha);
+    cmd.args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "-z",
+        &format!("{seconds}s"),
+        "-c",
+        &connections.to_string(),
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .args(args);
+    if let Some(q) = rate {
+        cmd.args(["-q", &q.to_string(), "--latency-correction"]);
+    }
+    let out = cmd.arg(url).output().context("running oha")?;
+    if !out.status.success() {
+        bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON report")?;
+    let ms = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let count = |f: &dyn Fn(u16) -> bool| -> u64 {
+        codes
+            .iter()
+            .filter(|(k, _)| k.parse::<u16>().is_ok_and(f))
+            .map(|(_, n)| n.as_u64().unwrap_or(0))
+            .sum()
+    };
+    let transport: u64 = v["errorDistribution"]
+        .as_object()
+        .map(|e| e.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    Ok(Run {
+        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+        p50: ms("p50"),
+        p90: ms("p90"),
+        p99: ms("p99"),
+        max: v["summary"]["slowest"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+        errors: count(&|c| c >= 500) + transport,
+        limited: count(&|c| c == 429),
+        ok: count(&|c| (200..300).contains(&c)),
+    })
+}
+
+pub async fn run(seconds: u64) -> anyhow::Result<String> {
+    let root = crate::workspace_root();
+    eprintln!("xtask: building release binaries (cargo build --release --workspace --bins)");
+    let status = devstack::cargo()
+        .args(["build", "--release", "--workspace", "--bins"])
+        .status()?;
+    anyhow::ensure!(status.success(), "release build failed");
+    let oha = oha()?;
+    let dir = root
+        .join("target")
+        .join("devstack")
+        .join(format!("bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let secrets = DevSecrets::load_or_create(&dir.join("secrets"))?;
+    let pg = Postgres::start(
+        &dir.join("postgres"),
+        crate::free_port()?,
+        &crate::secrets::random_token(),
+    )?;
+    let redis = Redis::start(&dir.join("redis"), crate::free_port()?, false)?;
+    let admin = provision::connect(&pg.admin_url("postgres")).await?;
+    provision::create_database(&admin, "bench").await?;
+    let mut dbs = Vec::new();
+    for service in SERVICES {
+        let url = pg.admin_url("bench");
+        dbs.push(
+            provision::provision_service(
+                &url,
+                "127.0.0.1",
+                pg.port,
+                "bench",
+                "bench_",
+                service,
+                &crate::secrets::random_token(),
+            )
+            .await?,
+        );
+    }
+    let bins = root.join("target").join("release");
+    for db in &dbs {
+        let out = Command::new(bins.join(format!("{}-service", db.service)))
+            .arg("migrate")
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .env("LOG_FORMAT", "json")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "migrate {}: {}",
+            db.service,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut report = String::new();
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ").to_string();
+    let _ = writeln!(report, "# Benchmark report {now}\n");
+    let _ = writeln!(
+        report,
+        "Machine: {} cores; `cargo xtask bench --seconds {seconds}`; release build; load from oha on the same machine.\n",
+        std::thread::available_parallelism().map(usize::from).unwrap_or(0)
+    );
+
+    // Policies are evaluated on every request but set high enough never to refuse: the cost of
+    // the check is measured, not the refusals.
+    let base_env = [
+        ("LOG_LEVEL", "warn"),
+        ("RATE_LIMIT_MAX_REQUESTS", "100000000"),
+        ("RATE_LIMIT_BURST", "100000000"),
+        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "100000000"),
+        ("AUTH_RATE_LIMIT_BURST", "100000000"),
+        ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "100000000"),
+        ("GLOBAL_RATE_LIMIT_BURST", "100000000"),
+    ];
+    let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
+    let mut rows = Vec::new();
+    for (label, extra) in [("protected", &[][..]), ("unprotected", &off_env[..])] {
+        let gateway_env: Vec<(&str, &str)> = base_env.iter().chain(extra.iter()).copied().collect();
+        let mut platform = Platform::start(&PlatformSpec {
+            bin_dir: &bins,
+            secrets: &secrets,
+            databases: &dbs,
+            redis_url: &redis.url(),
+            ports: Ports::free()?,
+            app_env: "test",
+            log_format: "json",
+            gateway_env: &gateway_env,
+            auth_env: &[
+                ("LOG_LEVEL", "warn"),
+                ("LOGIN_MAX_ATTEMPTS", "100"),
+                ("LOGIN_IP_MAX_FAILURES", "100000000"),
+            ],
+        })?;
+        platform.wait_ready(Duration::from_secs(60))?;
+        let base = format!("https://localhost:{}", platform.ports.gateway);
+        let ca = secrets.path("tls.crt");
+        let token = session(&base, &ca, label).await?;
+        let pids = [
+            ("gateway", platform.gateway.pid()),
+            ("auth", platform.auth.pid()),
+            ("reports", platform.reports.pid()),
+            ("analytics", platform.analytics.pid()),
+        ];
+        let login_body = json!({"email": format!("bench-{label}@example.org"), "password": "correct horse battery staple", "device": {"device_id": "bench", "platform": "ios"}}).to_string();
+        let scenarios: Vec<(&str, String, Vec<String>, u32)> = if label == "protected" {
+            vec![
+                ("GET /health", format!("{base}/health"), vec![], 64),
+                (
+                    "GET /v1/me (protected)",
+                    format!("{base}/v1/me"),
+                    vec!["-H".into(), format!("Authorization: Bearer {token}")],
+                    64,
+                ),
+                (
+                    "POST /v1/auth/login",
+                    format!("{base}/v1/auth/login"),
+                    vec![
+                        "-m".into(),
+                        "POST".into(),
+                        "-T".into(),
+                        "application/json".into(),
+                        "-d".into(),
+                        login_body,
+                    ],
+                    8,
+                ),
+            ]
+        } else {
+            vec![(
+                "GET /v1/me (edge checks off)",
+                format!("{base}/v1/me"),
+                vec!["-H".into(), format!("Authorization: Bearer {token}")],
+                64,
+            )]
+        };
+        for (name, url, args, connections) in scenarios {
+            let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
+            let max = load(&oha, &url, &ca, &args, seconds, connections, None)?;
+            let half = ((max.rps / 2.0).floor() as u32).max(1);
+            let fixed = load(&oha, &url, &ca, &args, seconds, connections, Some(half))?;
+            let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
+            let cpu: Vec<String> = pids
+                .iter()
+                .zip(before.iter().zip(&after))
+                .map(|((n, _), (b, a))| format!("{n} {:.1}s/{} MiB", a.0 - b.0, a.1 / 1024))
+                .collect();
+            eprintln!("xtask: {name}: {:.0} req/s max", max.rps);
+            rows.push((name.to_owned(), max, half, fixed, cpu.join(", ")));
+        }
+        platform.stop();
+    }
+
+    let _ = writeln!(
+        report,
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | CPU s / peak RSS (both runs) |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, max, half, fixed, cpu) in &rows {
+        let _ = writeln!(
+            report,
+            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {cpu} |",
+            max.rps,
+            max.ok + fixed.ok,
+            max.errors + fixed.errors,
+            max.limited + fixed.limited,
+            fixed.p50,
+            fixed.p90,
+            fixed.p99,
+            fixed.max,
+            fixed.p99 / fixed.p50
+        );
+    }
+    let protected = rows.iter().find(|r| r.0 == "GET /v1/me (protected)").map(|r| r.1.rps);
+    let open = rows
+        .iter()
+        .find(|r| r.0 == "GET /v1/me (edge checks off)")
+        .map(|r| r.1.rps);
+    if let (Some(p), Some(o)) = (protected, open) {
+        let _ = writeln!(
+            report,
+            "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%).",
+            100.0 * p / o
+        );
+    }
+
+    // In-process figures.
+    let hashes = argon2_rate();
+    let login = rows
+        .iter()
+        .find(|r| r.0 == "POST /v1/auth/login")
+        .map(|r| r.1.rps)
+        .unwrap_or(0.0);
+    let _ = writeln!(
+        report,
+        "\nargon2id (m=19456 KiB, t=2, p=1) on all cores: {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
+        100.0 * (hashes - login).max(0.0) / hashes.max(f64::MIN_POSITIVE)
+    );
+    let verify = verify_cost(&secrets).await?;
+    let _ = writeln!(
+        report,
+        "Token verification (signature + claims, key cached): {verify:.1} µs per token (target < 50 µs)."
+    );
+
+    drop(redis);
+    pg.destroy();
+    let _ = std::fs::remove_dir_all(&dir);
+    let results = root.join("bench").join("results");
+    std::fs::create_dir_all(&results)?;
+    std::fs::write(results.join(format!("{now}.md")), &report)?;
+    Ok(report)
+}
+
+async fn session(base: &str, ca: &Path, label: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .build()?;
+    let body = json!({"email": format!("bench-{label}@example.org"), "password": "correct horse battery staple", "first_name": "Bench", "last_name": "Mark", "device": {"device_id": "bench", "platform": "ios"}});
+    let res = http.post(format!("{base}/v1/auth/register")).json(&body).send().await?;
+    anyhow::ensure!(
+        res.status().as_u16() == 201,
+        "register for the benchmark: {}",
+        res.status()
+    );
+    let v: Value = res.json().await?;
+    v["tokens"]["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access token")
+}
+
+/// Raw argon2id hashes per second on all cores, at the service's default parameters.
+fn argon2_rate() -> f64 {
+    use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
+    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let per_thread = 8;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let params = argon2::Params::new(19_456, 2, 1, None).expect("OWASP parameters are valid");
+                let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                for _ in 0..per_thread {
+                    let salt = SaltString::generate(&mut OsRng);
+                    let _ = a.hash_password(b"correct horse battery staple", &salt);
+                }
+            });
+        }
+    });
+    (threads * per_thread) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Microseconds to verify one access token with the platform's verifier (keys cached).
+async fn verify_cost(secrets: &DevSecrets) -> anyhow::Result<f64> {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    use service_kit::auth::{AccessClaims, KeySource, PublicKey, Verifier, VerifierConfig};
+    let pem = std::fs::read_to_string(secrets.path("jwt_signing_keys.pem"))?;
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| anyhow::anyhow!("key: {e}"))?;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = AccessClaims {
+        iss: "https://auth.platform.local".into(),
+        aud: "platform-api".into(),
+        sub: "00000000-0000-0000-0000-000000000001".into(),
+        exp: now + 3600,
+        iat: now,
+        nbf: now,
+        jti: "00000000-0000-0000-0000-000000000002".into(),
+        sid: "00000000-0000-0000-0000-000000000003".into(),
+        did: "bench".into(),
+        roles: vec!["user".into()],
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("bench".into());
+    header.typ = Some("at+jwt".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes())?,
+    )?;
+    let keys = vec![PublicKey { kid: "bench".into(), x }];
+    let source: KeySource = std::sync::Arc::new(move || {
+        let keys = keys.clone();
+        Box::pin(async move { Ok(keys) })
+    });
+    let verifier = Verifier::new(
+        VerifierConfig {
+            issuer: claims.iss.clone(),
+            audience: claims.aud.clone(),
+            leeway: Duration::from_secs(30),
+            refetch_interval: Duration::from_secs(5),
+        },
+        source,
+    );
+    verifier
+        .verify(&token)
+        .await
+        .map_err(|e| anyhow::anyhow!("verify: {e}"))?;
+    let n = 20_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        let _ = verifier.verify(&token).await;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(n))
+}
