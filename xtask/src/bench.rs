@@ -108,9 +108,15 @@ fn load(
             .map(|(_, n)| n.as_u64().unwrap_or(0))
             .sum()
     };
+    // Requests still in flight when the run's time is up are cut off by oha, not failed by us.
     let transport: u64 = v["errorDistribution"]
         .as_object()
-        .map(|e| e.values().filter_map(Value::as_u64).sum())
+        .map(|e| {
+            e.iter()
+                .filter(|(k, _)| !k.contains("deadline"))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
         .unwrap_or(0);
     Ok(Run {
         rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
@@ -190,12 +196,12 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     // the check is measured, not the refusals.
     let base_env = [
         ("LOG_LEVEL", "warn"),
-        ("RATE_LIMIT_MAX_REQUESTS", "100000000"),
-        ("RATE_LIMIT_BURST", "100000000"),
-        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "100000000"),
-        ("AUTH_RATE_LIMIT_BURST", "100000000"),
-        ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "100000000"),
-        ("GLOBAL_RATE_LIMIT_BURST", "100000000"),
+        ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
+        ("RATE_LIMIT_BURST", "1000000"),
+        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+        ("AUTH_RATE_LIMIT_BURST", "1000000"),
+        ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+        ("GLOBAL_RATE_LIMIT_BURST", "1000000"),
     ];
     let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
     let mut rows = Vec::new();
@@ -213,7 +219,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
             auth_env: &[
                 ("LOG_LEVEL", "warn"),
                 ("LOGIN_MAX_ATTEMPTS", "100"),
-                ("LOGIN_IP_MAX_FAILURES", "100000000"),
+                ("LOGIN_IP_MAX_FAILURES", "100000"),
             ],
         })?;
         platform.wait_ready(Duration::from_secs(60))?;
@@ -323,7 +329,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     let verify = verify_cost(&secrets).await?;
     let _ = writeln!(
         report,
-        "Token verification (signature + claims, key cached): {verify:.1} µs per token (target < 50 µs)."
+        "Token verification (signature + claims, key cached; in the xtask build, crypto crates optimised): {verify:.1} µs per token (target < 50 µs)."
     );
 
     drop(redis);
