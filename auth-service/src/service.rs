@@ -315,7 +315,20 @@ impl Auth {
             (user, _) => {
                 let locked = match &user {
                     Some(user) => self.fail(&mut conn, user, &actor).await?,
-                    None => None,
+                    None => {
+                        // Recorded too, in a transaction of its own: operators see attempts on
+                        // addresses that have no account, and the answer takes as long as for a
+                        // wrong password (the benchmark measures the two).
+                        let ip = actor.ip.clone();
+                        conn.transaction::<_, StoreError, _>(async move |conn| {
+                            let details = serde_json::json!({"account": "unknown"});
+                            self.events
+                                .record(conn, None, "login_failed", "low", ip.as_deref(), details)
+                                .await
+                        })
+                        .await?;
+                        None
+                    }
                 };
                 tracing::info!(known_account = user.is_some(), "login failed");
                 self.count_ip_failure(actor.ip.as_deref()).await;

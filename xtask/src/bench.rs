@@ -205,6 +205,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     ];
     let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
     let mut rows = Vec::new();
+    let mut timing: Vec<(&str, Run)> = Vec::new();
     for (label, extra) in [("protected", &[][..]), ("unprotected", &off_env[..])] {
         let gateway_env: Vec<(&str, &str)> = base_env.iter().chain(extra.iter()).copied().collect();
         let mut platform = Platform::start(&PlatformSpec {
@@ -278,6 +279,27 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
             eprintln!("xtask: {name}: {:.0} req/s max", max.rps);
             rows.push((name.to_owned(), max, half, fixed, cpu.join(", ")));
         }
+        if label == "protected" {
+            // An attacker timing logins must not tell an unknown e-mail from a wrong password:
+            // the same low fixed rate (below the lockout: LOGIN_MAX_ATTEMPTS=100), both refused.
+            let url = format!("{base}/v1/auth/login");
+            for (what, email) in [
+                ("unknown e-mail", "nobody@example.org".to_owned()),
+                ("wrong password", format!("bench-{label}@example.org")),
+            ] {
+                let body = json!({"email": email, "password": "not the password at all", "device": {"device_id": "bench", "platform": "ios"}}).to_string();
+                let args: Vec<String> = vec![
+                    "-m".into(),
+                    "POST".into(),
+                    "-T".into(),
+                    "application/json".into(),
+                    "-d".into(),
+                    body,
+                ];
+                let run = load(&oha, &url, &ca, &args, 4, 2, Some(10))?;
+                timing.push((what, run));
+            }
+        }
         platform.stop();
     }
 
@@ -326,6 +348,12 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
         "\nargon2id (m=19456 KiB, t=2, p=1) on all cores: {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
         100.0 * (hashes - login).max(0.0) / hashes.max(f64::MIN_POSITIVE)
     );
+    let _ = writeln!(report, "\nFailed logins at 10/s (status 401 for all, same body):\n");
+    let _ = writeln!(report, "| case | p50 ms | p90 ms | p99 ms |");
+    let _ = writeln!(report, "|---|---|---|---|");
+    for (what, run) in &timing {
+        let _ = writeln!(report, "| {what} | {:.2} | {:.2} | {:.2} |", run.p50, run.p90, run.p99);
+    }
     let verify = verify_cost(&secrets).await?;
     let _ = writeln!(
         report,

@@ -266,14 +266,15 @@ async fn wrong_password_and_unknown_email_look_the_same_and_five_failures_lock()
     assert!(res.headers().get("retry-after").is_some());
     assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
 
-    // Operators see it: counted by type and severity on auth-service's admin port.
+    // Operators see it: counted by type and severity on auth-service's admin port (seven failed
+    // logins: five on the account, one unknown address, one malformed).
     let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
     assert!(
         metrics.contains("security_events_total{event_type=\"account_locked\",severity=\"high\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("security_events_total{event_type=\"login_failed\",severity=\"low\"} 5"),
+        metrics.contains("security_events_total{event_type=\"login_failed\",severity=\"low\"} 7"),
         "{metrics}"
     );
 }
