@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::account::Device;
 use crate::keys::SigningKeys;
-use crate::service::{Auth, AuthError, LoginInput, ProfileUpdate, RegisterInput, Tokens};
+use crate::service::{AuditQuery, Auth, AuthError, LoginInput, ProfileUpdate, RegisterInput, Tokens};
 use crate::store::{Actor, UserRow};
 
 pub struct AuthGrpc {
@@ -67,6 +67,7 @@ fn to_status(e: AuthError) -> Status {
         AuthError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
         AuthError::Unauthenticated => status(ErrorCode::Unauthenticated, "Authentication is required."),
         AuthError::NotFound => status(ErrorCode::NotFound, "No such resource."),
+        AuthError::Forbidden => status(ErrorCode::Forbidden, "This needs the admin role."),
         AuthError::MfaRequired => status(
             ErrorCode::MfaRequired,
             "A code from your authenticator app (or a recovery code) is required.",
@@ -358,5 +359,46 @@ impl AuthService for AuthGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::PasswordResetResponse {}))
+    }
+
+    async fn list_audit_logs(
+        &self,
+        request: Request<pb::ListAuditLogsRequest>,
+    ) -> Result<Response<pb::ListAuditLogsResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let time = |t: Option<prost_types::Timestamp>| t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0));
+        let query = AuditQuery {
+            user_id: r.user_id,
+            from: time(r.from),
+            to: time(r.to),
+            limit: r.limit,
+            cursor: r.cursor,
+        };
+        let (rows, next) = self.auth.audit_logs(&claims, query).await.map_err(to_status)?;
+        let ts = |t: chrono::DateTime<chrono::Utc>| {
+            Some(prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: 0,
+            })
+        };
+        let items = rows
+            .into_iter()
+            .map(|a| pb::AuditLogEntry {
+                id: a.id.to_string(),
+                actor_id: a.actor_id.map(|u| u.to_string()).unwrap_or_default(),
+                action: a.action,
+                resource: a.resource,
+                resource_id: a.resource_id.unwrap_or_default(),
+                ip: a.ip.unwrap_or_default(),
+                user_agent: a.user_agent.unwrap_or_default(),
+                changed_fields: a.changed_fields,
+                created_at: ts(a.created_at),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditLogsResponse {
+            items,
+            next_cursor: next.unwrap_or_default(),
+        }))
     }
 }

@@ -17,9 +17,25 @@ use service_kit::revocation;
 use crate::error::ApiError;
 use crate::routes::AppState;
 
-/// A verified caller: the bearer value, forwarded to the service that verifies it again.
+/// A verified caller: the bearer value (forwarded to the service, which verifies it again) and
+/// the roles the token grants.
 pub struct Authenticated {
     pub bearer: String,
+    roles: Option<Vec<String>>,
+}
+
+impl Authenticated {
+    /// 403 unless the token grants `role`. The service checks again against the account.
+    pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
+        match &self.roles {
+            Some(roles) if !roles.iter().any(|r| r == role) => Err(ApiError::coded(
+                service_kit::errors::ErrorCode::Forbidden,
+                format!("This needs the {role} role."),
+            )),
+            // Roles unknown only with GATEWAY_VERIFY_TOKENS=false (benchmarks): the service decides.
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A verifier whose keys come from auth-service's `GetJwks`.
@@ -106,6 +122,7 @@ impl FromRequest for Authenticated {
             if !state.verify_tokens {
                 return Ok(Self {
                     bearer: format!("Bearer {token}"),
+                    roles: None,
                 });
             }
             let claims = match verified {
@@ -116,6 +133,7 @@ impl FromRequest for Authenticated {
             tracing::Span::current().record("user_id", claims.sub.as_str());
             Ok(Self {
                 bearer: format!("Bearer {token}"),
+                roles: Some(claims.roles),
             })
         })
     }

@@ -53,6 +53,7 @@ pub struct Ready {
         crate::routes::auth::mfa_enroll,
         crate::routes::auth::mfa_confirm,
         crate::routes::auth::mfa_disable,
+        crate::routes::auth::audit_logs,
     ),
     modifiers(&BearerAuth),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::FieldIssue)),

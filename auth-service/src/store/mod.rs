@@ -672,3 +672,49 @@ pub async fn mark_email_verified(conn: &mut AsyncPgConnection, user: Uuid) -> Re
         .await?;
     Ok(())
 }
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub resource: String,
+    pub resource_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub changed_fields: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of the audit log, newest first, after the keyset position `after` (created_at, id).
+pub async fn audit_page(
+    conn: &mut AsyncPgConnection,
+    actor: Option<Uuid>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut q = audit_logs::table.select(AuditRow::as_select()).into_boxed();
+    if let Some(a) = actor {
+        q = q.filter(audit_logs::actor_id.eq(a));
+    }
+    if let Some(f) = from {
+        q = q.filter(audit_logs::created_at.ge(f));
+    }
+    if let Some(t) = to {
+        q = q.filter(audit_logs::created_at.lt(t));
+    }
+    if let Some((at, id)) = after {
+        q = q.filter(
+            audit_logs::created_at
+                .lt(at)
+                .or(audit_logs::created_at.eq(at).and(audit_logs::id.lt(id))),
+        );
+    }
+    Ok(q.order((audit_logs::created_at.desc(), audit_logs::id.desc()))
+        .limit(limit)
+        .load(conn)
+        .await?)
+}

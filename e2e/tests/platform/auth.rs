@@ -1084,3 +1084,56 @@ async fn deeply_nested_or_huge_json_is_refused() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_administrators_read_the_audit_log() {
+    let tp = xtask::testkit::start("audit", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let (user, _) = tokens(&api.register("plain@example.org").await);
+    api.register("boss@example.org").await;
+    let list = |token: String, query: &str| {
+        api.http
+            .get(format!("{}/v1/admin/audit-logs{query}", api.base))
+            .bearer_auth(token)
+            .send()
+    };
+
+    let res = list(user.clone(), "").await.expect("list");
+    assert_eq!(error_code(res, 403).await, "FORBIDDEN");
+
+    let (ok, out) = operator(&tp, &["grant-role", "--email", "boss@example.org", "--role", "admin"]);
+    assert!(ok, "{out}");
+    let (admin, _) = tokens(
+        &api.login("boss@example.org", PASSWORD, "d")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    let res = list(admin.clone(), "?limit=2").await.expect("list");
+    assert_eq!(res.status().as_u16(), 200);
+    let page: Value = res.json().await.expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
+    let page2: Value = list(admin.clone(), &format!("?limit=2&cursor={cursor}"))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(page2["items"][0]["id"], page["items"][0]["id"], "the cursor moves on");
+    assert!(
+        !page.to_string().contains("password_hash\":\"$"),
+        "no secret in the audit log"
+    );
+    let res = list(admin.clone(), "?cursor=garbage").await.expect("list");
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+    let res = list(admin.clone(), "?limit=1&limit=2").await.expect("list");
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+
+    // A revoked role stops working at once (its sessions end).
+    let (ok, out) = operator(&tp, &["revoke-role", "--email", "boss@example.org", "--role", "admin"]);
+    assert!(ok, "{out}");
+    let res = list(admin, "").await.expect("list");
+    assert_eq!(error_code(res, 401).await, "TOKEN_REVOKED");
+}

@@ -81,6 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(post("/v1/me/password", auth::change_password))
         .service(get("/v1/me/devices", auth::devices))
+        .service(get("/v1/admin/audit-logs", auth::audit_logs))
         .service(
             web::resource("/v1/me/mfa/totp")
                 .route(web::post().to(auth::mfa_enroll))
