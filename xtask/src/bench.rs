@@ -357,7 +357,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     let verify = verify_cost(&secrets).await?;
     let _ = writeln!(
         report,
-        "Token verification (signature + claims, key cached; in the xtask build, crypto crates optimised): {verify:.1} µs per token (target < 50 µs)."
+        "\nToken verification (signature + claims, key cached; in the xtask build, crypto crates optimised): {verify:.1} µs per token (target < 50 µs)."
     );
 
     drop(redis);
