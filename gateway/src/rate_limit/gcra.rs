@@ -1,5 +1,6 @@
 //! The generic cell rate algorithm (GCRA): one stored number per key, the "theoretical arrival
-//! time" (TAT) of the next request. The same arithmetic runs in Redis (the Lua script below) and
+//! time" (TAT) of the next request. The same arithmetic runs in Redis (the Lua script below, on
+//! Redis's clock so every gateway agrees) and
 //! in process (the fallback), so both enforce the same limits.
 
 use std::time::Duration;
@@ -59,22 +60,43 @@ pub fn decide(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Decision, Option
     (d, Some(new_tat))
 }
 
-/// The same decision inside Redis, atomically, on Redis's clock (so every gateway agrees).
-/// KEYS[1] = bucket; ARGV[1] = emission ms; ARGV[2] = capacity ms.
-/// Returns {allowed (0/1), remaining, reset_ms, retry_after_ms}. The key expires with its TAT.
-pub const SCRIPT: &str = r#"
-local t = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
+/// Every policy of a request, and optionally its token's revocation keys, in one round trip.
+/// KEYS = n buckets, then (if ARGV[2n+2] == 1) the jti, session and not-before keys.
+/// ARGV = n, then emission and capacity ms per bucket, then the revocation flag.
+/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset ms, retry-after ms), then jti present, session present, not-before
+/// (-1 when none). Buckets are only spent when every policy allows the request.
+pub const SCRIPT_ALL: &str = r#"
+local n = tonumber(ARGV[1])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + t
-if new_tat - now > cap then
-  return {0, 0, tat - now, new_tat - now - cap}
+local out = {}
+local next_tat = {}
+local all = true
+for i = 1, n do
+  local t = tonumber(ARGV[2 * i])
+  local cap = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + t
+  if new_tat - now > cap then
+    all = false
+    table.insert(out, 0); table.insert(out, 0); table.insert(out, tat - now); table.insert(out, new_tat - now - cap)
+  else
+    next_tat[i] = new_tat
+    table.insert(out, 1); table.insert(out, math.floor((cap - (new_tat - now)) / t)); table.insert(out, new_tat - now); table.insert(out, 0)
+  end
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {1, math.floor((cap - (new_tat - now)) / t), new_tat - now, 0}
+if all then
+  for i = 1, n do
+    redis.call('SET', KEYS[i], next_tat[i], 'PX', next_tat[i] - now)
+  end
+end
+if tonumber(ARGV[2 * n + 2]) == 1 then
+  table.insert(out, redis.call('EXISTS', KEYS[n + 1]))
+  table.insert(out, redis.call('EXISTS', KEYS[n + 2]))
+  table.insert(out, tonumber(redis.call('GET', KEYS[n + 3]) or -1) or -1)
+end
+return out
 "#;
 
 #[cfg(test)]

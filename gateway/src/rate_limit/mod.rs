@@ -114,7 +114,7 @@ pub struct Limiter {
     config: Arc<RateLimitConfig>,
     redis: Option<deadpool_redis::Pool>,
     keys: RedisKeys,
-    script: Arc<redis::Script>,
+    script_all: Arc<redis::Script>,
     local: Arc<Mutex<HashMap<String, u64>>>,
     violations: IntCounterVec,
     fallbacks: IntCounterVec,
@@ -157,7 +157,7 @@ impl Limiter {
             config: Arc::new(config),
             redis,
             keys,
-            script: Arc::new(redis::Script::new(gcra::SCRIPT)),
+            script_all: Arc::new(redis::Script::new(gcra::SCRIPT_ALL)),
             local: Arc::new(Mutex::new(HashMap::new())),
             violations,
             fallbacks,
@@ -182,32 +182,76 @@ impl Limiter {
         out
     }
 
-    async fn decide(&self, policy: &Policy, key: &str) -> Option<Decision> {
-        let q = policy.quota;
+    /// Every check of one request, and its token's revocation state, in one Redis round trip.
+    /// Without Redis each policy goes to the failure mode and the revocation state is unknown.
+    async fn decide_all(
+        &self,
+        checks: &[(&Policy, String)],
+        revocation: Option<[String; 3]>,
+    ) -> (Vec<Option<Decision>>, Option<Revocation>) {
         if let Some(pool) = &self.redis {
-            let key = self.keys.other(key);
+            let with_rev = revocation.is_some();
+            let mut invocation = self.script_all.prepare_invoke();
+            invocation.arg(checks.len());
+            for (policy, key) in checks {
+                invocation
+                    .key(self.keys.other(key))
+                    .arg(policy.quota.emission_ms())
+                    .arg(policy.quota.capacity_ms());
+            }
+            for key in revocation.iter().flatten() {
+                invocation.key(key);
+            }
+            invocation.arg(u8::from(with_rev));
             let call = async {
                 let mut conn = pool.get().await.ok()?;
-                let r: (u8, u64, u64, u64) = self
-                    .script
-                    .key(&key)
-                    .arg(q.emission_ms())
-                    .arg(q.capacity_ms())
-                    .invoke_async(&mut conn)
-                    .await
-                    .ok()?;
-                Some(Decision {
-                    allowed: r.0 == 1,
-                    remaining: r.1,
-                    reset_ms: r.2,
-                    retry_after_ms: r.3,
-                })
+                invocation.invoke_async::<Vec<i64>>(&mut conn).await.ok()
             };
-            if let Ok(Some(d)) = tokio::time::timeout(self.config.redis_timeout, call).await {
-                return Some(d);
+            if let Ok(Some(out)) = tokio::time::timeout(self.config.redis_timeout, call).await
+                && out.len() == checks.len() * 4 + if with_rev { 3 } else { 0 }
+            {
+                let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                let decisions = out
+                    .chunks(4)
+                    .take(checks.len())
+                    .map(|c| {
+                        Some(Decision {
+                            allowed: c[0] == 1,
+                            remaining: n(c[1]),
+                            reset_ms: n(c[2]),
+                            retry_after_ms: n(c[3]),
+                        })
+                    })
+                    .collect();
+                let rev = with_rev.then(|| {
+                    let r = &out[checks.len() * 4..];
+                    Revocation {
+                        revoked: r[0] == 1 || r[1] == 1,
+                        not_before: u64::try_from(r[2]).ok(),
+                    }
+                });
+                return (decisions, rev);
             }
         }
-        // No Redis answer (or none configured): the failure mode decides.
+        let mut decisions = Vec::with_capacity(checks.len());
+        for (policy, key) in checks {
+            decisions.push(self.fallback(policy, key));
+        }
+        (decisions, None)
+    }
+
+    #[cfg(test)]
+    async fn decide(&self, policy: &Policy, key: &str) -> Option<Decision> {
+        self.decide_all(&[(policy, key.to_owned())], None)
+            .await
+            .0
+            .pop()
+            .flatten()
+    }
+
+    /// No Redis answer (or none configured): the failure mode decides.
+    fn fallback(&self, policy: &Policy, key: &str) -> Option<Decision> {
+        let q = policy.quota;
         let mode = self.config.failure_mode;
         let label = match mode {
             FailureMode::Local => "local",
@@ -279,6 +323,16 @@ fn announce(headers: &mut actix_web::http::header::HeaderMap, policy: &Policy, d
 #[derive(Clone)]
 pub struct VerifiedClaims(pub service_kit::auth::AccessClaims);
 
+/// The token's revocation state, read in the same round trip as the rate limits; the extractor
+/// uses it instead of asking Redis again.
+#[derive(Debug, Clone, Copy)]
+pub struct Revocation {
+    /// The token or its session was revoked.
+    pub revoked: bool,
+    /// The user's "not before", if any.
+    pub not_before: Option<u64>,
+}
+
 pub async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -301,11 +355,21 @@ pub async fn limit(
         user = Some(claims.sub.clone());
         req.extensions_mut().insert(VerifiedClaims(claims));
     }
+    let revocation_keys = req.extensions().get::<VerifiedClaims>().map(|VerifiedClaims(c)| {
+        [
+            limiter.keys.jti(&c.jti),
+            limiter.keys.session(&c.sid),
+            limiter.keys.not_before(&c.sub),
+        ]
+    });
+    let checks = limiter.policies(&req, user.as_deref());
+    let (decisions, revocation) = limiter.decide_all(&checks, revocation_keys).await;
+    if let Some(r) = revocation {
+        req.extensions_mut().insert(r);
+    }
     let mut shown: Option<(Policy, Decision)> = None;
-    for (policy, key) in limiter.policies(&req, user.as_deref()) {
-        let Some(d) = limiter.decide(policy, &key).await else {
-            continue;
-        };
+    for ((policy, _), d) in checks.iter().zip(decisions) {
+        let Some(d) = d else { continue };
         if !d.allowed {
             limiter.violations.with_label_values(&[policy.name]).inc();
             tracing::info!(
@@ -323,7 +387,7 @@ pub async fn limit(
             return Ok(req.into_response(res));
         }
         if shown.is_none() {
-            shown = Some((policy.clone(), d));
+            shown = Some(((*policy).clone(), d));
         }
     }
     let mut res = next.call(req).await?.map_into_boxed_body();
