@@ -733,31 +733,17 @@ impl Auth {
             return Err(AuthError::InvalidCredentials);
         }
         let hash = self.passwords.hash(new).await?;
-        let ip = actor.ip.clone();
         let ended = conn
             .transaction::<_, StoreError, _>(async move |conn| {
                 store::set_password(conn, user, &hash).await?;
                 let ended = store::revoke_sessions(conn, user, Some(sid), None, "password_changed").await?;
-                self.events
-                    .record(
-                        conn,
-                        Some(user),
-                        "password_changed",
-                        "medium",
-                        ip.as_deref(),
-                        serde_json::json!({}),
-                    )
-                    .await?;
-                let actor = Actor {
-                    user_id: Some(user),
-                    ..actor
-                };
-                store::audit(
+                self.user_change(
                     conn,
-                    &actor,
+                    user,
+                    actor,
+                    "password_changed",
+                    "medium",
                     "user.password_change",
-                    "user",
-                    Some(user.to_string()),
                     &["password_hash"],
                 )
                 .await?;
@@ -914,29 +900,15 @@ impl Auth {
             .filter_map(|c| crate::mfa::normalize_recovery_code(c))
             .map(|c| crate::mfa::recovery_code_hash(&pepper, &c))
             .collect();
-        let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
-            self.events
-                .record(
-                    conn,
-                    Some(user_id),
-                    "mfa_enabled",
-                    "info",
-                    ip.as_deref(),
-                    serde_json::json!({}),
-                )
-                .await?;
-            let actor = Actor {
-                user_id: Some(user_id),
-                ..actor
-            };
-            store::audit(
+            self.user_change(
                 conn,
-                &actor,
+                user_id,
+                actor,
+                "mfa_enabled",
+                "info",
                 "user.mfa_enable",
-                "user",
-                Some(user_id.to_string()),
                 &["mfa_enabled"],
             )
             .await?;
@@ -955,29 +927,15 @@ impl Auth {
             return Err(AuthError::Conflict("MFA is not on."));
         }
         self.check_mfa(&mut conn, &user, code, &actor).await?;
-        let ip = actor.ip.clone();
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::disable_mfa(conn, user_id).await?;
-            self.events
-                .record(
-                    conn,
-                    Some(user_id),
-                    "mfa_disabled",
-                    "medium",
-                    ip.as_deref(),
-                    serde_json::json!({}),
-                )
-                .await?;
-            let actor = Actor {
-                user_id: Some(user_id),
-                ..actor
-            };
-            store::audit(
+            self.user_change(
                 conn,
-                &actor,
+                user_id,
+                actor,
+                "mfa_disabled",
+                "medium",
                 "user.mfa_disable",
-                "user",
-                Some(user_id.to_string()),
                 &["mfa_enabled"],
             )
             .await?;
@@ -985,6 +943,36 @@ impl Auth {
         })
         .await?;
         Ok(())
+    }
+
+    /// A change to a user's account that is also a security event: the event and the audit row,
+    /// in the caller's transaction.
+    #[allow(clippy::too_many_arguments)] // one call per use case reads better than a struct here
+    async fn user_change(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        user: Uuid,
+        actor: Actor,
+        event: &'static str,
+        severity: &'static str,
+        action: &str,
+        fields: &[&str],
+    ) -> Result<(), StoreError> {
+        self.events
+            .record(
+                conn,
+                Some(user),
+                event,
+                severity,
+                actor.ip.as_deref(),
+                serde_json::json!({}),
+            )
+            .await?;
+        let actor = Actor {
+            user_id: Some(user),
+            ..actor
+        };
+        store::audit(conn, &actor, action, "user", Some(user.to_string()), fields).await
     }
 
     /// Sends an e-mail in the background: a slow or failing relay must neither delay the answer
