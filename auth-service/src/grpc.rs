@@ -217,6 +217,15 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(user_pb(&user)))
     }
 
+    async fn check_token(
+        &self,
+        request: Request<pb::CheckTokenRequest>,
+    ) -> Result<Response<pb::CheckTokenResponse>, Status> {
+        let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
+        let revoked = self.auth.token_revoked(&claims).await.map_err(to_status)?;
+        Ok(Response::new(pb::CheckTokenResponse { revoked }))
+    }
+
     async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> Result<Response<pb::User>, Status> {
         let claims = service_kit::auth::verify_request(&self.verifier, &request).await?;
         let actor = actor(&request);

@@ -601,6 +601,16 @@ impl Auth {
         }
     }
 
+    /// Whether the caller's access token has been revoked, from PostgreSQL alone: the gateway asks
+    /// while Redis cannot answer.
+    pub async fn token_revoked(&self, claims: &AccessClaims) -> Result<bool, AuthError> {
+        let (user, sid) = ids(claims)?;
+        let jti = Uuid::parse_str(&claims.jti).map_err(|_| AuthError::Unauthenticated)?;
+        let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
+        let mut conn = self.conn().await?;
+        Ok(store::token_revoked(&mut conn, jti, sid, user, iat).await?)
+    }
+
     pub async fn me(&self, claims: &AccessClaims) -> Result<UserRow, AuthError> {
         let (user, _) = self.live_session(claims).await?;
         let mut conn = self.conn().await?;
@@ -1183,19 +1193,47 @@ impl Auth {
                 .arg(session_ttl)
                 .ignore();
         }
-        let write = async {
-            let mut conn = self.redis.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-            pipe.query_async::<()>(&mut conn).await?;
-            Ok::<_, anyhow::Error>(())
+        // PostgreSQL already holds the revocation (the gateway asks auth-service while Redis is
+        // down), so a failed write is retried in the background rather than failing the call:
+        // until it lands, a gateway that reaches Redis would not see this revocation.
+        let error = match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&self.redis, &pipe)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("Redis did not answer within {REDIS_WRITE_TIMEOUT:?}"),
         };
-        match tokio::time::timeout(Duration::from_secs(2), write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AuthError::Unavailable(e.context("writing a revocation to Redis"))),
-            Err(_) => Err(AuthError::Unavailable(anyhow::anyhow!(
-                "Redis did not answer within 2 s"
-            ))),
-        }
+        tracing::warn!(
+            error,
+            "revocation stored in PostgreSQL but not yet in Redis; retrying in the background"
+        );
+        let (pool, give_up) = (self.redis.clone(), Duration::from_secs(session_ttl));
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut wait = Duration::from_millis(500);
+            loop {
+                tokio::time::sleep(wait).await;
+                match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&pool, &pipe)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(after_s = started.elapsed().as_secs(), "revocation reached Redis");
+                        return;
+                    }
+                    _ if started.elapsed() >= give_up => {
+                        tracing::error!("revocation never reached Redis; the tokens it names have expired since");
+                        return;
+                    }
+                    _ => wait = (wait * 2).min(Duration::from_secs(30)),
+                }
+            }
+        });
+        Ok(())
     }
+}
+
+const REDIS_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn write_pipe(pool: &deadpool_redis::Pool, pipe: &redis::Pipeline) -> anyhow::Result<()> {
+    let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(())
 }
 
 /// A token to mail (URL-safe) and the hash that is stored.

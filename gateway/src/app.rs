@@ -91,7 +91,14 @@ impl Application {
         let state = web::Data::new(AppState {
             upstreams: upstreams.clone(),
             verifier,
-            redis_keys: config.redis_keys.clone(),
+            revocation: crate::revocation::RevocationCheck::new(
+                upstreams.redis.clone(),
+                config.redis_keys.clone(),
+                config.rate_limit.redis_timeout,
+                upstreams.auth.clone(),
+                config.revocation_cache,
+                &registry,
+            )?,
             trusted_proxies: config.trusted_proxies.clone(),
             verify_tokens: config.verify_tokens,
             started: Instant::now(),

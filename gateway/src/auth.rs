@@ -1,18 +1,15 @@
 //! Who is calling: the `Authenticated` extractor verifies the bearer token on every route that
-//! takes it (signature, claims, then revocation in Redis) so a handler cannot forget to.
+//! takes it (signature, claims, then revocation: Redis, or auth-service when Redis cannot answer) so a handler cannot forget to.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{FromRequest, HttpRequest, web};
-use deadpool_redis::redis;
 use proto::auth::v1::GetJwksRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
-use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
+use service_kit::auth::{KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
 use service_kit::errors::ErrorCode;
-use service_kit::revocation;
 
 use crate::error::ApiError;
 use crate::routes::AppState;
@@ -64,41 +61,6 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-/// Per-token, per-session and per-user revocation in one Redis round trip. Redis unreachable means "cannot
-/// tell", which must not let a revoked token through: the request is refused with 503.
-async fn check_revocation(
-    redis: Option<&deadpool_redis::Pool>,
-    keys: &revocation::RedisKeys,
-    claims: &AccessClaims,
-) -> Result<(), ApiError> {
-    let Some(pool) = redis else {
-        tracing::error!("REDIS_URL is not configured; authenticated routes cannot check revocation");
-        return Err(ApiError::unavailable("authentication service"));
-    };
-    let lookup = async {
-        let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-        let (jti, sid, nbf): (Option<String>, Option<String>, Option<u64>) = redis::cmd("MGET")
-            .arg(keys.jti(&claims.jti))
-            .arg(keys.session(&claims.sid))
-            .arg(keys.not_before(&claims.sub))
-            .query_async(&mut conn)
-            .await?;
-        Ok::<_, anyhow::Error>((jti.is_some() || sid.is_some(), nbf))
-    };
-    match tokio::time::timeout(Duration::from_millis(500), lookup).await {
-        Ok(Ok((false, nbf))) if !revocation::revoked_by_not_before(claims.iat, nbf) => Ok(()),
-        Ok(Ok(_)) => Err(token_error(TokenError::Revoked)),
-        Ok(Err(e)) => {
-            tracing::warn!(error = format!("{e:#}"), "revocation lookup failed");
-            Err(ApiError::unavailable("authentication service"))
-        }
-        Err(_) => {
-            tracing::warn!("revocation lookup timed out");
-            Err(ApiError::unavailable("authentication service"))
-        }
-    }
-}
-
 impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -114,9 +76,13 @@ impl FromRequest for Authenticated {
         let verified = actix_web::HttpMessage::extensions(req)
             .get::<crate::rate_limit::VerifiedClaims>()
             .cloned();
-        let revocation = actix_web::HttpMessage::extensions(req)
-            .get::<crate::rate_limit::Revocation>()
-            .copied();
+        let (from_limiter, redis_down) = {
+            let ext = actix_web::HttpMessage::extensions(req);
+            (
+                ext.get::<crate::revocation::RedisAnswer>().copied(),
+                ext.get::<crate::revocation::RedisUnavailable>().is_some(),
+            )
+        };
         Box::pin(async move {
             let state = state.ok_or_else(ApiError::internal)?;
             let token = service_kit::auth::bearer(header.as_deref())
@@ -132,14 +98,11 @@ impl FromRequest for Authenticated {
                 Some(crate::rate_limit::VerifiedClaims(claims)) => claims,
                 None => state.verifier.verify(&token).await.map_err(token_error)?,
             };
-            match revocation {
+            match from_limiter {
                 // Read with the rate limits, in the same round trip.
-                Some(r) => {
-                    if r.revoked || revocation::revoked_by_not_before(claims.iat, r.not_before) {
-                        return Err(token_error(TokenError::Revoked));
-                    }
-                }
-                None => check_revocation(state.upstreams.redis.as_ref(), &state.redis_keys, &claims).await?,
+                Some(answer) if answer.revokes(&claims) => return Err(token_error(TokenError::Revoked)),
+                Some(_) => {}
+                None => state.revocation.check(&claims, &token, redis_down).await?,
             }
             tracing::Span::current().record("user_id", claims.sub.as_str());
             Ok(Self {

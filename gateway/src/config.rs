@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     /// `REDIS_KEY_PREFIX`
     pub redis_keys: service_kit::revocation::RedisKeys,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// `REVOCATION_CACHE_SECONDS` (default 5, 0 to 60): how long auth-service's "not revoked" is
+    /// trusted while Redis is unreachable.
+    pub revocation_cache: Duration,
     /// `TRUSTED_PROXIES`
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// `GATEWAY_VERIFY_TOKENS` (default true; false for benchmarks only, refused in production).
@@ -155,6 +158,7 @@ impl GatewayConfig {
             verifier: service_kit::auth::VerifierConfig::from_env(env),
             redis_keys: service_kit::revocation::RedisKeys::from_env(env),
             rate_limit,
+            revocation_cache: env.seconds_in("REVOCATION_CACHE_SECONDS", 5, 0, 60),
             trusted_proxies: crate::client_ip::TrustedProxies::from_env(env),
             verify_tokens,
         })

@@ -9,6 +9,7 @@ mod error;
 mod openapi;
 mod query;
 mod rate_limit;
+mod revocation;
 mod routes;
 mod tls;
 mod upstream;

@@ -267,6 +267,45 @@ pub async fn session(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Se
         .optional()?)
 }
 
+/// Whether an access token has been revoked, from PostgreSQL alone: its jti blacklisted, its
+/// session ended (or not the user's), the user's "not before" later than `iat` (whole seconds, as
+/// the gateway compares), or the account gone.
+pub async fn token_revoked(
+    conn: &mut AsyncPgConnection,
+    jti: Uuid,
+    sid: Uuid,
+    user: Uuid,
+    iat: i64,
+) -> Result<bool, StoreError> {
+    let blacklisted: bool = diesel::select(diesel::dsl::exists(token_blacklist::table.find(jti)))
+        .get_result(conn)
+        .await?;
+    if blacklisted {
+        return Ok(true);
+    }
+    let live_session: bool = diesel::select(diesel::dsl::exists(
+        sessions::table
+            .find(sid)
+            .filter(sessions::user_id.eq(user))
+            .filter(sessions::revoked_at.is_null()),
+    ))
+    .get_result(conn)
+    .await?;
+    if !live_session {
+        return Ok(true);
+    }
+    let account: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = users::table
+        .find(user)
+        .select((users::tokens_not_before, users::deleted_at))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match account {
+        Some((not_before, None)) => not_before.is_some_and(|nbf| iat < nbf.timestamp()),
+        _ => true,
+    })
+}
+
 /// Ends one session (no-op when already ended).
 pub async fn revoke_session(conn: &mut AsyncPgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
     let n = diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))

@@ -1137,3 +1137,64 @@ async fn only_administrators_read_the_audit_log() {
     let res = list(admin, "").await.expect("list");
     assert_eq!(error_code(res, 401).await, "TOKEN_REVOKED");
 }
+
+/// Revocation must not fail open: while Redis is gone the gateway asks auth-service, whose answer
+/// comes from PostgreSQL, including for a logout made during the outage.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_tokens_stay_revoked_while_redis_is_down() {
+    use std::time::Duration;
+
+    // A Redis of this test's own, so it can be killed without touching the others.
+    let dir = xtask::workspace_root()
+        .join("target")
+        .join("devstack")
+        .join(format!("redis-revocation-{}", std::process::id()));
+    let port = xtask::free_port().expect("port");
+    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis");
+    let url = redis.url();
+    // No caching of "not revoked", so a logout during the outage shows at once.
+    let gateway_env = [("REDIS_URL", url.as_str()), ("REVOCATION_CACHE_SECONDS", "0")];
+    let tp = xtask::testkit::start_with("revocationdown", &gateway_env, &[("REDIS_URL", url.as_str())])
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let (before_outage, _) = tokens(&api.register("outage@example.org").await);
+    let mut sessions = Vec::new();
+    for device in ["phone-2", "phone-3"] {
+        let res = api.login("outage@example.org", PASSWORD, device).await;
+        sessions.push(tokens(&res.json().await.expect("json")).0);
+    }
+    let res = api.post("/v1/auth/logout", json!({}), Some(&before_outage)).await;
+    assert_eq!(res.status().as_u16(), 204);
+
+    drop(redis);
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    crate::eventually("/ready to report Redis down", Duration::from_secs(10), || async move {
+        crate::admin_get(gateway_admin, "/ready").filter(|(_, b)| b["checks"]["redis"] == false)
+    })
+    .await;
+    // Revoked before the outage: still refused. A live session: still served.
+    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&sessions[0]).await.status().as_u16(), 200);
+    // A logout during the outage lands in PostgreSQL and takes effect at once.
+    let res = api.post("/v1/auth/logout", json!({}), Some(&sessions[0])).await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&sessions[0]).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
+    // A forged token is still refused by its signature, before any fallback.
+    let forged = format!("{}x", &sessions[1][..sessions[1].len() - 1]);
+    assert_eq!(error_code(api.me(&forged).await, 401).await, "UNAUTHENTICATED");
+
+    let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+    let count = |result: &str| {
+        let prefix = format!("revocation_fallback_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("revoked") >= 2, "{metrics}");
+    assert!(count("valid") >= 2, "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,7 @@ use service_kit::revocation::RedisKeys;
 
 use self::gcra::{Decision, Quota};
 use crate::error::ApiError;
+use crate::revocation::{RedisAnswer, RedisUnavailable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
@@ -188,7 +189,7 @@ impl Limiter {
         &self,
         checks: &[(&Policy, String)],
         revocation: Option<[String; 3]>,
-    ) -> (Vec<Option<Decision>>, Option<Revocation>) {
+    ) -> (Vec<Option<Decision>>, Option<RedisAnswer>) {
         if let Some(pool) = &self.redis {
             let with_rev = revocation.is_some();
             let mut invocation = self.script_all.prepare_invoke();
@@ -225,7 +226,7 @@ impl Limiter {
                     .collect();
                 let rev = with_rev.then(|| {
                     let r = &out[checks.len() * 4..];
-                    Revocation {
+                    RedisAnswer {
                         revoked: r[0] == 1 || r[1] == 1,
                         not_before: u64::try_from(r[2]).ok(),
                     }
@@ -323,16 +324,6 @@ fn announce(headers: &mut actix_web::http::header::HeaderMap, policy: &Policy, d
 #[derive(Clone)]
 pub struct VerifiedClaims(pub service_kit::auth::AccessClaims);
 
-/// The token's revocation state, read in the same round trip as the rate limits; the extractor
-/// uses it instead of asking Redis again.
-#[derive(Debug, Clone, Copy)]
-pub struct Revocation {
-    /// The token or its session was revoked.
-    pub revoked: bool,
-    /// The user's "not before", if any.
-    pub not_before: Option<u64>,
-}
-
 pub async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -364,8 +355,15 @@ pub async fn limit(
     });
     let checks = limiter.policies(&req, user.as_deref());
     let (decisions, revocation) = limiter.decide_all(&checks, revocation_keys).await;
-    if let Some(r) = revocation {
-        req.extensions_mut().insert(r);
+    match revocation {
+        Some(r) => {
+            req.extensions_mut().insert(r);
+        }
+        // The script failed: the revocation check need not wait for Redis a second time.
+        None if limiter.redis.is_some() => {
+            req.extensions_mut().insert(RedisUnavailable);
+        }
+        None => {}
     }
     let mut shown: Option<(Policy, Decision)> = None;
     for ((policy, _), d) in checks.iter().zip(decisions) {

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub upstreams: crate::upstream::Upstreams,
     pub verifier: service_kit::auth::Verifier,
-    pub redis_keys: service_kit::revocation::RedisKeys,
+    pub revocation: crate::revocation::RevocationCheck,
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// False only in benchmarks (`GATEWAY_VERIFY_TOKENS=false`): the services still verify.
     pub verify_tokens: bool,

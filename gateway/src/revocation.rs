@@ -1,0 +1,200 @@
+//! Is this verified access token still good? Redis answers (the token's jti, its session and the
+//! user's "not before"), usually in the rate limiter's round trip. When Redis cannot answer, the
+//! gateway asks auth-service, which keeps the same facts in PostgreSQL, and caches the answer
+//! briefly: revocation never fails open. Each such fallback is counted in
+//! `revocation_fallback_total{result}`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis;
+use prometheus::{IntCounterVec, Opts, Registry};
+use proto::auth::v1::CheckTokenRequest;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use service_kit::auth::AccessClaims;
+use service_kit::revocation::{RedisKeys, revoked_by_not_before};
+use tonic::transport::Channel;
+
+use crate::error::ApiError;
+
+/// Past this many cached answers, expired ones are dropped (and all of them if none expired).
+const CACHE_PRUNE_AT: usize = 100_000;
+
+/// What Redis said about one token.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisAnswer {
+    /// The token or its session was revoked.
+    pub revoked: bool,
+    /// The user's "not before", if any.
+    pub not_before: Option<u64>,
+}
+
+impl RedisAnswer {
+    pub fn revokes(&self, claims: &AccessClaims) -> bool {
+        self.revoked || revoked_by_not_before(claims.iat, self.not_before)
+    }
+}
+
+/// Put in a request's extensions by the rate limiter when its Redis round trip failed, so the
+/// revocation check goes straight to auth-service instead of waiting for Redis a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisUnavailable;
+
+pub struct RevocationCheck {
+    redis: Option<deadpool_redis::Pool>,
+    keys: RedisKeys,
+    redis_timeout: Duration,
+    auth: Channel,
+    /// Answers of auth-service by jti: until when they hold, and whether the token is revoked.
+    cache: Mutex<HashMap<String, (Instant, bool)>>,
+    cache_ttl: Duration,
+    fallbacks: IntCounterVec,
+}
+
+impl RevocationCheck {
+    pub fn new(
+        redis: Option<deadpool_redis::Pool>,
+        keys: RedisKeys,
+        redis_timeout: Duration,
+        auth: Channel,
+        cache_ttl: Duration,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "revocation_fallback_total",
+                "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        Ok(Self {
+            redis,
+            keys,
+            redis_timeout,
+            auth,
+            cache: Mutex::new(HashMap::new()),
+            cache_ttl,
+            fallbacks,
+        })
+    }
+
+    /// Ok when the token stands; 401 `TOKEN_REVOKED` when it was revoked; 503 when neither Redis
+    /// nor auth-service can tell. `redis_down` skips Redis (the limiter just found it unreachable).
+    pub async fn check(&self, claims: &AccessClaims, bearer: &str, redis_down: bool) -> Result<(), ApiError> {
+        if !redis_down && let Some(answer) = self.ask_redis(claims).await {
+            return if answer.revokes(claims) { Err(revoked()) } else { Ok(()) };
+        }
+        if self.ask_auth_service(claims, bearer).await? {
+            Err(revoked())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One MGET of the jti, session and not-before keys, bounded by the Redis timeout.
+    async fn ask_redis(&self, claims: &AccessClaims) -> Option<RedisAnswer> {
+        let pool = self.redis.as_ref()?;
+        let lookup = async {
+            let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+            let (jti, sid, nbf): (Option<String>, Option<String>, Option<u64>) = redis::cmd("MGET")
+                .arg(self.keys.jti(&claims.jti))
+                .arg(self.keys.session(&claims.sid))
+                .arg(self.keys.not_before(&claims.sub))
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, anyhow::Error>(RedisAnswer {
+                revoked: jti.is_some() || sid.is_some(),
+                not_before: nbf,
+            })
+        };
+        match tokio::time::timeout(self.redis_timeout, lookup).await {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "revocation lookup in Redis failed; asking auth-service"
+                );
+                None
+            }
+            Err(_) => {
+                tracing::warn!("revocation lookup in Redis timed out; asking auth-service");
+                None
+            }
+        }
+    }
+
+    /// auth-service's answer from PostgreSQL, cached: a revoked token until it expires (it can
+    /// never come back), a valid one for `REVOCATION_CACHE_SECONDS`.
+    async fn ask_auth_service(&self, claims: &AccessClaims, bearer: &str) -> Result<bool, ApiError> {
+        let now = Instant::now();
+        if let Some((until, revoked)) = self.lock().get(&claims.jti).copied()
+            && until > now
+        {
+            self.fallbacks.with_label_values(&["cached"]).inc();
+            return Ok(revoked);
+        }
+        let mut request = tonic::Request::new(CheckTokenRequest {});
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(format!("Bearer {bearer}")) {
+            request.metadata_mut().insert("authorization", v);
+        }
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(crate::error::current_request_id()) {
+            request.metadata_mut().insert("x-request-id", v);
+        }
+        let answer = AuthServiceClient::new(self.auth.clone()).check_token(request).await;
+        let revoked = match answer {
+            Ok(response) => response.into_inner().revoked,
+            Err(status) => {
+                self.fallbacks.with_label_values(&["unavailable"]).inc();
+                tracing::error!(
+                    grpc_code = ?status.code(),
+                    grpc_message = status.message(),
+                    "revocation unknown: Redis and auth-service both failed to answer"
+                );
+                return Err(match status.code() {
+                    // auth-service refused the token itself (e.g. a key it no longer has).
+                    tonic::Code::Unauthenticated => ApiError::from_status("auth", &status),
+                    _ => ApiError::unavailable("authentication service"),
+                });
+            }
+        };
+        self.fallbacks
+            .with_label_values(&[if revoked { "revoked" } else { "valid" }])
+            .inc();
+        let hold = if revoked {
+            let left = claims.exp.saturating_sub(unix_now());
+            Duration::from_secs(left.max(1))
+        } else {
+            self.cache_ttl
+        };
+        if !hold.is_zero() {
+            let mut cache = self.lock();
+            if cache.len() >= CACHE_PRUNE_AT {
+                cache.retain(|_, (until, _)| *until > now);
+                if cache.len() >= CACHE_PRUNE_AT {
+                    cache.clear();
+                }
+            }
+            cache.insert(claims.jti.clone(), (now + hold, revoked));
+        }
+        Ok(revoked)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, bool)>> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn revoked() -> ApiError {
+    ApiError::coded(
+        service_kit::errors::ErrorCode::TokenRevoked,
+        "The access token has been revoked; log in again.",
+    )
+}
