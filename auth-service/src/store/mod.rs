@@ -294,7 +294,9 @@ pub async fn token_revoked(
     if !live_session {
         return Ok(true);
     }
-    let account: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = users::table
+    // (tokens_not_before, deleted_at)
+    type Account = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let account: Option<Account> = users::table
         .find(user)
         .select((users::tokens_not_before, users::deleted_at))
         .first(conn)
