@@ -65,6 +65,113 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     );
 }
 
+/// The old deployment's "skip successful requests": only failed attempts spend the `auth` bucket,
+/// and an address that keeps hitting the wall raises one security event.
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_only_mode_counts_failed_logins_and_abuse_raises_one_event() {
+    let tp = xtask::testkit::start(
+        "rlfailures",
+        &[
+            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+            ("AUTH_RATE_LIMIT_BURST", "3"),
+            ("AUTH_RATE_LIMIT_SKIP_SUCCESSFUL", "true"),
+            ("RATE_LIMIT_ABUSE_THRESHOLD", "3"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let res = http
+        .post(format!("{}/v1/auth/register", tp.base_url()))
+        .json(&json!({"email": "ok@example.org", "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    let login = |password: &'static str| {
+        http.post(format!("{}/v1/auth/login", tp.base_url()))
+            .json(&json!({"email": "ok@example.org", "password": password, "device": {"device_id": "d", "platform": "ios"}}))
+            .send()
+    };
+    // Five successes in a row, more than the burst: none of them is counted.
+    for _ in 0..5 {
+        let res = login("correct horse battery staple").await.expect("login");
+        assert_eq!(res.status().as_u16(), 200);
+        assert!(header(&res, "ratelimit").is_some_and(|v| v.starts_with("\"auth\";r=3;")));
+    }
+    // Failures are: the burst of three, then 429 for failures and successes alike.
+    for remaining in [2, 1, 0] {
+        let res = login("wrong password 1").await.expect("login");
+        assert_eq!(res.status().as_u16(), 401);
+        let rl = header(&res, "ratelimit").expect("RateLimit");
+        assert!(rl.starts_with(&format!("\"auth\";r={remaining};")), "{rl}");
+    }
+    assert_eq!(
+        error_code(login("wrong password 1").await.expect("login"), 429).await,
+        "RATE_LIMIT_EXCEEDED"
+    );
+    let metric = "security_events_total{event_type=\"rate_limit_abuse\",severity=\"medium\"}";
+    let admin = tp.platform.ports.gateway_admin;
+    let (_, metrics) = xtask::platform::http_get(admin, "/metrics").expect("metrics");
+    assert!(!metrics.contains(metric), "{metrics}");
+    // The third refusal from this address raises the event; the fourth does not raise another.
+    for _ in 0..3 {
+        let res = login("correct horse battery staple").await.expect("login");
+        assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+    }
+    let (_, metrics) = xtask::platform::http_get(admin, "/metrics").expect("metrics");
+    assert!(metrics.contains(&format!("{metric} 1")), "{metrics}");
+}
+
+/// Analytics batches have their own policy, per user (per address without a valid token).
+#[tokio::test(flavor = "multi_thread")]
+async fn event_batches_have_their_own_policy() {
+    let tp = xtask::testkit::start(
+        "rlevents",
+        &[
+            ("EVENTS_RATE_LIMIT_MAX_REQUESTS", "30"),
+            ("EVENTS_RATE_LIMIT_BURST", "2"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let send = || {
+        http.post(format!("{}/v1/events", tp.base_url()))
+            .json(&json!({"events": []}))
+            .send()
+    };
+    for remaining in [1, 0] {
+        let res = send().await.expect("events");
+        assert_eq!(
+            header(&res, "ratelimit-policy").as_deref(),
+            Some("\"events\";q=30;w=60")
+        );
+        let rl = header(&res, "ratelimit").expect("RateLimit");
+        assert!(rl.starts_with(&format!("\"events\";r={remaining};")), "{rl}");
+    }
+    assert_eq!(
+        error_code(send().await.expect("events"), 429).await,
+        "RATE_LIMIT_EXCEEDED"
+    );
+    // The api bucket of the same address is untouched.
+    let res = http
+        .get(format!(
+            "{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
+            tp.base_url()
+        ))
+        .send()
+        .await
+        .expect("alerts");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        header(&res, "ratelimit-policy")
+            .as_deref()
+            .map(|v| v.starts_with("\"api\"")),
+        Some(true)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn api_limits_are_per_user_and_per_address_without_a_user() {
     let tp = xtask::testkit::start("rlapi", &[("RATE_LIMIT_MAX_REQUESTS", "60"), ("RATE_LIMIT_BURST", "2")])

@@ -60,11 +60,43 @@ pub fn decide(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Decision, Option
     (d, Some(new_tat))
 }
 
+/// Gives back one request's emission (the "skip successful requests" mode): the TAT moves back by
+/// one emission, never before now. Returns the new TAT (`None`: the bucket is empty, drop it) and
+/// the requests that could be made right now.
+pub fn refund(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Option<u64>, u64) {
+    let (t, cap) = (quota.emission_ms(), quota.capacity_ms());
+    let tat = tat.unwrap_or(now_ms).saturating_sub(t);
+    if tat <= now_ms {
+        return (None, cap / t);
+    }
+    (Some(tat), (cap.saturating_sub(tat - now_ms)) / t)
+}
+
+/// The same as [`refund`] in Redis. KEYS = the bucket; ARGV = emission and capacity ms.
+/// Returns the requests that could be made right now, and ms until the full burst is back.
+pub const SCRIPT_REFUND: &str = r#"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local t = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) - t
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+  return {math.floor(cap / t), 0}
+end
+redis.call('SET', KEYS[1], tat, 'PX', tat - now)
+return {math.floor((cap - (tat - now)) / t), tat - now}
+"#;
+
 /// Every policy of a request, and optionally its token's revocation keys, in one round trip.
-/// KEYS = n buckets, then (if ARGV[2n+2] == 1) the jti, session and not-before keys.
-/// ARGV = n, then emission and capacity ms per bucket, then the revocation flag.
-/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset ms, retry-after ms), then jti present, session present, not-before
-/// (-1 when none). Buckets are only spent when every policy allows the request.
+/// KEYS = n buckets, then (if the revocation flag is 1) the jti, session and not-before keys,
+/// then the address's refusal counter.
+/// ARGV = n, then emission and capacity ms per bucket, then the revocation flag, then the
+/// refusal counter's window in seconds.
+/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset ms, retry-after ms), then (with
+/// the flag) jti present, session present, not-before (-1 when none), then the address's refusals
+/// in the current window (0 when allowed). Buckets are only spent when every policy allows the
+/// request; a refusal is counted once, however many policies refused.
 pub const SCRIPT_ALL: &str = r#"
 local n = tonumber(ARGV[1])
 local clock = redis.call('TIME')
@@ -91,10 +123,19 @@ if all then
     redis.call('SET', KEYS[i], next_tat[i], 'PX', next_tat[i] - now)
   end
 end
+local counter = n + 1
 if tonumber(ARGV[2 * n + 2]) == 1 then
   table.insert(out, redis.call('EXISTS', KEYS[n + 1]))
   table.insert(out, redis.call('EXISTS', KEYS[n + 2]))
   table.insert(out, tonumber(redis.call('GET', KEYS[n + 3]) or -1) or -1)
+  counter = n + 4
+end
+if all then
+  table.insert(out, 0)
+else
+  local refusals = redis.call('INCR', KEYS[counter])
+  if refusals == 1 then redis.call('EXPIRE', KEYS[counter], ARGV[2 * n + 3]) end
+  table.insert(out, refusals)
 end
 return out
 "#;
@@ -129,6 +170,20 @@ mod tests {
         assert!(decide(tat, now + 12_000, &AUTH).0.allowed);
         // After a full idle period the whole burst is back.
         assert_eq!(decide(tat, now + 36_000, &AUTH).0.remaining, 2);
+    }
+
+    #[test]
+    fn a_refund_gives_back_exactly_one_request() {
+        let now = 1_000_000;
+        let (_, tat) = decide(None, now, &AUTH);
+        let (_, tat) = decide(tat, now, &AUTH);
+        assert_eq!(tat, Some(now + 24_000));
+        assert_eq!(refund(tat, now, &AUTH), (Some(now + 12_000), 2));
+        // Back to an empty bucket: nothing to store, the whole burst available.
+        assert_eq!(refund(Some(now + 12_000), now, &AUTH), (None, 3));
+        // Never below now: a refund cannot bank credit beyond the burst.
+        assert_eq!(refund(None, now, &AUTH), (None, 3));
+        assert_eq!(refund(Some(now + 5_000), now, &AUTH), (None, 3));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Rate limiting at the edge: policies per route class, decided by one atomic Redis script per
-//! policy (GCRA), announced with the IETF `RateLimit-Policy` / `RateLimit` fields, refused with 429
-//! `RATE_LIMIT_EXCEEDED` and `Retry-After`. When Redis is down or slow, `RATE_LIMIT_FAILURE_MODE`
-//! decides: `local` (an in-process limiter with the same policies), `open` or `closed`.
+//! Rate limiting at the edge: policies per route class, decided for each request by one atomic
+//! Redis script (GCRA) that also reads the token's revocation keys, announced with the IETF
+//! `RateLimit-Policy` / `RateLimit` fields, refused with 429 `RATE_LIMIT_EXCEEDED` and
+//! `Retry-After`. An address that keeps hitting the limits is reported as a security event. When
+//! Redis is down or slow, `RATE_LIMIT_FAILURE_MODE` decides: `local` (an in-process limiter with
+//! the same policies), `open` or `closed`.
 
 pub mod gcra;
 
@@ -31,7 +33,7 @@ pub enum FailureMode {
     Closed,
 }
 
-/// A named limit and how its bucket is chosen.
+/// A named limit.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: &'static str,
@@ -44,8 +46,16 @@ pub struct RateLimitConfig {
     pub failure_mode: FailureMode,
     pub redis_timeout: Duration,
     pub auth: Policy,
+    /// `AUTH_RATE_LIMIT_SKIP_SUCCESSFUL`: the `auth` policy counts only failed attempts (status
+    /// 400 and up), as the old deployment's "skip successful requests" did.
+    pub auth_skip_successful: bool,
     pub api: Policy,
+    pub events: Policy,
     pub global: Policy,
+    /// `RATE_LIMIT_ABUSE_THRESHOLD` refusals of one address within `RATE_LIMIT_ABUSE_WINDOW`
+    /// raise one `rate_limit_abuse` security event.
+    pub abuse_threshold: u64,
+    pub abuse_window: Duration,
 }
 
 impl RateLimitConfig {
@@ -62,49 +72,27 @@ impl RateLimitConfig {
             "closed" => FailureMode::Closed,
             _ => FailureMode::Local,
         };
-        let quota = |limit_var: &str, limit: u32, window_var: &str, window: u64, burst_var: &str, burst: u32| {
-            let limit = env.int_in(limit_var, limit, 1, 1_000_000);
-            let window = env.seconds_in(window_var, window, 1, 86_400);
-            let burst = env.int_in(burst_var, burst, 1, 1_000_000);
-            Quota { limit, window, burst }
+        // `PREFIX` + RATE_LIMIT_MAX_REQUESTS / _WINDOW / _BURST.
+        let policy = |name: &'static str, prefix: &str, limit: u32, window: u64, burst: u32| {
+            let limit = env.int_in(&format!("{prefix}RATE_LIMIT_MAX_REQUESTS"), limit, 1, 1_000_000);
+            let window = env.seconds_in(&format!("{prefix}RATE_LIMIT_WINDOW"), window, 1, 86_400);
+            let burst = env.int_in(&format!("{prefix}RATE_LIMIT_BURST"), burst, 1, 1_000_000);
+            Policy {
+                name,
+                quota: Quota { limit, window, burst },
+            }
         };
         Self {
             enabled,
             failure_mode,
             redis_timeout: env.millis_in("RATE_LIMIT_REDIS_TIMEOUT_MS", 50, 1, 5000),
-            auth: Policy {
-                name: "auth",
-                quota: quota(
-                    "AUTH_RATE_LIMIT_MAX_REQUESTS",
-                    5,
-                    "AUTH_RATE_LIMIT_WINDOW",
-                    60,
-                    "AUTH_RATE_LIMIT_BURST",
-                    3,
-                ),
-            },
-            api: Policy {
-                name: "api",
-                quota: quota(
-                    "RATE_LIMIT_MAX_REQUESTS",
-                    100,
-                    "RATE_LIMIT_WINDOW",
-                    60,
-                    "RATE_LIMIT_BURST",
-                    20,
-                ),
-            },
-            global: Policy {
-                name: "global",
-                quota: quota(
-                    "GLOBAL_RATE_LIMIT_MAX_REQUESTS",
-                    2000,
-                    "GLOBAL_RATE_LIMIT_WINDOW",
-                    300,
-                    "GLOBAL_RATE_LIMIT_BURST",
-                    2000,
-                ),
-            },
+            auth: policy("auth", "AUTH_", 5, 60, 3),
+            auth_skip_successful: env.bool_or("AUTH_RATE_LIMIT_SKIP_SUCCESSFUL", false),
+            api: policy("api", "", 100, 60, 20),
+            events: policy("events", "EVENTS_", 30, 60, 10),
+            global: policy("global", "GLOBAL_", 2000, 300, 2000),
+            abuse_threshold: env.int_in("RATE_LIMIT_ABUSE_THRESHOLD", 20, 1, 1_000_000),
+            abuse_window: env.seconds_in("RATE_LIMIT_ABUSE_WINDOW", 60, 1, 86_400),
         }
     }
 }
@@ -116,9 +104,13 @@ pub struct Limiter {
     redis: Option<deadpool_redis::Pool>,
     keys: RedisKeys,
     script_all: Arc<redis::Script>,
+    script_refund: Arc<redis::Script>,
+    /// The in-process fallback: TAT per bucket, and refusals per address (count, window end ms).
     local: Arc<Mutex<HashMap<String, u64>>>,
+    local_refusals: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     violations: IntCounterVec,
     fallbacks: IntCounterVec,
+    security_events: IntCounterVec,
 }
 
 /// Limits the in-process fallback's memory: past this many buckets, expired ones are dropped.
@@ -131,6 +123,35 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// The checks of one request.
+struct Checks<'a> {
+    /// The client's address, as the buckets and the refusal counter know it.
+    ip: String,
+    /// Policies with their bucket keys, most specific first.
+    policies: Vec<(&'a Policy, String)>,
+}
+
+/// What the one round trip (or the fallback) decided.
+struct Outcome {
+    /// Per policy; `None` when the failure mode is `open`.
+    decisions: Vec<Option<Decision>>,
+    /// The token's revocation state, when asked and Redis answered.
+    revocation: Option<RedisAnswer>,
+    /// Redis decided (else the fallback did).
+    via_redis: bool,
+    /// The address's refusals in the current window, counting this one (0 when allowed).
+    refusals: u64,
+}
+
+fn drop_expired<V>(map: &mut HashMap<String, V>, live: impl Fn(&V) -> bool) {
+    if map.len() >= LOCAL_PRUNE_AT {
+        map.retain(|_, v| live(v));
+        if map.len() >= LOCAL_PRUNE_AT {
+            map.clear();
+        }
+    }
+}
+
 impl Limiter {
     pub fn new(
         config: RateLimitConfig,
@@ -138,63 +159,67 @@ impl Limiter {
         keys: RedisKeys,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let violations = IntCounterVec::new(
-            Opts::new(
-                "rate_limit_violations_total",
-                "Requests refused by a rate limit, by policy",
-            ),
-            &["policy"],
-        )?;
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "rate_limit_fallback_total",
-                "Rate-limit decisions made without Redis, by failure mode",
-            ),
-            &["mode"],
-        )?;
-        registry.register(Box::new(violations.clone()))?;
-        registry.register(Box::new(fallbacks.clone()))?;
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         Ok(Self {
             config: Arc::new(config),
             redis,
             keys,
             script_all: Arc::new(redis::Script::new(gcra::SCRIPT_ALL)),
+            script_refund: Arc::new(redis::Script::new(gcra::SCRIPT_REFUND)),
             local: Arc::new(Mutex::new(HashMap::new())),
-            violations,
-            fallbacks,
+            local_refusals: Arc::new(Mutex::new(HashMap::new())),
+            violations: counter(
+                "rate_limit_violations_total",
+                "Requests refused by a rate limit, by policy",
+                &["policy"],
+            )?,
+            fallbacks: counter(
+                "rate_limit_fallback_total",
+                "Rate-limit decisions made without Redis, by failure mode",
+                &["mode"],
+            )?,
+            security_events: counter(
+                "security_events_total",
+                "Security events raised by the gateway, by type and severity",
+                &["event_type", "severity"],
+            )?,
         })
     }
 
     /// The policies a request is subject to, with their bucket keys, most specific first.
-    fn policies(&self, req: &ServiceRequest, user: Option<&str>) -> Vec<(&Policy, String)> {
+    fn policies(&self, req: &ServiceRequest, user: Option<&str>) -> Checks<'_> {
         let ip = req
             .app_data::<web::Data<crate::routes::AppState>>()
             .and_then(|state| crate::client_ip::of_service_request(&state.trusted_proxies, req))
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let path = req.path();
-        let mut out = Vec::with_capacity(2);
+        let who = || user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{u}"));
+        let mut policies = Vec::with_capacity(2);
         if AUTH_ROUTES.contains(&path) {
-            out.push((&self.config.auth, format!("rl:auth:{ip}:{path}")));
+            policies.push((&self.config.auth, format!("rl:auth:{ip}:{path}")));
+        } else if path == "/v1/events" || path.starts_with("/v1/events/") {
+            policies.push((&self.config.events, format!("rl:events:{}", who())));
         } else if path.starts_with("/v1/") {
-            let who = user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{u}"));
-            out.push((&self.config.api, format!("rl:api:{who}")));
+            policies.push((&self.config.api, format!("rl:api:{}", who())));
         }
-        out.push((&self.config.global, format!("rl:global:{ip}")));
-        out
+        policies.push((&self.config.global, format!("rl:global:{ip}")));
+        Checks { ip, policies }
     }
 
-    /// Every check of one request, and its token's revocation state, in one Redis round trip.
-    /// Without Redis each policy goes to the failure mode and the revocation state is unknown.
-    async fn decide_all(
-        &self,
-        checks: &[(&Policy, String)],
-        revocation: Option<[String; 3]>,
-    ) -> (Vec<Option<Decision>>, Option<RedisAnswer>) {
+    /// Every check of one request, its token's revocation state and the address's refusal count,
+    /// in one Redis round trip. Without Redis each policy goes to the failure mode and the
+    /// revocation state is unknown.
+    async fn decide_all(&self, checks: &Checks<'_>, revocation: Option<[String; 3]>) -> Outcome {
+        let policies = &checks.policies;
         if let Some(pool) = &self.redis {
             let with_rev = revocation.is_some();
             let mut invocation = self.script_all.prepare_invoke();
-            invocation.arg(checks.len());
-            for (policy, key) in checks {
+            invocation.arg(policies.len());
+            for (policy, key) in policies {
                 invocation
                     .key(self.keys.other(key))
                     .arg(policy.quota.emission_ms())
@@ -203,51 +228,71 @@ impl Limiter {
             for key in revocation.iter().flatten() {
                 invocation.key(key);
             }
-            invocation.arg(u8::from(with_rev));
+            invocation
+                .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
+                .arg(u8::from(with_rev))
+                .arg(self.config.abuse_window.as_secs());
             let call = async {
                 let mut conn = pool.get().await.ok()?;
                 invocation.invoke_async::<Vec<i64>>(&mut conn).await.ok()
             };
+            let n = policies.len();
             if let Ok(Some(out)) = tokio::time::timeout(self.config.redis_timeout, call).await
-                && out.len() == checks.len() * 4 + if with_rev { 3 } else { 0 }
+                && out.len() == n * 4 + if with_rev { 3 } else { 0 } + 1
             {
-                let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                let num = |v: i64| u64::try_from(v).unwrap_or(0);
                 let decisions = out
                     .chunks(4)
-                    .take(checks.len())
+                    .take(n)
                     .map(|c| {
                         Some(Decision {
                             allowed: c[0] == 1,
-                            remaining: n(c[1]),
-                            reset_ms: n(c[2]),
-                            retry_after_ms: n(c[3]),
+                            remaining: num(c[1]),
+                            reset_ms: num(c[2]),
+                            retry_after_ms: num(c[3]),
                         })
                     })
                     .collect();
-                let rev = with_rev.then(|| {
-                    let r = &out[checks.len() * 4..];
+                let revocation = with_rev.then(|| {
+                    let r = &out[n * 4..];
                     RedisAnswer {
                         revoked: r[0] == 1 || r[1] == 1,
                         not_before: u64::try_from(r[2]).ok(),
                     }
                 });
-                return (decisions, rev);
+                return Outcome {
+                    decisions,
+                    revocation,
+                    via_redis: true,
+                    refusals: out.last().copied().map_or(0, num),
+                };
             }
         }
-        let mut decisions = Vec::with_capacity(checks.len());
-        for (policy, key) in checks {
-            decisions.push(self.fallback(policy, key));
+        let decisions: Vec<Option<Decision>> = policies
+            .iter()
+            .map(|(policy, key)| self.fallback(policy, key))
+            .collect();
+        let refused = decisions.iter().flatten().any(|d| !d.allowed);
+        let refusals = if refused && self.config.failure_mode == FailureMode::Local {
+            self.count_refusal_locally(&checks.ip)
+        } else {
+            0
+        };
+        Outcome {
+            decisions,
+            revocation: None,
+            via_redis: false,
+            refusals,
         }
-        (decisions, None)
     }
 
     #[cfg(test)]
     async fn decide(&self, policy: &Policy, key: &str) -> Option<Decision> {
-        self.decide_all(&[(policy, key.to_owned())], None)
-            .await
-            .0
-            .pop()
-            .flatten()
+        let checks = Checks {
+            ip: "test".to_owned(),
+            policies: vec![(policy, key.to_owned())],
+        };
+        self.decide_all(&checks, None).await.decisions.pop().flatten()
     }
 
     /// No Redis answer (or none configured): the failure mode decides.
@@ -273,9 +318,7 @@ impl Limiter {
             FailureMode::Local => {
                 let now = now_ms();
                 let mut buckets = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if buckets.len() >= LOCAL_PRUNE_AT {
-                    buckets.retain(|_, tat| *tat > now);
-                }
+                drop_expired(&mut buckets, |tat| *tat > now);
                 let (d, tat) = gcra::decide(buckets.get(key).copied(), now, &q);
                 if let Some(tat) = tat {
                     buckets.insert(key.to_owned(), tat);
@@ -283,6 +326,88 @@ impl Limiter {
                 Some(d)
             }
         }
+    }
+
+    fn count_refusal_locally(&self, ip: &str) -> u64 {
+        let now = now_ms();
+        let window = self.config.abuse_window.as_millis() as u64;
+        let mut counts = self
+            .local_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop_expired(&mut counts, |(_, end)| *end > now);
+        let entry = counts.entry(ip.to_owned()).or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 += 1;
+        entry.0
+    }
+
+    /// Gives back a successful request's emission of `policy` (the failures-only mode), where it
+    /// was spent. Returns the bucket's state afterwards, to announce.
+    async fn refund(&self, policy: &Policy, key: &str, via_redis: bool) -> Option<Decision> {
+        let q = policy.quota;
+        if via_redis {
+            let pool = self.redis.as_ref()?;
+            let mut invocation = self.script_refund.prepare_invoke();
+            invocation
+                .key(self.keys.other(key))
+                .arg(q.emission_ms())
+                .arg(q.capacity_ms());
+            let call = async {
+                let mut conn = pool.get().await.ok()?;
+                invocation.invoke_async::<(u64, u64)>(&mut conn).await.ok()
+            };
+            let Ok(Some((remaining, reset_ms))) = tokio::time::timeout(self.config.redis_timeout, call).await else {
+                tracing::warn!(policy = policy.name, "could not refund a successful request in Redis");
+                return None;
+            };
+            return Some(Decision {
+                allowed: true,
+                remaining,
+                reset_ms,
+                retry_after_ms: 0,
+            });
+        }
+        if self.config.failure_mode != FailureMode::Local {
+            return None;
+        }
+        let now = now_ms();
+        let mut buckets = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tat, remaining) = gcra::refund(buckets.get(key).copied(), now, &q);
+        let reset_ms = tat.map_or(0, |tat| tat - now);
+        match tat {
+            Some(tat) => buckets.insert(key.to_owned(), tat),
+            None => buckets.remove(key),
+        };
+        Some(Decision {
+            allowed: true,
+            remaining,
+            reset_ms,
+            retry_after_ms: 0,
+        })
+    }
+
+    /// One security event when an address reaches the threshold of refusals in a window: the
+    /// shared counter crosses it exactly once, so there is one event per window however many
+    /// gateways there are.
+    fn report_abuse(&self, ip: &str, policy: &Policy, refusals: u64) {
+        if refusals != self.config.abuse_threshold {
+            return;
+        }
+        self.security_events
+            .with_label_values(&["rate_limit_abuse", "medium"])
+            .inc();
+        tracing::warn!(
+            event_type = "rate_limit_abuse",
+            severity = "medium",
+            client_ip = ip,
+            policy = policy.name,
+            refusals,
+            window_s = self.config.abuse_window.as_secs(),
+            "security event: an address keeps hitting the rate limits"
+        );
     }
 }
 
@@ -354,8 +479,8 @@ pub async fn limit(
         ]
     });
     let checks = limiter.policies(&req, user.as_deref());
-    let (decisions, revocation) = limiter.decide_all(&checks, revocation_keys).await;
-    match revocation {
+    let outcome = limiter.decide_all(&checks, revocation_keys).await;
+    match outcome.revocation {
         Some(r) => {
             req.extensions_mut().insert(r);
         }
@@ -365,11 +490,12 @@ pub async fn limit(
         }
         None => {}
     }
-    let mut shown: Option<(Policy, Decision)> = None;
-    for ((policy, _), d) in checks.iter().zip(decisions) {
+    let mut shown: Option<(&Policy, &str, Decision)> = None;
+    for ((policy, key), d) in checks.policies.iter().zip(outcome.decisions) {
         let Some(d) = d else { continue };
         if !d.allowed {
             limiter.violations.with_label_values(&[policy.name]).inc();
+            limiter.report_abuse(&checks.ip, policy, outcome.refusals);
             tracing::info!(
                 policy = policy.name,
                 retry_after_s = secs(d.retry_after_ms),
@@ -385,14 +511,22 @@ pub async fn limit(
             return Ok(req.into_response(res));
         }
         if shown.is_none() {
-            shown = Some(((*policy).clone(), d));
+            shown = Some((policy, key, d));
         }
     }
     let mut res = next.call(req).await?.map_into_boxed_body();
-    if let Some((policy, d)) = shown
-        && res.status() != StatusCode::TOO_MANY_REQUESTS
-    {
-        announce(res.headers_mut(), &policy, &d);
+    if let Some((policy, key, mut d)) = shown {
+        // Failures-only mode: a success gives its emission back.
+        if std::ptr::eq(policy, &limiter.config.auth)
+            && limiter.config.auth_skip_successful
+            && res.status().as_u16() < 400
+            && let Some(after) = limiter.refund(policy, key, outcome.via_redis).await
+        {
+            d = after;
+        }
+        if res.status() != StatusCode::TOO_MANY_REQUESTS {
+            announce(res.headers_mut(), policy, &d);
+        }
     }
     Ok(res)
 }
@@ -412,11 +546,18 @@ mod tests {
             failure_mode: mode,
             redis_timeout: Duration::from_millis(50),
             auth: Policy { name: "auth", quota: q },
+            auth_skip_successful: false,
             api: Policy { name: "api", quota: q },
+            events: Policy {
+                name: "events",
+                quota: q,
+            },
             global: Policy {
                 name: "global",
                 quota: q,
             },
+            abuse_threshold: 3,
+            abuse_window: Duration::from_secs(60),
         }
     }
 
@@ -469,6 +610,47 @@ mod tests {
         assert!(
             closed.decide(&policy, "k").await.is_some_and(|d| !d.allowed),
             "closed refuses"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_redis_refunds_and_abuse_counting_stay_local() {
+        let registry = Registry::new();
+        let local = Limiter::new(
+            config(FailureMode::Local),
+            dead_redis(),
+            RedisKeys::default(),
+            &registry,
+        )
+        .expect("limiter");
+        let policy = local.config.auth.clone();
+        for _ in 0..3 {
+            assert!(local.decide(&policy, "k").await.is_some_and(|d| d.allowed));
+        }
+        // A refund gives exactly one request back.
+        let after = local.refund(&policy, "k", false).await.expect("refunded");
+        assert_eq!(after.remaining, 1);
+        assert!(local.decide(&policy, "k").await.is_some_and(|d| d.allowed));
+        assert!(local.decide(&policy, "k").await.is_some_and(|d| !d.allowed));
+
+        // Refusals of one address are counted; the event fires once, at the threshold (3).
+        let checks = Checks {
+            ip: "192.0.2.7".to_owned(),
+            policies: vec![(&policy, "k".to_owned())],
+        };
+        let mut counts = Vec::new();
+        for _ in 0..5 {
+            let outcome = local.decide_all(&checks, None).await;
+            counts.push(outcome.refusals);
+            local.report_abuse(&checks.ip, &policy, outcome.refusals);
+        }
+        assert_eq!(counts, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            local
+                .security_events
+                .with_label_values(&["rate_limit_abuse", "medium"])
+                .get(),
+            1
         );
     }
 }
