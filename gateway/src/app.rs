@@ -71,6 +71,7 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                         first_line(&e.to_string()),
                     )
                 }
+                E::Payload(p) if crate::body::is_read_timeout(p) => ApiError::body_timeout(),
                 _ => ApiError::malformed_json("The request body is not valid JSON."),
             };
             api.into()
@@ -85,7 +86,12 @@ fn first_line(s: &str) -> String {
 impl Application {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let edge_state = web::Data::new(Edge::new(config.max_body_bytes, config.request_timeout, &registry)?);
+        let edge_state = web::Data::new(Edge::new(
+            config.max_body_bytes,
+            config.request_timeout,
+            config.body_read_timeout,
+            &registry,
+        )?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
         let verifier = crate::auth::verifier(config.verifier.clone(), upstreams.auth.clone());
         let state = web::Data::new(AppState {
@@ -255,8 +261,15 @@ mod tests {
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {
         let registry = Registry::new();
-        let edge_state =
-            web::Data::new(Edge::new(1024, std::time::Duration::from_secs(5), &registry).expect("metrics"));
+        let edge_state = web::Data::new(
+            Edge::new(
+                1024,
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(1),
+                &registry,
+            )
+            .expect("metrics"),
+        );
         let app = test::init_service(
             App::new()
                 .app_data(edge_state)
@@ -335,7 +348,13 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(
-                    Edge::new(1024, std::time::Duration::from_secs(5), &registry).expect("metrics"),
+                    Edge::new(
+                        1024,
+                        std::time::Duration::from_secs(5),
+                        std::time::Duration::from_secs(1),
+                        &registry,
+                    )
+                    .expect("metrics"),
                 ))
                 .app_data(json_config(1024))
                 .route("/echo", web::post().to(echo))

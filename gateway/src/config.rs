@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_MS`: the whole request, from headers read to response ready.
     pub request_timeout: Duration,
+    /// `BODY_READ_TIMEOUT_MS`: the request body, from headers read to its last byte (shorter than
+    /// the whole request; a trickling client gets 408 and the connection is closed).
+    pub body_read_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_SECONDS`: how long in-flight requests may run after SIGTERM.
     pub shutdown_timeout: Duration,
     /// `WORKERS`: HTTP worker threads (default: number of cores).
@@ -129,6 +132,13 @@ impl GatewayConfig {
                 "must be longer than GRPC_REQUEST_TIMEOUT_MS, so a slow service is reported as such",
             );
         }
+        let body_read_timeout = env.millis_in("BODY_READ_TIMEOUT_MS", 10_000, 100, 300_000);
+        if body_read_timeout >= request_timeout {
+            env.problem(
+                "BODY_READ_TIMEOUT_MS",
+                "must be shorter than REQUEST_TIMEOUT_MS, so a slow body is told apart from a slow service",
+            );
+        }
         let workers = env.int_in(
             "WORKERS",
             std::thread::available_parallelism().map(usize::from).unwrap_or(2),
@@ -151,6 +161,7 @@ impl GatewayConfig {
             allowed_origins,
             max_body_bytes: env.int_in("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
             request_timeout,
+            body_read_timeout,
             shutdown_timeout: env.seconds_in("SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 600),
             workers,
             upstreams,

@@ -22,6 +22,7 @@ use crate::error::{ApiError, REQUEST_ID};
 pub struct Edge {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub body_read_timeout: Duration,
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
@@ -49,7 +50,12 @@ impl Edge {
         self.in_flight.get()
     }
 
-    pub fn new(max_body_bytes: usize, request_timeout: Duration, registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(
+        max_body_bytes: usize,
+        request_timeout: Duration,
+        body_read_timeout: Duration,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
@@ -74,6 +80,7 @@ impl Edge {
         Ok(Self {
             max_body_bytes,
             request_timeout,
+            body_read_timeout,
             requests,
             duration,
             in_flight,
@@ -202,6 +209,17 @@ pub async fn edge(
     let (max_body, timeout) = edge.as_ref().map_or((usize::MAX, Duration::from_secs(30)), |e| {
         (e.max_body_bytes, e.request_timeout)
     });
+    // A body must arrive within its own deadline. HTTP/2 bodies need not declare a length, so
+    // every request that may carry one is watched.
+    let bodiless = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS")
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING);
+    if let Some(e) = &edge
+        && !bodiless
+    {
+        let payload = actix_web::HttpMessage::take_payload(&mut req);
+        req.set_payload(crate::body::with_read_deadline(payload, e.body_read_timeout));
+    }
 
     let declared_len = req
         .headers()
@@ -217,7 +235,14 @@ pub async fn edge(
         // timeout, an error below), the error itself renders the response (with the request id).
         match tokio::time::timeout(timeout, AssertUnwindSafe(next.call(req)).catch_unwind()).await {
             Ok(Ok(Ok(res))) => {
-                let res = res.map_into_boxed_body();
+                let mut res = res.map_into_boxed_body();
+                if res.status() == StatusCode::REQUEST_TIMEOUT {
+                    // The rest of the body may still be on its way: do not read it, hang up.
+                    tracing::info!("request body not received in time; closing the connection");
+                    res.response_mut()
+                        .head_mut()
+                        .set_connection_type(actix_web::http::ConnectionType::Close);
+                }
                 if foreign_error(&res) {
                     let api = api_error_for_status(res.status());
                     Ok(res.into_response(api.error_response()))

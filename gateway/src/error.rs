@@ -142,6 +142,15 @@ impl ApiError {
         }
     }
 
+    /// The client did not send its body within `BODY_READ_TIMEOUT_MS` (the connection is closed).
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "The request body did not arrive in time.",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

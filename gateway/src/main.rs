@@ -2,6 +2,7 @@
 
 mod app;
 mod auth;
+mod body;
 mod client_ip;
 mod config;
 mod edge;

@@ -310,6 +310,27 @@ async fn hostile_input_is_refused_and_changes_nothing() {
         assert_eq!(v["error"]["code"], "VALIDATION_FAILED", "{v}");
         assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
     }
+    // Every string has an outer bound at the edge, whatever route and however deep.
+    let long = "x".repeat(100_000);
+    let mut nested = registration("long@example.org");
+    nested["device"]["model"] = json!(long);
+    let login = json!({"email": "a@example.org", "password": long, "device": {"device_id": "d", "platform": "ios"}});
+    for (path, body, field) in [
+        ("/v1/auth/register", nested, "device.model"),
+        ("/v1/auth/login", login, "password"),
+        ("/v1/auth/password-reset", json!({"email": long}), "email"),
+    ] {
+        let res = api.post(path, body, None).await;
+        assert_eq!(res.status().as_u16(), 400, "{path}");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
+        assert!(
+            v["error"]["details"][0]["issue"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("must be at most")),
+            "{v}"
+        );
+    }
     // Unknown fields (a client trying to set its own roles) are refused, naming the field.
     let mut body = registration("roles@example.org");
     body["roles"] = json!(["admin"]);

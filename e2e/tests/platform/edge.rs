@@ -154,6 +154,11 @@ async fn tls_12_and_13_by_default_and_13_only_when_configured() {
         only(reqwest::tls::Version::TLS_1_3).get(&url).send().await.is_ok(),
         "TLS 1.3 refused"
     );
+    // No client library here offers TLS 1.0 or 1.1 any more, so a hello is written by hand.
+    for (version, name) in [([3u8, 1u8], "TLS 1.0"), ([3, 2], "TLS 1.1")] {
+        let alert = legacy_hello(tp.platform.ports.gateway, version).await;
+        assert_eq!(alert, Ok(70), "{name}: expected a protocol_version alert");
+    }
     drop(tp);
 
     let tp = xtask::testkit::start("tls13", &[("TLS_MIN_VERSION", "1.3")])
@@ -241,4 +246,74 @@ async fn a_certificate_swapped_on_disk_is_served_to_the_next_connection() {
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends a ClientHello that offers only `version` (no supported_versions extension, as TLS 1.0
+/// and 1.1 clients send it) and returns the description of the fatal alert the server answers
+/// with, or whatever it answered instead.
+async fn legacy_hello(port: u16, version: [u8; 2]) -> Result<u8, Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&version);
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.push(0); // no session id
+    // TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_3DES_EDE_CBC_SHA
+    hello.extend_from_slice(&[0, 6, 0xc0, 0x13, 0x00, 0x2f, 0x00, 0x0a]);
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    // signature_algorithms (ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256), so that the version is
+    // what the server objects to, not a missing TLS 1.2 extension.
+    hello.extend_from_slice(&[0, 10, 0x00, 0x0d, 0, 6, 0, 4, 0x04, 0x03, 0x08, 0x04]);
+    let mut handshake = vec![1u8, 0, (hello.len() >> 8) as u8, hello.len() as u8];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![22u8, 3, 1, (handshake.len() >> 8) as u8, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    socket.write_all(&record).await.expect("hello");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    // An alert record: type 21, version, length 2, level 2 (fatal), description.
+    match answer.as_slice() {
+        [21, _, _, 0, 2, 2, description, ..] => Ok(*description),
+        other => Err(other.to_vec()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_trickles_in_is_cut_off_with_408() {
+    use futures_util::StreamExt as _;
+
+    let tp = xtask::testkit::start("slowbody", &[("BODY_READ_TIMEOUT_MS", "300")])
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    // Half a body, then nothing: the client keeps the connection open and never finishes.
+    let half = futures_util::stream::iter([Ok::<_, std::io::Error>(b"{\"email\": \"slow@exa".to_vec())]);
+    let stalled = reqwest::Body::wrap_stream(half.chain(futures_util::stream::pending()));
+    let started = std::time::Instant::now();
+    let res = http
+        .post(format!("{}/v1/auth/password-reset", tp.base_url()))
+        .header("content-type", "application/json")
+        .body(stalled)
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(error_code(res, 408).await, "REQUEST_TIMEOUT");
+    // Cut off by the body deadline, long before the whole-request timeout (15 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A body sent at once is still fine.
+    let res = http
+        .post(format!("{}/v1/auth/password-reset", tp.base_url()))
+        .json(&serde_json::json!({"email": "quick@example.org"}))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(res.status().as_u16(), 202);
 }

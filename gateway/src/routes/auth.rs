@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, upstream_request};
 use crate::auth::Authenticated;
+use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -150,7 +151,7 @@ fn upstream(e: tonic::Status) -> ApiError {
 pub async fn register(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<RegisterBody>,
+    body: BoundedJson<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::RegisterRequest {
@@ -183,7 +184,7 @@ pub async fn register(
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<LoginBody>,
+    body: BoundedJson<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::LoginRequest {
@@ -214,7 +215,7 @@ pub async fn login(
 pub async fn refresh(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<RefreshBody>,
+    body: BoundedJson<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::RefreshRequest {
@@ -239,7 +240,7 @@ pub async fn logout(
     req: HttpRequest,
     auth: Authenticated,
     state: web::Data<AppState>,
-    body: Option<web::Json<LogoutBody>>,
+    body: Option<BoundedJson<LogoutBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let refresh_token = body.and_then(|b| b.into_inner().refresh_token).unwrap_or_default();
     let message = pb::LogoutRequest { refresh_token };
@@ -300,7 +301,7 @@ pub async fn update_me(
     req: HttpRequest,
     auth: Authenticated,
     state: web::Data<AppState>,
-    body: web::Json<UpdateMeBody>,
+    body: BoundedJson<UpdateMeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::UpdateMeRequest {
@@ -335,7 +336,7 @@ pub async fn change_password(
     req: HttpRequest,
     auth: Authenticated,
     state: web::Data<AppState>,
-    body: web::Json<ChangePasswordBody>,
+    body: BoundedJson<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::ChangePasswordRequest {
@@ -478,7 +479,7 @@ pub async fn mfa_confirm(
     req: HttpRequest,
     auth: Authenticated,
     state: web::Data<AppState>,
-    body: web::Json<CodeBody>,
+    body: BoundedJson<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::MfaCodeRequest {
         code: body.into_inner().code,
@@ -500,7 +501,7 @@ pub async fn mfa_disable(
     req: HttpRequest,
     auth: Authenticated,
     state: web::Data<AppState>,
-    body: web::Json<CodeBody>,
+    body: BoundedJson<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::MfaCodeRequest {
         code: body.into_inner().code,
@@ -540,7 +541,7 @@ pub struct ResetConfirmBody {
 pub async fn verify_email(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<TokenBody>,
+    body: BoundedJson<TokenBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::VerifyEmailRequest {
         token: body.into_inner().token,
@@ -558,7 +559,7 @@ pub async fn verify_email(
 pub async fn password_reset(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ResetRequestBody>,
+    body: BoundedJson<ResetRequestBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::PasswordResetRequest {
         email: body.into_inner().email,
@@ -577,7 +578,7 @@ pub async fn password_reset(
 pub async fn password_reset_confirm(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ResetConfirmBody>,
+    body: BoundedJson<ResetConfirmBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let message = pb::ConfirmPasswordResetRequest {
@@ -671,4 +672,113 @@ pub async fn audit_logs(
         items,
         next_cursor: opt(r.next_cursor),
     }))
+}
+
+// Outer bounds at the edge: no string of a body reaches a service at any length. The services
+// apply the precise rules (e.g. passwords of 12..128 characters) with their own messages.
+const EMAIL: usize = 320;
+const PASSWORD: usize = 1024;
+const NAME: usize = 200;
+const TOKEN: usize = 1024;
+const CAPTCHA: usize = 8192;
+const CODE: usize = 64;
+
+impl DeviceBody {
+    fn strings(&self) -> [(&'static str, Option<&str>, usize); 4] {
+        [
+            ("device.device_id", Some(&self.device_id), 256),
+            ("device.platform", Some(&self.platform), 32),
+            ("device.model", self.model.as_deref(), NAME),
+            ("device.os_version", self.os_version.as_deref(), 100),
+        ]
+    }
+}
+
+impl Bounded for RegisterBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        let mut out = vec![
+            ("email", Some(self.email.as_str()), EMAIL),
+            ("password", Some(&self.password), PASSWORD),
+            ("first_name", Some(&self.first_name), NAME),
+            ("last_name", Some(&self.last_name), NAME),
+            ("income_tier", self.income_tier.as_deref(), 32),
+            ("captcha_token", self.captcha_token.as_deref(), CAPTCHA),
+        ];
+        out.extend(self.device.iter().flat_map(DeviceBody::strings));
+        out
+    }
+}
+
+impl Bounded for LoginBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        let mut out = vec![
+            ("email", Some(self.email.as_str()), EMAIL),
+            ("password", Some(&self.password), PASSWORD),
+            ("captcha_token", self.captcha_token.as_deref(), CAPTCHA),
+            ("totp_code", self.totp_code.as_deref(), CODE),
+        ];
+        out.extend(self.device.strings());
+        out
+    }
+}
+
+impl Bounded for RefreshBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![
+            ("refresh_token", Some(self.refresh_token.as_str()), TOKEN),
+            ("device_id", self.device_id.as_deref(), 256),
+        ]
+    }
+}
+
+impl Bounded for LogoutBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![("refresh_token", self.refresh_token.as_deref(), TOKEN)]
+    }
+}
+
+impl Bounded for UpdateMeBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![
+            ("first_name", self.first_name.as_deref(), NAME),
+            ("last_name", self.last_name.as_deref(), NAME),
+            ("income_tier", self.income_tier.as_ref().and_then(Option::as_deref), 32),
+        ]
+    }
+}
+
+impl Bounded for ChangePasswordBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![
+            ("current_password", Some(self.current_password.as_str()), PASSWORD),
+            ("new_password", Some(&self.new_password), PASSWORD),
+        ]
+    }
+}
+
+impl Bounded for CodeBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![("code", Some(self.code.as_str()), CODE)]
+    }
+}
+
+impl Bounded for TokenBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![("token", Some(self.token.as_str()), TOKEN)]
+    }
+}
+
+impl Bounded for ResetRequestBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![("email", Some(self.email.as_str()), EMAIL)]
+    }
+}
+
+impl Bounded for ResetConfirmBody {
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+        vec![
+            ("token", Some(self.token.as_str()), TOKEN),
+            ("new_password", Some(&self.new_password), PASSWORD),
+        ]
+    }
 }

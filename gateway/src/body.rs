@@ -1,0 +1,141 @@
+//! Request bodies: JSON whose every string has a length bound (checked at the edge, before a
+//! service sees it), and a body that must arrive within `BODY_READ_TIMEOUT_MS`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body whose strings are within their bounds. Declared per body type, so the error names
+/// the field.
+pub trait Bounded {
+    /// Each string field (`None` when absent) with its largest allowed length in characters.
+    fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)>;
+}
+
+/// Refuses the first string over its bound with 400 `VALIDATION_FAILED` naming the field.
+pub fn check(body: &impl Bounded) -> Result<(), ApiError> {
+    for (field, value, max) in body.strings() {
+        // Bytes first: a long string is refused without counting its characters.
+        if let Some(v) = value
+            && v.len() > max
+            && v.chars().count() > max
+        {
+            return Err(ApiError::validation(
+                field,
+                &format!("must be at most {max} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `web::Json<T>` (with the app's JSON configuration: size limit, unknown fields, errors in the
+/// API's shape) whose strings are then checked against `T`'s bounds.
+pub struct BoundedJson<T>(pub T);
+
+impl<T> BoundedJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + Bounded + 'static> FromRequest for BoundedJson<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = web::Json::<T>::from_request(req, payload);
+        Box::pin(async move {
+            let body = json.await?.into_inner();
+            check(&body)?;
+            Ok(Self(body))
+        })
+    }
+}
+
+/// The marker of a body read that ran out of time (an I/O error of this kind and message).
+const BODY_TIMEOUT: &str = "request body not received in time";
+
+/// Wraps a request's body so that reading it fails once `limit` has passed since the request
+/// began: a client trickling its body a byte at a time is cut off.
+pub fn with_read_deadline(payload: Payload, limit: Duration) -> Payload {
+    let deadline = tokio::time::Instant::now() + limit;
+    let stream = futures_util::stream::unfold(Some(payload), move |state| async move {
+        let mut payload = state?;
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(payload))),
+            Ok(None) => None,
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, BODY_TIMEOUT);
+                // Ends the stream after the error.
+                Some((Err(PayloadError::Io(e)), None))
+            }
+        }
+    });
+    Payload::Stream {
+        payload: Box::pin(stream),
+    }
+}
+
+/// Whether a payload error is the read deadline of [`with_read_deadline`].
+pub fn is_read_timeout(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut && io.to_string() == BODY_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Body {
+        name: String,
+        note: Option<String>,
+    }
+
+    impl Bounded for Body {
+        fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+            vec![("name", Some(&self.name), 4), ("note", self.note.as_deref(), 2)]
+        }
+    }
+
+    #[test]
+    fn the_first_string_over_its_bound_is_named() {
+        let ok = Body {
+            name: "ääää".to_owned(),
+            note: None,
+        };
+        assert!(
+            check(&ok).is_ok(),
+            "four characters are eight bytes but within four characters"
+        );
+        let long = Body {
+            name: "abcd".to_owned(),
+            note: Some("abc".to_owned()),
+        };
+        let e = check(&long).expect_err("too long");
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.details[0].field, "note");
+        assert_eq!(e.details[0].issue, "must be at most 2 characters");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_fails_with_the_marker() {
+        // One chunk, then a client that goes quiet.
+        let first = futures_util::stream::iter([Ok(web::Bytes::from_static(b"{\"a\":"))]);
+        let quiet = first.chain(futures_util::stream::pending());
+        let stalled = Payload::from(Box::pin(quiet) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>);
+        let mut payload = with_read_deadline(stalled, Duration::from_millis(50));
+        let first = payload.next().await.expect("chunk").expect("data");
+        assert_eq!(&first[..], b"{\"a\":");
+        let second = payload.next().await.expect("an error, not the end");
+        assert!(second.is_err_and(|e| is_read_timeout(&e)));
+        assert!(payload.next().await.is_none(), "nothing after the error");
+    }
+}
