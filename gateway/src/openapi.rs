@@ -29,7 +29,9 @@ pub struct Ready {
         description = "The REST contract of the mobile apps. Every error has one shape (ErrorBody); \
             every response carries X-Request-Id. Unknown query parameters and repeated parameters are refused. \
             Rate-limited responses carry RateLimit-Policy and RateLimit (IETF draft); a refusal is 429 \
-            RATE_LIMIT_EXCEEDED with Retry-After.",
+            RATE_LIMIT_EXCEEDED with Retry-After. Every string of a JSON body has an upper bound (400 \
+            VALIDATION_FAILED naming the field); a body larger than the limit is 413 PAYLOAD_TOO_LARGE, \
+            and one that does not arrive in time is 408 REQUEST_TIMEOUT.",
     ),
     paths(
         crate::routes::ops::health,
