@@ -102,6 +102,15 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
+/// Tokens already verified, by their exact text: a phone sends the same token for many requests,
+/// and the signature check is most of the cost of a request at the edge. Entries are only ever
+/// made from tokens that passed every check; the claims' `exp` is checked again on each hit, and
+/// the whole cache is dropped when the key set changes. Past `VERIFIED_CACHE_MAX` entries it is
+/// emptied (an attacker cannot grow it without valid tokens, and a full flush is cheap to refill).
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+type VerifiedCache = std::sync::Mutex<HashMap<Box<str>, AccessClaims>>;
+
 /// Verifies access tokens against a cached JWKS.
 #[derive(Clone)]
 pub struct Verifier {
@@ -109,6 +118,7 @@ pub struct Verifier {
     source: KeySource,
     cache: Arc<RwLock<KeyCache>>,
     fetch_lock: Arc<Mutex<()>>,
+    verified: Arc<VerifiedCache>,
 }
 
 impl Verifier {
@@ -121,7 +131,12 @@ impl Verifier {
                 fetched_at: None,
             })),
             fetch_lock: Arc::new(Mutex::new(())),
+            verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, AccessClaims>> {
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -133,6 +148,27 @@ impl Verifier {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
         }
+        let hit = self.verified().get(token).cloned();
+        if let Some(claims) = hit {
+            let now = jsonwebtoken::get_current_timestamp();
+            // The same rule as jsonwebtoken's: expired once `exp` is more than the leeway ago.
+            if claims.exp.saturating_add(self.config.leeway.as_secs()) < now {
+                self.verified().remove(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_uncached(token).await?;
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_CACHE_MAX {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// [`Self::verify`] without the cache of verified tokens (for benchmarks: the signature cost).
+    pub async fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         // Pinned: `alg: none`, HS256 with the public key as secret, RS256 … are all refused here,
         // before any key is looked at.
@@ -200,6 +236,10 @@ impl Verifier {
             }
         }
         let mut cache = self.cache.write().await;
+        if cache.keys.len() != keys.len() || cache.keys.keys().any(|kid| !keys.contains_key(kid)) {
+            // A key may have been withdrawn: tokens it signed must be checked again.
+            self.verified().clear();
+        }
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
         Ok(cache.keys.get(kid).cloned())
@@ -228,4 +268,99 @@ pub async fn verify_request<T>(
         .verify(token)
         .await
         .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn claims(exp: u64) -> AccessClaims {
+        AccessClaims {
+            iss: "iss".into(),
+            aud: "aud".into(),
+            sub: "user".into(),
+            exp,
+            iat: now(),
+            nbf: now(),
+            jti: "jti".into(),
+            sid: "sid".into(),
+            did: "device".into(),
+            roles: vec!["user".into()],
+        }
+    }
+
+    /// A key pair from a fixed seed: its JWKS entry, and a token it signs.
+    fn key(seed: u8) -> (PublicKey, impl Fn(&AccessClaims) -> String) {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let kid = format!("k{seed}");
+        let public = PublicKey {
+            kid: kid.clone(),
+            x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()),
+        };
+        let pem = signing
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .expect("pem");
+        let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
+        let sign = move |c: &AccessClaims| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.clone());
+            header.typ = Some(ACCESS_TOKEN_TYPE.into());
+            jsonwebtoken::encode(&header, c, &encoding).expect("sign")
+        };
+        (public, sign)
+    }
+
+    /// A verifier whose JWKS is whatever `keys` holds when it fetches.
+    fn verifier(keys: Arc<std::sync::Mutex<Vec<PublicKey>>>) -> Verifier {
+        let source: KeySource = Arc::new(move || {
+            let keys = keys.lock().expect("keys").clone();
+            Box::pin(async move { Ok(keys) })
+        });
+        let config = VerifierConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway: Duration::ZERO,
+            refetch_interval: Duration::ZERO,
+        };
+        Verifier::new(config, source)
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_still_expire_and_only_the_exact_text_hits() {
+        let (public, sign) = key(1);
+        let v = verifier(Arc::new(std::sync::Mutex::new(vec![public])));
+        let token = sign(&claims(now() + 3600));
+        assert_eq!(v.verify(&token).await.expect("valid").sub, "user");
+        assert!(v.verified().contains_key(token.as_str()), "verified tokens are cached");
+        // One character changed in the signature: not a hit, and refused.
+        let mut forged = token.clone();
+        let last = forged.pop().expect("char");
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(v.verify(&forged).await, Err(TokenError::Invalid));
+        assert!(!v.verified().contains_key(forged.as_str()));
+        // A cached entry past its `exp` is refused and dropped.
+        v.verified().insert(token.as_str().into(), claims(now() - 1));
+        assert_eq!(v.verify(&token).await, Err(TokenError::Expired));
+        assert!(!v.verified().contains_key(token.as_str()));
+    }
+
+    #[tokio::test]
+    async fn withdrawing_a_key_forgets_the_tokens_it_signed() {
+        let (first, sign_first) = key(1);
+        let (second, sign_second) = key(2);
+        let keys = Arc::new(std::sync::Mutex::new(vec![first]));
+        let v = verifier(keys.clone());
+        let old = sign_first(&claims(now() + 3600));
+        assert!(v.verify(&old).await.is_ok());
+        // The first key is withdrawn; a token of the second makes the verifier refetch.
+        *keys.lock().expect("keys") = vec![second];
+        assert!(v.verify(&sign_second(&claims(now() + 3600))).await.is_ok());
+        assert_eq!(v.verify(&old).await, Err(TokenError::Invalid));
+    }
 }
