@@ -29,10 +29,15 @@ pub enum SealError {
 }
 
 impl Sealer {
+    /// The key in base64, standard or URL-safe alphabet, padded or not (`openssl rand -base64 32`
+    /// and most secret generators give one of these).
     pub fn from_base64(key: &SecretString) -> Result<Self, SealError> {
-        let bytes = STANDARD
-            .decode(key.expose_secret().trim())
-            .map_err(|_| SealError::BadKey)?;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let text = key.expose_secret().trim();
+        let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|engine| engine.decode(text).ok())
+            .ok_or(SealError::BadKey)?;
         let master: [u8; 32] = bytes.try_into().map_err(|_| SealError::BadKey)?;
         let cipher = Aes256Gcm::new_from_slice(&master).map_err(|_| SealError::BadKey)?;
         Ok(Self { cipher, master })
@@ -114,6 +119,11 @@ mod tests {
     fn keys_must_be_32_bytes_of_base64() {
         assert!(Sealer::from_base64(&SecretString::from("not base64!")).is_err());
         assert!(Sealer::from_base64(&SecretString::from(STANDARD.encode([1u8; 16]))).is_err());
+        // The URL-safe alphabet without padding names the same key.
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let url_safe =
+            Sealer::from_base64(&SecretString::from(URL_SAFE_NO_PAD.encode([0xfbu8; 32]))).expect("url-safe");
+        assert_eq!(url_safe.derive("a"), sealer(0xfb).derive("a"));
         assert_ne!(sealer(1).derive("a"), sealer(1).derive("b"));
         assert_eq!(sealer(1).derive("a"), sealer(1).derive("a"));
     }

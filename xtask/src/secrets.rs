@@ -30,7 +30,17 @@ impl DevSecrets {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).context("generating the JWT key")?;
             write_secret(&secrets.path("jwt_signing_keys.pem"), &key.serialize_pem())?;
         }
-        if !secrets.path("encryption_key").exists() {
+        // Checkouts before the AES key existed wrote a 33-byte token here, which auth-service
+        // refuses; nothing can have been sealed under it, so it is replaced.
+        let usable_key = secrets
+            .read("encryption_key")
+            .ok()
+            .and_then(|k| STANDARD.decode(k.trim()).ok())
+            .is_some_and(|k| k.len() == 32);
+        if !usable_key {
+            if secrets.path("encryption_key").exists() {
+                eprintln!("xtask: replacing the development ENCRYPTION_KEY (not 32 bytes of base64)");
+            }
             // AES-256 key: exactly 32 random bytes, standard base64.
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
@@ -78,4 +88,38 @@ fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(content.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_encryption_key_is_replaced_and_a_good_one_kept() {
+        let dir = crate::workspace_root()
+            .join("target")
+            .join(format!("secrets-test-{}", std::process::id()));
+        let first = DevSecrets::load_or_create(&dir).expect("create");
+        let good = first.read("encryption_key").expect("key");
+        assert_eq!(STANDARD.decode(good.trim()).expect("base64").len(), 32);
+        assert_eq!(
+            DevSecrets::load_or_create(&dir)
+                .expect("load")
+                .read("encryption_key")
+                .expect("key"),
+            good
+        );
+        // What an old checkout wrote: 33 bytes, URL-safe.
+        write_secret(
+            &first.path("encryption_key"),
+            "uAkvx3KMzxSDmXBiVLcpm69jXGoNmtrXWOlGHrFjF4Ix",
+        )
+        .expect("write");
+        let replaced = DevSecrets::load_or_create(&dir)
+            .expect("load")
+            .read("encryption_key")
+            .expect("key");
+        assert_eq!(STANDARD.decode(replaced.trim()).expect("base64").len(), 32);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
