@@ -132,7 +132,9 @@ impl GatewayConfig {
                 "must be longer than GRPC_REQUEST_TIMEOUT_MS, so a slow service is reported as such",
             );
         }
-        let body_read_timeout = env.millis_in("BODY_READ_TIMEOUT_MS", 10_000, 100, 300_000);
+        // Default: 10 s, or less when the whole request has less.
+        let body_default = 10_000.min(request_timeout.as_millis() as u64 * 2 / 3).max(100);
+        let body_read_timeout = env.millis_in("BODY_READ_TIMEOUT_MS", body_default, 100, 300_000);
         if body_read_timeout >= request_timeout {
             env.problem(
                 "BODY_READ_TIMEOUT_MS",
@@ -243,6 +245,27 @@ mod tests {
         .expect_err("inverted timeouts");
         assert!(
             err.contains("REQUEST_TIMEOUT_MS must be longer than GRPC_REQUEST_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_body_deadline_defaults_below_the_request_timeout() {
+        let base = [("ALLOW_PLAIN_HTTP", "1"), ("APP_ENV", "test")];
+        let config = parse(&base).expect("defaults");
+        assert_eq!(config.body_read_timeout, Duration::from_secs(10));
+        let short = [base[0], base[1], ("REQUEST_TIMEOUT_MS", "6000")];
+        let config = parse(&short).expect("a short request timeout");
+        assert_eq!(config.body_read_timeout, Duration::from_secs(4));
+        let err = parse(&[
+            base[0],
+            base[1],
+            ("REQUEST_TIMEOUT_MS", "6000"),
+            ("BODY_READ_TIMEOUT_MS", "6000"),
+        ])
+        .expect_err("body deadline not shorter");
+        assert!(
+            err.contains("BODY_READ_TIMEOUT_MS must be shorter than REQUEST_TIMEOUT_MS"),
             "{err}"
         );
     }
