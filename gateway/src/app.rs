@@ -94,7 +94,7 @@ impl Application {
         )?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
         let verifier = crate::auth::verifier(config.verifier.clone(), upstreams.auth.clone());
-        let state = web::Data::new(AppState {
+        let state = AppState {
             upstreams: upstreams.clone(),
             verifier,
             revocation: crate::revocation::RevocationCheck::new(
@@ -108,22 +108,44 @@ impl Application {
             trusted_proxies: config.trusted_proxies.clone(),
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
-        });
+        };
         let origins = Arc::new(config.allowed_origins.clone());
         let max_body = config.max_body_bytes;
 
-        let limiter = web::Data::new(crate::rate_limit::Limiter::new(
+        let limiter = crate::rate_limit::Limiter::new(
             config.rate_limit.clone(),
             upstreams.redis.clone(),
             config.redis_keys.clone(),
             &registry,
-        )?);
+        )?;
         let edge_for_drain = edge_state.clone();
         let server = HttpServer::new(move || {
+            // Runs on each worker: its channels and Redis connections are driven by its own
+            // runtime. Caches, buckets and counters stay shared.
+            let (state, limiter) = match state.upstreams.for_worker() {
+                Ok(upstreams) => {
+                    let revocation = state
+                        .revocation
+                        .for_worker(upstreams.redis.clone(), upstreams.auth.clone());
+                    let limiter = limiter.with_redis(upstreams.redis.clone());
+                    (
+                        AppState {
+                            upstreams,
+                            revocation,
+                            ..state.clone()
+                        },
+                        limiter,
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "worker upstreams; sharing the main ones");
+                    (state.clone(), limiter.clone())
+                }
+            };
             App::new()
                 .app_data(edge_state.clone())
-                .app_data(state.clone())
-                .app_data(limiter.clone())
+                .app_data(web::Data::new(state))
+                .app_data(web::Data::new(limiter))
                 .app_data(json_config(max_body))
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(routes::configure)
@@ -138,6 +160,9 @@ impl Application {
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
         .keep_alive(std::time::Duration::from_secs(30))
         .max_connections(25_000)
+        // Small responses go out at once: with Nagle, a response split over two writes (TLS
+        // record, body) waits for the client's delayed ACK, tens of milliseconds.
+        .tcp_nodelay(true)
         .disable_signals();
 
         let listener = std::net::TcpListener::bind(config.public_addr)

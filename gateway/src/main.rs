@@ -10,6 +10,7 @@ mod error;
 mod openapi;
 mod query;
 mod rate_limit;
+mod redis_link;
 mod revocation;
 mod routes;
 mod tls;

@@ -5,10 +5,9 @@
 //! `revocation_fallback_total{result}`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis;
 use prometheus::{IntCounterVec, Opts, Registry};
 use proto::auth::v1::CheckTokenRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -17,6 +16,7 @@ use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
+use crate::redis_link::RedisLink;
 
 /// Past this many cached answers, expired ones are dropped (and all of them if none expired).
 const CACHE_PRUNE_AT: usize = 100_000;
@@ -41,11 +41,17 @@ impl RedisAnswer {
 #[derive(Debug, Clone, Copy)]
 pub struct RedisUnavailable;
 
+/// One per HTTP worker (its own Redis link and channel); the cache and counters are shared.
+#[derive(Clone)]
 pub struct RevocationCheck {
-    redis: Option<deadpool_redis::Pool>,
+    redis: Option<RedisLink>,
+    auth: Channel,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     keys: RedisKeys,
     redis_timeout: Duration,
-    auth: Channel,
     /// Answers of auth-service by jti: until when they hold, and whether the token is revoked.
     cache: Mutex<HashMap<String, (Instant, bool)>>,
     cache_ttl: Duration,
@@ -54,7 +60,7 @@ pub struct RevocationCheck {
 
 impl RevocationCheck {
     pub fn new(
-        redis: Option<deadpool_redis::Pool>,
+        redis: Option<RedisLink>,
         keys: RedisKeys,
         redis_timeout: Duration,
         auth: Channel,
@@ -71,13 +77,24 @@ impl RevocationCheck {
         registry.register(Box::new(fallbacks.clone()))?;
         Ok(Self {
             redis,
-            keys,
-            redis_timeout,
             auth,
-            cache: Mutex::new(HashMap::new()),
-            cache_ttl,
-            fallbacks,
+            shared: Arc::new(Shared {
+                keys,
+                redis_timeout,
+                cache: Mutex::new(HashMap::new()),
+                cache_ttl,
+                fallbacks,
+            }),
         })
+    }
+
+    /// The same check using one worker's Redis link and channel.
+    pub fn for_worker(&self, redis: Option<RedisLink>, auth: Channel) -> Self {
+        Self {
+            redis,
+            auth,
+            shared: self.shared.clone(),
+        }
     }
 
     /// Ok when the token stands; 401 `TOKEN_REVOKED` when it was revoked; 503 when neither Redis
@@ -95,21 +112,28 @@ impl RevocationCheck {
 
     /// One MGET of the jti, session and not-before keys, bounded by the Redis timeout.
     async fn ask_redis(&self, claims: &AccessClaims) -> Option<RedisAnswer> {
-        let pool = self.redis.as_ref()?;
+        let link = self.redis.as_ref()?;
         let lookup = async {
-            let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-            let (jti, sid, nbf): (Option<String>, Option<String>, Option<u64>) = redis::cmd("MGET")
-                .arg(self.keys.jti(&claims.jti))
-                .arg(self.keys.session(&claims.sid))
-                .arg(self.keys.not_before(&claims.sub))
-                .query_async(&mut conn)
-                .await?;
+            let mut conn = link
+                .connection()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("Redis unreachable"))?;
+            let result = redis::cmd("MGET")
+                .arg(self.shared.keys.jti(&claims.jti))
+                .arg(self.shared.keys.session(&claims.sid))
+                .arg(self.shared.keys.not_before(&claims.sub))
+                .query_async::<(Option<String>, Option<String>, Option<u64>)>(&mut conn)
+                .await;
+            let (jti, sid, nbf) = link
+                .check(result)
+                .await
+                .ok_or_else(|| anyhow::anyhow!("Redis command failed"))?;
             Ok::<_, anyhow::Error>(RedisAnswer {
                 revoked: jti.is_some() || sid.is_some(),
                 not_before: nbf,
             })
         };
-        match tokio::time::timeout(self.redis_timeout, lookup).await {
+        match tokio::time::timeout(self.shared.redis_timeout, lookup).await {
             Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -132,7 +156,7 @@ impl RevocationCheck {
         if let Some((until, revoked)) = self.lock().get(&claims.jti).copied()
             && until > now
         {
-            self.fallbacks.with_label_values(&["cached"]).inc();
+            self.shared.fallbacks.with_label_values(&["cached"]).inc();
             return Ok(revoked);
         }
         let mut request = tonic::Request::new(CheckTokenRequest {});
@@ -146,7 +170,7 @@ impl RevocationCheck {
         let revoked = match answer {
             Ok(response) => response.into_inner().revoked,
             Err(status) => {
-                self.fallbacks.with_label_values(&["unavailable"]).inc();
+                self.shared.fallbacks.with_label_values(&["unavailable"]).inc();
                 tracing::error!(
                     grpc_code = ?status.code(),
                     grpc_message = status.message(),
@@ -159,14 +183,15 @@ impl RevocationCheck {
                 });
             }
         };
-        self.fallbacks
+        self.shared
+            .fallbacks
             .with_label_values(&[if revoked { "revoked" } else { "valid" }])
             .inc();
         let hold = if revoked {
             let left = claims.exp.saturating_sub(unix_now());
             Duration::from_secs(left.max(1))
         } else {
-            self.cache_ttl
+            self.shared.cache_ttl
         };
         if !hold.is_zero() {
             let mut cache = self.lock();
@@ -182,7 +207,10 @@ impl RevocationCheck {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, bool)>> {
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use secrecy::ExposeSecret as _;
 use serde_json::json;
 use service_kit::admin::ReadyReport;
 use tonic::transport::{Channel, Endpoint};
@@ -14,17 +13,22 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::UpstreamConfig;
+use crate::redis_link::RedisLink;
 
 /// How long a readiness probe waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// Channels to the services and the link to Redis. Each HTTP worker has its own (see
+/// [`Upstreams::for_worker`]), so a request's I/O is driven by the thread that serves it instead of
+/// waking another thread twice per call; one more set serves readiness and the JWKS.
 #[derive(Clone)]
 pub struct Upstreams {
     pub auth: Channel,
     pub reports: Channel,
     pub analytics: Channel,
-    pub redis: Option<deadpool_redis::Pool>,
+    pub redis: Option<RedisLink>,
     draining: Arc<AtomicBool>,
+    config: UpstreamConfig,
 }
 
 fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
@@ -41,29 +45,27 @@ impl Upstreams {
     /// Builds lazy channels: nothing connects until the first call, so the gateway starts (and
     /// serves what it can) while a service is still down.
     pub fn new(config: &UpstreamConfig, redis_url: Option<&secrecy::SecretString>) -> anyhow::Result<Self> {
-        let redis = match redis_url {
-            None => None,
-            Some(url) => {
-                let mut cfg = deadpool_redis::Config::from_url(url.expose_secret());
-                let timeouts = deadpool_redis::Timeouts {
-                    wait: Some(Duration::from_millis(500)),
-                    create: Some(Duration::from_millis(500)),
-                    recycle: Some(Duration::from_millis(500)),
-                };
-                cfg.pool = Some(deadpool_redis::PoolConfig {
-                    max_size: 64,
-                    timeouts,
-                    ..Default::default()
-                });
-                Some(cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))?)
-            }
-        };
         Ok(Self {
             auth: channel(&config.auth_url, config)?,
             reports: channel(&config.reports_url, config)?,
             analytics: channel(&config.analytics_url, config)?,
-            redis,
+            redis: redis_url.map(RedisLink::new).transpose()?,
             draining: Arc::new(AtomicBool::new(false)),
+            config: config.clone(),
+        })
+    }
+
+    /// The same upstreams for one HTTP worker: its own lazy channels and Redis connection (their
+    /// I/O runs on the runtime of the thread that first uses them, so call this on the worker),
+    /// sharing the draining flag.
+    pub fn for_worker(&self) -> anyhow::Result<Self> {
+        Ok(Self {
+            auth: channel(&self.config.auth_url, &self.config)?,
+            reports: channel(&self.config.reports_url, &self.config)?,
+            analytics: channel(&self.config.analytics_url, &self.config)?,
+            redis: self.redis.as_ref().map(RedisLink::fresh),
+            draining: self.draining.clone(),
+            config: self.config.clone(),
         })
     }
 
@@ -120,14 +122,12 @@ async fn serving(channel: Channel) -> bool {
 }
 
 /// `None` when Redis is not configured.
-async fn redis_up(pool: Option<&deadpool_redis::Pool>) -> Option<bool> {
-    let pool = pool?;
+async fn redis_up(link: Option<&RedisLink>) -> Option<bool> {
+    let link = link?;
     let ping = async {
-        let mut conn = pool.get().await.ok()?;
-        deadpool_redis::redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
+        let mut conn = link.connection().await?;
+        let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        link.check(pong).await
     };
     Some(matches!(tokio::time::timeout(CHECK_TIMEOUT, ping).await, Ok(Some(_))))
 }

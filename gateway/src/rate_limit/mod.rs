@@ -17,13 +17,13 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
-use deadpool_redis::redis;
 use prometheus::{IntCounterVec, Opts, Registry};
 use service_kit::config::{Env, Environment};
 use service_kit::revocation::RedisKeys;
 
 use self::gcra::{Decision, Quota};
 use crate::error::ApiError;
+use crate::redis_link::RedisLink;
 use crate::revocation::{RedisAnswer, RedisUnavailable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ impl RateLimitConfig {
 #[derive(Clone)]
 pub struct Limiter {
     config: Arc<RateLimitConfig>,
-    redis: Option<deadpool_redis::Pool>,
+    redis: Option<RedisLink>,
     keys: RedisKeys,
     script_all: Arc<redis::Script>,
     script_refund: Arc<redis::Script>,
@@ -155,7 +155,7 @@ fn drop_expired<V>(map: &mut HashMap<String, V>, live: impl Fn(&V) -> bool) {
 impl Limiter {
     pub fn new(
         config: RateLimitConfig,
-        redis: Option<deadpool_redis::Pool>,
+        redis: Option<RedisLink>,
         keys: RedisKeys,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
@@ -190,6 +190,11 @@ impl Limiter {
         })
     }
 
+    /// The same limiter using one worker's Redis link (buckets in process and counters shared).
+    pub fn with_redis(&self, redis: Option<RedisLink>) -> Self {
+        Self { redis, ..self.clone() }
+    }
+
     /// The policies a request is subject to, with their bucket keys, most specific first.
     fn policies(&self, req: &ServiceRequest, user: Option<&str>) -> Checks<'_> {
         let ip = req
@@ -215,7 +220,7 @@ impl Limiter {
     /// revocation state is unknown.
     async fn decide_all(&self, checks: &Checks<'_>, revocation: Option<[String; 3]>) -> Outcome {
         let policies = &checks.policies;
-        if let Some(pool) = &self.redis {
+        if let Some(link) = &self.redis {
             let with_rev = revocation.is_some();
             let mut invocation = self.script_all.prepare_invoke();
             invocation.arg(policies.len());
@@ -233,8 +238,9 @@ impl Limiter {
                 .arg(u8::from(with_rev))
                 .arg(self.config.abuse_window.as_secs());
             let call = async {
-                let mut conn = pool.get().await.ok()?;
-                invocation.invoke_async::<Vec<i64>>(&mut conn).await.ok()
+                let mut conn = link.connection().await?;
+                let result = invocation.invoke_async::<Vec<i64>>(&mut conn).await;
+                link.check(result).await
             };
             let n = policies.len();
             if let Ok(Some(out)) = tokio::time::timeout(self.config.redis_timeout, call).await
@@ -349,15 +355,16 @@ impl Limiter {
     async fn refund(&self, policy: &Policy, key: &str, via_redis: bool) -> Option<Decision> {
         let q = policy.quota;
         if via_redis {
-            let pool = self.redis.as_ref()?;
+            let link = self.redis.as_ref()?;
             let mut invocation = self.script_refund.prepare_invoke();
             invocation
                 .key(self.keys.other(key))
                 .arg(q.emission_ms())
                 .arg(q.capacity_ms());
             let call = async {
-                let mut conn = pool.get().await.ok()?;
-                invocation.invoke_async::<(u64, u64)>(&mut conn).await.ok()
+                let mut conn = link.connection().await?;
+                let result = invocation.invoke_async::<(u64, u64)>(&mut conn).await;
+                link.check(result).await
             };
             let Ok(Some((remaining, reset_ms))) = tokio::time::timeout(self.config.redis_timeout, call).await else {
                 tracing::warn!(policy = policy.name, "could not refund a successful request in Redis");
@@ -562,10 +569,8 @@ mod tests {
     }
 
     /// A Redis that is not there (nothing listens on port 1).
-    fn dead_redis() -> Option<deadpool_redis::Pool> {
-        deadpool_redis::Config::from_url("redis://127.0.0.1:1")
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .ok()
+    fn dead_redis() -> Option<RedisLink> {
+        RedisLink::new(&"redis://127.0.0.1:1".into()).ok()
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@ use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
 
-/// The shared application state of every handler.
+/// The application state of every handler (one per HTTP worker, see `app`).
+#[derive(Clone)]
 pub struct AppState {
     pub upstreams: crate::upstream::Upstreams,
     pub verifier: service_kit::auth::Verifier,
