@@ -612,9 +612,11 @@ impl Auth {
     }
 
     pub async fn me(&self, claims: &AccessClaims) -> Result<UserRow, AuthError> {
-        let (user, _) = self.live_session(claims).await?;
+        let (user, sid) = ids(claims)?;
         let mut conn = self.conn().await?;
-        store::user_by_id(&mut conn, user).await?.ok_or(AuthError::Revoked)
+        store::live_session_user(&mut conn, sid, user)
+            .await?
+            .ok_or(AuthError::Revoked)
     }
 
     pub async fn logout(&self, claims: &AccessClaims, refresh: Option<&str>, actor: Actor) -> Result<(), AuthError> {

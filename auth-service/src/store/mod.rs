@@ -130,6 +130,25 @@ pub async fn user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option
         .optional()?)
 }
 
+/// The account behind a live session (not revoked, the user's, account not deleted), in one
+/// query: the path of every authenticated profile read.
+pub async fn live_session_user(
+    conn: &mut AsyncPgConnection,
+    sid: Uuid,
+    user: Uuid,
+) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::table
+        .inner_join(sessions::table)
+        .filter(sessions::id.eq(sid))
+        .filter(sessions::user_id.eq(user))
+        .filter(sessions::revoked_at.is_null())
+        .filter(users::deleted_at.is_null())
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 /// Records a failed password; with `locked_until`, locks the account and resets the count.
 pub async fn record_failure(
     conn: &mut AsyncPgConnection,
