@@ -28,7 +28,9 @@ pub struct Application {
     shutdown_timeout: std::time::Duration,
 }
 
-fn cors(origins: &[String]) -> Cors {
+/// Exact origins only; with `credentials` (`CORS_CREDENTIALS`), browsers may send cookies and
+/// `Authorization` to us from those origins.
+fn cors(origins: &[String], credentials: bool) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
         .allowed_headers([
@@ -45,6 +47,9 @@ fn cors(origins: &[String]) -> Cors {
         .max_age(600);
     for origin in origins {
         cors = cors.allowed_origin(origin);
+    }
+    if credentials {
+        cors = cors.supports_credentials();
     }
     cors
 }
@@ -110,6 +115,7 @@ impl Application {
             started: Instant::now(),
         };
         let origins = Arc::new(config.allowed_origins.clone());
+        let cors_credentials = config.cors_credentials;
         let max_body = config.max_body_bytes;
 
         let limiter = crate::rate_limit::Limiter::new(
@@ -151,7 +157,7 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
                 .wrap(from_fn(crate::rate_limit::limit))
-                .wrap(cors(&origins))
+                .wrap(cors(&origins, cors_credentials))
                 .wrap(from_fn(edge))
         })
         .workers(config.workers)
@@ -316,6 +322,36 @@ mod tests {
         let headers = res.headers().clone();
         let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap_or(Value::Null);
         (status, headers, body)
+    }
+
+    #[actix_web::test]
+    async fn cors_credentials_only_when_configured() {
+        for credentials in [false, true] {
+            let app = test::init_service(
+                App::new()
+                    .route("/echo", web::post().to(echo))
+                    .wrap(cors(&["https://app.example.com".to_owned()], credentials)),
+            )
+            .await;
+            let req = test::TestRequest::default()
+                .method(actix_web::http::Method::OPTIONS)
+                .uri("/echo")
+                .insert_header(("origin", "https://app.example.com"))
+                .insert_header(("access-control-request-method", "POST"))
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(res.status().as_u16(), 200);
+            let allowed = res
+                .headers()
+                .get("access-control-allow-credentials")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            assert_eq!(
+                allowed.as_deref(),
+                credentials.then_some("true"),
+                "credentials={credentials}"
+            );
+        }
     }
 
     #[actix_web::test]

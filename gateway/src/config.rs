@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub tls: Option<TlsConfig>,
     /// `ALLOWED_ORIGINS`: comma-separated exact origins for CORS (empty: no cross-origin access).
     pub allowed_origins: Vec<String>,
+    /// `CORS_CREDENTIALS` (default false): those origins may send credentials.
+    pub cors_credentials: bool,
     /// `MAX_BODY_BYTES`: the largest request body on JSON routes (default 1 MiB).
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_MS`: the whole request, from headers read to response ready.
@@ -161,6 +163,7 @@ impl GatewayConfig {
             public_addr,
             tls: if plain { None } else { Some(tls?) },
             allowed_origins,
+            cors_credentials: env.bool_or("CORS_CREDENTIALS", false),
             max_body_bytes: env.int_in("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
             request_timeout,
             body_read_timeout,

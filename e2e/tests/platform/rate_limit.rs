@@ -123,6 +123,50 @@ async fn failures_only_mode_counts_failed_logins_and_abuse_raises_one_event() {
     assert!(metrics.contains(&format!("{metric} 1")), "{metrics}");
 }
 
+/// The global ceiling per address stands in front of every route, the public ones included.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_global_ceiling_covers_every_route() {
+    let tp = xtask::testkit::start(
+        "rlglobal",
+        &[
+            ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "60"),
+            ("GLOBAL_RATE_LIMIT_BURST", "3"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let health = format!("{}/health", tp.base_url());
+    for remaining in [2, 1, 0] {
+        let res = http.get(&health).send().await.expect("health");
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(
+            header(&res, "ratelimit-policy").as_deref(),
+            Some("\"global\";q=60;w=300")
+        );
+        let rl = header(&res, "ratelimit").expect("RateLimit");
+        assert!(rl.starts_with(&format!("\"global\";r={remaining};")), "{rl}");
+    }
+    assert_eq!(
+        error_code(http.get(&health).send().await.expect("health"), 429).await,
+        "RATE_LIMIT_EXCEEDED"
+    );
+    // Another route's own policy has room, but the address's ceiling is reached.
+    let res = http
+        .get(format!(
+            "{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
+            tp.base_url()
+        ))
+        .send()
+        .await
+        .expect("alerts");
+    assert_eq!(
+        header(&res, "ratelimit-policy").as_deref(),
+        Some("\"global\";q=60;w=300")
+    );
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+}
+
 /// Analytics batches have their own policy, per user (per address without a valid token).
 #[tokio::test(flavor = "multi_thread")]
 async fn event_batches_have_their_own_policy() {
