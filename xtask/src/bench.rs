@@ -269,7 +269,10 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
             let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let max = load(&oha, &url, &ca, &args, seconds, connections, None)?;
             let half = ((max.rps / 2.0).floor() as u32).max(1);
+            let route = url.trim_start_matches(&base).to_owned();
+            let before_hist = gateway_histogram(platform.ports.gateway_admin, &route);
             let fixed = load(&oha, &url, &ca, &args, seconds, connections, Some(half))?;
+            let inside = gateway_percentiles(&before_hist, &gateway_histogram(platform.ports.gateway_admin, &route));
             let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let cpu: Vec<String> = pids
                 .iter()
@@ -277,7 +280,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
                 .map(|((n, _), (b, a))| format!("{n} {:.1}s/{} MiB", a.0 - b.0, a.1 / 1024))
                 .collect();
             eprintln!("xtask: {name}: {:.0} req/s max", max.rps);
-            rows.push((name.to_owned(), max, half, fixed, cpu.join(", ")));
+            rows.push((name.to_owned(), max, half, fixed, inside, cpu.join(", ")));
         }
         if label == "protected" {
             // An attacker timing logins must not tell an unknown e-mail from a wrong password:
@@ -305,13 +308,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
 
     let _ = writeln!(
         report,
-        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | CPU s / peak RSS (both runs) |"
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | CPU s / peak RSS (both runs) |"
     );
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, max, half, fixed, cpu) in &rows {
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, max, half, fixed, inside, cpu) in &rows {
+        let inside = inside.map_or_else(|| "n/a".to_owned(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"));
         let _ = writeln!(
             report,
-            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {cpu} |",
+            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {cpu} |",
             max.rps,
             max.ok + fixed.ok,
             max.errors + fixed.errors,
@@ -367,6 +371,61 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     std::fs::create_dir_all(&results)?;
     std::fs::write(results.join(format!("{now}.md")), &report)?;
     Ok(report)
+}
+
+/// The gateway's cumulative `http_request_duration_seconds` buckets of one route: (upper bound in
+/// seconds, count), `+Inf` as infinity.
+fn gateway_histogram(admin_port: u16, route: &str) -> Vec<(f64, f64)> {
+    let Some((_, text)) = crate::platform::http_get(admin_port, "/metrics") else {
+        return Vec::new();
+    };
+    let label = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| l.starts_with("http_request_duration_seconds_bucket{") && l.contains(&label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let count = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// p50 and p99 in milliseconds of the requests between two snapshots of a histogram, by linear
+/// interpolation within buckets: the time inside the gateway, from request headers read to
+/// response ready (so without the time a request waits to be read, or its response to be sent).
+fn gateway_percentiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before.iter().find(|(b, _)| b == le).map_or(0.0, |(_, n)| *n);
+            (*le, n - was)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let quantile = |q: f64| {
+        let target = q * total;
+        let (mut lower, mut below) = (0.0, 0.0);
+        for (le, n) in &delta {
+            if *n >= target {
+                if le.is_infinite() {
+                    return lower * 1000.0;
+                }
+                let share = if *n > below {
+                    (target - below) / (n - below)
+                } else {
+                    0.0
+                };
+                return (lower + (le - lower) * share) * 1000.0;
+            }
+            (lower, below) = (*le, *n);
+        }
+        lower * 1000.0
+    };
+    Some((quantile(0.5), quantile(0.99)))
 }
 
 async fn session(base: &str, ca: &Path, label: &str) -> anyhow::Result<String> {
@@ -433,5 +492,22 @@ fn verify_cost() -> anyhow::Result<(f64, f64)> {
     match (numbers.next(), numbers.next()) {
         (Some(Ok(first)), Some(Ok(cached))) => Ok((first, cached)),
         _ => bail!("verify_cost printed {text:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_of_the_requests_between_two_snapshots() {
+        let before = [(0.001, 10.0), (0.002, 10.0), (0.004, 10.0), (f64::INFINITY, 10.0)];
+        // 100 new requests: 50 under 1 ms, 49 in 1..2 ms, 1 in 2..4 ms.
+        let after = [(0.001, 60.0), (0.002, 109.0), (0.004, 110.0), (f64::INFINITY, 110.0)];
+        let (p50, p99) = super::gateway_percentiles(&before, &after).expect("requests");
+        assert!((p50 - 1.0).abs() < 1e-9, "{p50}");
+        assert!((p99 - 2.0).abs() < 1e-9, "{p99}");
+        assert!(
+            super::gateway_percentiles(&after, &after).is_none(),
+            "no requests, no figures"
+        );
     }
 }
