@@ -290,17 +290,14 @@ mod tests {
         panic!("secret detail that must not leak")
     }
 
+    /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
+    fn test_edge() -> Edge {
+        let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
+        Edge::new(1024, request, body, &Registry::new()).expect("metrics")
+    }
+
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {
-        let registry = Registry::new();
-        let edge_state = web::Data::new(
-            Edge::new(
-                1024,
-                std::time::Duration::from_secs(5),
-                std::time::Duration::from_secs(1),
-                &registry,
-            )
-            .expect("metrics"),
-        );
+        let edge_state = web::Data::new(test_edge());
         let app = test::init_service(
             App::new()
                 .app_data(edge_state)
@@ -405,18 +402,9 @@ mod tests {
             .set_payload(format!(r#"{{"amount":1,"pad":"{}"}}"#, "x".repeat(4096)));
         let mut req = req.to_request();
         req.headers_mut().remove("content-length");
-        let registry = Registry::new();
         let app = test::init_service(
             App::new()
-                .app_data(web::Data::new(
-                    Edge::new(
-                        1024,
-                        std::time::Duration::from_secs(5),
-                        std::time::Duration::from_secs(1),
-                        &registry,
-                    )
-                    .expect("metrics"),
-                ))
+                .app_data(web::Data::new(test_edge()))
                 .app_data(json_config(1024))
                 .route("/echo", web::post().to(echo))
                 .wrap(from_fn(edge)),

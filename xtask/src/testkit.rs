@@ -195,3 +195,34 @@ fn replace_database(url: &str, database: &str) -> String {
         None => url.to_owned(),
     }
 }
+
+/// A Redis of one test's own, so that the test can kill it (drop it) and start it again on the
+/// same port and directory without touching the shared one.
+pub struct OwnRedis {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = crate::workspace_root()
+            .join("target")
+            .join("devstack")
+            .join(format!("redis-{tag}-{}", std::process::id()));
+        Ok(Self {
+            dir,
+            port: crate::free_port()?,
+        })
+    }
+
+    /// Starts (or starts again) the server.
+    pub fn start(&self) -> anyhow::Result<crate::devstack::Redis> {
+        crate::devstack::Redis::start(&self.dir, self.port, false)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1165,13 +1165,8 @@ async fn only_administrators_read_the_audit_log() {
 async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     use std::time::Duration;
 
-    // A Redis of this test's own, so it can be killed without touching the others.
-    let dir = xtask::workspace_root()
-        .join("target")
-        .join("devstack")
-        .join(format!("redis-revocation-{}", std::process::id()));
-    let port = xtask::free_port().expect("port");
-    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis");
+    let own = xtask::testkit::OwnRedis::new("revocation").expect("port");
+    let redis = own.start().expect("redis");
     let url = redis.url();
     // No caching of "not revoked", so a logout during the outage shows at once.
     let gateway_env = [("REDIS_URL", url.as_str()), ("REVOCATION_CACHE_SECONDS", "0")];
@@ -1217,5 +1212,4 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     };
     assert!(count("revoked") >= 2, "{metrics}");
     assert!(count("valid") >= 2, "{metrics}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -344,13 +344,8 @@ async fn two_gateways_enforce_one_limit_together() {
 async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
     use std::time::Duration;
 
-    // A Redis of this test's own, so it can be killed without touching the others.
-    let dir = xtask::workspace_root()
-        .join("target")
-        .join("devstack")
-        .join(format!("redis-kill-{}", std::process::id()));
-    let port = xtask::free_port().expect("port");
-    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis");
+    let own = xtask::testkit::OwnRedis::new("kill").expect("port");
+    let redis = own.start().expect("redis");
     let url = redis.url();
     let env = [
         ("REDIS_URL", url.as_str()),
@@ -384,13 +379,29 @@ async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
     );
 
     // Redis returns on the same address: the gateway uses it again without a restart.
-    let redis = xtask::devstack::Redis::start(&dir, port, false).expect("redis again");
+    let redis = own.start().expect("redis again");
     crate::eventually("/ready to be ready again", Duration::from_secs(20), || async move {
         crate::admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
     })
     .await;
-    // A fresh Redis has fresh buckets: the shared limit starts over.
-    assert_eq!(http.get(&alerts).send().await.expect("req").status().as_u16(), 200);
+    // Each worker reconnects on its next request (within half a second of its last attempt); then
+    // the decision is Redis's again (no fallback counted) and a fresh Redis has fresh buckets.
+    let fallbacks = || {
+        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rate_limit_fallback_total{mode=\"local\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    crate::eventually("decisions made in Redis again", Duration::from_secs(10), || {
+        let (http, alerts) = (http.clone(), alerts.clone());
+        async move {
+            let before = fallbacks();
+            let status = http.get(&alerts).send().await.ok()?.status().as_u16();
+            (status == 200 && fallbacks() == before).then_some(())
+        }
+    })
+    .await;
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -568,21 +568,15 @@ mod tests {
         }
     }
 
-    /// A Redis that is not there (nothing listens on port 1).
-    fn dead_redis() -> Option<RedisLink> {
-        RedisLink::new(&"redis://127.0.0.1:1".into()).ok()
+    /// A limiter whose Redis is not there (nothing listens on port 1).
+    fn without_redis(mode: FailureMode) -> Limiter {
+        let dead = RedisLink::new(&"redis://127.0.0.1:1".into()).ok();
+        Limiter::new(config(mode), dead, RedisKeys::default(), &Registry::new()).expect("limiter")
     }
 
     #[tokio::test]
     async fn without_redis_the_failure_mode_decides_and_is_counted() {
-        let registry = Registry::new();
-        let local = Limiter::new(
-            config(FailureMode::Local),
-            dead_redis(),
-            RedisKeys::default(),
-            &registry,
-        )
-        .expect("limiter");
+        let local = without_redis(FailureMode::Local);
         let policy = local.config.auth.clone();
         let allowed: Vec<bool> = futures_util::future::join_all((0..4).map(|_| local.decide(&policy, "k")))
             .await
@@ -596,22 +590,13 @@ mod tests {
         );
         assert_eq!(local.fallbacks.with_label_values(&["local"]).get(), 4);
 
-        let registry = Registry::new();
-        let open =
-            Limiter::new(config(FailureMode::Open), dead_redis(), RedisKeys::default(), &registry).expect("limiter");
+        let open = without_redis(FailureMode::Open);
         assert!(
             open.decide(&policy, "k").await.is_none(),
             "open lets requests through unlimited"
         );
 
-        let registry = Registry::new();
-        let closed = Limiter::new(
-            config(FailureMode::Closed),
-            dead_redis(),
-            RedisKeys::default(),
-            &registry,
-        )
-        .expect("limiter");
+        let closed = without_redis(FailureMode::Closed);
         assert!(
             closed.decide(&policy, "k").await.is_some_and(|d| !d.allowed),
             "closed refuses"
@@ -620,14 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_redis_refunds_and_abuse_counting_stay_local() {
-        let registry = Registry::new();
-        let local = Limiter::new(
-            config(FailureMode::Local),
-            dead_redis(),
-            RedisKeys::default(),
-            &registry,
-        )
-        .expect("limiter");
+        let local = without_redis(FailureMode::Local);
         let policy = local.config.auth.clone();
         for _ in 0..3 {
             assert!(local.decide(&policy, "k").await.is_some_and(|d| d.allowed));
