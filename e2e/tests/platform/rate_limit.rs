@@ -9,6 +9,14 @@ fn header(res: &reqwest::Response, name: &str) -> Option<String> {
     res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// Asserts the limit a response announces: `policy` (`"name";q=…;w=…`) and the requests left.
+fn assert_announced(res: &reqwest::Response, policy: &str, remaining: u64) {
+    assert_eq!(header(res, "ratelimit-policy").as_deref(), Some(policy));
+    let name = policy.split(';').next().unwrap_or_default();
+    let rl = header(res, "ratelimit").expect("RateLimit");
+    assert!(rl.starts_with(&format!("{name};r={remaining};t=")), "{rl}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     let tp = xtask::testkit::start(
@@ -30,9 +38,7 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     for remaining in [2, 1, 0] {
         let res = login().await.expect("login");
         assert_eq!(res.status().as_u16(), 401);
-        assert_eq!(header(&res, "ratelimit-policy").as_deref(), Some("\"auth\";q=5;w=60"));
-        let rl = header(&res, "ratelimit").expect("RateLimit");
-        assert!(rl.starts_with(&format!("\"auth\";r={remaining};t=")), "{rl}");
+        assert_announced(&res, "\"auth\";q=5;w=60", remaining);
     }
     let res = login().await.expect("login");
     // One emission (60 s / 5) after the first of the burst, less the time the three logins took.
@@ -140,12 +146,7 @@ async fn the_global_ceiling_covers_every_route() {
     for remaining in [2, 1, 0] {
         let res = http.get(&health).send().await.expect("health");
         assert_eq!(res.status().as_u16(), 200);
-        assert_eq!(
-            header(&res, "ratelimit-policy").as_deref(),
-            Some("\"global\";q=60;w=300")
-        );
-        let rl = header(&res, "ratelimit").expect("RateLimit");
-        assert!(rl.starts_with(&format!("\"global\";r={remaining};")), "{rl}");
+        assert_announced(&res, "\"global\";q=60;w=300", remaining);
     }
     assert_eq!(
         error_code(http.get(&health).send().await.expect("health"), 429).await,
@@ -187,12 +188,7 @@ async fn event_batches_have_their_own_policy() {
     };
     for remaining in [1, 0] {
         let res = send().await.expect("events");
-        assert_eq!(
-            header(&res, "ratelimit-policy").as_deref(),
-            Some("\"events\";q=30;w=60")
-        );
-        let rl = header(&res, "ratelimit").expect("RateLimit");
-        assert!(rl.starts_with(&format!("\"events\";r={remaining};")), "{rl}");
+        assert_announced(&res, "\"events\";q=30;w=60", remaining);
     }
     assert_eq!(
         error_code(send().await.expect("events"), 429).await,
