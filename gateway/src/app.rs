@@ -198,6 +198,17 @@ impl Application {
                 "edge checks switched off: benchmark configuration, never for real traffic"
             );
         }
+        let limits = &config.rate_limit;
+        tracing::info!(
+            auth = %limits.auth,
+            api = %limits.api,
+            events = %limits.events,
+            global = %limits.global,
+            auth_skip_successful = limits.auth_skip_successful,
+            failure_mode = ?limits.failure_mode,
+            file = limits.source.as_deref().unwrap_or("none"),
+            "rate-limit policies"
+        );
         tracing::info!(
             public = %public_addr,
             admin = %admin.local_addr()?,

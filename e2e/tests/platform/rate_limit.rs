@@ -129,15 +129,17 @@ async fn failures_only_mode_counts_failed_logins_and_abuse_raises_one_event() {
     assert!(metrics.contains(&format!("{metric} 1")), "{metrics}");
 }
 
-/// The global ceiling per address stands in front of every route, the public ones included.
+/// The global ceiling per address stands in front of every route, the public ones included. Its
+/// policy comes from a policy file (`RATE_LIMIT_CONFIG_FILE`), as a ConfigMap would give it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_global_ceiling_covers_every_route() {
+    let dir = std::env::temp_dir().join(format!("rlglobal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("rate-limits.toml");
+    std::fs::write(&file, "[global]\nmax_requests = 60\nburst = 3\n").expect("policy file");
     let tp = xtask::testkit::start(
         "rlglobal",
-        &[
-            ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "60"),
-            ("GLOBAL_RATE_LIMIT_BURST", "3"),
-        ],
+        &[("RATE_LIMIT_CONFIG_FILE", file.to_str().expect("utf-8 path"))],
     )
     .await
     .expect("platform");

@@ -5,7 +5,10 @@
 //! Redis is down or slow, `RATE_LIMIT_FAILURE_MODE` decides: `local` (an in-process limiter with
 //! the same policies), `open` or `closed`.
 
+mod config;
 pub mod gcra;
+
+pub use self::config::{FailureMode, Policy, RateLimitConfig};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,84 +21,12 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use prometheus::{IntCounterVec, Opts, Registry};
-use service_kit::config::{Env, Environment};
 use service_kit::revocation::RedisKeys;
 
 use self::gcra::{Decision, Quota};
 use crate::error::ApiError;
 use crate::redis_link::RedisLink;
 use crate::revocation::{RedisAnswer, RedisUnavailable};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    Local,
-    Open,
-    Closed,
-}
-
-/// A named limit.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub name: &'static str,
-    pub quota: Quota,
-}
-
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    pub failure_mode: FailureMode,
-    pub redis_timeout: Duration,
-    pub auth: Policy,
-    /// `AUTH_RATE_LIMIT_SKIP_SUCCESSFUL`: the `auth` policy counts only failed attempts (status
-    /// 400 and up), as the old deployment's "skip successful requests" did.
-    pub auth_skip_successful: bool,
-    pub api: Policy,
-    pub events: Policy,
-    pub global: Policy,
-    /// `RATE_LIMIT_ABUSE_THRESHOLD` refusals of one address within `RATE_LIMIT_ABUSE_WINDOW`
-    /// raise one `rate_limit_abuse` security event.
-    pub abuse_threshold: u64,
-    pub abuse_window: Duration,
-}
-
-impl RateLimitConfig {
-    pub fn from_env(env: &Env, environment: Environment) -> Self {
-        let enabled = env.bool_or("RATE_LIMIT_ENABLED", true);
-        if !enabled && environment == Environment::Production {
-            env.problem(
-                "RATE_LIMIT_ENABLED",
-                "=false is for benchmarks only and is refused when APP_ENV=production",
-            );
-        }
-        let failure_mode = match env.one_of("RATE_LIMIT_FAILURE_MODE", "local", &["local", "open", "closed"]) {
-            "open" => FailureMode::Open,
-            "closed" => FailureMode::Closed,
-            _ => FailureMode::Local,
-        };
-        // `PREFIX` + RATE_LIMIT_MAX_REQUESTS / _WINDOW / _BURST.
-        let policy = |name: &'static str, prefix: &str, limit: u32, window: u64, burst: u32| {
-            let limit = env.int_in(&format!("{prefix}RATE_LIMIT_MAX_REQUESTS"), limit, 1, 1_000_000);
-            let window = env.seconds_in(&format!("{prefix}RATE_LIMIT_WINDOW"), window, 1, 86_400);
-            let burst = env.int_in(&format!("{prefix}RATE_LIMIT_BURST"), burst, 1, 1_000_000);
-            Policy {
-                name,
-                quota: Quota { limit, window, burst },
-            }
-        };
-        Self {
-            enabled,
-            failure_mode,
-            redis_timeout: env.millis_in("RATE_LIMIT_REDIS_TIMEOUT_MS", 50, 1, 5000),
-            auth: policy("auth", "AUTH_", 5, 60, 3),
-            auth_skip_successful: env.bool_or("AUTH_RATE_LIMIT_SKIP_SUCCESSFUL", false),
-            api: policy("api", "", 100, 60, 20),
-            events: policy("events", "EVENTS_", 30, 60, 10),
-            global: policy("global", "GLOBAL_", 2000, 300, 2000),
-            abuse_threshold: env.int_in("RATE_LIMIT_ABUSE_THRESHOLD", 20, 1, 1_000_000),
-            abuse_window: env.seconds_in("RATE_LIMIT_ABUSE_WINDOW", 60, 1, 86_400),
-        }
-    }
-}
 
 /// The limiter every worker shares.
 #[derive(Clone)]
@@ -565,6 +496,7 @@ mod tests {
             },
             abuse_threshold: 3,
             abuse_window: Duration::from_secs(60),
+            source: None,
         }
     }
 
