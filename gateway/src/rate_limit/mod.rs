@@ -12,7 +12,7 @@ pub use self::config::{FailureMode, Policy, RateLimitConfig};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -23,7 +23,7 @@ use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use prometheus::{IntCounterVec, Opts, Registry};
 use service_kit::revocation::RedisKeys;
 
-use self::gcra::{Decision, Quota};
+use self::gcra::Decision;
 use crate::error::ApiError;
 use crate::redis_link::RedisLink;
 use crate::revocation::{RedisAnswer, RedisUnavailable};
@@ -471,6 +471,9 @@ pub async fn limit(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::gcra::Quota;
     use super::*;
 
     fn config(mode: FailureMode) -> RateLimitConfig {
