@@ -9,6 +9,7 @@ mod keys;
 mod mailer;
 mod mfa;
 mod password;
+mod revocation_sync;
 mod sealed;
 mod service;
 mod store;
@@ -41,6 +42,7 @@ struct AuthConfig {
     mfa_issuer: String,
     mail: mailer::MailConfig,
     redis_keys: service_kit::revocation::RedisKeys,
+    revocation_sync: std::time::Duration,
     app_base_url: String,
 }
 
@@ -92,6 +94,7 @@ impl service_kit::service::Service for AuthService {
         let mail = mailer::MailConfig::from_env(env, common.environment);
         let app_base_url = app_base_url(env, common.environment);
         let redis_keys = service_kit::revocation::RedisKeys::from_env(env);
+        let revocation_sync = env.seconds_in("REVOCATION_SYNC_SECONDS", 5, 1, 300);
         let mfa_issuer = env
             .optional_string("MFA_ISSUER")
             .unwrap_or_else(|| "Platform".to_owned());
@@ -110,6 +113,7 @@ impl service_kit::service::Service for AuthService {
             mfa_issuer,
             mail,
             redis_keys,
+            revocation_sync,
             app_base_url,
         })
     }
@@ -152,6 +156,16 @@ impl service_kit::service::Service for AuthService {
             config.refresh_ttl,
             config.refresh_secret,
         );
+        // A Redis that lost the revocations gets them back from PostgreSQL.
+        let sync = revocation_sync::RevocationSync::new(
+            pool.clone(),
+            redis.clone(),
+            config.redis_keys.clone(),
+            config.access_ttl + service::SESSION_KEY_MARGIN,
+            config.revocation_sync,
+            registry,
+        )?;
+        tokio::spawn(sync.run());
         let auth = service::Auth {
             pool,
             redis,

@@ -1168,15 +1168,15 @@ impl Auth {
         Ok((rows, next))
     }
 
-    /// Revocation must reach Redis: the gateway reads it on every request. When Redis is down the
-    /// call fails (503) and the client retries (every step is idempotent); PostgreSQL already
-    /// holds the revocation.
+    /// Revocation must reach Redis: the gateway reads it on every request. PostgreSQL already holds
+    /// it, so when Redis cannot be written the call still succeeds and the write is retried in the
+    /// background (the gateway asks auth-service while it cannot read Redis).
     async fn revoke_in_redis(&self, token: Option<&AccessClaims>, sessions: &[Uuid]) -> Result<(), AuthError> {
         if token.is_none() && sessions.is_empty() {
             return Ok(());
         }
         // Keys live as long as any access token of these sessions can.
-        let session_ttl = self.issuer.access_ttl.as_secs() + 60;
+        let session_ttl = (self.issuer.access_ttl + SESSION_KEY_MARGIN).as_secs();
         let mut pipe = redis::pipe();
         if let Some(claims) = token {
             let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
@@ -1231,6 +1231,9 @@ impl Auth {
 }
 
 const REDIS_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An ended session's key outlives the longest access token by this much (clock skew, leeway).
+pub const SESSION_KEY_MARGIN: Duration = Duration::from_secs(60);
 
 async fn write_pipe(pool: &deadpool_redis::Pool, pipe: &redis::Pipeline) -> anyhow::Result<()> {
     let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;

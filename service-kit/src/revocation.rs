@@ -45,6 +45,19 @@ impl RedisKeys {
         format!("{}revoked:nbf:{user_id}", self.prefix)
     }
 
+    /// Present when this Redis holds every revocation in force: auth-service sets it after copying
+    /// them from PostgreSQL. A Redis restarted without persistence, or flushed, has lost both the
+    /// revocations and this key, so the gateway asks auth-service until it is back.
+    pub fn complete(&self) -> String {
+        format!("{}revoked:complete", self.prefix)
+    }
+
+    /// Held by the auth-service replica copying revocations into Redis (its random nonce), so
+    /// that a copy interrupted by another wipe never sets [`Self::complete`].
+    pub fn seeding(&self) -> String {
+        format!("{}revoked:seeding", self.prefix)
+    }
+
     /// Any other key of the platform, under the same prefix.
     pub fn other(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -65,6 +78,7 @@ mod tests {
         let k = RedisKeys::new("t1:");
         assert_eq!(k.jti("a"), "t1:revoked:jti:a");
         assert_eq!(k.session("s"), "t1:revoked:sid:s");
+        assert_eq!(k.complete(), "t1:revoked:complete");
         assert!(revoked_by_not_before(10, Some(11)));
         assert!(!revoked_by_not_before(11, Some(11)));
         assert!(!revoked_by_not_before(11, None));

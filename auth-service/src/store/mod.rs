@@ -327,6 +327,41 @@ pub async fn token_revoked(
     })
 }
 
+/// Every revocation still in force, to copy into a Redis that lost them: blacklisted tokens not
+/// yet expired, sessions ended since `since` (the longest an access token of theirs can live), and
+/// "not before" times later than `since`.
+pub struct InForce {
+    /// (jti, expires at)
+    pub tokens: Vec<(Uuid, DateTime<Utc>)>,
+    /// (session id, ended at)
+    pub sessions: Vec<(Uuid, DateTime<Utc>)>,
+    /// (user id, not before)
+    pub not_before: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+pub async fn revocations_in_force(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<InForce, StoreError> {
+    let tokens = token_blacklist::table
+        .filter(token_blacklist::expires_at.gt(diesel::dsl::now))
+        .select((token_blacklist::jti, token_blacklist::expires_at))
+        .load(conn)
+        .await?;
+    let sessions = sessions::table
+        .filter(sessions::revoked_at.gt(since))
+        .select((sessions::id, sessions::revoked_at.assume_not_null()))
+        .load(conn)
+        .await?;
+    let not_before = users::table
+        .filter(users::tokens_not_before.gt(since))
+        .select((users::id, users::tokens_not_before.assume_not_null()))
+        .load(conn)
+        .await?;
+    Ok(InForce {
+        tokens,
+        sessions,
+        not_before,
+    })
+}
+
 /// Ends one session (no-op when already ended).
 pub async fn revoke_session(conn: &mut AsyncPgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
     let n = diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))
