@@ -100,8 +100,17 @@ impl FromRequest for Authenticated {
             };
             match from_limiter {
                 // Read with the rate limits, in the same round trip.
-                Some(answer) if answer.revokes(&claims) => return Err(token_error(TokenError::Revoked)),
-                Some(_) => {}
+                Some(answer) if answer.complete => {
+                    state.revocation.note_complete(true);
+                    if answer.revokes(&claims) {
+                        return Err(token_error(TokenError::Revoked));
+                    }
+                }
+                // Redis answered but lacks the marker: it cannot vouch, auth-service decides.
+                Some(_) => {
+                    state.revocation.note_complete(false);
+                    state.revocation.check(&claims, &token, true).await?;
+                }
                 None => state.revocation.check(&claims, &token, redis_down).await?,
             }
             tracing::Span::current().record("user_id", claims.sub.as_str());

@@ -3,8 +3,14 @@
 //! gateway asks auth-service, which keeps the same facts in PostgreSQL, and caches the answer
 //! briefly: revocation never fails open. Each such fallback is counted in
 //! `revocation_fallback_total{result}`.
+//!
+//! Redis only vouches for revocations while it holds auth-service's marker key
+//! ([`RedisKeys::complete`]): a Redis restarted without persistence, or flushed, forgot the
+//! revocations along with the marker, so until auth-service has copied them back from PostgreSQL
+//! the gateway asks auth-service, as when Redis is down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +34,20 @@ pub struct RedisAnswer {
     pub revoked: bool,
     /// The user's "not before", if any.
     pub not_before: Option<u64>,
+    /// Redis holds every revocation in force (the marker key is present); when false the other
+    /// fields prove nothing.
+    pub complete: bool,
+}
+
+/// The keys read for one token, in this order: its jti, its session, its user's "not before", and
+/// the marker saying Redis holds every revocation.
+pub fn keys_for(keys: &RedisKeys, claims: &AccessClaims) -> [String; 4] {
+    [
+        keys.jti(&claims.jti),
+        keys.session(&claims.sid),
+        keys.not_before(&claims.sub),
+        keys.complete(),
+    ]
 }
 
 impl RedisAnswer {
@@ -56,6 +76,8 @@ struct Shared {
     cache: Mutex<HashMap<String, (Instant, bool)>>,
     cache_ttl: Duration,
     fallbacks: IntCounterVec,
+    /// Redis was last seen without the marker key (logged once per change).
+    incomplete: AtomicBool,
 }
 
 impl RevocationCheck {
@@ -84,6 +106,7 @@ impl RevocationCheck {
                 cache: Mutex::new(HashMap::new()),
                 cache_ttl,
                 fallbacks,
+                incomplete: AtomicBool::new(false),
             }),
         })
     }
@@ -98,7 +121,8 @@ impl RevocationCheck {
     }
 
     /// Ok when the token stands; 401 `TOKEN_REVOKED` when it was revoked; 503 when neither Redis
-    /// nor auth-service can tell. `redis_down` skips Redis (the limiter just found it unreachable).
+    /// nor auth-service can tell. `redis_down` skips Redis (the limiter just found it unreachable, or
+    /// without the marker).
     pub async fn check(&self, claims: &AccessClaims, bearer: &str, redis_down: bool) -> Result<(), ApiError> {
         if !redis_down && let Some(answer) = self.ask_redis(claims).await {
             return if answer.revokes(claims) { Err(revoked()) } else { Ok(()) };
@@ -110,7 +134,23 @@ impl RevocationCheck {
         }
     }
 
-    /// One MGET of the jti, session and not-before keys, bounded by the Redis timeout.
+    /// Records whether Redis holds the marker; logs when that changes.
+    pub fn note_complete(&self, complete: bool) {
+        if self.shared.incomplete.swap(!complete, Ordering::Relaxed) == complete {
+            if complete {
+                tracing::info!("Redis holds every revocation again; revocations are read from Redis");
+            } else {
+                tracing::warn!(
+                    marker = self.shared.keys.complete(),
+                    "Redis lacks the revocation marker (restarted without persistence, or flushed): \
+                     asking auth-service until it has copied the revocations back from PostgreSQL"
+                );
+            }
+        }
+    }
+
+    /// One MGET of the jti, session, not-before and marker keys, bounded by the Redis timeout.
+    /// None when Redis cannot answer or cannot vouch for the answer (no marker).
     async fn ask_redis(&self, claims: &AccessClaims) -> Option<RedisAnswer> {
         let link = self.redis.as_ref()?;
         let lookup = async {
@@ -119,22 +159,24 @@ impl RevocationCheck {
                 .await
                 .ok_or_else(|| anyhow::anyhow!("Redis unreachable"))?;
             let result = redis::cmd("MGET")
-                .arg(self.shared.keys.jti(&claims.jti))
-                .arg(self.shared.keys.session(&claims.sid))
-                .arg(self.shared.keys.not_before(&claims.sub))
-                .query_async::<(Option<String>, Option<String>, Option<u64>)>(&mut conn)
+                .arg(&keys_for(&self.shared.keys, claims))
+                .query_async::<(Option<String>, Option<String>, Option<u64>, Option<String>)>(&mut conn)
                 .await;
-            let (jti, sid, nbf) = link
+            let (jti, sid, nbf, complete) = link
                 .check(result)
                 .await
                 .ok_or_else(|| anyhow::anyhow!("Redis command failed"))?;
             Ok::<_, anyhow::Error>(RedisAnswer {
                 revoked: jti.is_some() || sid.is_some(),
                 not_before: nbf,
+                complete: complete.is_some(),
             })
         };
         match tokio::time::timeout(self.shared.redis_timeout, lookup).await {
-            Ok(Ok(answer)) => Some(answer),
+            Ok(Ok(answer)) => {
+                self.note_complete(answer.complete);
+                answer.complete.then_some(answer)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(
                     error = format!("{e:#}"),

@@ -1170,9 +1170,13 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     let url = redis.url();
     // No caching of "not revoked", so a logout during the outage shows at once.
     let gateway_env = [("REDIS_URL", url.as_str()), ("REVOCATION_CACHE_SECONDS", "0")];
-    let tp = xtask::testkit::start_with("revocationdown", &gateway_env, &[("REDIS_URL", url.as_str())])
-        .await
-        .expect("platform");
+    let tp = xtask::testkit::start_with(
+        "revocationdown",
+        &gateway_env,
+        &[("REDIS_URL", url.as_str()), ("REVOCATION_SYNC_SECONDS", "1")],
+    )
+    .await
+    .expect("platform");
     let api = Api::new(&tp);
     let (before_outage, _) = tokens(&api.register("outage@example.org").await);
     let mut sessions = Vec::new();
@@ -1212,4 +1216,59 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     };
     assert!(count("revoked") >= 2, "{metrics}");
     assert!(count("valid") >= 2, "{metrics}");
+
+    // Redis comes back empty (no persistence): it forgot every revocation. Until auth-service has
+    // copied them back from PostgreSQL it lacks the marker, and the gateway asks auth-service, so
+    // the tokens revoked before and during the outage stay refused at every moment.
+    let redis = own.start().expect("redis again");
+    crate::eventually("/ready to report Redis back", Duration::from_secs(10), || async move {
+        crate::admin_get(gateway_admin, "/ready").filter(|(_, b)| b["checks"]["redis"] == true)
+    })
+    .await;
+    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(error_code(api.me(&sessions[0]).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let prefix = tp.redis_prefix.clone();
+    let keys =
+        [before_outage.as_str(), sessions[0].as_str()].map(|t| format!("{prefix}revoked:sid:{}", claim(t, "sid")));
+    crate::eventually(
+        "auth-service to copy the revocations back",
+        Duration::from_secs(20),
+        || {
+            let (mut conn, keys, marker) = (conn.clone(), keys.clone(), format!("{prefix}revoked:complete"));
+            async move {
+                let n: u64 = redis::cmd("EXISTS")
+                    .arg(&keys)
+                    .arg(&marker)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (n == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    // Read from Redis again, with the same answers.
+    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
+    let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
+    // One copy at start (a new Redis), one after the wipe.
+    let copies = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("revocation_copies_total{result=\"done\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(copies >= Some(2), "{metrics}");
+}
+
+/// One string claim of a JWT, read without verifying it.
+fn claim(token: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let value: serde_json::Value = serde_json::from_slice(&json).expect("JSON claims");
+    value[name].as_str().expect("a string claim").to_owned()
 }

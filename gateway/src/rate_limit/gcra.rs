@@ -89,12 +89,13 @@ return {math.floor((cap - (tat - now)) / t), tat - now}
 "#;
 
 /// Every policy of a request, and optionally its token's revocation keys, in one round trip.
-/// KEYS = n buckets, then (if the revocation flag is 1) the jti, session and not-before keys,
-/// then the address's refusal counter.
+/// KEYS = n buckets, then (if the revocation flag is 1) the jti, session, not-before and marker
+/// keys, then the address's refusal counter.
 /// ARGV = n, then emission and capacity ms per bucket, then the revocation flag, then the
 /// refusal counter's window in seconds.
 /// Returns 4 numbers per bucket (allowed 0/1, remaining, reset ms, retry-after ms), then (with
-/// the flag) jti present, session present, not-before (-1 when none), then the address's refusals
+/// the flag) jti present, session present, not-before (-1 when none), marker present (Redis holds
+/// every revocation), then the address's refusals
 /// in the current window (0 when allowed). Buckets are only spent when every policy allows the
 /// request; a refusal is counted once, however many policies refused.
 pub const SCRIPT_ALL: &str = r#"
@@ -128,7 +129,8 @@ if tonumber(ARGV[2 * n + 2]) == 1 then
   table.insert(out, redis.call('EXISTS', KEYS[n + 1]))
   table.insert(out, redis.call('EXISTS', KEYS[n + 2]))
   table.insert(out, tonumber(redis.call('GET', KEYS[n + 3]) or -1) or -1)
-  counter = n + 4
+  table.insert(out, redis.call('EXISTS', KEYS[n + 4]))
+  counter = n + 5
 end
 if all then
   table.insert(out, 0)

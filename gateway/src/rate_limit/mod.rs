@@ -149,7 +149,7 @@ impl Limiter {
     /// Every check of one request, its token's revocation state and the address's refusal count,
     /// in one Redis round trip. Without Redis each policy goes to the failure mode and the
     /// revocation state is unknown.
-    async fn decide_all(&self, checks: &Checks<'_>, revocation: Option<[String; 3]>) -> Outcome {
+    async fn decide_all(&self, checks: &Checks<'_>, revocation: Option<[String; 4]>) -> Outcome {
         let policies = &checks.policies;
         if let Some(link) = &self.redis {
             let with_rev = revocation.is_some();
@@ -175,7 +175,7 @@ impl Limiter {
             };
             let n = policies.len();
             if let Ok(Some(out)) = tokio::time::timeout(self.config.redis_timeout, call).await
-                && out.len() == n * 4 + if with_rev { 3 } else { 0 } + 1
+                && out.len() == n * 4 + if with_rev { 4 } else { 0 } + 1
             {
                 let num = |v: i64| u64::try_from(v).unwrap_or(0);
                 let decisions = out
@@ -195,6 +195,7 @@ impl Limiter {
                     RedisAnswer {
                         revoked: r[0] == 1 || r[1] == 1,
                         not_before: u64::try_from(r[2]).ok(),
+                        complete: r[3] == 1,
                     }
                 });
                 return Outcome {
@@ -409,13 +410,10 @@ pub async fn limit(
         user = Some(claims.sub.clone());
         req.extensions_mut().insert(VerifiedClaims(claims));
     }
-    let revocation_keys = req.extensions().get::<VerifiedClaims>().map(|VerifiedClaims(c)| {
-        [
-            limiter.keys.jti(&c.jti),
-            limiter.keys.session(&c.sid),
-            limiter.keys.not_before(&c.sub),
-        ]
-    });
+    let revocation_keys = req
+        .extensions()
+        .get::<VerifiedClaims>()
+        .map(|VerifiedClaims(c)| crate::revocation::keys_for(&limiter.keys, c));
     let checks = limiter.policies(&req, user.as_deref());
     let outcome = limiter.decide_all(&checks, revocation_keys).await;
     match outcome.revocation {
