@@ -5,11 +5,17 @@
 //! gateway asks auth-service. This task checks for the marker every `REVOCATION_SYNC_SECONDS`
 //! and, when it is missing, copies every revocation in force from PostgreSQL and then sets it.
 //!
+//! A copy also runs, marker or not, at the first chance after start, after a revocation could not
+//! be written to Redis, and every [`FULL_COPY_EVERY`]: a write retried in memory is lost if this
+//! process stops before Redis returns, and a Redis that kept its data would not lack the marker.
+//!
 //! A copy sets the marker only if Redis was not emptied again meanwhile: the copying replica
 //! first writes a nonce under [`RedisKeys::seeding`] and sets the marker in one script only while
 //! its nonce is still there. Several replicas may copy at once; every write is idempotent.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deadpool_redis::redis;
@@ -30,6 +36,9 @@ end
 return 0
 "#;
 
+/// Copies run at least this often, marker or not.
+pub const FULL_COPY_EVERY: Duration = Duration::from_secs(600);
+
 /// How many SETs go in one pipeline.
 const BATCH: usize = 500;
 
@@ -40,6 +49,8 @@ pub struct RevocationSync {
     /// How long after a session ends its access tokens can still be presented.
     pub session_ttl: Duration,
     pub every: Duration,
+    /// Set by a revocation that could not be written to Redis: the next round copies everything.
+    pub missed_write: Arc<AtomicBool>,
     copies: IntCounterVec,
 }
 
@@ -66,6 +77,7 @@ impl RevocationSync {
             keys,
             session_ttl,
             every,
+            missed_write: Arc::new(AtomicBool::new(false)),
             copies,
         })
     }
@@ -74,18 +86,30 @@ impl RevocationSync {
     pub async fn run(self) {
         self.warn_about_eviction().await;
         let mut failing = false;
+        // Nothing copied yet: the first round copies whatever the marker says.
+        let mut last_full: Option<Instant> = None;
         loop {
-            match self.ensure().await {
+            let force = self.missed_write.swap(false, Ordering::Relaxed)
+                || last_full.is_none_or(|at| at.elapsed() >= FULL_COPY_EVERY);
+            match self.ensure(force).await {
                 Ok(None) => failing = false,
-                Ok(Some(keys)) => {
+                Ok(Some((keys, marker_was_there))) => {
                     failing = false;
+                    last_full = Some(Instant::now());
                     self.copies.with_label_values(&["done"]).inc();
-                    tracing::info!(
-                        keys,
-                        "copied the revocations in force from PostgreSQL into Redis, which lacked them (first start, or restarted without persistence, or flushed)"
-                    );
+                    if marker_was_there {
+                        tracing::debug!(keys, "revocations in force copied into Redis again");
+                    } else {
+                        tracing::info!(
+                            keys,
+                            "copied the revocations in force from PostgreSQL into Redis, which lacked them (a new Redis, or one restarted without persistence, or flushed)"
+                        );
+                    }
                 }
                 Err(e) => {
+                    if force {
+                        self.missed_write.store(true, Ordering::Relaxed);
+                    }
                     self.copies.with_label_values(&["failed"]).inc();
                     // Redis or PostgreSQL down is already reported elsewhere; say it once.
                     if !failing {
@@ -128,14 +152,15 @@ impl RevocationSync {
         }
     }
 
-    /// None when Redis holds the marker; else copies and returns how many keys were written.
-    pub async fn ensure(&self) -> anyhow::Result<Option<usize>> {
+    /// None when Redis holds the marker and `force` is false; else copies and returns how many
+    /// keys were written and whether the marker was there.
+    pub async fn ensure(&self, force: bool) -> anyhow::Result<Option<(usize, bool)>> {
         let mut redis = self.redis.get().await?;
         let present: bool = redis::cmd("EXISTS")
             .arg(self.keys.complete())
             .query_async(&mut redis)
             .await?;
-        if present {
+        if present && !force {
             return Ok(None);
         }
         let nonce = Uuid::new_v4().to_string();
@@ -192,6 +217,6 @@ impl RevocationSync {
             done == 1,
             "Redis was emptied again (or another replica took over) while copying; trying again"
         );
-        Ok(Some(writes.len()))
+        Ok(Some((writes.len(), present)))
     }
 }

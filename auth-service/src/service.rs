@@ -137,6 +137,9 @@ pub struct Auth {
     pub mailer: crate::mailer::Mailer,
     pub events: SecurityEvents,
     pub redis_keys: service_kit::revocation::RedisKeys,
+    /// Raised when a revocation could not be written to Redis: the revocation sync then copies
+    /// every revocation in force at its next chance (the retry below lives only in memory).
+    pub missed_revocation_write: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `APP_BASE_URL`: where the links in e-mails point (the app's deep-link domain).
     pub app_base_url: String,
 }
@@ -1207,6 +1210,8 @@ impl Auth {
             error,
             "revocation stored in PostgreSQL but not yet in Redis; retrying in the background"
         );
+        self.missed_revocation_write
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (pool, give_up) = (self.redis.clone(), Duration::from_secs(session_ttl));
         tokio::spawn(async move {
             let started = std::time::Instant::now();

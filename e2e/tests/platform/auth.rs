@@ -1262,6 +1262,46 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     assert!(copies >= Some(2), "{metrics}");
 }
 
+/// A revocation that never reached Redis (its retry lived in the memory of an auth-service that
+/// stopped) is copied there when auth-service starts again, although Redis kept its marker.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_service_copies_every_revocation_into_redis_when_it_starts() {
+    use std::time::Duration;
+
+    let mut tp = xtask::testkit::start("revocationcopy", &[]).await.expect("platform");
+    let api = Api::new(&tp);
+    let (revoked, _) = tokens(&api.register("copy@example.org").await);
+    let res = api.post("/v1/auth/logout", json!({}), Some(&revoked)).await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&revoked).await, 401).await, "TOKEN_REVOKED");
+
+    // The write that was lost: the token's keys are not in Redis, the marker is.
+    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let prefix = tp.redis_prefix.clone();
+    let lost = [
+        format!("{prefix}revoked:sid:{}", claim(&revoked, "sid")),
+        format!("{prefix}revoked:jti:{}", claim(&revoked, "jti")),
+    ];
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(&lost)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("DEL");
+    assert_eq!(deleted, 2);
+
+    tp.platform.auth.restart().expect("auth-service again");
+    crate::eventually("the revocation back in Redis", Duration::from_secs(20), || {
+        let (mut conn, lost) = (conn.clone(), lost.clone());
+        async move {
+            let n: u64 = redis::cmd("EXISTS").arg(&lost).query_async(&mut conn).await.ok()?;
+            (n == 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(error_code(api.me(&revoked).await, 401).await, "TOKEN_REVOKED");
+}
+
 /// One string claim of a JWT, read without verifying it.
 fn claim(token: &str, name: &str) -> String {
     use base64::Engine as _;
