@@ -66,6 +66,10 @@ pub fn build_pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(config.url.expose_secret(), manager_config);
     Pool::builder(manager)
         .max_size(config.max_connections)
+        // The most recently used connection first: at moderate load a few warm PostgreSQL
+        // backends serve every query (fewer processes to wake), and the rest stay idle long
+        // enough for `watch_database` to close them.
+        .queue_mode(deadpool::managed::QueueMode::Lifo)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(config.timeout))
         .create_timeout(Some(config.timeout))
