@@ -206,6 +206,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
     let mut rows = Vec::new();
     let mut timing: Vec<(&str, Run)> = Vec::new();
+    let mut floor: Option<(u32, Run)> = None;
     for (label, extra) in [("protected", &[][..]), ("unprotected", &off_env[..])] {
         let gateway_env: Vec<(&str, &str)> = base_env.iter().chain(extra.iter()).copied().collect();
         let mut platform = Platform::start(&PlatformSpec {
@@ -280,6 +281,13 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
                 .map(|((n, _), (b, a))| format!("{n} {:.1}s/{} MiB", a.0 - b.0, a.1 / 1024))
                 .collect();
             eprintln!("xtask: {name}: {:.0} req/s max", max.rps);
+            if name == "GET /health" {
+                // The host's own floor at the same rate: a trivial plain-HTTP handler (the
+                // gateway's admin /health: no TLS, no Redis), so the report shows how much of the
+                // tail this machine adds to any path.
+                let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
+                floor = Some((half, load(&oha, &admin, &ca, &[], seconds, connections, Some(half))?));
+            }
             rows.push((name.to_owned(), max, half, fixed, inside, cpu.join(", ")));
         }
         if label == "protected" {
@@ -337,6 +345,16 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
             report,
             "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%).",
             100.0 * p / o
+        );
+    }
+
+    if let Some((rate, run)) = floor {
+        let _ = writeln!(
+            report,
+            "\nFloor of this host: the same load at {rate} req/s against a trivial plain-HTTP handler (the gateway's admin `/health`: no TLS, no Redis): p50 {:.2} ms, p99 {:.2} ms (p99/p50 {:.1}): the tail this host and load generator add to any path at this rate.",
+            run.p50,
+            run.p99,
+            run.p99 / run.p50
         );
     }
 
