@@ -165,7 +165,6 @@ impl service_kit::service::Service for AuthService {
             config.revocation_sync,
             registry,
         )?;
-        let missed_revocation_write = sync.missed_write.clone();
         tokio::spawn(sync.run());
         let auth = service::Auth {
             pool,
@@ -180,7 +179,6 @@ impl service_kit::service::Service for AuthService {
             mailer: mailer::Mailer::build(config.mail)?,
             events: service::SecurityEvents::register(registry)?,
             redis_keys: config.redis_keys,
-            missed_revocation_write,
             app_base_url: config.app_base_url,
         };
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);

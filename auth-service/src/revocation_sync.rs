@@ -1,23 +1,26 @@
-//! Keeps Redis holding every revocation in force. The gateway reads revocations from Redis, but
-//! PostgreSQL is where they are kept: a Redis restarted without persistence, or flushed, has
-//! forgotten them, and a revoked token would work again until it expires. So Redis vouches for
-//! its revocations only while it holds the marker key ([`RedisKeys::complete`]); without it the
-//! gateway asks auth-service. This task checks for the marker every `REVOCATION_SYNC_SECONDS`
-//! and, when it is missing, copies every revocation in force from PostgreSQL and then sets it.
+//! Keeps Redis holding every revocation in force. PostgreSQL is where revocations are kept; the
+//! gateway reads them from Redis, and trusts Redis only while it holds the marker key
+//! ([`RedisKeys::complete`]), otherwise it asks auth-service. This task, every
+//! `REVOCATION_SYNC_SECONDS` on every replica:
 //!
-//! A copy also runs, marker or not, at the first chance after start, after a revocation could not
-//! be written to Redis, and every [`FULL_COPY_EVERY`]: a write retried in memory is lost if this
-//! process stops before Redis returns, and a Redis that kept its data would not lack the marker.
+//! - copies into Redis the revocations committed since its last round (with a margin for
+//!   transactions still open then), so a revocation whose own Redis write failed lands within one
+//!   round, whichever replica made it;
+//! - renews the marker, which expires after [`lease`]: if no replica can reach both PostgreSQL
+//!   and Redis for that long, the gateway stops trusting Redis;
+//! - copies every revocation in force when Redis cannot be trusted to hold the past: the marker
+//!   is missing (a new Redis, one restarted without persistence, or flushed) or names another
+//!   server (the marker's value is the Redis `run_id`: a Redis restored from a snapshot or a
+//!   promoted replica has another one, and may lack recent revocations). A marker naming another
+//!   server is deleted first, so the gateway asks auth-service while the copy runs.
 //!
-//! A copy sets the marker only if Redis was not emptied again meanwhile: the copying replica
+//! A full copy sets the marker only if Redis was not emptied again meanwhile: the copying replica
 //! first writes a nonce under [`RedisKeys::seeding`] and sets the marker in one script only while
-//! its nonce is still there. Several replicas may copy at once; every write is idempotent.
+//! its nonce is still there. Every write is idempotent, so replicas may run at once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use deadpool_redis::redis;
 use prometheus::{IntCounterVec, Opts, Registry};
 use service_kit::db::Pool;
@@ -26,32 +29,60 @@ use uuid::Uuid;
 
 use crate::store;
 
-/// Sets the marker only while this copy's nonce still holds the seeding key.
-const FINISH: &str = r#"
+/// Sets the marker (value: the server's run_id, with the lease) only while this copy's nonce
+/// still holds the seeding key.
+const FINISH_FULL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
   redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
 "#;
 
-/// Copies run at least this often, marker or not.
-pub const FULL_COPY_EVERY: Duration = Duration::from_secs(600);
+/// Renews the marker only while it still names this server.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Revocations committed this long before a round's start are copied again by the next round: a
+/// transaction that wrote its revocation time and committed after the round read is not missed.
+const MARGIN: Duration = Duration::from_secs(60);
 
 /// How many SETs go in one pipeline.
 const BATCH: usize = 500;
 
+/// How long the marker holds without a renewal: twelve rounds, so that a replica restarting or a
+/// short database hiccup does not send every request to auth-service.
+pub fn lease(every: Duration) -> Duration {
+    every * 12
+}
+
+/// What a round did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Round {
+    /// Copied the revocations of the last moments and renewed the marker.
+    Renewed { keys: usize },
+    /// Copied every revocation in force and set the marker; `why` Redis could not be trusted.
+    Full { keys: usize, why: &'static str },
+    /// Another replica is copying everything; its copy sets the marker.
+    Yielded,
+}
+
 pub struct RevocationSync {
-    pub pool: Pool,
-    pub redis: deadpool_redis::Pool,
-    pub keys: RedisKeys,
+    pool: Pool,
+    redis: deadpool_redis::Pool,
+    keys: RedisKeys,
     /// How long after a session ends its access tokens can still be presented.
-    pub session_ttl: Duration,
-    pub every: Duration,
-    /// Set by a revocation that could not be written to Redis: the next round copies everything.
-    pub missed_write: Arc<AtomicBool>,
-    copies: IntCounterVec,
+    session_ttl: Duration,
+    every: Duration,
+    /// PostgreSQL's clock at the start of the last round that renewed or set the marker.
+    last: Option<DateTime<Utc>>,
+    rounds: IntCounterVec,
 }
 
 impl RevocationSync {
@@ -63,70 +94,60 @@ impl RevocationSync {
         every: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let copies = IntCounterVec::new(
+        let rounds = IntCounterVec::new(
             Opts::new(
-                "revocation_copies_total",
-                "Copies of the revocations in force from PostgreSQL into a Redis that had lost them, by result (done, failed)",
+                "revocation_sync_total",
+                "Rounds copying revocations from PostgreSQL into Redis, by result (renewed, full, yielded, failed)",
             ),
             &["result"],
         )?;
-        registry.register(Box::new(copies.clone()))?;
+        registry.register(Box::new(rounds.clone()))?;
         Ok(Self {
             pool,
             redis,
             keys,
             session_ttl,
             every,
-            missed_write: Arc::new(AtomicBool::new(false)),
-            copies,
+            last: None,
+            rounds,
         })
     }
 
-    /// Checks for the marker forever (the task ends with the process).
-    pub async fn run(self) {
+    /// Runs rounds forever (the task ends with the process).
+    pub async fn run(mut self) {
         self.warn_about_eviction().await;
         let mut failing = false;
-        // Nothing copied yet: the first round copies whatever the marker says.
-        let mut last_full: Option<Instant> = None;
         loop {
-            let force = self.missed_write.swap(false, Ordering::Relaxed)
-                || last_full.is_none_or(|at| at.elapsed() >= FULL_COPY_EVERY);
-            match self.ensure(force).await {
-                Ok(None) => failing = false,
-                Ok(Some((keys, marker_was_there))) => {
-                    failing = false;
-                    last_full = Some(Instant::now());
-                    self.copies.with_label_values(&["done"]).inc();
-                    if marker_was_there {
-                        tracing::debug!(keys, "revocations in force copied into Redis again");
-                    } else {
-                        tracing::info!(
-                            keys,
-                            "copied the revocations in force from PostgreSQL into Redis, which lacked them (a new Redis, or one restarted without persistence, or flushed)"
-                        );
-                    }
-                }
-                Err(e) => {
-                    if force {
-                        self.missed_write.store(true, Ordering::Relaxed);
-                    }
-                    self.copies.with_label_values(&["failed"]).inc();
-                    // Redis or PostgreSQL down is already reported elsewhere; say it once.
-                    if !failing {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "cannot check or copy the revocations into Redis; the gateway asks auth-service meanwhile"
-                        );
-                    }
-                    failing = true;
-                }
+            let result = self.round().await;
+            let label = match &result {
+                Ok(Round::Renewed { .. }) => "renewed",
+                Ok(Round::Full { .. }) => "full",
+                Ok(Round::Yielded) => "yielded",
+                Err(_) => "failed",
+            };
+            self.rounds.with_label_values(&[label]).inc();
+            match result {
+                Ok(Round::Full { keys, why }) => tracing::info!(
+                    keys,
+                    why,
+                    "copied every revocation in force from PostgreSQL into Redis and set the revocation marker"
+                ),
+                Ok(_) => {}
+                // Redis or PostgreSQL down is reported elsewhere too; say it once per outage.
+                Err(e) if !failing => tracing::warn!(
+                    error = format!("{e:#}"),
+                    lease_s = lease(self.every).as_secs(),
+                    "cannot copy revocations into Redis; once the revocation marker's lease runs out the gateway asks auth-service"
+                ),
+                Err(_) => {}
             }
+            failing = label == "failed";
             tokio::time::sleep(self.every).await;
         }
     }
 
-    /// An eviction policy could drop revocations (they expire) and keep the marker (it does not).
-    /// Managed Redis often refuses CONFIG; then nothing can be told.
+    /// An eviction policy could drop revocations (they expire) and keep the marker. Managed Redis
+    /// often refuses CONFIG; then nothing can be told.
     async fn warn_about_eviction(&self) {
         let Ok(mut redis) = self.redis.get().await else { return };
         let config: Result<Vec<String>, _> = redis::cmd("CONFIG")
@@ -152,17 +173,59 @@ impl RevocationSync {
         }
     }
 
-    /// None when Redis holds the marker and `force` is false; else copies and returns how many
-    /// keys were written and whether the marker was there.
-    pub async fn ensure(&self, force: bool) -> anyhow::Result<Option<(usize, bool)>> {
+    /// One round: recent revocations and a renewal, or everything and a new marker.
+    pub async fn round(&mut self) -> anyhow::Result<Round> {
         let mut redis = self.redis.get().await?;
-        let present: bool = redis::cmd("EXISTS")
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut redis).await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| anyhow::anyhow!("Redis INFO server has no run_id"))?;
+        let marker: Option<String> = redis::cmd("GET")
             .arg(self.keys.complete())
             .query_async(&mut redis)
             .await?;
-        if present && !force {
-            return Ok(None);
+        let mut conn = self.pool.get().await?;
+        let now = store::database_now(&mut conn).await?;
+        let session_ttl = chrono::Duration::from_std(self.session_ttl)?;
+        let lease = lease(self.every).as_secs();
+
+        if marker.as_deref() == Some(run_id.as_str())
+            && let Some(last) = self.last
+        {
+            let recent = store::revocations_since(&mut conn, last - chrono::Duration::from_std(MARGIN)?).await?;
+            drop(conn);
+            let keys = self.write(&mut redis, &recent, now, session_ttl).await?;
+            let renewed: i64 = redis::cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(self.keys.complete())
+                .arg(&run_id)
+                .arg(lease)
+                .query_async(&mut redis)
+                .await?;
+            if renewed != 1 {
+                self.last = None;
+                anyhow::bail!("Redis lost the revocation marker during the round; copying everything next round");
+            }
+            self.last = Some(now);
+            return Ok(Round::Renewed { keys });
         }
+
+        let why = match marker {
+            None => "Redis has no revocation marker (a new Redis, or restarted without persistence, or flushed)",
+            Some(ref m) if *m != run_id => {
+                // Restored from a snapshot, or a promoted replica: recent revocations may be
+                // missing, so the gateway must stop trusting it before the copy.
+                redis::cmd("DEL")
+                    .arg(self.keys.complete())
+                    .query_async::<()>(&mut redis)
+                    .await?;
+                "the revocation marker names another Redis server (restored from a snapshot, or a failover)"
+            }
+            Some(_) => "this process has not copied anything yet",
+        };
         let nonce = Uuid::new_v4().to_string();
         // Long enough for any copy; a replica that dies mid-copy blocks nobody after it.
         redis::cmd("SET")
@@ -172,25 +235,49 @@ impl RevocationSync {
             .arg(600)
             .query_async::<()>(&mut redis)
             .await?;
-        let now = Utc::now();
-        let session_ttl = chrono::Duration::from_std(self.session_ttl)?;
-        let in_force = {
-            let mut conn = self.pool.get().await?;
-            store::revocations_in_force(&mut conn, now - session_ttl).await?
-        };
-        let left = |until: chrono::DateTime<Utc>| (until - now).num_seconds().max(1);
+        let all = store::revocations_since(&mut conn, now - session_ttl).await?;
+        drop(conn);
+        let keys = self.write(&mut redis, &all, now, session_ttl).await?;
+        let done: i64 = redis::cmd("EVAL")
+            .arg(FINISH_FULL)
+            .arg(2)
+            .arg(self.keys.seeding())
+            .arg(self.keys.complete())
+            .arg(&nonce)
+            .arg(&run_id)
+            .arg(lease)
+            .query_async(&mut redis)
+            .await?;
+        if done != 1 {
+            // Another replica started a copy after ours (its copy sets the marker), or Redis was
+            // emptied again (the next round starts over).
+            return Ok(Round::Yielded);
+        }
+        self.last = Some(now);
+        Ok(Round::Full { keys, why })
+    }
+
+    /// Writes each revocation with the time it still matters; returns how many keys.
+    async fn write(
+        &self,
+        redis: &mut deadpool_redis::Connection,
+        found: &store::Revocations,
+        now: DateTime<Utc>,
+        session_ttl: chrono::Duration,
+    ) -> anyhow::Result<usize> {
+        let left = |until: DateTime<Utc>| (until - now).num_seconds().max(1);
         let mut writes: Vec<(String, String, i64)> = Vec::new();
-        for (jti, expires_at) in &in_force.tokens {
+        for (jti, expires_at) in &found.tokens {
             writes.push((self.keys.jti(&jti.to_string()), "1".into(), left(*expires_at)));
         }
-        for (sid, ended_at) in &in_force.sessions {
+        for (sid, ended_at) in &found.sessions {
             writes.push((
                 self.keys.session(&sid.to_string()),
                 "1".into(),
                 left(*ended_at + session_ttl),
             ));
         }
-        for (user, not_before) in &in_force.not_before {
+        for (user, not_before) in &found.not_before {
             writes.push((
                 self.keys.not_before(&user.to_string()),
                 not_before.timestamp().to_string(),
@@ -202,21 +289,8 @@ impl RevocationSync {
             for (key, value, ttl) in batch {
                 pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl).ignore();
             }
-            pipe.query_async::<()>(&mut redis).await?;
+            pipe.query_async::<()>(redis).await?;
         }
-        // Rare, so plain EVAL rather than a cached script.
-        let done: i64 = redis::cmd("EVAL")
-            .arg(FINISH)
-            .arg(2)
-            .arg(self.keys.seeding())
-            .arg(self.keys.complete())
-            .arg(&nonce)
-            .query_async(&mut redis)
-            .await?;
-        anyhow::ensure!(
-            done == 1,
-            "Redis was emptied again (or another replica took over) while copying; trying again"
-        );
-        Ok(Some((writes.len(), present)))
+        Ok(writes.len())
     }
 }

@@ -137,9 +137,6 @@ pub struct Auth {
     pub mailer: crate::mailer::Mailer,
     pub events: SecurityEvents,
     pub redis_keys: service_kit::revocation::RedisKeys,
-    /// Raised when a revocation could not be written to Redis: the revocation sync then copies
-    /// every revocation in force at its next chance (the retry below lives only in memory).
-    pub missed_revocation_write: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `APP_BASE_URL`: where the links in e-mails point (the app's deep-link domain).
     pub app_base_url: String,
 }
@@ -1172,8 +1169,7 @@ impl Auth {
     }
 
     /// Revocation must reach Redis: the gateway reads it on every request. PostgreSQL already holds
-    /// it, so when Redis cannot be written the call still succeeds and the write is retried in the
-    /// background (the gateway asks auth-service while it cannot read Redis).
+    /// it, so when Redis cannot be written the call still succeeds; the revocation sync copies it.
     async fn revoke_in_redis(&self, token: Option<&AccessClaims>, sessions: &[Uuid]) -> Result<(), AuthError> {
         if token.is_none() && sessions.is_empty() {
             return Ok(());
@@ -1198,9 +1194,9 @@ impl Auth {
                 .arg(session_ttl)
                 .ignore();
         }
-        // PostgreSQL already holds the revocation (the gateway asks auth-service while Redis is
-        // down), so a failed write is retried in the background rather than failing the call:
-        // until it lands, a gateway that reaches Redis would not see this revocation.
+        // PostgreSQL already holds the revocation, so a failed write does not fail the call: the
+        // next round of the revocation sync (any replica, within REVOCATION_SYNC_SECONDS) copies
+        // it, and while Redis cannot be read the gateway asks auth-service.
         let error = match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&self.redis, &pipe)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => format!("{e:#}"),
@@ -1208,29 +1204,8 @@ impl Auth {
         };
         tracing::warn!(
             error,
-            "revocation stored in PostgreSQL but not yet in Redis; retrying in the background"
+            "revocation stored in PostgreSQL but not in Redis; the next revocation sync round copies it"
         );
-        self.missed_revocation_write
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let (pool, give_up) = (self.redis.clone(), Duration::from_secs(session_ttl));
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let mut wait = Duration::from_millis(500);
-            loop {
-                tokio::time::sleep(wait).await;
-                match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&pool, &pipe)).await {
-                    Ok(Ok(())) => {
-                        tracing::info!(after_s = started.elapsed().as_secs(), "revocation reached Redis");
-                        return;
-                    }
-                    _ if started.elapsed() >= give_up => {
-                        tracing::error!("revocation never reached Redis; the tokens it names have expired since");
-                        return;
-                    }
-                    _ => wait = (wait * 2).min(Duration::from_secs(30)),
-                }
-            }
-        });
         Ok(())
     }
 }

@@ -327,10 +327,11 @@ pub async fn token_revoked(
     })
 }
 
-/// Every revocation still in force, to copy into a Redis that lost them: blacklisted tokens not
-/// yet expired, sessions ended since `since` (the longest an access token of theirs can live), and
-/// "not before" times later than `since`.
-pub struct InForce {
+/// The revocations made after `since` (in PostgreSQL's clock) that can still matter at `now`:
+/// blacklisted tokens not yet expired, sessions ended since `since` and not-before times after it
+/// (a deleted account counts as "not before its deletion"). With `since` = now − the longest
+/// access-token lifetime, that is every revocation in force.
+pub struct Revocations {
     /// (jti, expires at)
     pub tokens: Vec<(Uuid, DateTime<Utc>)>,
     /// (session id, ended at)
@@ -339,8 +340,9 @@ pub struct InForce {
     pub not_before: Vec<(Uuid, DateTime<Utc>)>,
 }
 
-pub async fn revocations_in_force(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<InForce, StoreError> {
+pub async fn revocations_since(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<Revocations, StoreError> {
     let tokens = token_blacklist::table
+        .filter(token_blacklist::created_at.gt(since))
         .filter(token_blacklist::expires_at.gt(diesel::dsl::now))
         .select((token_blacklist::jti, token_blacklist::expires_at))
         .load(conn)
@@ -350,16 +352,34 @@ pub async fn revocations_in_force(conn: &mut AsyncPgConnection, since: DateTime<
         .select((sessions::id, sessions::revoked_at.assume_not_null()))
         .load(conn)
         .await?;
-    let not_before = users::table
+    let mut not_before: Vec<(Uuid, DateTime<Utc>)> = users::table
         .filter(users::tokens_not_before.gt(since))
         .select((users::id, users::tokens_not_before.assume_not_null()))
         .load(conn)
         .await?;
-    Ok(InForce {
+    let deleted: Vec<(Uuid, DateTime<Utc>)> = users::table
+        .filter(users::deleted_at.gt(since))
+        .select((users::id, users::deleted_at.assume_not_null()))
+        .load(conn)
+        .await?;
+    // One value per user, the later (stricter) of a "not before" and a deletion.
+    not_before.extend(deleted);
+    not_before.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    not_before.dedup_by_key(|(user, _)| *user);
+    Ok(Revocations {
         tokens,
         sessions,
         not_before,
     })
+}
+
+/// PostgreSQL's clock, the one every revocation time above was written with.
+pub async fn database_now(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>, StoreError> {
+    Ok(
+        diesel::select(diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>())
+            .get_result(conn)
+            .await?,
+    )
 }
 
 /// Ends one session (no-op when already ended).

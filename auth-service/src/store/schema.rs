@@ -82,6 +82,7 @@ diesel::table! {
         device_id -> Nullable<Text>,
         reason -> Text,
         expires_at -> Timestamptz,
+        created_at -> Timestamptz,
     }
 }
 

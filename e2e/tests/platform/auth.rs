@@ -1194,12 +1194,12 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     })
     .await;
     // Revoked before the outage: still refused. A live session: still served.
-    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
+    refused_at_the_edge(api.me(&before_outage).await).await;
     assert_eq!(api.me(&sessions[0]).await.status().as_u16(), 200);
     // A logout during the outage lands in PostgreSQL and takes effect at once.
     let res = api.post("/v1/auth/logout", json!({}), Some(&sessions[0])).await;
     assert_eq!(res.status().as_u16(), 204);
-    assert_eq!(error_code(api.me(&sessions[0]).await, 401).await, "TOKEN_REVOKED");
+    refused_at_the_edge(api.me(&sessions[0]).await).await;
     assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
     // A forged token is still refused by its signature, before any fallback.
     let forged = format!("{}x", &sessions[1][..sessions[1].len() - 1]);
@@ -1225,8 +1225,8 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
         crate::admin_get(gateway_admin, "/ready").filter(|(_, b)| b["checks"]["redis"] == true)
     })
     .await;
-    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
-    assert_eq!(error_code(api.me(&sessions[0]).await, 401).await, "TOKEN_REVOKED");
+    refused_at_the_edge(api.me(&before_outage).await).await;
+    refused_at_the_edge(api.me(&sessions[0]).await).await;
     assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
     let client = redis::Client::open(redis.url()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
@@ -1251,55 +1251,136 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     )
     .await;
     // Read from Redis again, with the same answers.
-    assert_eq!(error_code(api.me(&before_outage).await, 401).await, "TOKEN_REVOKED");
+    refused_at_the_edge(api.me(&before_outage).await).await;
     assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
-    let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
-    // One copy at start (a new Redis), one after the wipe.
-    let copies = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("revocation_copies_total{result=\"done\"} "))
-        .and_then(|v| v.parse::<u64>().ok());
-    assert!(copies >= Some(2), "{metrics}");
+    // One full copy at start (a new Redis), one after the wipe.
+    assert!(full_copies(&tp) >= 2);
 }
 
-/// A revocation that never reached Redis (its retry lived in the memory of an auth-service that
-/// stopped) is copied there when auth-service starts again, although Redis kept its marker.
+/// The revocation sync of auth-service: a revocation whose Redis write was lost is copied by the
+/// next round; a Redis that lost everything, or whose marker names another server (restored from
+/// a snapshot), is not trusted by the gateway and gets every revocation back.
 #[tokio::test(flavor = "multi_thread")]
-async fn auth_service_copies_every_revocation_into_redis_when_it_starts() {
+async fn redis_gets_back_every_revocation_it_lost() {
     use std::time::Duration;
 
-    let mut tp = xtask::testkit::start("revocationcopy", &[]).await.expect("platform");
+    let tp = xtask::testkit::start_with("revocationsync", &[], &[("REVOCATION_SYNC_SECONDS", "1")])
+        .await
+        .expect("platform");
     let api = Api::new(&tp);
-    let (revoked, _) = tokens(&api.register("copy@example.org").await);
+    let (revoked, _) = tokens(&api.register("sync@example.org").await);
+    let res = api.login("sync@example.org", PASSWORD, "phone-2").await;
+    let (live, _) = tokens(&res.json().await.expect("json"));
     let res = api.post("/v1/auth/logout", json!({}), Some(&revoked)).await;
     assert_eq!(res.status().as_u16(), 204);
-    assert_eq!(error_code(api.me(&revoked).await, 401).await, "TOKEN_REVOKED");
+    refused_at_the_edge(api.me(&revoked).await).await;
 
-    // The write that was lost: the token's keys are not in Redis, the marker is.
     let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
     let prefix = tp.redis_prefix.clone();
+    let marker = format!("{prefix}revoked:complete");
     let lost = [
         format!("{prefix}revoked:sid:{}", claim(&revoked, "sid")),
         format!("{prefix}revoked:jti:{}", claim(&revoked, "jti")),
     ];
-    let deleted: u64 = redis::cmd("DEL")
-        .arg(&lost)
+    let back = |what: &'static str| {
+        let (conn, lost, marker) = (conn.clone(), lost.clone(), marker.clone());
+        crate::eventually(what, Duration::from_secs(20), move || {
+            let (mut conn, lost, marker) = (conn.clone(), lost.clone(), marker.clone());
+            async move {
+                let n: u64 = redis::cmd("EXISTS")
+                    .arg(&lost)
+                    .arg(&marker)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (n == 3).then_some(())
+            }
+        })
+    };
+    let del = |keys: Vec<String>| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<u64>(&mut conn)
+                .await
+                .expect("DEL")
+        }
+    };
+    back("the first copy").await;
+
+    // A write that never landed (the marker stays): the next round copies it.
+    assert_eq!(del(lost.to_vec()).await, 2);
+    back("the lost revocation copied by the next round").await;
+
+    // Redis emptied (this deployment's keys): the gateway stops trusting it at once.
+    let full_before = full_copies(&tp);
+    let all: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
         .query_async(&mut conn.clone())
         .await
-        .expect("DEL");
-    assert_eq!(deleted, 2);
+        .expect("KEYS");
+    assert!(all.contains(&marker), "{all:?}");
+    del(all).await;
+    refused_at_the_edge(api.me(&revoked).await).await;
+    assert_eq!(api.me(&live).await.status().as_u16(), 200);
+    back("every revocation copied back").await;
+    assert!(full_copies(&tp) > full_before);
 
-    tp.platform.auth.restart().expect("auth-service again");
-    crate::eventually("the revocation back in Redis", Duration::from_secs(20), || {
-        let (mut conn, lost) = (conn.clone(), lost.clone());
-        async move {
-            let n: u64 = redis::cmd("EXISTS").arg(&lost).query_async(&mut conn).await.ok()?;
-            (n == 2).then_some(())
-        }
-    })
-    .await;
-    assert_eq!(error_code(api.me(&revoked).await, 401).await, "TOKEN_REVOKED");
+    // A marker naming another server (Redis restored from an older snapshot): copied again too,
+    // and the marker then names this server.
+    let full_before = full_copies(&tp);
+    assert_eq!(del(lost.to_vec()).await, 2);
+    redis::cmd("SET")
+        .arg(&marker)
+        .arg("0000000000000000000000000000000000000000")
+        .query_async::<()>(&mut conn.clone())
+        .await
+        .expect("SET");
+    back("every revocation copied after a snapshot restore").await;
+    assert!(full_copies(&tp) > full_before);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let value: String = redis::cmd("GET")
+        .arg(&marker)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("GET");
+    assert!(info.contains(&format!("run_id:{value}")), "{value}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&marker)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("TTL");
+    assert!((1..=12).contains(&ttl), "the marker is a lease of 12 rounds, got {ttl}");
+    refused_at_the_edge(api.me(&revoked).await).await;
+    assert_eq!(api.me(&live).await.status().as_u16(), 200);
+}
+
+/// A 401 `TOKEN_REVOKED` decided by the gateway (its own message), not by auth-service's `GetMe`,
+/// which checks the session in PostgreSQL too.
+async fn refused_at_the_edge(res: reqwest::Response) {
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "TOKEN_REVOKED", "{body}");
+    assert_eq!(
+        body["error"]["message"], "The access token has been revoked; log in again.",
+        "{body}"
+    );
+}
+
+/// auth-service's count of full copies into Redis.
+fn full_copies(tp: &xtask::testkit::TestPlatform) -> u64 {
+    let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("revocation_sync_total{result=\"full\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// One string claim of a JWT, read without verifying it.

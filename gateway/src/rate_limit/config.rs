@@ -157,6 +157,11 @@ impl PolicyFile {
         };
         let mut flat = Vec::new();
         for (key, value) in table {
+            // `"api.burst" = 5` would collide with `[api] burst = 5`; only tables nest.
+            if key.contains('.') {
+                problem(format!("has a quoted key with a dot ({key:?}); write it as a [table] key"));
+                continue;
+            }
             match value {
                 toml::Value::Table(inner) => {
                     for (inner_key, value) in inner {
@@ -352,6 +357,8 @@ mod tests {
 
         let (err, _file) = with_file("[api\nmax_requests = 5\n", &[]);
         assert!(err.expect_err("syntax").contains("is not valid TOML"));
+        let (err, _file) = with_file("\"api.burst\" = 4\n[api]\nburst = 5\n", &[]);
+        assert!(err.expect_err("dotted key").contains("quoted key with a dot (\"api.burst\")"));
         let (err, _file) = with_file("[api]\nmax_requests = [1, 2]\n", &[]);
         assert!(
             err.expect_err("array")
