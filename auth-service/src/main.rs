@@ -161,7 +161,7 @@ impl service_kit::service::Service for AuthService {
             pool.clone(),
             redis.clone(),
             config.redis_keys.clone(),
-            config.access_ttl + service::SESSION_KEY_MARGIN,
+            config.access_ttl + service::KEY_MARGIN,
             config.revocation_sync,
             registry,
         )?;

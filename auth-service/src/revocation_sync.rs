@@ -12,7 +12,8 @@
 //!   is missing (a new Redis, one restarted without persistence, or flushed) or names another
 //!   server (the marker's value is the Redis `run_id`: a Redis restored from a snapshot or a
 //!   promoted replica has another one, and may lack recent revocations). A marker naming another
-//!   server is deleted first, so the gateway asks auth-service while the copy runs.
+//!   server is deleted first, so the gateway asks auth-service while the copy runs;
+//! - withdraws the marker when Redis refuses a write (as does a failed write of a revocation).
 //!
 //! A full copy sets the marker only if Redis was not emptied again meanwhile: the copying replica
 //! first writes a nonce under [`RedisKeys::seeding`] and sets the marker in one script only while
@@ -50,16 +51,34 @@ return 0
 "#;
 
 /// Revocations committed this long before a round's start are copied again by the next round: a
-/// transaction that wrote its revocation time and committed after the round read is not missed.
-const MARGIN: Duration = Duration::from_secs(60);
+/// transaction that wrote its revocation time and committed after the round read is not missed
+/// (auth-service's transactions take milliseconds; this covers one held up by locks).
+const MARGIN: Duration = Duration::from_secs(300);
+
+/// A round taking longer than this (or two sync intervals) is abandoned.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many SETs go in one pipeline.
 const BATCH: usize = 500;
 
-/// How long the marker holds without a renewal: twelve rounds, so that a replica restarting or a
-/// short database hiccup does not send every request to auth-service.
+/// How long the marker holds without a renewal: six rounds, so that a replica restarting or a
+/// short database hiccup does not send every request to auth-service, while a Redis that no
+/// replica can write to stops being trusted soon.
 pub fn lease(every: Duration) -> Duration {
-    every * 12
+    every * 6
+}
+
+/// Deletes the marker, best effort: called when a revocation could not be written, so that a Redis
+/// still answering reads stops being trusted at once rather than when the lease runs out.
+pub async fn withdraw_marker(redis: &mut deadpool_redis::Connection, keys: &RedisKeys) {
+    let mut del = redis::cmd("DEL");
+    del.arg(keys.complete());
+    match tokio::time::timeout(Duration::from_secs(2), del.query_async::<()>(redis)).await {
+        Ok(Ok(())) => {
+            tracing::warn!("revocation marker withdrawn: the gateway asks auth-service until the next full copy")
+        }
+        _ => tracing::warn!("revocation marker could not be withdrawn; it lapses when its lease runs out"),
+    }
 }
 
 /// What a round did.
@@ -115,10 +134,21 @@ impl RevocationSync {
 
     /// Runs rounds forever (the task ends with the process).
     pub async fn run(mut self) {
-        self.warn_about_eviction().await;
+        let _ = tokio::time::timeout(ROUND_TIMEOUT, self.warn_about_eviction()).await;
         let mut failing = false;
+        // A round that hangs (a Redis or database that stops answering mid-call) is abandoned, so
+        // the next one starts over from a fresh connection.
+        let limit = ROUND_TIMEOUT.max(self.every * 2);
         loop {
-            let result = self.round().await;
+            let result = match tokio::time::timeout(limit, self.round()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.last = None;
+                    Err(anyhow::anyhow!(
+                        "a round took longer than {limit:?}; copying everything next round"
+                    ))
+                }
+            };
             let label = match &result {
                 Ok(Round::Renewed { .. }) => "renewed",
                 Ok(Round::Full { .. }) => "full",
@@ -266,9 +296,10 @@ impl RevocationSync {
         session_ttl: chrono::Duration,
     ) -> anyhow::Result<usize> {
         let left = |until: DateTime<Utc>| (until - now).num_seconds().max(1);
+        let margin = chrono::Duration::from_std(crate::service::KEY_MARGIN)?;
         let mut writes: Vec<(String, String, i64)> = Vec::new();
         for (jti, expires_at) in &found.tokens {
-            writes.push((self.keys.jti(&jti.to_string()), "1".into(), left(*expires_at)));
+            writes.push((self.keys.jti(&jti.to_string()), "1".into(), left(*expires_at + margin)));
         }
         for (sid, ended_at) in &found.sessions {
             writes.push((
@@ -289,7 +320,12 @@ impl RevocationSync {
             for (key, value, ttl) in batch {
                 pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl).ignore();
             }
-            pipe.query_async::<()>(redis).await?;
+            if let Err(e) = pipe.query_async::<()>(redis).await {
+                // Redis answers but refuses writes (out of memory, a read-only replica): it must
+                // not go on vouching for revocations it lacks.
+                withdraw_marker(redis, &self.keys).await;
+                return Err(e.into());
+            }
         }
         Ok(writes.len())
     }

@@ -664,7 +664,7 @@ impl Auth {
         let ended = conn
             .transaction::<_, StoreError, _>(async move |conn| {
                 let ended = store::revoke_sessions(conn, user, None, None, "logout_all").await?;
-                store::set_tokens_not_before(conn, user, Utc::now()).await?;
+                store::set_tokens_not_before(conn, user).await?;
                 let actor = Actor {
                     user_id: Some(user),
                     ..actor
@@ -1088,7 +1088,7 @@ impl Auth {
                 // Whoever knew the old password is out; the lockout is over for the owner.
                 store::record_success(conn, user, None).await?;
                 let ended = store::revoke_sessions(conn, user, None, None, "password_reset").await?;
-                store::set_tokens_not_before(conn, user, Utc::now()).await?;
+                store::set_tokens_not_before(conn, user).await?;
                 self.events
                     .record(
                         conn,
@@ -1174,11 +1174,11 @@ impl Auth {
         if token.is_none() && sessions.is_empty() {
             return Ok(());
         }
-        // Keys live as long as any access token of these sessions can.
-        let session_ttl = (self.issuer.access_ttl + SESSION_KEY_MARGIN).as_secs();
+        // Keys live as long as any access token of these sessions can be accepted.
+        let session_ttl = (self.issuer.access_ttl + KEY_MARGIN).as_secs();
         let mut pipe = redis::pipe();
         if let Some(claims) = token {
-            let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64).max(1);
+            let ttl = claims.exp.saturating_sub(Utc::now().timestamp().max(0) as u64) + KEY_MARGIN.as_secs();
             pipe.cmd("SET")
                 .arg(self.redis_keys.jti(&claims.jti))
                 .arg(1)
@@ -1206,14 +1206,22 @@ impl Auth {
             error,
             "revocation stored in PostgreSQL but not in Redis; the next revocation sync round copies it"
         );
+        // A Redis that still answers reads must not vouch for revocations it lacks meanwhile.
+        let (pool, keys) = (self.redis.clone(), self.redis_keys.clone());
+        tokio::spawn(async move {
+            if let Ok(Ok(mut conn)) = tokio::time::timeout(REDIS_WRITE_TIMEOUT, pool.get()).await {
+                crate::revocation_sync::withdraw_marker(&mut conn, &keys).await;
+            }
+        });
         Ok(())
     }
 }
 
 const REDIS_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// An ended session's key outlives the longest access token by this much (clock skew, leeway).
-pub const SESSION_KEY_MARGIN: Duration = Duration::from_secs(60);
+/// A revocation key outlives the tokens it revokes by this much: a verifier accepts a token up to
+/// `JWT_LEEWAY_SECONDS` (at most 300) after its expiry, and clocks differ by up to a minute.
+pub const KEY_MARGIN: Duration = Duration::from_secs(360);
 
 async fn write_pipe(pool: &deadpool_redis::Pool, pipe: &redis::Pipeline) -> anyhow::Result<()> {
     let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;

@@ -327,8 +327,8 @@ pub async fn token_revoked(
     })
 }
 
-/// The revocations made after `since` (in PostgreSQL's clock) that can still matter at `now`:
-/// blacklisted tokens not yet expired, sessions ended since `since` and not-before times after it
+/// The revocations made after `since` (in PostgreSQL's clock): blacklisted tokens expiring after
+/// it, sessions ended since `since` and not-before times after it
 /// (a deleted account counts as "not before its deletion"). With `since` = now − the longest
 /// access-token lifetime, that is every revocation in force.
 pub struct Revocations {
@@ -343,7 +343,7 @@ pub struct Revocations {
 pub async fn revocations_since(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<Revocations, StoreError> {
     let tokens = token_blacklist::table
         .filter(token_blacklist::created_at.gt(since))
-        .filter(token_blacklist::expires_at.gt(diesel::dsl::now))
+        .filter(token_blacklist::expires_at.gt(since))
         .select((token_blacklist::jti, token_blacklist::expires_at))
         .load(conn)
         .await?;
@@ -423,13 +423,11 @@ pub async fn revoke_sessions(
 }
 
 /// Tokens of this user issued before `at` are void (kept in PostgreSQL for the Redis-down path).
-pub async fn set_tokens_not_before(
-    conn: &mut AsyncPgConnection,
-    user: Uuid,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+/// Tokens of `user` issued before now (PostgreSQL's clock, like every revocation time) are
+/// revoked.
+pub async fn set_tokens_not_before(conn: &mut AsyncPgConnection, user: Uuid) -> Result<(), StoreError> {
     diesel::update(users::table.find(user))
-        .set(users::tokens_not_before.eq(at))
+        .set(users::tokens_not_before.eq(diesel::dsl::now))
         .execute(conn)
         .await?;
     Ok(())

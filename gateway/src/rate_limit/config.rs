@@ -159,7 +159,9 @@ impl PolicyFile {
         for (key, value) in table {
             // `"api.burst" = 5` would collide with `[api] burst = 5`; only tables nest.
             if key.contains('.') {
-                problem(format!("has a quoted key with a dot ({key:?}); write it as a [table] key"));
+                problem(format!(
+                    "has a quoted key with a dot ({key:?}); write it as a [table] key"
+                ));
                 continue;
             }
             match value {
@@ -358,7 +360,10 @@ mod tests {
         let (err, _file) = with_file("[api\nmax_requests = 5\n", &[]);
         assert!(err.expect_err("syntax").contains("is not valid TOML"));
         let (err, _file) = with_file("\"api.burst\" = 4\n[api]\nburst = 5\n", &[]);
-        assert!(err.expect_err("dotted key").contains("quoted key with a dot (\"api.burst\")"));
+        assert!(
+            err.expect_err("dotted key")
+                .contains("quoted key with a dot (\"api.burst\")")
+        );
         let (err, _file) = with_file("[api]\nmax_requests = [1, 2]\n", &[]);
         assert!(
             err.expect_err("array")
