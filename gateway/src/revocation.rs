@@ -136,14 +136,19 @@ impl RevocationCheck {
 
     /// Records whether Redis holds the marker; logs when that changes.
     pub fn note_complete(&self, complete: bool) {
-        if self.shared.incomplete.swap(!complete, Ordering::Relaxed) == complete {
+        // Read first: every authenticated request passes here, and a write would bounce the
+        // cache line between workers.
+        if self.shared.incomplete.load(Ordering::Relaxed) == complete
+            && self.shared.incomplete.swap(!complete, Ordering::Relaxed) == complete
+        {
             if complete {
                 tracing::info!("Redis holds every revocation again; revocations are read from Redis");
             } else {
                 tracing::warn!(
                     marker = self.shared.keys.complete(),
-                    "Redis lacks the revocation marker (restarted without persistence, or flushed): \
-                     asking auth-service until it has copied the revocations back from PostgreSQL"
+                    "Redis lacks the revocation marker (new, restarted without persistence, flushed, \
+                     restored from a snapshot, or refusing writes): asking auth-service until it \
+                     has copied the revocations back from PostgreSQL"
                 );
             }
         }
