@@ -1231,25 +1231,12 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     let client = redis::Client::open(redis.url()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
     let prefix = tp.redis_prefix.clone();
-    let keys =
-        [before_outage.as_str(), sessions[0].as_str()].map(|t| format!("{prefix}revoked:sid:{}", claim(t, "sid")));
-    crate::eventually(
-        "auth-service to copy the revocations back",
-        Duration::from_secs(20),
-        || {
-            let (mut conn, keys, marker) = (conn.clone(), keys.clone(), format!("{prefix}revoked:complete"));
-            async move {
-                let n: u64 = redis::cmd("EXISTS")
-                    .arg(&keys)
-                    .arg(&marker)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-                (n == 3).then_some(())
-            }
-        },
-    )
-    .await;
+    let mut keys: Vec<String> = [&before_outage, &sessions[0]]
+        .iter()
+        .map(|t| format!("{prefix}revoked:sid:{}", claim(t, "sid")))
+        .collect();
+    keys.push(format!("{prefix}revoked:complete"));
+    wait_for_keys(&conn, &keys, "auth-service to copy the revocations back").await;
     // Read from Redis again, with the same answers.
     refused_at_the_edge(api.me(&before_outage).await).await;
     assert_eq!(api.me(&sessions[1]).await.status().as_u16(), 200);
@@ -1283,21 +1270,8 @@ async fn redis_gets_back_every_revocation_it_lost() {
         format!("{prefix}revoked:sid:{}", claim(&revoked, "sid")),
         format!("{prefix}revoked:jti:{}", claim(&revoked, "jti")),
     ];
-    let back = |what: &'static str| {
-        let (conn, lost, marker) = (conn.clone(), lost.clone(), marker.clone());
-        crate::eventually(what, Duration::from_secs(20), move || {
-            let (mut conn, lost, marker) = (conn.clone(), lost.clone(), marker.clone());
-            async move {
-                let n: u64 = redis::cmd("EXISTS")
-                    .arg(&lost)
-                    .arg(&marker)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-                (n == 3).then_some(())
-            }
-        })
-    };
+    let watched: Vec<String> = lost.iter().chain([&marker]).cloned().collect();
+    let back = |what: &'static str| wait_for_keys(&conn, &watched, what);
     let del = |keys: Vec<String>| {
         let mut conn = conn.clone();
         async move {
@@ -1370,6 +1344,18 @@ async fn redis_gets_back_every_revocation_it_lost() {
     assert!((1..=6).contains(&ttl), "the marker is a lease of 6 rounds, got {ttl}");
     refused_at_the_edge(api.me(&revoked).await).await;
     assert_eq!(api.me(&live).await.status().as_u16(), 200);
+}
+
+/// Waits until every one of `keys` exists in Redis.
+async fn wait_for_keys(conn: &redis::aio::MultiplexedConnection, keys: &[String], what: &str) {
+    crate::eventually(what, std::time::Duration::from_secs(20), || {
+        let (mut conn, keys) = (conn.clone(), keys.to_vec());
+        async move {
+            let n: usize = redis::cmd("EXISTS").arg(&keys).query_async(&mut conn).await.ok()?;
+            (n == keys.len()).then_some(())
+        }
+    })
+    .await;
 }
 
 /// A 401 `TOKEN_REVOKED` decided by the gateway (its own message), not by auth-service's `GetMe`,
