@@ -124,6 +124,7 @@ impl Application {
             config.redis_keys.clone(),
             &registry,
         )?;
+        crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
         let edge_for_drain = edge_state.clone();
         let server = HttpServer::new(move || {
             // Runs on each worker: its channels and Redis connections are driven by its own
@@ -198,17 +199,7 @@ impl Application {
                 "edge checks switched off: benchmark configuration, never for real traffic"
             );
         }
-        let limits = &config.rate_limit;
-        tracing::info!(
-            auth = %limits.auth,
-            api = %limits.api,
-            events = %limits.events,
-            global = %limits.global,
-            auth_skip_successful = limits.auth_skip_successful,
-            failure_mode = ?limits.failure_mode,
-            file = limits.source.as_deref().unwrap_or("none"),
-            "rate-limit policies"
-        );
+        config.rate_limit.log("rate-limit policies");
         tracing::info!(
             public = %public_addr,
             admin = %admin.local_addr()?,

@@ -130,7 +130,8 @@ async fn failures_only_mode_counts_failed_logins_and_abuse_raises_one_event() {
 }
 
 /// The global ceiling per address stands in front of every route, the public ones included. Its
-/// policy comes from a policy file (`RATE_LIMIT_CONFIG_FILE`), as a ConfigMap would give it.
+/// policy comes from a policy file (`RATE_LIMIT_CONFIG_FILE`), as a ConfigMap would give it, and a
+/// changed file is put in force without a restart, unless it is invalid.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_global_ceiling_covers_every_route() {
     let dir = std::env::temp_dir().join(format!("rlglobal-{}", std::process::id()));
@@ -139,7 +140,10 @@ async fn the_global_ceiling_covers_every_route() {
     std::fs::write(&file, "[global]\nmax_requests = 60\nburst = 3\n").expect("policy file");
     let tp = xtask::testkit::start(
         "rlglobal",
-        &[("RATE_LIMIT_CONFIG_FILE", file.to_str().expect("utf-8 path"))],
+        &[
+            ("RATE_LIMIT_CONFIG_FILE", file.to_str().expect("utf-8 path")),
+            ("RATE_LIMIT_CONFIG_RELOAD_SECONDS", "1"),
+        ],
     )
     .await
     .expect("platform");
@@ -168,6 +172,37 @@ async fn the_global_ceiling_covers_every_route() {
         Some("\"global\";q=60;w=300")
     );
     assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+
+    // The operator raises the ceiling: the next requests get it, without a restart. (The bucket
+    // keeps its state: a burst of 1000 at 50 ms covers the 15 s the old policy had queued.)
+    std::fs::write(&file, "[global]\nmax_requests = 6000\nburst = 1000\n").expect("policy file");
+    let wider = "\"global\";q=6000;w=300";
+    crate::eventually("the new policy in force", std::time::Duration::from_secs(10), || {
+        let request = http.get(&health).send();
+        async move {
+            let res = request.await.ok()?;
+            (res.status().as_u16() == 200 && header(&res, "ratelimit-policy").as_deref() == Some(wider)).then_some(())
+        }
+    })
+    .await;
+    // A typo is refused and counted; the policy in force stays.
+    std::fs::write(&file, "[global]\nmax_request = 1\n").expect("policy file");
+    let admin = tp.platform.ports.gateway_admin;
+    crate::eventually(
+        "the bad file refused",
+        std::time::Duration::from_secs(10),
+        || async move {
+            let (_, metrics) = xtask::platform::http_get(admin, "/metrics")?;
+            metrics
+                .contains("rate_limit_config_reloads_total{result=\"refused\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+    let res = http.get(&health).send().await.expect("health");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(header(&res, "ratelimit-policy").as_deref(), Some(wider));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Analytics batches have their own policy, per user (per address without a valid token).

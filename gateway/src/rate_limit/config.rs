@@ -1,7 +1,8 @@
 //! Rate-limit policies: built-in defaults, then an optional TOML file (`RATE_LIMIT_CONFIG_FILE`,
 //! e.g. a Kubernetes ConfigMap), then environment variables. A setting given both in the file and
 //! by its variable is refused rather than one silently hiding the other, and so is a key the file
-//! does not know (a typo must not leave a limit at its default).
+//! does not know (a typo must not leave a limit at its default). The gateway checks the file for
+//! changes (`watch_policy_file`) and puts a valid new version in force without a restart.
 //!
 //! `gateway/rate-limits.example.toml` lists every key with its default and its variable.
 
@@ -51,8 +52,10 @@ pub struct RateLimitConfig {
     /// raise one `rate_limit_abuse` security event.
     pub abuse_threshold: u64,
     pub abuse_window: Duration,
-    /// The file the policies came from, if any (logged at start).
+    /// The file the policies came from, if any.
     pub source: Option<String>,
+    /// `RATE_LIMIT_CONFIG_RELOAD_SECONDS`: how often the file is checked for changes.
+    pub reload_every: Duration,
 }
 
 const FILE_VAR: &str = "RATE_LIMIT_CONFIG_FILE";
@@ -124,9 +127,27 @@ impl RateLimitConfig {
                 86_400,
             )),
             source: settings.file.as_ref().map(|f| f.path.clone()),
+            reload_every: env.seconds_in("RATE_LIMIT_CONFIG_RELOAD_SECONDS", 10, 1, 3600),
         };
         settings.finish();
         config
+    }
+}
+
+impl RateLimitConfig {
+    /// One log line with the policies in force.
+    pub fn log(&self, message: &'static str) {
+        tracing::info!(
+            auth = %self.auth,
+            api = %self.api,
+            events = %self.events,
+            global = %self.global,
+            auth_skip_successful = self.auth_skip_successful,
+            failure_mode = ?self.failure_mode,
+            abuse_threshold = self.abuse_threshold,
+            file = self.source.as_deref().unwrap_or("none"),
+            "{message}"
+        );
     }
 }
 

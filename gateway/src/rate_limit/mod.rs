@@ -11,7 +11,7 @@ pub mod gcra;
 pub use self::config::{FailureMode, Policy, RateLimitConfig};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -31,7 +31,8 @@ use crate::revocation::{RedisAnswer, RedisUnavailable};
 /// The limiter every worker shares.
 #[derive(Clone)]
 pub struct Limiter {
-    config: Arc<RateLimitConfig>,
+    /// The policies in force; a request takes one snapshot (`RATE_LIMIT_CONFIG_FILE` may change).
+    config: Arc<RwLock<Arc<RateLimitConfig>>>,
     redis: Option<RedisLink>,
     keys: RedisKeys,
     script_all: Arc<redis::Script>,
@@ -55,11 +56,13 @@ fn now_ms() -> u64 {
 }
 
 /// The checks of one request.
-struct Checks<'a> {
+struct Checks {
     /// The client's address, as the buckets and the refusal counter know it.
     ip: String,
+    /// The configuration the whole request is decided by.
+    config: Arc<RateLimitConfig>,
     /// Policies with their bucket keys, most specific first.
-    policies: Vec<(&'a Policy, String)>,
+    policies: Vec<(Policy, String)>,
 }
 
 /// What the one round trip (or the fallback) decided.
@@ -96,7 +99,7 @@ impl Limiter {
             Ok(c)
         };
         Ok(Self {
-            config: Arc::new(config),
+            config: Arc::new(RwLock::new(Arc::new(config))),
             redis,
             keys,
             script_all: Arc::new(redis::Script::new(gcra::SCRIPT_ALL)),
@@ -126,8 +129,21 @@ impl Limiter {
         Self { redis, ..self.clone() }
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<RateLimitConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts new policies in force for the requests that start from now on.
+    pub fn replace_config(&self, config: RateLimitConfig) {
+        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
     /// The policies a request is subject to, with their bucket keys, most specific first.
-    fn policies(&self, req: &ServiceRequest, user: Option<&str>) -> Checks<'_> {
+    fn policies(&self, config: Arc<RateLimitConfig>, req: &ServiceRequest, user: Option<&str>) -> Checks {
         let ip = req
             .app_data::<web::Data<crate::routes::AppState>>()
             .and_then(|state| crate::client_ip::of_service_request(&state.trusted_proxies, req))
@@ -136,20 +152,20 @@ impl Limiter {
         let who = || user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{u}"));
         let mut policies = Vec::with_capacity(2);
         if AUTH_ROUTES.contains(&path) {
-            policies.push((&self.config.auth, format!("rl:auth:{ip}:{path}")));
+            policies.push((config.auth.clone(), format!("rl:auth:{ip}:{path}")));
         } else if path == "/v1/events" || path.starts_with("/v1/events/") {
-            policies.push((&self.config.events, format!("rl:events:{}", who())));
+            policies.push((config.events.clone(), format!("rl:events:{}", who())));
         } else if path.starts_with("/v1/") {
-            policies.push((&self.config.api, format!("rl:api:{}", who())));
+            policies.push((config.api.clone(), format!("rl:api:{}", who())));
         }
-        policies.push((&self.config.global, format!("rl:global:{ip}")));
-        Checks { ip, policies }
+        policies.push((config.global.clone(), format!("rl:global:{ip}")));
+        Checks { ip, config, policies }
     }
 
     /// Every check of one request, its token's revocation state and the address's refusal count,
     /// in one Redis round trip. Without Redis each policy goes to the failure mode and the
     /// revocation state is unknown.
-    async fn decide_all(&self, checks: &Checks<'_>, revocation: Option<[String; 4]>) -> Outcome {
+    async fn decide_all(&self, checks: &Checks, revocation: Option<[String; 4]>) -> Outcome {
         let policies = &checks.policies;
         if let Some(link) = &self.redis {
             let with_rev = revocation.is_some();
@@ -167,14 +183,14 @@ impl Limiter {
             invocation
                 .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
                 .arg(u8::from(with_rev))
-                .arg(self.config.abuse_window.as_secs());
+                .arg(checks.config.abuse_window.as_secs());
             let call = async {
                 let mut conn = link.connection().await?;
                 let result = invocation.invoke_async::<Vec<i64>>(&mut conn).await;
                 link.check(result).await
             };
             let n = policies.len();
-            if let Ok(Some(out)) = tokio::time::timeout(self.config.redis_timeout, call).await
+            if let Ok(Some(out)) = tokio::time::timeout(checks.config.redis_timeout, call).await
                 && out.len() == n * 4 + if with_rev { 4 } else { 0 } + 1
             {
                 let num = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -208,11 +224,11 @@ impl Limiter {
         }
         let decisions: Vec<Option<Decision>> = policies
             .iter()
-            .map(|(policy, key)| self.fallback(policy, key))
+            .map(|(policy, key)| self.fallback(&checks.config, policy, key))
             .collect();
         let refused = decisions.iter().flatten().any(|d| !d.allowed);
-        let refusals = if refused && self.config.failure_mode == FailureMode::Local {
-            self.count_refusal_locally(&checks.ip)
+        let refusals = if refused && checks.config.failure_mode == FailureMode::Local {
+            self.count_refusal_locally(&checks.config, &checks.ip)
         } else {
             0
         };
@@ -228,15 +244,16 @@ impl Limiter {
     async fn decide(&self, policy: &Policy, key: &str) -> Option<Decision> {
         let checks = Checks {
             ip: "test".to_owned(),
-            policies: vec![(policy, key.to_owned())],
+            config: self.config(),
+            policies: vec![(policy.clone(), key.to_owned())],
         };
         self.decide_all(&checks, None).await.decisions.pop().flatten()
     }
 
     /// No Redis answer (or none configured): the failure mode decides.
-    fn fallback(&self, policy: &Policy, key: &str) -> Option<Decision> {
+    fn fallback(&self, config: &RateLimitConfig, policy: &Policy, key: &str) -> Option<Decision> {
         let q = policy.quota;
-        let mode = self.config.failure_mode;
+        let mode = config.failure_mode;
         let label = match mode {
             FailureMode::Local => "local",
             FailureMode::Open => "open",
@@ -266,9 +283,9 @@ impl Limiter {
         }
     }
 
-    fn count_refusal_locally(&self, ip: &str) -> u64 {
+    fn count_refusal_locally(&self, config: &RateLimitConfig, ip: &str) -> u64 {
         let now = now_ms();
-        let window = self.config.abuse_window.as_millis() as u64;
+        let window = config.abuse_window.as_millis() as u64;
         let mut counts = self
             .local_refusals
             .lock()
@@ -284,7 +301,7 @@ impl Limiter {
 
     /// Gives back a successful request's emission of `policy` (the failures-only mode), where it
     /// was spent. Returns the bucket's state afterwards, to announce.
-    async fn refund(&self, policy: &Policy, key: &str, via_redis: bool) -> Option<Decision> {
+    async fn refund(&self, config: &RateLimitConfig, policy: &Policy, key: &str, via_redis: bool) -> Option<Decision> {
         let q = policy.quota;
         if via_redis {
             let link = self.redis.as_ref()?;
@@ -298,7 +315,7 @@ impl Limiter {
                 let result = invocation.invoke_async::<(u64, u64)>(&mut conn).await;
                 link.check(result).await
             };
-            let Ok(Some((remaining, reset_ms))) = tokio::time::timeout(self.config.redis_timeout, call).await else {
+            let Ok(Some((remaining, reset_ms))) = tokio::time::timeout(config.redis_timeout, call).await else {
                 tracing::warn!(policy = policy.name, "could not refund a successful request in Redis");
                 return None;
             };
@@ -309,7 +326,7 @@ impl Limiter {
                 retry_after_ms: 0,
             });
         }
-        if self.config.failure_mode != FailureMode::Local {
+        if config.failure_mode != FailureMode::Local {
             return None;
         }
         let now = now_ms();
@@ -331,8 +348,8 @@ impl Limiter {
     /// One security event when an address reaches the threshold of refusals in a window: the
     /// shared counter crosses it exactly once, so there is one event per window however many
     /// gateways there are.
-    fn report_abuse(&self, ip: &str, policy: &Policy, refusals: u64) {
-        if refusals != self.config.abuse_threshold {
+    fn report_abuse(&self, config: &RateLimitConfig, ip: &str, policy: &Policy, refusals: u64) {
+        if refusals != config.abuse_threshold {
             return;
         }
         self.security_events
@@ -344,10 +361,67 @@ impl Limiter {
             client_ip = ip,
             policy = policy.name,
             refusals,
-            window_s = self.config.abuse_window.as_secs(),
+            window_s = config.abuse_window.as_secs(),
             "security event: an address keeps hitting the rate limits"
         );
     }
+}
+
+/// Watches `RATE_LIMIT_CONFIG_FILE`: a changed file that is valid is put in force for the next
+/// requests; an invalid or unreadable one is refused (logged, counted) and the policies in force
+/// stay. `redis_timeout_ms` changes at the next start only (revocation lookups share it).
+pub fn watch_policy_file(
+    limiter: Limiter,
+    environment: service_kit::config::Environment,
+    registry: &Registry,
+) -> prometheus::Result<()> {
+    let start = limiter.config();
+    let Some(path) = start.source.clone() else {
+        return Ok(());
+    };
+    let reloads = IntCounterVec::new(
+        Opts::new(
+            "rate_limit_config_reloads_total",
+            "Changes of the rate-limit policy file, by result (applied, refused)",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(reloads.clone()))?;
+    let mut seen = std::fs::read(&path).ok();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(start.reload_every);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let text = match tokio::fs::read(&path).await {
+                Ok(text) if Some(&text) == seen.as_ref() => continue,
+                Ok(text) => text,
+                Err(e) => {
+                    if seen.take().is_some() {
+                        reloads.with_label_values(&["refused"]).inc();
+                        tracing::error!(file = path, error = %e, "rate-limit policy file cannot be read; the policies in force stay");
+                    }
+                    continue;
+                }
+            };
+            seen = Some(text);
+            let env = service_kit::config::Env::from_process();
+            let mut next = RateLimitConfig::from_env(&env, environment);
+            match env.finish() {
+                Ok(()) => {
+                    next.redis_timeout = limiter.config().redis_timeout;
+                    next.log("rate-limit policies reloaded");
+                    limiter.replace_config(next);
+                    reloads.with_label_values(&["applied"]).inc();
+                }
+                Err(e) => {
+                    reloads.with_label_values(&["refused"]).inc();
+                    tracing::error!(file = path, error = %e, "rate-limit policy file changed but is invalid; the policies in force stay");
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Routes of the `auth` policy: 5 per minute per address and route.
@@ -395,7 +469,8 @@ pub async fn limit(
     let Some(limiter) = req.app_data::<web::Data<Limiter>>().cloned() else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    if !limiter.config.enabled {
+    let config = limiter.config();
+    if !config.enabled {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     // Per-user buckets need a verified user: an unverified `sub` would let anyone drain a
@@ -414,7 +489,7 @@ pub async fn limit(
         .extensions()
         .get::<VerifiedClaims>()
         .map(|VerifiedClaims(c)| crate::revocation::keys_for(&limiter.keys, c));
-    let checks = limiter.policies(&req, user.as_deref());
+    let checks = limiter.policies(config, &req, user.as_deref());
     let outcome = limiter.decide_all(&checks, revocation_keys).await;
     match outcome.revocation {
         Some(r) => {
@@ -431,7 +506,7 @@ pub async fn limit(
         let Some(d) = d else { continue };
         if !d.allowed {
             limiter.violations.with_label_values(&[policy.name]).inc();
-            limiter.report_abuse(&checks.ip, policy, outcome.refusals);
+            limiter.report_abuse(&checks.config, &checks.ip, policy, outcome.refusals);
             tracing::info!(
                 policy = policy.name,
                 retry_after_s = secs(d.retry_after_ms),
@@ -453,10 +528,10 @@ pub async fn limit(
     let mut res = next.call(req).await?.map_into_boxed_body();
     if let Some((policy, key, mut d)) = shown {
         // Failures-only mode: a success gives its emission back.
-        if std::ptr::eq(policy, &limiter.config.auth)
-            && limiter.config.auth_skip_successful
+        if policy.name == checks.config.auth.name
+            && checks.config.auth_skip_successful
             && res.status().as_u16() < 400
-            && let Some(after) = limiter.refund(policy, key, outcome.via_redis).await
+            && let Some(after) = limiter.refund(&checks.config, policy, key, outcome.via_redis).await
         {
             d = after;
         }
@@ -498,6 +573,7 @@ mod tests {
             abuse_threshold: 3,
             abuse_window: Duration::from_secs(60),
             source: None,
+            reload_every: Duration::from_secs(10),
         }
     }
 
@@ -510,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn without_redis_the_failure_mode_decides_and_is_counted() {
         let local = without_redis(FailureMode::Local);
-        let policy = local.config.auth.clone();
+        let policy = local.config().auth.clone();
         let allowed: Vec<bool> = futures_util::future::join_all((0..4).map(|_| local.decide(&policy, "k")))
             .await
             .into_iter()
@@ -539,12 +615,15 @@ mod tests {
     #[tokio::test]
     async fn without_redis_refunds_and_abuse_counting_stay_local() {
         let local = without_redis(FailureMode::Local);
-        let policy = local.config.auth.clone();
+        let policy = local.config().auth.clone();
         for _ in 0..3 {
             assert!(local.decide(&policy, "k").await.is_some_and(|d| d.allowed));
         }
         // A refund gives exactly one request back.
-        let after = local.refund(&policy, "k", false).await.expect("refunded");
+        let after = local
+            .refund(&local.config(), &policy, "k", false)
+            .await
+            .expect("refunded");
         assert_eq!(after.remaining, 1);
         assert!(local.decide(&policy, "k").await.is_some_and(|d| d.allowed));
         assert!(local.decide(&policy, "k").await.is_some_and(|d| !d.allowed));
@@ -552,13 +631,14 @@ mod tests {
         // Refusals of one address are counted; the event fires once, at the threshold (3).
         let checks = Checks {
             ip: "192.0.2.7".to_owned(),
-            policies: vec![(&policy, "k".to_owned())],
+            config: local.config(),
+            policies: vec![(policy.clone(), "k".to_owned())],
         };
         let mut counts = Vec::new();
         for _ in 0..5 {
             let outcome = local.decide_all(&checks, None).await;
             counts.push(outcome.refusals);
-            local.report_abuse(&checks.ip, &policy, outcome.refusals);
+            local.report_abuse(&checks.config, &checks.ip, &policy, outcome.refusals);
         }
         assert_eq!(counts, vec![1, 2, 3, 4, 5]);
         assert_eq!(
@@ -568,5 +648,23 @@ mod tests {
                 .get(),
             1
         );
+    }
+
+    /// New policies apply to the requests that start after the replacement.
+    #[tokio::test]
+    async fn replaced_policies_apply_to_the_next_requests() {
+        let local = without_redis(FailureMode::Local);
+        let mut wider = config(FailureMode::Local);
+        wider.auth.quota.burst = 5;
+        local.replace_config(wider);
+        let policy = local.config().auth.clone();
+        assert_eq!(policy.quota.burst, 5);
+        let mut allowed = 0;
+        for _ in 0..6 {
+            if local.decide(&policy, "fresh").await.is_some_and(|d| d.allowed) {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 5);
     }
 }
