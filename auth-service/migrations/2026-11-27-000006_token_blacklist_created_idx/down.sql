@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY auth.token_blacklist_created_idx;

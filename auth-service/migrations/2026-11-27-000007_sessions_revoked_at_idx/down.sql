@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY auth.sessions_revoked_at_idx;
