@@ -69,10 +69,12 @@ pub fn lease(every: Duration) -> Duration {
 }
 
 /// Deletes the marker, best effort: called when a revocation could not be written, so that a Redis
-/// still answering reads stops being trusted at once rather than when the lease runs out.
+/// still answering reads stops being trusted at once rather than when the lease runs out. The
+/// seeding nonce goes too, so a full copy already in flight (which may have read PostgreSQL
+/// before this revocation) cannot set the marker again.
 pub async fn withdraw_marker(redis: &mut deadpool_redis::Connection, keys: &RedisKeys) {
     let mut del = redis::cmd("DEL");
-    del.arg(keys.complete());
+    del.arg(keys.complete()).arg(keys.seeding());
     match tokio::time::timeout(Duration::from_secs(2), del.query_async::<()>(redis)).await {
         Ok(Ok(())) => {
             tracing::warn!("revocation marker withdrawn: the gateway asks auth-service until the next full copy")

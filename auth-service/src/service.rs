@@ -1196,23 +1196,28 @@ impl Auth {
         }
         // PostgreSQL already holds the revocation, so a failed write does not fail the call: the
         // next round of the revocation sync (any replica, within REVOCATION_SYNC_SECONDS) copies
-        // it, and while Redis cannot be read the gateway asks auth-service.
-        let error = match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&self.redis, &pipe)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => format!("Redis did not answer within {REDIS_WRITE_TIMEOUT:?}"),
-        };
-        tracing::warn!(
-            error,
-            "revocation stored in PostgreSQL but not in Redis; the next revocation sync round copies it"
-        );
-        // A Redis that still answers reads must not vouch for revocations it lacks meanwhile.
+        // it, and while Redis cannot be read the gateway asks auth-service. The write runs in its
+        // own task, so a call cancelled after its commit (client gone, deadline) still makes it.
         let (pool, keys) = (self.redis.clone(), self.redis_keys.clone());
-        tokio::spawn(async move {
-            if let Ok(Ok(mut conn)) = tokio::time::timeout(REDIS_WRITE_TIMEOUT, pool.get()).await {
-                crate::revocation_sync::withdraw_marker(&mut conn, &keys).await;
-            }
+        let write = tokio::spawn(async move {
+            let error = match tokio::time::timeout(REDIS_WRITE_TIMEOUT, write_pipe(&pool, &pipe)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => format!("Redis did not answer within {REDIS_WRITE_TIMEOUT:?}"),
+            };
+            tracing::warn!(
+                error,
+                "revocation stored in PostgreSQL but not in Redis; the next revocation sync round copies it"
+            );
+            // A Redis that still answers reads must not vouch for revocations it lacks meanwhile.
+            tokio::spawn(async move {
+                if let Ok(Ok(mut conn)) = tokio::time::timeout(REDIS_WRITE_TIMEOUT, pool.get()).await {
+                    crate::revocation_sync::withdraw_marker(&mut conn, &keys).await;
+                }
+            });
         });
+        // The answer waits for the write (the next request must see it), not for the withdrawal.
+        let _ = write.await;
         Ok(())
     }
 }

@@ -175,7 +175,13 @@ async fn the_global_ceiling_covers_every_route() {
 
     // The operator raises the ceiling: the next requests get it, without a restart. (The bucket
     // keeps its state: a burst of 1000 at 50 ms covers the 15 s the old policy had queued.)
-    std::fs::write(&file, "[global]\nmax_requests = 6000\nburst = 1000\n").expect("policy file");
+    // Replaced whole, as Kubernetes swaps a mounted ConfigMap.
+    let replace = |text: &str| {
+        let next = dir.join("next.toml");
+        std::fs::write(&next, text).expect("policy file");
+        std::fs::rename(&next, &file).expect("policy file swapped");
+    };
+    replace("[global]\nmax_requests = 6000\nburst = 1000\n");
     let wider = "\"global\";q=6000;w=300";
     crate::eventually("the new policy in force", std::time::Duration::from_secs(10), || {
         let request = http.get(&health).send();
@@ -186,16 +192,16 @@ async fn the_global_ceiling_covers_every_route() {
     })
     .await;
     // A typo is refused and counted; the policy in force stays.
-    std::fs::write(&file, "[global]\nmax_request = 1\n").expect("policy file");
+    replace("[global]\nmax_request = 1\n");
     let admin = tp.platform.ports.gateway_admin;
     crate::eventually(
         "the bad file refused",
         std::time::Duration::from_secs(10),
         || async move {
             let (_, metrics) = xtask::platform::http_get(admin, "/metrics")?;
-            metrics
-                .contains("rate_limit_config_reloads_total{result=\"refused\"} 1")
-                .then_some(())
+            (metrics.contains("rate_limit_config_reloads_total{result=\"applied\"} 1")
+                && metrics.contains("rate_limit_config_reloads_total{result=\"refused\"} 1"))
+            .then_some(())
         },
     )
     .await;

@@ -52,8 +52,9 @@ pub struct RateLimitConfig {
     /// raise one `rate_limit_abuse` security event.
     pub abuse_threshold: u64,
     pub abuse_window: Duration,
-    /// The file the policies came from, if any.
+    /// The file the policies came from, if any, and the text they were read from.
     pub source: Option<String>,
+    pub source_text: Option<String>,
     /// `RATE_LIMIT_CONFIG_RELOAD_SECONDS`: how often the file is checked for changes.
     pub reload_every: Duration,
 }
@@ -62,6 +63,15 @@ const FILE_VAR: &str = "RATE_LIMIT_CONFIG_FILE";
 
 impl RateLimitConfig {
     pub fn from_env(env: &Env, environment: Environment) -> Self {
+        Self::build(env, environment, None)
+    }
+
+    /// The same, with the policy file's text already read (a reload parses exactly what it saw).
+    pub fn from_file_text(env: &Env, environment: Environment, text: String) -> Self {
+        Self::build(env, environment, Some(text))
+    }
+
+    fn build(env: &Env, environment: Environment, text: Option<String>) -> Self {
         let enabled = env.bool_or("RATE_LIMIT_ENABLED", true);
         if !enabled && environment == Environment::Production {
             env.problem(
@@ -69,7 +79,7 @@ impl RateLimitConfig {
                 "=false is for benchmarks only and is refused when APP_ENV=production",
             );
         }
-        let settings = Settings::new(env);
+        let settings = Settings::new(env, text);
         let failure_mode = match settings.read("RATE_LIMIT_FAILURE_MODE", "failure_mode", "local", |e, n, d| {
             e.one_of(n, d, &["local", "open", "closed"])
         }) {
@@ -127,6 +137,7 @@ impl RateLimitConfig {
                 86_400,
             )),
             source: settings.file.as_ref().map(|f| f.path.clone()),
+            source_text: settings.file.as_ref().map(|f| f.text.clone()),
             reload_every: env.seconds_in("RATE_LIMIT_CONFIG_RELOAD_SECONDS", 10, 1, 3600),
         };
         settings.finish();
@@ -155,14 +166,15 @@ impl RateLimitConfig {
 /// booleans) apply to it unchanged.
 struct PolicyFile {
     path: String,
+    text: String,
     values: Env,
     keys: Vec<String>,
 }
 
 impl PolicyFile {
-    fn load(env: &Env, path: String) -> Option<Self> {
+    fn load(env: &Env, path: String, text: Option<String>) -> Option<Self> {
         let problem = |what: String| env.problem(FILE_VAR, format!("({path}) {what}"));
-        let text = match std::fs::read_to_string(&path) {
+        let text = match text.map_or_else(|| std::fs::read_to_string(&path), Ok) {
             Ok(text) => text,
             Err(e) => {
                 problem(format!("cannot be read: {e}"));
@@ -208,6 +220,7 @@ impl PolicyFile {
             keys: values.iter().map(|(k, _)| k.clone()).collect(),
             values: Env::from_map(values),
             path,
+            text,
         })
     }
 }
@@ -220,10 +233,10 @@ struct Settings<'a> {
 }
 
 impl<'a> Settings<'a> {
-    fn new(env: &'a Env) -> Self {
+    fn new(env: &'a Env, text: Option<String>) -> Self {
         let file = env
             .optional_string(FILE_VAR)
-            .and_then(|path| PolicyFile::load(env, path));
+            .and_then(|path| PolicyFile::load(env, path, text));
         Self {
             env,
             file,
@@ -342,6 +355,7 @@ mod tests {
                 "{:?}",
                 RateLimitConfig {
                     source: None,
+                    source_text: None,
                     ..from_file
                 }
             ),

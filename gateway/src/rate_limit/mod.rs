@@ -367,16 +367,17 @@ impl Limiter {
     }
 }
 
-/// Watches `RATE_LIMIT_CONFIG_FILE`: a changed file that is valid is put in force for the next
-/// requests; an invalid or unreadable one is refused (logged, counted) and the policies in force
-/// stay. `redis_timeout_ms` changes at the next start only (revocation lookups share it).
+/// Watches `RATE_LIMIT_CONFIG_FILE`: a changed file that reads the same twice in a row (so a file
+/// caught half-written is not applied) and is valid is put in force for the next requests; an
+/// invalid or unreadable one is refused (logged, counted) and the policies in force stay.
+/// `redis_timeout_ms` changes at the next start only (revocation lookups share it).
 pub fn watch_policy_file(
     limiter: Limiter,
     environment: service_kit::config::Environment,
     registry: &Registry,
 ) -> prometheus::Result<()> {
     let start = limiter.config();
-    let Some(path) = start.source.clone() else {
+    let (Some(path), Some(mut applied)) = (start.source.clone(), start.source_text.clone()) else {
         return Ok(());
     };
     let reloads = IntCounterVec::new(
@@ -387,26 +388,35 @@ pub fn watch_policy_file(
         &["result"],
     )?;
     registry.register(Box::new(reloads.clone()))?;
-    let mut seen = std::fs::read(&path).ok();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(start.reload_every);
-        ticker.tick().await;
+        // A changed text seen once, applied when the next check reads it again.
+        let mut candidate: Option<String> = None;
+        let mut unreadable = false;
         loop {
             ticker.tick().await;
-            let text = match tokio::fs::read(&path).await {
-                Ok(text) if Some(&text) == seen.as_ref() => continue,
-                Ok(text) => text,
+            let text = match tokio::fs::read_to_string(&path).await {
+                Ok(text) => {
+                    unreadable = false;
+                    text
+                }
                 Err(e) => {
-                    if seen.take().is_some() {
+                    if !unreadable {
                         reloads.with_label_values(&["refused"]).inc();
                         tracing::error!(file = path, error = %e, "rate-limit policy file cannot be read; the policies in force stay");
                     }
+                    unreadable = true;
                     continue;
                 }
             };
-            seen = Some(text);
+            if text == applied || candidate.as_ref() != Some(&text) {
+                candidate = (text != applied).then_some(text);
+                continue;
+            }
+            candidate = None;
+            applied = text.clone();
             let env = service_kit::config::Env::from_process();
-            let mut next = RateLimitConfig::from_env(&env, environment);
+            let mut next = RateLimitConfig::from_file_text(&env, environment, text);
             match env.finish() {
                 Ok(()) => {
                     next.redis_timeout = limiter.config().redis_timeout;
@@ -573,6 +583,7 @@ mod tests {
             abuse_threshold: 3,
             abuse_window: Duration::from_secs(60),
             source: None,
+            source_text: None,
             reload_every: Duration::from_secs(10),
         }
     }
