@@ -55,6 +55,23 @@ return 0
 /// (auth-service's transactions take milliseconds; this covers one held up by locks).
 const MARGIN: Duration = Duration::from_secs(300);
 
+/// Runs one of the guarded scripts above (rare, so plain EVAL); true when it took effect.
+async fn guarded(
+    redis: &mut deadpool_redis::Connection,
+    script: &str,
+    keys: &[String],
+    args: &[String],
+) -> redis::RedisResult<bool> {
+    let applied: i64 = redis::cmd("EVAL")
+        .arg(script)
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args)
+        .query_async(redis)
+        .await?;
+    Ok(applied == 1)
+}
+
 /// A round taking longer than this (or two sync intervals) is abandoned.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -229,15 +246,8 @@ impl RevocationSync {
             let recent = store::revocations_since(&mut conn, last - chrono::Duration::from_std(MARGIN)?).await?;
             drop(conn);
             let keys = self.write(&mut redis, &recent, now, session_ttl).await?;
-            let renewed: i64 = redis::cmd("EVAL")
-                .arg(RENEW)
-                .arg(1)
-                .arg(self.keys.complete())
-                .arg(&run_id)
-                .arg(lease)
-                .query_async(&mut redis)
-                .await?;
-            if renewed != 1 {
+            let renewed = guarded(&mut redis, RENEW, &[self.keys.complete()], &[run_id, lease.to_string()]).await?;
+            if !renewed {
                 self.last = None;
                 anyhow::bail!("Redis lost the revocation marker during the round; copying everything next round");
             }
@@ -270,17 +280,15 @@ impl RevocationSync {
         let all = store::revocations_since(&mut conn, now - session_ttl).await?;
         drop(conn);
         let keys = self.write(&mut redis, &all, now, session_ttl).await?;
-        let done: i64 = redis::cmd("EVAL")
-            .arg(FINISH_FULL)
-            .arg(2)
-            .arg(self.keys.seeding())
-            .arg(self.keys.complete())
-            .arg(&nonce)
-            .arg(&run_id)
-            .arg(lease)
-            .query_async(&mut redis)
-            .await?;
-        if done != 1 {
+        let guard_keys = [self.keys.seeding(), self.keys.complete()];
+        let done = guarded(
+            &mut redis,
+            FINISH_FULL,
+            &guard_keys,
+            &[nonce, run_id, lease.to_string()],
+        )
+        .await?;
+        if !done {
             // Another replica started a copy after ours (its copy sets the marker), or Redis was
             // emptied again (the next round starts over).
             return Ok(Round::Yielded);

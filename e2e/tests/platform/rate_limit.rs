@@ -9,6 +9,11 @@ fn header(res: &reqwest::Response, name: &str) -> Option<String> {
     res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// A public route under the `api` policy.
+fn alerts_url(tp: &xtask::testkit::TestPlatform) -> String {
+    format!("{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100", tp.base_url())
+}
+
 /// Asserts the limit a response announces: `policy` (`"name";q=…;w=…`) and the requests left.
 fn assert_announced(res: &reqwest::Response, policy: &str, remaining: u64) {
     assert_eq!(header(res, "ratelimit-policy").as_deref(), Some(policy));
@@ -159,14 +164,7 @@ async fn the_global_ceiling_covers_every_route() {
         "RATE_LIMIT_EXCEEDED"
     );
     // Another route's own policy has room, but the address's ceiling is reached.
-    let res = http
-        .get(format!(
-            "{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
-            tp.base_url()
-        ))
-        .send()
-        .await
-        .expect("alerts");
+    let res = http.get(alerts_url(&tp)).send().await.expect("alerts");
     assert_eq!(
         header(&res, "ratelimit-policy").as_deref(),
         Some("\"global\";q=60;w=300")
@@ -238,14 +236,7 @@ async fn event_batches_have_their_own_policy() {
         "RATE_LIMIT_EXCEEDED"
     );
     // The api bucket of the same address is untouched.
-    let res = http
-        .get(format!(
-            "{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
-            tp.base_url()
-        ))
-        .send()
-        .await
-        .expect("alerts");
+    let res = http.get(alerts_url(&tp)).send().await.expect("alerts");
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(
         header(&res, "ratelimit-policy")
@@ -395,7 +386,7 @@ async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
         .await
         .expect("platform");
     let http = client(&tp);
-    let alerts = format!("{}/v1/alerts/nearby?lat=52.5&lng=13.4&radius_m=100", tp.base_url());
+    let alerts = alerts_url(&tp);
     assert_eq!(http.get(&alerts).send().await.expect("req").status().as_u16(), 200);
 
     drop(redis);
