@@ -10,12 +10,125 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::devstack::{self, Postgres, Redis};
 use crate::platform::{Platform, PlatformSpec, Ports};
 use crate::provision::{self, SERVICES};
 use crate::secrets::DevSecrets;
+
+/// Where the benchmark runs. With `--load-cpus`, the load generator has those CPUs and everything
+/// else (PostgreSQL, Redis, the services) the others, so neither takes the other's time slices and
+/// the tail measured is the stack's own rather than the scheduler's.
+pub struct Placement {
+    all: CpuSet,
+    load: Option<CpuSet>,
+    stack: CpuSet,
+    described: String,
+}
+
+fn cpus_of(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+fn list(cpus: &[usize]) -> String {
+    cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A CPU list as `taskset` and cgroups write it: `0`, `0,2`, `1-3`.
+fn parse_cpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (usize, usize) = (
+            first
+                .trim()
+                .parse()
+                .with_context(|| format!("CPU list {text:?}: {part:?} is not a CPU number or range"))?,
+            last.trim()
+                .parse()
+                .with_context(|| format!("CPU list {text:?}: {part:?} is not a CPU number or range"))?,
+        );
+        anyhow::ensure!(first <= last, "CPU list {text:?}: range {part:?} runs backwards");
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+impl Placement {
+    /// Splits the CPUs this process may use. Call it before any other thread starts: threads and
+    /// processes inherit the CPUs of the thread that starts them.
+    pub fn new(load_cpus: Option<&str>) -> anyhow::Result<Self> {
+        let all = sched_getaffinity(Pid::from_raw(0)).context("reading this process's CPUs")?;
+        let usable = cpus_of(&all);
+        let Some(text) = load_cpus else {
+            return Ok(Self {
+                stack: all,
+                all,
+                load: None,
+                described: format!("load from oha on the same {} CPUs as the stack", usable.len()),
+            });
+        };
+        let wanted = parse_cpu_list(text)?;
+        if let Some(cpu) = wanted.iter().find(|c| !usable.contains(c)) {
+            bail!(
+                "--load-cpus {text}: CPU {cpu} is not one this process may use ({})",
+                list(&usable)
+            );
+        }
+        let rest: Vec<usize> = usable.iter().copied().filter(|c| !wanted.contains(c)).collect();
+        anyhow::ensure!(
+            !wanted.is_empty() && !rest.is_empty(),
+            "--load-cpus {text}: both the load generator and the stack need at least one CPU of {}",
+            list(&usable)
+        );
+        let set = |cpus: &[usize]| -> anyhow::Result<CpuSet> {
+            let mut set = CpuSet::new();
+            for &c in cpus {
+                set.set(c).with_context(|| format!("CPU {c}"))?;
+            }
+            Ok(set)
+        };
+        Ok(Self {
+            all,
+            load: Some(set(&wanted)?),
+            stack: set(&rest)?,
+            described: format!(
+                "load from oha on CPU {}, everything else (PostgreSQL, Redis, the services) on CPU {}",
+                list(&wanted),
+                list(&rest)
+            ),
+        })
+    }
+
+    /// Builds the release binaries on every CPU, then keeps the calling thread (and so every
+    /// thread and process it starts afterwards) on the stack's CPUs.
+    pub fn build_and_pin(&self) -> anyhow::Result<()> {
+        eprintln!("xtask: building release binaries (cargo build --release --workspace --bins)");
+        let status = devstack::cargo()
+            .args(["build", "--release", "--workspace", "--bins"])
+            .status()?;
+        anyhow::ensure!(status.success(), "release build failed");
+        sched_setaffinity(Pid::from_raw(0), &self.stack).context("keeping the stack on its CPUs")
+    }
+}
+
+/// Runs `f` on a thread of its own on `cpus`; whatever it starts runs there too.
+fn on_cpus<T: Send>(cpus: &CpuSet, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            sched_setaffinity(Pid::from_raw(0), cpus).context("moving a thread to its CPUs")?;
+            f()
+        });
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
 
 /// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
 fn usage(pid: u32) -> (f64, u64) {
@@ -66,10 +179,24 @@ struct Run {
     errors: u64,
     limited: u64,
     ok: u64,
+    /// CPUs the load generator kept busy (1.0 = one CPU all the time). Near the number of CPUs it
+    /// has, the figures are the generator's limit, not the stack's.
+    generator_cpus: f64,
+}
+
+/// CPU seconds of this process's finished children (the load generator, run one at a time).
+fn children_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(u.user_time()) + seconds(u.system_time())
+    })
 }
 
 /// One oha run; `rate` None means as fast as `connections` allow.
+#[allow(clippy::too_many_arguments)]
 fn load(
+    placement: &Placement,
     oha: &Path,
     url: &str,
     ca: &Path,
@@ -94,7 +221,12 @@ fn load(
     if let Some(q) = rate {
         cmd.args(["-q", &q.to_string(), "--latency-correction"]);
     }
-    let out = cmd.arg(url).output().context("running oha")?;
+    cmd.arg(url);
+    let (cpu_before, started) = (children_cpu_seconds(), Instant::now());
+    let out = on_cpus(placement.load.as_ref().unwrap_or(&placement.all), || {
+        cmd.output().context("running oha")
+    })?;
+    let generator_cpus = (children_cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -127,17 +259,14 @@ fn load(
         errors: count(&|c| c >= 500) + transport,
         limited: count(&|c| c == 429),
         ok: count(&|c| (200..300).contains(&c)),
+        generator_cpus,
     })
 }
 
-pub async fn run(seconds: u64) -> anyhow::Result<String> {
+/// The benchmark itself; `placement.build_and_pin()` must have run first.
+pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> {
     let root = crate::workspace_root();
-    eprintln!("xtask: building release binaries (cargo build --release --workspace --bins)");
-    let status = devstack::cargo()
-        .args(["build", "--release", "--workspace", "--bins"])
-        .status()?;
-    anyhow::ensure!(status.success(), "release build failed");
-    let oha = oha()?;
+    let oha = on_cpus(&placement.all, oha)?;
     let dir = root
         .join("target")
         .join("devstack")
@@ -188,8 +317,13 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     let _ = writeln!(report, "# Benchmark report {now}\n");
     let _ = writeln!(
         report,
-        "Machine: {} cores; `cargo xtask bench --seconds {seconds}`; release build; load from oha on the same machine.\n",
-        std::thread::available_parallelism().map(usize::from).unwrap_or(0)
+        "Machine: {} cores; `cargo xtask bench --seconds {seconds}{}`; release build; {}.\n",
+        cpus_of(&placement.all).len(),
+        placement
+            .load
+            .as_ref()
+            .map_or_else(String::new, |l| format!(" --load-cpus {}", list(&cpus_of(l)))),
+        placement.described
     );
 
     // Policies are evaluated on every request but set high enough never to refuse: the cost of
@@ -268,11 +402,11 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
         };
         for (name, url, args, connections) in scenarios {
             let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
-            let max = load(&oha, &url, &ca, &args, seconds, connections, None)?;
+            let max = load(placement, &oha, &url, &ca, &args, seconds, connections, None)?;
             let half = ((max.rps / 2.0).floor() as u32).max(1);
             let route = url.trim_start_matches(&base).to_owned();
             let before_hist = gateway_histogram(platform.ports.gateway_admin, &route);
-            let fixed = load(&oha, &url, &ca, &args, seconds, connections, Some(half))?;
+            let fixed = load(placement, &oha, &url, &ca, &args, seconds, connections, Some(half))?;
             let inside = gateway_percentiles(&before_hist, &gateway_histogram(platform.ports.gateway_admin, &route));
             let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let cpu: Vec<String> = pids
@@ -286,7 +420,10 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
                 // gateway's admin /health: no TLS, no Redis), so the report shows how much of the
                 // tail this machine adds to any path.
                 let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
-                floor = Some((half, load(&oha, &admin, &ca, &[], seconds, connections, Some(half))?));
+                floor = Some((
+                    half,
+                    load(placement, &oha, &admin, &ca, &[], seconds, connections, Some(half))?,
+                ));
             }
             rows.push((name.to_owned(), max, half, fixed, inside, cpu.join(", ")));
         }
@@ -307,7 +444,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
                     "-d".into(),
                     body,
                 ];
-                let run = load(&oha, &url, &ca, &args, 4, 2, Some(10))?;
+                let run = load(placement, &oha, &url, &ca, &args, 4, 2, Some(10))?;
                 timing.push((what, run));
             }
         }
@@ -316,14 +453,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
 
     let _ = writeln!(
         report,
-        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | CPU s / peak RSS (both runs) |"
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | CPU s / peak RSS (both runs) |"
     );
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, max, half, fixed, inside, cpu) in &rows {
         let inside = inside.map_or_else(|| "n/a".to_owned(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"));
         let _ = writeln!(
             report,
-            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {cpu} |",
+            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {:.2} / {:.2} | {cpu} |",
             max.rps,
             max.ok + fixed.ok,
             max.errors + fixed.errors,
@@ -332,7 +469,9 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
             fixed.p90,
             fixed.p99,
             fixed.max,
-            fixed.p99 / fixed.p50
+            fixed.p99 / fixed.p50,
+            max.generator_cpus,
+            fixed.generator_cpus
         );
     }
     let protected = rows.iter().find(|r| r.0 == "GET /v1/me (protected)").map(|r| r.1.rps);
@@ -351,15 +490,18 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     if let Some((rate, run)) = floor {
         let _ = writeln!(
             report,
-            "\nFloor of this host: the same load at {rate} req/s against a trivial plain-HTTP handler (the gateway's admin `/health`: no TLS, no Redis): p50 {:.2} ms, p99 {:.2} ms (p99/p50 {:.1}): the tail this host and load generator add to any path at this rate.",
+            "\nFloor of this host: the same load at {rate} req/s against a trivial plain-HTTP handler (the gateway's admin `/health`: no TLS, no Redis): p50 {:.2} ms, p99 {:.2} ms (p99/p50 {:.1}): the tail this host and load generator add to any path at this rate (oha kept {:.2} CPUs busy).",
             run.p50,
             run.p99,
-            run.p99 / run.p50
+            run.p99 / run.p50,
+            run.generator_cpus
         );
     }
 
     // In-process figures.
-    let hashes = argon2_rate();
+    // On the CPUs auth-service had, so that the hash rate is what its logins could reach.
+    let stack_cpus = cpus_of(&placement.stack).len();
+    let hashes = on_cpus(&placement.stack, || Ok(argon2_rate(stack_cpus)))?;
     let login = rows
         .iter()
         .find(|r| r.0 == "POST /v1/auth/login")
@@ -367,7 +509,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
         .unwrap_or(0.0);
     let _ = writeln!(
         report,
-        "\nargon2id (m=19456 KiB, t=2, p=1) on all cores: {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
+        "\nargon2id (m=19456 KiB, t=2, p=1) on the stack's {stack_cpus} CPUs: {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
         100.0 * (hashes - login).max(0.0) / hashes.max(f64::MIN_POSITIVE)
     );
     let _ = writeln!(report, "\nFailed logins at 10/s (status 401 for all, same body):\n");
@@ -376,7 +518,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<String> {
     for (what, run) in &timing {
         let _ = writeln!(report, "| {what} | {:.2} | {:.2} | {:.2} |", run.p50, run.p90, run.p99);
     }
-    let (first, cached) = verify_cost()?;
+    let (first, cached) = on_cpus(&placement.all, verify_cost)?;
     let _ = writeln!(
         report,
         "\nToken verification, release build (`cargo run --release -p service-kit --example verify_cost`): {first:.1} µs for a token seen the first time (signature + claims; target < 50 µs), {cached:.2} µs for a token verified before (cache)."
@@ -464,20 +606,23 @@ async fn session(base: &str, ca: &Path, label: &str) -> anyhow::Result<String> {
         .context("no access token")
 }
 
-/// Raw argon2id hashes per second on all cores, at the service's default parameters.
-fn argon2_rate() -> f64 {
-    use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
-    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let per_thread = 8;
+/// Raw argon2id hashes per second on `threads` threads, at the service's default parameters and
+/// the way auth-service computes them: into work memory allocated once and reused (a fresh 19 MiB
+/// per hash would add page faults the service does not pay, and flatter its overhead figure).
+fn argon2_rate(threads: usize) -> f64 {
+    let per_thread = 16;
     let started = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for t in 0..threads {
+            s.spawn(move || {
                 let params = argon2::Params::new(19_456, 2, 1, None).expect("OWASP parameters are valid");
+                let mut memory = vec![argon2::Block::default(); params.block_count()];
                 let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-                for _ in 0..per_thread {
-                    let salt = SaltString::generate(&mut OsRng);
-                    let _ = a.hash_password(b"correct horse battery staple", &salt);
+                let mut out = [0u8; 32];
+                for i in 0..per_thread {
+                    let salt = [t as u8, i as u8, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a];
+                    let _ =
+                        a.hash_password_into_with_memory(b"correct horse battery staple", &salt, &mut out, &mut memory);
                 }
             });
         }
@@ -515,6 +660,15 @@ fn verify_cost() -> anyhow::Result<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_lists_read_as_taskset_writes_them() {
+        assert_eq!(super::parse_cpu_list("0").expect("one CPU"), vec![0]);
+        assert_eq!(super::parse_cpu_list("3, 0-1,1").expect("mixed"), vec![0, 1, 3]);
+        for bad in ["", "a", "2-1", "0-", "-1", "0,,1"] {
+            assert!(super::parse_cpu_list(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
     #[test]
     fn percentiles_of_the_requests_between_two_snapshots() {
         let before = [(0.001, 10.0), (0.002, 10.0), (0.004, 10.0), (f64::INFINITY, 10.0)];

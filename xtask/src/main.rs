@@ -29,6 +29,11 @@ enum Cmd {
         /// Seconds per load run (each scenario runs twice: full speed, then half rate).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// CPUs for the load generator alone (e.g. `0` or `0-3`); PostgreSQL, Redis and the
+        /// services get the others. Without it everything shares every CPU, and the scheduler's
+        /// time slices show up in the tail latencies.
+        #[arg(long, value_name = "CPU_LIST")]
+        load_cpus: Option<String>,
     },
     /// Run every test of the workspace against throwaway PostgreSQL and Redis.
     Test {
@@ -40,6 +45,19 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any other thread starts: the benchmark's threads and processes inherit their CPUs.
+    let placement = match &cli.command {
+        Cmd::Bench { load_cpus, .. } => {
+            match xtask::bench::Placement::new(load_cpus.as_deref()).and_then(|p| p.build_and_pin().map(|()| p)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("xtask: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,8 +68,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Up => runtime.block_on(up()),
         Cmd::Test { args } => runtime.block_on(test(args)),
-        Cmd::Bench { seconds } => runtime.block_on(async {
-            let report = xtask::bench::run(seconds).await?;
+        Cmd::Bench { seconds, .. } => runtime.block_on(async {
+            let placement = placement.context("placement is set for bench")?;
+            let report = xtask::bench::run(seconds, &placement).await?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{report}")?;
             Ok(ExitCode::SUCCESS)
