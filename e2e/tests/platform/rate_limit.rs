@@ -209,6 +209,37 @@ async fn the_global_ceiling_covers_every_route() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A policy faster than one request per millisecond is enforced as configured. Buckets counted in
+/// whole milliseconds once turned a million a second into a thousand, and refused these.
+#[tokio::test(flavor = "multi_thread")]
+async fn rates_above_a_thousand_per_second_are_enforced_as_configured() {
+    use futures_util::StreamExt as _;
+    let tp = xtask::testkit::start(
+        "rlfast",
+        &[
+            ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+            ("GLOBAL_RATE_LIMIT_WINDOW", "1"),
+            ("GLOBAL_RATE_LIMIT_BURST", "5"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let http = client(&tp);
+    let health = format!("{}/health", tp.base_url());
+    let statuses: Vec<u16> = futures_util::stream::iter(0..400)
+        .map(|_| {
+            let request = http.get(&health).send();
+            async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let refused = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(refused, 0, "{statuses:?}");
+    let res = http.get(&health).send().await.expect("health");
+    assert_announced(&res, "\"global\";q=1000000;w=1", 4);
+}
+
 /// Analytics batches have their own policy, per user (per address without a valid token).
 #[tokio::test(flavor = "multi_thread")]
 async fn event_batches_have_their_own_policy() {

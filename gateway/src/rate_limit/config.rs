@@ -99,14 +99,21 @@ impl RateLimitConfig {
             );
             let window = settings.int(&var("WINDOW"), &format!("{name}.window_seconds"), window, 1, 86_400);
             let burst = settings.int(&var("BURST"), &format!("{name}.burst"), burst, 1, 1_000_000);
-            Policy {
-                name,
-                quota: Quota {
-                    limit,
-                    window: Duration::from_secs(window),
-                    burst,
-                },
+            let quota = Quota {
+                limit,
+                window: Duration::from_secs(window),
+                burst,
+            };
+            if quota.capacity_us() > Quota::MAX_CAPACITY_US {
+                settings.env.problem(
+                    &var("BURST"),
+                    format!(
+                        "(or {name}.burst in {FILE_VAR}): a burst of {burst} at {limit} per {window} s takes \
+                         more than 10 years to earn back; lower the burst or the window"
+                    ),
+                );
             }
+            Policy { name, quota }
         };
         let config = Self {
             enabled,
@@ -320,6 +327,34 @@ mod tests {
         assert_eq!(config.api.to_string(), "100/60s burst 20");
         assert_eq!(config.global.to_string(), "2000/300s burst 2000");
         assert_eq!(config.source, None);
+    }
+
+    #[test]
+    fn a_burst_that_takes_more_than_ten_years_to_earn_back_is_refused() {
+        // One a day with a burst of 4000: eleven years. The script's times would leave the range
+        // Lua's doubles hold exactly.
+        let env = Env::from_map([
+            ("EVENTS_RATE_LIMIT_MAX_REQUESTS", "1"),
+            ("EVENTS_RATE_LIMIT_WINDOW", "86400"),
+            ("EVENTS_RATE_LIMIT_BURST", "4000"),
+        ]);
+        let _ = RateLimitConfig::from_env(&env, Environment::Test);
+        let err = env.finish().expect_err("refused").to_string();
+        assert!(
+            err.contains("EVENTS_RATE_LIMIT_BURST") && err.contains("more than 10 years"),
+            "{err}"
+        );
+        // Three thousand of them (eight years) are fine, and so is a million a second.
+        let env = Env::from_map([
+            ("EVENTS_RATE_LIMIT_MAX_REQUESTS", "1"),
+            ("EVENTS_RATE_LIMIT_WINDOW", "86400"),
+            ("EVENTS_RATE_LIMIT_BURST", "3000"),
+            ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+            ("GLOBAL_RATE_LIMIT_WINDOW", "1"),
+        ]);
+        let config = RateLimitConfig::from_env(&env, Environment::Test);
+        env.finish().expect("valid");
+        assert_eq!(config.global.quota.emission_us(), 1);
     }
 
     #[test]

@@ -14,15 +14,26 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// Milliseconds between two requests at the sustained rate.
-    pub fn emission_ms(&self) -> u64 {
-        (self.window.as_millis() as u64 / u64::from(self.limit.max(1))).max(1)
+    /// The longest a full burst may take to earn back (10 years). It keeps every time the script
+    /// handles (microseconds since 1970, plus this) exact in Lua's doubles, below 2^53.
+    pub const MAX_CAPACITY_US: u64 = 10 * 365 * 86_400 * 1_000_000;
+
+    /// Microseconds between two requests at the sustained rate. Microseconds rather than
+    /// milliseconds, so that every rate the configuration accepts (up to a million per second) is
+    /// the rate enforced: in whole milliseconds, anything above 1000 per second became 1000.
+    pub fn emission_us(&self) -> u64 {
+        (self.window.as_micros() as u64 / u64::from(self.limit.max(1))).max(1)
     }
 
     /// How far ahead of now the TAT may run: `burst` emissions.
-    pub fn capacity_ms(&self) -> u64 {
-        self.emission_ms() * u64::from(self.burst.max(1))
+    pub fn capacity_us(&self) -> u64 {
+        self.emission_us().saturating_mul(u64::from(self.burst.max(1)))
     }
+}
+
+/// Microseconds to milliseconds, rounded up: a client told to wait must not come back early.
+pub fn ms(us: u64) -> u64 {
+    us.div_ceil(1000)
 }
 
 /// One decision.
@@ -37,24 +48,24 @@ pub struct Decision {
     pub retry_after_ms: u64,
 }
 
-/// Decides for a request at `now_ms`; returns the decision and the TAT to store when allowed.
-pub fn decide(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Decision, Option<u64>) {
-    let (t, cap) = (quota.emission_ms(), quota.capacity_ms());
-    let tat = tat.unwrap_or(now_ms).max(now_ms);
+/// Decides for a request at `now_us`; returns the decision and the TAT to store when allowed.
+pub fn decide(tat: Option<u64>, now_us: u64, quota: &Quota) -> (Decision, Option<u64>) {
+    let (t, cap) = (quota.emission_us(), quota.capacity_us());
+    let tat = tat.unwrap_or(now_us).max(now_us);
     let new_tat = tat + t;
-    if new_tat - now_ms > cap {
+    if new_tat - now_us > cap {
         let d = Decision {
             allowed: false,
             remaining: 0,
-            reset_ms: tat - now_ms,
-            retry_after_ms: new_tat - now_ms - cap,
+            reset_ms: ms(tat - now_us),
+            retry_after_ms: ms(new_tat - now_us - cap),
         };
         return (d, None);
     }
     let d = Decision {
         allowed: true,
-        remaining: (cap - (new_tat - now_ms)) / t,
-        reset_ms: new_tat - now_ms,
+        remaining: (cap - (new_tat - now_us)) / t,
+        reset_ms: ms(new_tat - now_us),
         retry_after_ms: 0,
     };
     (d, Some(new_tat))
@@ -63,20 +74,20 @@ pub fn decide(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Decision, Option
 /// Gives back one request's emission (the "skip successful requests" mode): the TAT moves back by
 /// one emission, never before now. Returns the new TAT (`None`: the bucket is empty, drop it) and
 /// the requests that could be made right now.
-pub fn refund(tat: Option<u64>, now_ms: u64, quota: &Quota) -> (Option<u64>, u64) {
-    let (t, cap) = (quota.emission_ms(), quota.capacity_ms());
-    let tat = tat.unwrap_or(now_ms).saturating_sub(t);
-    if tat <= now_ms {
+pub fn refund(tat: Option<u64>, now_us: u64, quota: &Quota) -> (Option<u64>, u64) {
+    let (t, cap) = (quota.emission_us(), quota.capacity_us());
+    let tat = tat.unwrap_or(now_us).saturating_sub(t);
+    if tat <= now_us {
         return (None, cap / t);
     }
-    (Some(tat), (cap.saturating_sub(tat - now_ms)) / t)
+    (Some(tat), (cap.saturating_sub(tat - now_us)) / t)
 }
 
-/// The same as [`refund`] in Redis. KEYS = the bucket; ARGV = emission and capacity ms.
-/// Returns the requests that could be made right now, and ms until the full burst is back.
+/// The same as [`refund`] in Redis. KEYS = the bucket; ARGV = emission and capacity µs.
+/// Returns the requests that could be made right now, and µs until the full burst is back.
 pub const SCRIPT_REFUND: &str = r#"
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local t = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now) - t
@@ -84,16 +95,16 @@ if tat <= now then
   redis.call('DEL', KEYS[1])
   return {math.floor(cap / t), 0}
 end
-redis.call('SET', KEYS[1], tat, 'PX', tat - now)
+redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000))
 return {math.floor((cap - (tat - now)) / t), tat - now}
 "#;
 
 /// Every policy of a request, and optionally its token's revocation keys, in one round trip.
 /// KEYS = n buckets, then (if the revocation flag is 1) the jti, session, not-before and marker
 /// keys, then the address's refusal counter.
-/// ARGV = n, then emission and capacity ms per bucket, then the revocation flag, then the
+/// ARGV = n, then emission and capacity µs per bucket, then the revocation flag, then the
 /// refusal counter's window in seconds.
-/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset ms, retry-after ms), then (with
+/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset µs, retry-after µs), then (with
 /// the flag) jti present, session present, not-before (-1 when none), marker present (Redis holds
 /// every revocation), then the address's refusals
 /// in the current window (0 when allowed). Buckets are only spent when every policy allows the
@@ -101,7 +112,7 @@ return {math.floor((cap - (tat - now)) / t), tat - now}
 pub const SCRIPT_ALL: &str = r#"
 local n = tonumber(ARGV[1])
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local out = {}
 local next_tat = {}
 local all = true
@@ -121,7 +132,7 @@ for i = 1, n do
 end
 if all then
   for i = 1, n do
-    redis.call('SET', KEYS[i], next_tat[i], 'PX', next_tat[i] - now)
+    redis.call('SET', KEYS[i], next_tat[i], 'PX', math.ceil((next_tat[i] - now) / 1000))
   end
 end
 local counter = n + 1
@@ -152,10 +163,13 @@ mod tests {
         burst: 3,
     };
 
+    /// Seconds since 1970 in microseconds, as Redis's clock gives them.
+    const NOW: u64 = 1_800_000_000_000_000;
+
     #[test]
     fn burst_then_the_sustained_rate() {
         let mut tat = None;
-        let now = 1_000_000;
+        let now = NOW;
         let mut remaining = Vec::new();
         for _ in 0..3 {
             let (d, next) = decide(tat, now, &AUTH);
@@ -167,25 +181,27 @@ mod tests {
         let (d, next) = decide(tat, now, &AUTH);
         assert!(!d.allowed && next.is_none());
         assert_eq!(d.retry_after_ms, 12_000, "one emission (60 s / 5) later");
-        // Exactly at the boundary the next request passes, one millisecond before it does not.
-        assert!(!decide(tat, now + 11_999, &AUTH).0.allowed);
-        assert!(decide(tat, now + 12_000, &AUTH).0.allowed);
+        // Exactly at the boundary the next request passes, one microsecond before it does not.
+        assert!(!decide(tat, now + 11_999_999, &AUTH).0.allowed);
+        assert!(decide(tat, now + 12_000_000, &AUTH).0.allowed);
+        // Told to wait, a client is never told a time too short: 1 µs left is 1 ms.
+        assert_eq!(decide(tat, now + 11_999_999, &AUTH).0.retry_after_ms, 1);
         // After a full idle period the whole burst is back.
-        assert_eq!(decide(tat, now + 36_000, &AUTH).0.remaining, 2);
+        assert_eq!(decide(tat, now + 36_000_000, &AUTH).0.remaining, 2);
     }
 
     #[test]
     fn a_refund_gives_back_exactly_one_request() {
-        let now = 1_000_000;
+        let now = NOW;
         let (_, tat) = decide(None, now, &AUTH);
         let (_, tat) = decide(tat, now, &AUTH);
-        assert_eq!(tat, Some(now + 24_000));
-        assert_eq!(refund(tat, now, &AUTH), (Some(now + 12_000), 2));
+        assert_eq!(tat, Some(now + 24_000_000));
+        assert_eq!(refund(tat, now, &AUTH), (Some(now + 12_000_000), 2));
         // Back to an empty bucket: nothing to store, the whole burst available.
-        assert_eq!(refund(Some(now + 12_000), now, &AUTH), (None, 3));
+        assert_eq!(refund(Some(now + 12_000_000), now, &AUTH), (None, 3));
         // Never below now: a refund cannot bank credit beyond the burst.
         assert_eq!(refund(None, now, &AUTH), (None, 3));
-        assert_eq!(refund(Some(now + 5_000), now, &AUTH), (None, 3));
+        assert_eq!(refund(Some(now + 5_000_000), now, &AUTH), (None, 3));
     }
 
     #[test]
@@ -195,13 +211,45 @@ mod tests {
             window: Duration::from_secs(60),
             burst: 20,
         };
-        let (mut tat, now) = (None, 5_000);
+        let (mut tat, now) = (None, NOW);
         for i in 0..20 {
             let (d, next) = decide(tat, now, &api);
             assert!(d.allowed, "request {i}");
             tat = next;
         }
         assert!(!decide(tat, now, &api).0.allowed);
-        assert_eq!(api.emission_ms(), 600);
+        assert_eq!(api.emission_us(), 600_000);
+    }
+
+    #[test]
+    fn rates_above_a_thousand_per_second_are_enforced_as_written() {
+        let fast = Quota {
+            limit: 250_000,
+            window: Duration::from_secs(1),
+            burst: 1,
+        };
+        assert_eq!(fast.emission_us(), 4);
+        let (d, tat) = decide(None, NOW, &fast);
+        assert!(d.allowed);
+        assert!(!decide(tat, NOW + 3, &fast).0.allowed, "3 µs later is too soon");
+        assert!(decide(tat, NOW + 4, &fast).0.allowed, "one emission later passes");
+        // A whole second admits exactly the configured number.
+        let (mut tat, mut allowed) = (None, 0);
+        for us in 0..1_000_000 {
+            let (d, next) = decide(tat, NOW + us, &fast);
+            if d.allowed {
+                allowed += 1;
+                tat = next;
+            }
+        }
+        assert_eq!(allowed, 250_000);
+    }
+
+    #[test]
+    fn the_longest_burst_the_configuration_accepts_stays_exact_in_lua() {
+        // Lua numbers are doubles: times up to NOW + the longest capacity must be exact integers.
+        let latest = NOW + Quota::MAX_CAPACITY_US;
+        assert!(latest < 1 << 53, "{latest}");
+        assert_eq!((latest as f64) as u64, latest);
     }
 }

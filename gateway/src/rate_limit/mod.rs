@@ -37,7 +37,7 @@ pub struct Limiter {
     keys: RedisKeys,
     script_all: Arc<redis::Script>,
     script_refund: Arc<redis::Script>,
-    /// The in-process fallback: TAT per bucket, and refusals per address (count, window end ms).
+    /// The in-process fallback: TAT (µs) per bucket, and refusals per address (count, window end µs).
     local: Arc<Mutex<HashMap<String, u64>>>,
     local_refusals: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     violations: IntCounterVec,
@@ -48,10 +48,10 @@ pub struct Limiter {
 /// Limits the in-process fallback's memory: past this many buckets, expired ones are dropped.
 const LOCAL_PRUNE_AT: usize = 100_000;
 
-fn now_ms() -> u64 {
+fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or_default()
 }
 
@@ -151,14 +151,16 @@ impl Limiter {
         let path = req.path();
         let who = || user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{u}"));
         let mut policies = Vec::with_capacity(2);
+        // Buckets hold microseconds under `gcra:`; an older gateway's millisecond buckets (`rl:`)
+        // are never read, so the two never misread each other during a rolling upgrade.
         if AUTH_ROUTES.contains(&path) {
-            policies.push((config.auth.clone(), format!("rl:auth:{ip}:{path}")));
+            policies.push((config.auth.clone(), format!("gcra:auth:{ip}:{path}")));
         } else if path == "/v1/events" || path.starts_with("/v1/events/") {
-            policies.push((config.events.clone(), format!("rl:events:{}", who())));
+            policies.push((config.events.clone(), format!("gcra:events:{}", who())));
         } else if path.starts_with("/v1/") {
-            policies.push((config.api.clone(), format!("rl:api:{}", who())));
+            policies.push((config.api.clone(), format!("gcra:api:{}", who())));
         }
-        policies.push((config.global.clone(), format!("rl:global:{ip}")));
+        policies.push((config.global.clone(), format!("gcra:global:{ip}")));
         Checks { ip, config, policies }
     }
 
@@ -174,8 +176,8 @@ impl Limiter {
             for (policy, key) in policies {
                 invocation
                     .key(self.keys.other(key))
-                    .arg(policy.quota.emission_ms())
-                    .arg(policy.quota.capacity_ms());
+                    .arg(policy.quota.emission_us())
+                    .arg(policy.quota.capacity_us());
             }
             for key in revocation.iter().flatten() {
                 invocation.key(key);
@@ -201,8 +203,8 @@ impl Limiter {
                         Some(Decision {
                             allowed: c[0] == 1,
                             remaining: num(c[1]),
-                            reset_ms: num(c[2]),
-                            retry_after_ms: num(c[3]),
+                            reset_ms: gcra::ms(num(c[2])),
+                            retry_after_ms: gcra::ms(num(c[3])),
                         })
                     })
                     .collect();
@@ -271,7 +273,7 @@ impl Limiter {
                 retry_after_ms: 1000,
             }),
             FailureMode::Local => {
-                let now = now_ms();
+                let now = now_us();
                 let mut buckets = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 drop_expired(&mut buckets, |tat| *tat > now);
                 let (d, tat) = gcra::decide(buckets.get(key).copied(), now, &q);
@@ -284,8 +286,8 @@ impl Limiter {
     }
 
     fn count_refusal_locally(&self, config: &RateLimitConfig, ip: &str) -> u64 {
-        let now = now_ms();
-        let window = config.abuse_window.as_millis() as u64;
+        let now = now_us();
+        let window = config.abuse_window.as_micros() as u64;
         let mut counts = self
             .local_refusals
             .lock()
@@ -308,31 +310,31 @@ impl Limiter {
             let mut invocation = self.script_refund.prepare_invoke();
             invocation
                 .key(self.keys.other(key))
-                .arg(q.emission_ms())
-                .arg(q.capacity_ms());
+                .arg(q.emission_us())
+                .arg(q.capacity_us());
             let call = async {
                 let mut conn = link.connection().await?;
                 let result = invocation.invoke_async::<(u64, u64)>(&mut conn).await;
                 link.check(result).await
             };
-            let Ok(Some((remaining, reset_ms))) = tokio::time::timeout(config.redis_timeout, call).await else {
+            let Ok(Some((remaining, reset_us))) = tokio::time::timeout(config.redis_timeout, call).await else {
                 tracing::warn!(policy = policy.name, "could not refund a successful request in Redis");
                 return None;
             };
             return Some(Decision {
                 allowed: true,
                 remaining,
-                reset_ms,
+                reset_ms: gcra::ms(reset_us),
                 retry_after_ms: 0,
             });
         }
         if config.failure_mode != FailureMode::Local {
             return None;
         }
-        let now = now_ms();
+        let now = now_us();
         let mut buckets = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tat, remaining) = gcra::refund(buckets.get(key).copied(), now, &q);
-        let reset_ms = tat.map_or(0, |tat| tat - now);
+        let reset_ms = tat.map_or(0, |tat| gcra::ms(tat - now));
         match tat {
             Some(tat) => buckets.insert(key.to_owned(), tat),
             None => buckets.remove(key),
