@@ -156,6 +156,17 @@ impl Postgres {
         )
     }
 
+    /// The postmaster's process id, from its pid file (every backend is its child).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Starts (initialising on first use) a cluster in `data_dir` on `port`.
     pub fn start(data_dir: &Path, port: u16, superuser_password: &str) -> anyhow::Result<Self> {
         let initdb = program_or_install("initdb", "postgresql")?;
