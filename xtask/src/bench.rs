@@ -544,7 +544,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         .unwrap_or(0.0);
     let _ = writeln!(
         report,
-        "\nargon2id (m=19456 KiB, t=2, p=1) on the stack's {stack_cpus} CPUs: {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
+        "\nargon2id (m=19456 KiB, t=2, p=1) on the stack's CPUs ({stack_cpus}): {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
         100.0 * (hashes - login).max(0.0) / hashes.max(f64::MIN_POSITIVE)
     );
     let _ = writeln!(report, "\nFailed logins at 10/s (status 401 for all, same body):\n");
