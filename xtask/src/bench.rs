@@ -43,16 +43,13 @@ fn list(cpus: &[usize]) -> String {
 fn parse_cpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim) {
+        let number = |n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .with_context(|| format!("CPU list {text:?}: {part:?} is not a CPU number or range"))
+        };
         let (first, last) = part.split_once('-').unwrap_or((part, part));
-        let (first, last): (usize, usize) = (
-            first
-                .trim()
-                .parse()
-                .with_context(|| format!("CPU list {text:?}: {part:?} is not a CPU number or range"))?,
-            last.trim()
-                .parse()
-                .with_context(|| format!("CPU list {text:?}: {part:?} is not a CPU number or range"))?,
-        );
+        let (first, last) = (number(first)?, number(last)?);
         anyhow::ensure!(first <= last, "CPU list {text:?}: range {part:?} runs backwards");
         cpus.extend(first..=last);
     }
