@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
 //! with `cargo install` when missing) at a fixed rate with latency correction. Prints a Markdown
-//! report (also written under bench/results/): per scenario requests/s, p50/p90/p99/max latency,
-//! errors and 429s, CPU seconds and peak RSS of each process; then in-process figures for
-//! password hashing and token verification.
+//! report (also written under bench/results/): per scenario requests/s, p50/p90/p99/max latency of
+//! the steady state, errors and 429s, CPU seconds and peak RSS of each process; the same scenarios
+//! against nginx as the reference gateway, in the same run on the same CPUs; then in-process
+//! figures for password hashing and token verification.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,6 +16,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::devstack::{self, Postgres, Redis};
+use crate::nginx::{self, Nginx};
 use crate::platform::{Platform, PlatformSpec, Ports};
 use crate::provision::{self, SERVICES};
 use crate::secrets::DevSecrets;
@@ -156,19 +158,30 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks(&stat_fields(pid), &[11, 12]), hwm)
 }
 
-/// CPU seconds of a process and of its children, running or ended: PostgreSQL's work is done by
-/// one backend process per connection.
-fn family_cpu(pid: u32) -> f64 {
-    let children: f64 = std::fs::read_dir("/proc")
+/// The pids of a process's running children.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .map(stat_fields)
-        .filter(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
-        .map(|f| ticks(&f, &[11, 12]))
+        .filter(|&child| stat_fields(child).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
+        .collect()
+}
+
+/// CPU seconds of a process and of its children, running or ended: PostgreSQL's work is done by
+/// one backend process per connection, nginx's by its workers.
+fn family_cpu(pid: u32) -> f64 {
+    let running: f64 = children(pid)
+        .into_iter()
+        .map(|c| ticks(&stat_fields(c), &[11, 12]))
         .sum();
-    ticks(&stat_fields(pid), &[11, 12, 13, 14]) + children
+    ticks(&stat_fields(pid), &[11, 12, 13, 14]) + running
+}
+
+/// Peak RSS (KiB) of a process and its running children, added up.
+fn family_peak_rss(pid: u32) -> u64 {
+    usage(pid).1 + children(pid).into_iter().map(|c| usage(c).1).sum::<u64>()
 }
 
 fn oha() -> anyhow::Result<std::path::PathBuf> {
@@ -193,6 +206,8 @@ fn oha() -> anyhow::Result<std::path::PathBuf> {
 
 struct Run {
     rps: f64,
+    /// Latency percentiles and maximum in ms. At a fixed rate, of the steady state only (see
+    /// [`Steady`]); at full speed, of the whole run as oha computed them.
     p50: f64,
     p90: f64,
     p99: f64,
@@ -203,6 +218,8 @@ struct Run {
     /// CPUs the load generator kept busy (1.0 = one CPU all the time). Near the number of CPUs it
     /// has, the figures are the generator's limit, not the stack's.
     generator_cpus: f64,
+    /// At a fixed rate: what was left out as warm-up, and how often oha fell behind its schedule.
+    steady: Option<Steady>,
 }
 
 /// CPU seconds of this process's finished children (the load generator, run one at a time).
@@ -214,74 +231,227 @@ fn children_cpu_seconds() -> f64 {
     })
 }
 
-/// One oha run; `rate` None means as fast as `connections` allow.
-#[allow(clippy::too_many_arguments)]
-fn load(
-    placement: &Placement,
-    oha: &Path,
-    url: &str,
-    ca: &Path,
-    args: &[String],
-    seconds: u64,
-    connections: u32,
-    rate: Option<u32>,
-) -> anyhow::Result<Run> {
-    let mut cmd = Command::new(oha);
-    cmd.args([
-        "--no-tui",
-        "--output-format",
-        "json",
-        "-z",
-        &format!("{seconds}s"),
-        "-c",
-        &connections.to_string(),
-    ])
-    .arg("--cacert")
-    .arg(ca)
-    .args(args);
-    if let Some(q) = rate {
-        cmd.args(["-q", &q.to_string(), "--latency-correction"]);
+/// Requests due in a run's first second are its warm-up, left out of the fixed-rate percentiles:
+/// oha opens its connections (a TLS handshake each) while its schedule runs on, so those requests
+/// wait for a connection, not for the server. Left in, the first 50 ms of a run alone were 0.6%
+/// of its requests at up to 60 ms: a p99 of the generator's start. wrk2 likewise leaves out its
+/// calibration period.
+const WARM_UP_SECONDS: f64 = 1.0;
+
+/// A fixed-rate run's steady state, from oha's record of every successful request.
+#[derive(Debug)]
+struct Steady {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    /// Requests left out as warm-up.
+    warm_up: usize,
+    /// Windows of the schedule in which oha started fewer than 90% of the requests due, and all
+    /// windows. oha stops for tens of milliseconds now and then (its own pauses: growing its store
+    /// of results, at 2^k requests); requests due meanwhile go out late, in a burst, and their
+    /// latency is the generator's as much as the server's.
+    late_windows: usize,
+    windows: usize,
+}
+
+/// The steady state of a run at `rate` per second lasting `seconds`, from `(due, took)` pairs in
+/// seconds: when each request was due by the schedule (since the run began) and how long it took
+/// from then.
+fn steady_state(records: &[(f64, f64)], rate: f64, seconds: f64) -> Option<Steady> {
+    let mut took: Vec<f64> = records
+        .iter()
+        .filter(|(due, _)| *due >= WARM_UP_SECONDS)
+        .map(|(_, t)| t * 1000.0)
+        .collect();
+    if took.is_empty() {
+        return None;
     }
-    cmd.arg(url);
-    let (cpu_before, started) = (children_cpu_seconds(), Instant::now());
-    let out = on_cpus(placement.load.as_ref().unwrap_or(&placement.all), || {
-        cmd.output().context("running oha")
-    })?;
-    let generator_cpus = (children_cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    took.sort_by(f64::total_cmp);
+    // Nearest rank: the smallest value with at least q of the requests at or below it.
+    let rank = |q: f64| took[((q * took.len() as f64).ceil() as usize).clamp(1, took.len()) - 1];
+    // Windows long enough to expect 20 requests each (and at least 100 ms), so that the spacing of
+    // a slow schedule does not read as falling behind.
+    let width = (20.0 / rate).max(0.1);
+    let windows = ((seconds - WARM_UP_SECONDS) / width).floor().max(0.0) as usize;
+    let mut counts = vec![0usize; windows];
+    for (due, _) in records {
+        let slot = ((due - WARM_UP_SECONDS) / width).floor();
+        if slot >= 0.0 && (slot as usize) < windows {
+            counts[slot as usize] += 1;
+        }
     }
-    let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON report")?;
-    let ms = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
-    let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
-    let count = |f: &dyn Fn(u16) -> bool| -> u64 {
-        codes
-            .iter()
-            .filter(|(k, _)| k.parse::<u16>().is_ok_and(f))
-            .map(|(_, n)| n.as_u64().unwrap_or(0))
-            .sum()
-    };
-    // Requests still in flight when the run's time is up are cut off by oha, not failed by us.
-    let transport: u64 = v["errorDistribution"]
-        .as_object()
-        .map(|e| {
-            e.iter()
-                .filter(|(k, _)| !k.contains("deadline"))
-                .filter_map(|(_, n)| n.as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
-    Ok(Run {
-        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
-        p50: ms("p50"),
-        p90: ms("p90"),
-        p99: ms("p99"),
-        max: v["summary"]["slowest"].as_f64().unwrap_or(f64::NAN) * 1000.0,
-        errors: count(&|c| c >= 500) + transport,
-        limited: count(&|c| c == 429),
-        ok: count(&|c| (200..300).contains(&c)),
-        generator_cpus,
+    let expected = rate * width;
+    Some(Steady {
+        p50: rank(0.50),
+        p90: rank(0.90),
+        p99: rank(0.99),
+        max: took[took.len() - 1],
+        warm_up: records.len() - took.len(),
+        late_windows: counts.iter().filter(|&&n| (n as f64) < 0.9 * expected).count(),
+        windows,
     })
+}
+
+/// The load generator, and where its runs go.
+struct Generator<'a> {
+    placement: &'a Placement,
+    oha: std::path::PathBuf,
+    /// sqlite3, to read oha's record of each request (`--db-url`).
+    sqlite: std::path::PathBuf,
+    /// Where oha writes that record; replaced by each run.
+    records: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    seconds: u64,
+}
+
+impl Generator<'_> {
+    /// One oha run of `seconds` (the configured duration when None); `rate` None means as fast
+    /// as `connections` allow.
+    fn run(
+        &self,
+        url: &str,
+        args: &[String],
+        connections: u32,
+        rate: Option<u32>,
+        seconds: Option<u64>,
+    ) -> anyhow::Result<Run> {
+        let seconds = seconds.unwrap_or(self.seconds);
+        let mut cmd = Command::new(&self.oha);
+        cmd.args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-z",
+            &format!("{seconds}s"),
+            "-c",
+            &connections.to_string(),
+        ])
+        .arg("--cacert")
+        .arg(&self.ca)
+        .args(args);
+        if let Some(q) = rate {
+            let _ = std::fs::remove_file(&self.records);
+            cmd.args(["-q", &q.to_string(), "--latency-correction", "--db-url"])
+                .arg(&self.records);
+        }
+        cmd.arg(url);
+        let (cpu_before, started) = (children_cpu_seconds(), Instant::now());
+        let placement = self.placement;
+        let out = on_cpus(placement.load.as_ref().unwrap_or(&placement.all), || {
+            cmd.output().context("running oha")
+        })?;
+        let generator_cpus = (children_cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON report")?;
+        let ms = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
+        let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+        let count = |f: &dyn Fn(u16) -> bool| -> u64 {
+            codes
+                .iter()
+                .filter(|(k, _)| k.parse::<u16>().is_ok_and(f))
+                .map(|(_, n)| n.as_u64().unwrap_or(0))
+                .sum()
+        };
+        // Requests still in flight when the run's time is up are cut off by oha, not failed by us.
+        let transport: u64 = v["errorDistribution"]
+            .as_object()
+            .map(|e| {
+                e.iter()
+                    .filter(|(k, _)| !k.contains("deadline"))
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let steady = match rate {
+            Some(q) => steady_state(&self.read_records()?, f64::from(q), seconds as f64),
+            None => None,
+        };
+        let pick = |steady: Option<f64>, whole: &str| steady.unwrap_or_else(|| ms(whole));
+        Ok(Run {
+            rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+            p50: pick(steady.as_ref().map(|s| s.p50), "p50"),
+            p90: pick(steady.as_ref().map(|s| s.p90), "p90"),
+            p99: pick(steady.as_ref().map(|s| s.p99), "p99"),
+            max: steady.as_ref().map_or_else(
+                || v["summary"]["slowest"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+                |s| s.max,
+            ),
+            errors: count(&|c| c >= 500) + transport,
+            limited: count(&|c| c == 429),
+            ok: count(&|c| (200..300).contains(&c)),
+            generator_cpus,
+            steady,
+        })
+    }
+
+    /// oha's record of the last run: (due, took) in seconds per successful request.
+    fn read_records(&self) -> anyhow::Result<Vec<(f64, f64)>> {
+        let out = Command::new(&self.sqlite)
+            .args(["-batch", "-noheader", "-separator", " "])
+            .arg(&self.records)
+            .arg("SELECT coalesce(start_latency_correction, start), duration FROM oha")
+            .output()
+            .context("running sqlite3 on oha's records")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "sqlite3 on oha's records: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let mut fields = line.split(' ').map(str::parse::<f64>);
+                match (fields.next(), fields.next()) {
+                    (Some(Ok(due)), Some(Ok(took))) => Ok((due, took)),
+                    _ => bail!("oha's records: unexpected line {line:?}"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One scenario of the report: its name, the full-speed run, the half rate, the run at that rate,
+/// the gateway's own p50 / p99 (ms) at that rate when it has them, and CPU / memory per process.
+type Row = (String, Run, u32, Run, Option<(f64, f64)>, String);
+
+/// Half of a full-speed run's rate: the rate of the latency run.
+fn half_rate(max: &Run) -> u32 {
+    ((max.rps / 2.0).floor() as u32).max(1)
+}
+
+/// nginx's rows: its static `/health`, and the same behind its per-IP `limit_req`, each at full
+/// speed and then at half that rate.
+fn reference_rows(generator: &Generator, dir: &Path, secrets: &DevSecrets, workers: usize) -> anyhow::Result<Vec<Row>> {
+    let nginx = Nginx::start(
+        dir,
+        crate::free_port()?,
+        &secrets.path("tls.crt"),
+        &secrets.path("tls.key"),
+        workers,
+    )?;
+    let version = nginx.version();
+    let mut rows = Vec::new();
+    for (what, path) in [
+        ("GET /health (static)", nginx::STATIC),
+        ("GET /health behind limit_req per IP", nginx::LIMITED),
+    ] {
+        let url = format!("https://localhost:{}{path}", nginx.port);
+        let cpu_before = family_cpu(nginx.pid());
+        let max = generator.run(&url, &[], 64, None, None)?;
+        let half = half_rate(&max);
+        let fixed = generator.run(&url, &[], 64, Some(half), None)?;
+        let cpu = format!(
+            "nginx {:.1}s/{} MiB",
+            family_cpu(nginx.pid()) - cpu_before,
+            family_peak_rss(nginx.pid()) / 1024
+        );
+        eprintln!("xtask: nginx {what}: {:.0} req/s max", max.rps);
+        rows.push((format!("{version}: {what}"), max, half, fixed, None, cpu));
+    }
+    Ok(rows)
 }
 
 /// The benchmark itself; `placement.build_and_pin()` must have run first.
@@ -294,6 +464,14 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         .join(format!("bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let secrets = DevSecrets::load_or_create(&dir.join("secrets"))?;
+    let generator = Generator {
+        placement,
+        oha,
+        sqlite: devstack::program_or_install("sqlite3", "sqlite3")?,
+        records: dir.join("oha-records.sqlite"),
+        ca: secrets.path("tls.crt"),
+        seconds,
+    };
     let pg = Postgres::start(
         &dir.join("postgres"),
         crate::free_port()?,
@@ -363,7 +541,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         ("GLOBAL_RATE_LIMIT_BURST", "1000000"),
     ];
     let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut timing: Vec<(&str, Run)> = Vec::new();
     let mut floor: Option<(u32, Run)> = None;
     let postmaster = pg.postmaster_pid();
@@ -386,8 +564,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         })?;
         platform.wait_ready(Duration::from_secs(60))?;
         let base = format!("https://localhost:{}", platform.ports.gateway);
-        let ca = secrets.path("tls.crt");
-        let token = session(&base, &ca, label).await?;
+        let token = session(&base, &generator.ca, label).await?;
         let pids = [
             ("gateway", platform.gateway.pid()),
             ("auth", platform.auth.pid()),
@@ -429,11 +606,11 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         for (name, url, args, connections) in scenarios {
             let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
-            let max = load(placement, &oha, &url, &ca, &args, seconds, connections, None)?;
-            let half = ((max.rps / 2.0).floor() as u32).max(1);
+            let max = generator.run(&url, &args, connections, None, None)?;
+            let half = half_rate(&max);
             let route = url.trim_start_matches(&base).to_owned();
             let before_hist = gateway_histogram(platform.ports.gateway_admin, &route);
-            let fixed = load(placement, &oha, &url, &ca, &args, seconds, connections, Some(half))?;
+            let fixed = generator.run(&url, &args, connections, Some(half), None)?;
             let inside = gateway_percentiles(&before_hist, &gateway_histogram(platform.ports.gateway_admin, &route));
             let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let mut cpu: Vec<String> = pids
@@ -452,10 +629,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
                 // gateway's admin /health: no TLS, no Redis), so the report shows how much of the
                 // tail this machine adds to any path.
                 let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
-                floor = Some((
-                    half,
-                    load(placement, &oha, &admin, &ca, &[], seconds, connections, Some(half))?,
-                ));
+                floor = Some((half, generator.run(&admin, &[], connections, Some(half), None)?));
             }
             rows.push((name.to_owned(), max, half, fixed, inside, cpu.join(", ")));
         }
@@ -476,23 +650,46 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
                     "-d".into(),
                     body,
                 ];
-                let run = load(placement, &oha, &url, &ca, &args, 4, 2, Some(10))?;
+                let run = generator.run(&url, &args, 2, Some(10), Some(4))?;
                 timing.push((what, run));
             }
         }
         platform.stop();
     }
 
+    // The reference gateway, on the stack's CPUs (this thread's), with the same certificate and
+    // the same load. Without it the report still has our figures, and says why it lacks nginx's.
+    let reference = reference_rows(
+        &generator,
+        &dir.join("nginx"),
+        &secrets,
+        cpus_of(&placement.stack).len(),
+    );
+    let reference_missing = match reference {
+        Ok(more) => {
+            rows.extend(more);
+            None
+        }
+        Err(e) => {
+            eprintln!("xtask: the nginx reference was not measured: {e:#}");
+            Some(format!("{e:#}"))
+        }
+    };
+
     let _ = writeln!(
         report,
-        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | CPU s / peak RSS (both runs; PostgreSQL with all its backends) |"
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (both runs; PostgreSQL with all its backends, nginx with its workers) |"
     );
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, max, half, fixed, inside, cpu) in &rows {
         let inside = inside.map_or_else(|| "n/a".to_owned(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"));
+        let behind = fixed
+            .steady
+            .as_ref()
+            .map_or_else(|| "n/a".to_owned(), |s| format!("{} of {}", s.late_windows, s.windows));
         let _ = writeln!(
             report,
-            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {:.2} / {:.2} | {cpu} |",
+            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {:.2} / {:.2} | {behind} | {cpu} |",
             max.rps,
             max.ok + fixed.ok,
             max.errors + fixed.errors,
@@ -517,6 +714,34 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
             "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%).",
             100.0 * p / o
         );
+    }
+    let warm_up: usize = rows.iter().filter_map(|r| r.3.steady.as_ref()).map(|s| s.warm_up).sum();
+    let _ = writeln!(
+        report,
+        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself, and the requests due meanwhile go out late and together, so their latency is partly the generator's."
+    );
+    let ours = rows.iter().find(|r| r.0 == "GET /health");
+    let nginx_row = |what: &str| rows.iter().find(|r| r.0.starts_with("nginx") && r.0.ends_with(what));
+    let (plain, limited) = (nginx_row("(static)"), nginx_row("limit_req per IP"));
+    match (ours, plain, limited, &reference_missing) {
+        (Some(ours), Some(plain), Some(limited), _) => {
+            let ratio = |r: &Row| r.3.p99 / r.3.p50;
+            let _ = writeln!(
+                report,
+                "\nSide by side with nginx (same CPUs, certificate and load generator, in this run):\n\n- `GET /health`: ours {:.0} req/s, {:.0}% of nginx's {:.0} (nginx answers from its configuration; ours also passes the global per-IP rate limit in Redis).\n- Rate limiting: nginx behind `limit_req` keeps {:.0}% of its static throughput (its counters live in its own memory, not shared between instances as ours are).\n- p99/p50 at half rate (target < 4): ours {:.1} on `/health`, nginx {:.1} static and {:.1} behind `limit_req`.",
+                ours.1.rps,
+                100.0 * ours.1.rps / plain.1.rps,
+                plain.1.rps,
+                100.0 * limited.1.rps / plain.1.rps,
+                ratio(ours),
+                ratio(plain),
+                ratio(limited),
+            );
+        }
+        (_, _, _, Some(why)) => {
+            let _ = writeln!(report, "\nThe nginx reference was not measured: {why}.");
+        }
+        _ => {}
     }
 
     if let Some((rate, run)) = floor {
@@ -699,6 +924,68 @@ mod tests {
         for bad in ["", "a", "2-1", "0-", "-1", "0,,1"] {
             assert!(super::parse_cpu_list(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    /// Due every `1/rate` s from 0 to `seconds`, each taking `took` s.
+    fn schedule(rate: f64, seconds: f64, took: f64) -> Vec<(f64, f64)> {
+        (0..(rate * seconds) as usize)
+            .map(|i| (i as f64 / rate, took))
+            .collect()
+    }
+
+    #[test]
+    fn the_warm_up_is_left_out_of_the_percentiles() {
+        // 1000/s for 5 s at 1 ms, but the first second's requests took 60 ms.
+        let mut records = schedule(1000.0, 5.0, 0.001);
+        for r in records.iter_mut().filter(|r| r.0 < 1.0) {
+            r.1 = 0.060;
+        }
+        // And 1% of the steady state (40 of 4000) took 9 ms: the p99 must see them, the p50 not.
+        for r in records.iter_mut().skip(1000).step_by(100) {
+            r.1 = 0.009;
+        }
+        let s = super::steady_state(&records, 1000.0, 5.0).expect("requests");
+        assert_eq!(s.warm_up, 1000);
+        assert!((s.p50 - 1.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.p99 - 1.0).abs() < 1e-9,
+            "exactly 1% slower: the p99 is the last fast one {s:?}"
+        );
+        assert!((s.max - 9.0).abs() < 1e-9, "{s:?}");
+        records[1001].1 = 0.009;
+        let s = super::steady_state(&records, 1000.0, 5.0).expect("requests");
+        assert!((s.p99 - 9.0).abs() < 1e-9, "one more slow request tips the p99 {s:?}");
+        assert!(
+            super::steady_state(&records[..1000], 1000.0, 5.0).is_none(),
+            "warm-up only"
+        );
+    }
+
+    #[test]
+    fn windows_in_which_the_generator_paused_are_counted() {
+        // 1000/s for 3 s; oha pauses from 1.45 s to 1.50 s and sends those 50 at 1.50 s.
+        let mut records: Vec<(f64, f64)> = schedule(1000.0, 3.0, 0.001)
+            .into_iter()
+            .map(|(due, took)| {
+                if (1.45..1.5).contains(&due) {
+                    (1.5, took)
+                } else {
+                    (due, took)
+                }
+            })
+            .collect();
+        let s = super::steady_state(&records, 1000.0, 3.0).expect("requests");
+        assert_eq!((s.late_windows, s.windows), (1, 20), "{s:?}");
+        // Without the pause, none; a slow schedule (10/s over 4 s: one 2 s window) is not late.
+        records = schedule(1000.0, 3.0, 0.001);
+        assert_eq!(
+            super::steady_state(&records, 1000.0, 3.0)
+                .expect("requests")
+                .late_windows,
+            0
+        );
+        let slow = super::steady_state(&schedule(10.0, 4.0, 0.02), 10.0, 4.0).expect("requests");
+        assert_eq!((slow.late_windows, slow.windows), (0, 1), "{slow:?}");
     }
 
     #[test]

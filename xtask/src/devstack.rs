@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-/// Finds a program on PATH, or (for PostgreSQL) in Debian's versioned directory.
+/// Finds a program on PATH, in the system directories an unprivileged PATH often lacks (Debian
+/// puts nginx in /usr/sbin), or (for PostgreSQL) in Debian's versioned directory.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    let system = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    for dir in std::env::split_paths(&path).chain(system) {
         let candidate = dir.join(name);
         if candidate.is_file() {
             return Some(candidate);
@@ -49,10 +51,10 @@ pub fn install_package(package: &str, program: &str) -> anyhow::Result<()> {
     if cfg!(target_os = "macos") {
         bail!(
             "{program} is not installed: run `brew install {}` and try again",
-            if package == "postgresql" {
-                "postgresql@15"
-            } else {
-                "redis"
+            match package {
+                "postgresql" => "postgresql@15",
+                "redis-server" => "redis",
+                other => other,
             }
         );
     }
@@ -90,7 +92,7 @@ pub fn install_package(package: &str, program: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+pub fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     if let Some(p) = find_program(name) {
         return Ok(p);
     }

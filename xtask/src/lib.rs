@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod devstack;
 pub mod fake_smtp;
+pub mod nginx;
 pub mod platform;
 pub mod provision;
 pub mod secrets;

@@ -23,8 +23,9 @@ enum Cmd {
     /// Build and run the whole platform in the foreground (PostgreSQL and Redis included unless
     /// DATABASE_URL / REDIS_URL point at reachable servers). Ctrl-C stops everything.
     Up,
-    /// Benchmark release binaries under load (oha) and print a Markdown report
-    /// (also written under bench/results/).
+    /// Benchmark release binaries under load (oha), beside nginx as the reference gateway, and
+    /// print a Markdown report (also written under bench/results/). Installs oha (cargo), nginx
+    /// and sqlite3 (Debian's packages) when missing.
     Bench {
         /// Seconds per load run (each scenario runs twice: full speed, then half rate).
         #[arg(long, default_value_t = 10)]
