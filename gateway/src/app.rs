@@ -442,17 +442,25 @@ mod tests {
 
     #[actix_web::test]
     async fn client_request_ids_that_are_not_tokens_are_replaced() {
-        let (status, headers, _) = call(
-            test::TestRequest::get()
-                .uri("/nothing")
-                .insert_header(("x-request-id", "a b<c>")),
-        )
-        .await;
-        assert_eq!(status, 404);
-        let id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (status, headers, _) = call(
+                test::TestRequest::get()
+                    .uri("/nothing")
+                    .insert_header(("x-request-id", "a b<c>")),
+            )
+            .await;
+            assert_eq!(status, 404);
+            let id = headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let parsed = uuid::Uuid::parse_str(&id).unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1], "each request gets an ID of its own");
     }
 }
