@@ -718,7 +718,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     let warm_up: usize = rows.iter().filter_map(|r| r.3.steady.as_ref()).map(|s| s.warm_up).sum();
     let _ = writeln!(
         report,
-        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself, and the requests due meanwhile go out late and together, so their latency is partly the generator's."
+        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself (for tens of milliseconds when its store of results doubles), and the requests due meanwhile go out late and together, so their latency is partly the generator's. A pause that holds up only its reading of responses is not counted there, but still lengthens those requests."
     );
     let ours = rows.iter().find(|r| r.0 == "GET /health");
     let nginx_row = |what: &str| rows.iter().find(|r| r.0.starts_with("nginx") && r.0.ends_with(what));
