@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
 //! with `cargo install` when missing) at a fixed rate with latency correction. Prints a Markdown
-//! report (also written under bench/results/): per scenario requests/s, p50/p90/p99/max latency of
-//! the steady state, errors and 429s, CPU seconds and peak RSS of each process; the same scenarios
-//! against nginx as the reference gateway, in the same run on the same CPUs; then in-process
-//! figures for password hashing and token verification.
+//! report (also written under bench/results/): per scenario requests/s at full speed, then
+//! p50/p90/p99/max latency of the steady state in three rounds at half that rate, errors and 429s,
+//! CPU seconds and peak RSS of each process; `/health` against nginx as the reference gateway,
+//! taking turns on the same CPUs; then in-process figures for password hashing and token
+//! verification.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -413,45 +414,85 @@ impl Generator<'_> {
     }
 }
 
-/// One scenario of the report: its name, the full-speed run, the half rate, the run at that rate,
-/// the gateway's own p50 / p99 (ms) at that rate when it has them, and CPU / memory per process.
-type Row = (String, Run, u32, Run, Option<(f64, f64)>, String);
+/// Runs at half rate per scenario. The host's tail changes by a factor of several from one run to
+/// the next, so one run tells little: the report gives the median round and the range.
+const ROUNDS: usize = 3;
 
-/// Half of a full-speed run's rate: the rate of the latency run.
-fn half_rate(max: &Run) -> u32 {
-    ((max.rps / 2.0).floor() as u32).max(1)
+/// Something to load: a URL, oha's arguments for it, and its connections.
+struct Target {
+    url: String,
+    args: Vec<String>,
+    connections: u32,
 }
 
-/// nginx's rows: its static `/health`, and the same behind its per-IP `limit_req`, each at full
-/// speed and then at half that rate.
-fn reference_rows(generator: &Generator, dir: &Path, secrets: &DevSecrets, workers: usize) -> anyhow::Result<Vec<Row>> {
-    let nginx = Nginx::start(
-        dir,
-        crate::free_port()?,
-        &secrets.path("tls.crt"),
-        &secrets.path("tls.key"),
-        workers,
-    )?;
-    let version = nginx.version();
-    let mut rows = Vec::new();
-    for (what, path) in [
-        ("GET /health (static)", nginx::STATIC),
-        ("GET /health behind limit_req per IP", nginx::LIMITED),
-    ] {
-        let url = format!("https://localhost:{}{path}", nginx.port);
-        let cpu_before = family_cpu(nginx.pid());
-        let max = generator.run(&url, &[], 64, None, None)?;
-        let half = half_rate(&max);
-        let fixed = generator.run(&url, &[], 64, Some(half), None)?;
-        let cpu = format!(
-            "nginx {:.1}s/{} MiB",
-            family_cpu(nginx.pid()) - cpu_before,
-            family_peak_rss(nginx.pid()) / 1024
-        );
-        eprintln!("xtask: nginx {what}: {:.0} req/s max", max.rps);
-        rows.push((format!("{version}: {what}"), max, half, fixed, None, cpu));
+/// A target's runs: full speed, then [`ROUNDS`] at half that rate.
+struct Measured {
+    max: Run,
+    half: u32,
+    rounds: Vec<Run>,
+}
+
+impl Measured {
+    fn ratio(run: &Run) -> f64 {
+        run.p99 / run.p50
     }
-    Ok(rows)
+
+    /// The round with the median p99/p50 (NaN, from a round without figures, sorts last).
+    fn median(&self) -> &Run {
+        let key = |r: &Run| Some(Self::ratio(r)).filter(|x| !x.is_nan()).unwrap_or(f64::INFINITY);
+        let mut order: Vec<&Run> = self.rounds.iter().collect();
+        order.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        order[order.len() / 2]
+    }
+
+    /// "4.8 (4.0–6.8)": the median round's p99/p50 and the range of all rounds.
+    fn ratio_text(&self) -> String {
+        let ratios = self.rounds.iter().map(Self::ratio);
+        let low = ratios.clone().fold(f64::INFINITY, f64::min);
+        let high = ratios.fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.1} ({low:.1}–{high:.1})", Self::ratio(self.median()))
+    }
+
+    /// Requests answered 2xx, 5xx or failed, and 429, over all runs.
+    fn counts(&self) -> (u64, u64, u64) {
+        std::iter::once(&self.max)
+            .chain(&self.rounds)
+            .fold((0, 0, 0), |(ok, errors, limited), r| {
+                (ok + r.ok, errors + r.errors, limited + r.limited)
+            })
+    }
+}
+
+/// One scenario of the report: its name, its runs, the gateway's own p50 / p99 (ms) over its
+/// half-rate rounds when it has them, and CPU / memory per process.
+type Row = (String, Measured, Option<(f64, f64)>, String);
+
+/// Each target at full speed, one after the other.
+fn full_speed(generator: &Generator, targets: &[Target]) -> anyhow::Result<Vec<Run>> {
+    targets
+        .iter()
+        .map(|t| generator.run(&t.url, &t.args, t.connections, None, None))
+        .collect()
+}
+
+/// [`ROUNDS`] at half of each target's full speed, the targets taking turns within each round,
+/// so that a quiet or a noisy spell of the host falls on all of them alike.
+fn rounds(generator: &Generator, targets: &[Target], max: Vec<Run>) -> anyhow::Result<Vec<Measured>> {
+    let mut measured: Vec<Measured> = max
+        .into_iter()
+        .map(|max| Measured {
+            half: ((max.rps / 2.0).floor() as u32).max(1),
+            max,
+            rounds: Vec::new(),
+        })
+        .collect();
+    for _ in 0..ROUNDS {
+        for (t, m) in targets.iter().zip(measured.iter_mut()) {
+            m.rounds
+                .push(generator.run(&t.url, &t.args, t.connections, Some(m.half), None)?);
+        }
+    }
+    Ok(measured)
 }
 
 /// The benchmark itself; `placement.build_and_pin()` must have run first.
@@ -541,6 +582,16 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         ("GLOBAL_RATE_LIMIT_BURST", "1000000"),
     ];
     let off_env = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
+    // The reference gateway, on the stack's CPUs (this thread's), with the same certificate. Without
+    // it the report still has our figures, and says why it lacks nginx's.
+    let nginx = Nginx::start(
+        &dir.join("nginx"),
+        crate::free_port()?,
+        &secrets.path("tls.crt"),
+        &secrets.path("tls.key"),
+        cpus_of(&placement.stack).len(),
+    )
+    .inspect_err(|e| eprintln!("xtask: the nginx reference will not be measured: {e:#}"));
     let mut rows: Vec<Row> = Vec::new();
     let mut timing: Vec<(&str, Run)> = Vec::new();
     let mut floor: Option<(u32, Run)> = None;
@@ -606,12 +657,33 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         for (name, url, args, connections) in scenarios {
             let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
-            let max = generator.run(&url, &args, connections, None, None)?;
-            let half = half_rate(&max);
+            let mut targets = vec![Target {
+                url: url.clone(),
+                args,
+                connections,
+            }];
+            // Our /health beside nginx's, in turns.
+            let reference = match &nginx {
+                Ok(nginx) if name == "GET /health" => Some(nginx),
+                _ => None,
+            };
+            if let Some(nginx) = reference {
+                for path in [nginx::STATIC, nginx::LIMITED] {
+                    let url = format!("https://localhost:{}{path}", nginx.port);
+                    targets.push(Target {
+                        url,
+                        args: Vec::new(),
+                        connections,
+                    });
+                }
+            }
+            let nginx_before = reference.map(|n| family_cpu(n.pid()));
+            let max = full_speed(&generator, &targets)?;
             let route = url.trim_start_matches(&base).to_owned();
             let before_hist = gateway_histogram(platform.ports.gateway_admin, &route);
-            let fixed = generator.run(&url, &args, connections, Some(half), None)?;
+            let mut measured = rounds(&generator, &targets, max)?.into_iter();
             let inside = gateway_percentiles(&before_hist, &gateway_histogram(platform.ports.gateway_admin, &route));
+            let ours = measured.next().context("our own runs")?;
             let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
             let mut cpu: Vec<String> = pids
                 .iter()
@@ -623,15 +695,33 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
                 usage(redis.pid()).0 - shared_before.0,
                 postmaster.map_or(0.0, family_cpu) - shared_before.1
             ));
-            eprintln!("xtask: {name}: {:.0} req/s max", max.rps);
+            eprintln!("xtask: {name}: {:.0} req/s max", ours.max.rps);
             if name == "GET /health" {
                 // The host's own floor at the same rate: a trivial plain-HTTP handler (the
                 // gateway's admin /health: no TLS, no Redis), so the report shows how much of the
                 // tail this machine adds to any path.
                 let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
-                floor = Some((half, generator.run(&admin, &[], connections, Some(half), None)?));
+                floor = Some((
+                    ours.half,
+                    generator.run(&admin, &[], connections, Some(ours.half), None)?,
+                ));
             }
-            rows.push((name.to_owned(), max, half, fixed, inside, cpu.join(", ")));
+            rows.push((name.to_owned(), ours, inside, cpu.join(", ")));
+            if let (Some(nginx), Some(before)) = (reference, nginx_before) {
+                let version = nginx.version();
+                let cpu = format!(
+                    "nginx {:.1}s/{} MiB (both nginx rows)",
+                    family_cpu(nginx.pid()) - before,
+                    family_peak_rss(nginx.pid()) / 1024
+                );
+                for (what, m) in ["GET /health (static)", "GET /health behind limit_req per IP"]
+                    .into_iter()
+                    .zip(measured)
+                {
+                    eprintln!("xtask: {version} {what}: {:.0} req/s max", m.max.rps);
+                    rows.push((format!("{version}: {what}"), m, None, cpu.clone()));
+                }
+            }
         }
         if label == "protected" {
             // An attacker timing logins must not tell an unknown e-mail from a wrong password:
@@ -657,85 +747,76 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         platform.stop();
     }
 
-    // The reference gateway, on the stack's CPUs (this thread's), with the same certificate and
-    // the same load. Without it the report still has our figures, and says why it lacks nginx's.
-    let reference = reference_rows(
-        &generator,
-        &dir.join("nginx"),
-        &secrets,
-        cpus_of(&placement.stack).len(),
-    );
-    let reference_missing = match reference {
-        Ok(more) => {
-            rows.extend(more);
-            None
-        }
-        Err(e) => {
-            eprintln!("xtask: the nginx reference was not measured: {e:#}");
-            Some(format!("{e:#}"))
-        }
-    };
+    let reference_missing = nginx.as_ref().err().map(|e| format!("{e:#}"));
+    drop(nginx);
 
     let _ = writeln!(
         report,
-        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (both runs; PostgreSQL with all its backends, nginx with its workers) |"
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50: median of {ROUNDS} rounds (range) | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (all runs; PostgreSQL with all its backends, nginx with its workers) |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, max, half, fixed, inside, cpu) in &rows {
+    for (name, m, inside, cpu) in &rows {
         let inside = inside.map_or_else(|| "n/a".to_owned(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"));
-        let behind = fixed
+        let median = m.median();
+        let behind = median
             .steady
             .as_ref()
             .map_or_else(|| "n/a".to_owned(), |s| format!("{} of {}", s.late_windows, s.windows));
+        let (ok, errors, limited) = m.counts();
         let _ = writeln!(
             report,
-            "| {name} | {:.0} | {} | {} | {} | {half} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {inside} | {:.2} / {:.2} | {behind} | {cpu} |",
-            max.rps,
-            max.ok + fixed.ok,
-            max.errors + fixed.errors,
-            max.limited + fixed.limited,
-            fixed.p50,
-            fixed.p90,
-            fixed.p99,
-            fixed.max,
-            fixed.p99 / fixed.p50,
-            max.generator_cpus,
-            fixed.generator_cpus
+            "| {name} | {:.0} | {ok} | {errors} | {limited} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {inside} | {:.2} / {:.2} | {behind} | {cpu} |",
+            m.max.rps,
+            m.half,
+            median.p50,
+            median.p90,
+            median.p99,
+            median.max,
+            m.ratio_text(),
+            m.max.generator_cpus,
+            median.generator_cpus
         );
     }
-    let protected = rows.iter().find(|r| r.0 == "GET /v1/me (protected)").map(|r| r.1.rps);
-    let open = rows
-        .iter()
-        .find(|r| r.0 == "GET /v1/me (edge checks off)")
-        .map(|r| r.1.rps);
-    if let (Some(p), Some(o)) = (protected, open) {
+    let row = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| &r.1);
+    if let (Some(p), Some(o)) = (row("GET /v1/me (protected)"), row("GET /v1/me (edge checks off)")) {
         let _ = writeln!(
             report,
             "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%).",
-            100.0 * p / o
+            100.0 * p.max.rps / o.max.rps
         );
     }
-    let warm_up: usize = rows.iter().filter_map(|r| r.3.steady.as_ref()).map(|s| s.warm_up).sum();
+    let warm_up: usize = rows
+        .iter()
+        .flat_map(|r| &r.1.rounds)
+        .filter_map(|run| run.steady.as_ref())
+        .map(|s| s.warm_up)
+        .sum();
     let _ = writeln!(
         report,
-        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself (for tens of milliseconds when its store of results doubles), and the requests due meanwhile go out late and together, so their latency is partly the generator's. A pause that holds up only its reading of responses is not counted there, but still lengthens those requests."
+        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. Each scenario has {ROUNDS} rounds at half rate; its row shows the round with the median p99/p50. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself (for tens of milliseconds when its store of results doubles), and the requests due meanwhile go out late and together, so their latency is partly the generator's. A pause that holds up only its reading of responses is not counted there, but still lengthens those requests."
     );
-    let ours = rows.iter().find(|r| r.0 == "GET /health");
-    let nginx_row = |what: &str| rows.iter().find(|r| r.0.starts_with("nginx") && r.0.ends_with(what));
-    let (plain, limited) = (nginx_row("(static)"), nginx_row("limit_req per IP"));
-    match (ours, plain, limited, &reference_missing) {
+    let nginx_row = |what: &str| {
+        rows.iter()
+            .find(|r| r.0.starts_with("nginx") && r.0.ends_with(what))
+            .map(|r| &r.1)
+    };
+    match (
+        row("GET /health"),
+        nginx_row("(static)"),
+        nginx_row("limit_req per IP"),
+        &reference_missing,
+    ) {
         (Some(ours), Some(plain), Some(limited), _) => {
-            let ratio = |r: &Row| r.3.p99 / r.3.p50;
             let _ = writeln!(
                 report,
-                "\nSide by side with nginx (same CPUs, certificate and load generator, in this run):\n\n- `GET /health`: ours {:.0} req/s, {:.0}% of nginx's {:.0} (nginx answers from its configuration; ours also passes the global per-IP rate limit in Redis).\n- Rate limiting: nginx behind `limit_req` keeps {:.0}% of its static throughput (its counters live in its own memory, not shared between instances as ours are).\n- p99/p50 at half rate (target < 4): ours {:.1} on `/health`, nginx {:.1} static and {:.1} behind `limit_req`.",
-                ours.1.rps,
-                100.0 * ours.1.rps / plain.1.rps,
-                plain.1.rps,
-                100.0 * limited.1.rps / plain.1.rps,
-                ratio(ours),
-                ratio(plain),
-                ratio(limited),
+                "\nSide by side with nginx (same CPUs, certificate and load generator; full-speed runs one after the other, then the half-rate rounds in turns):\n\n- `GET /health`: ours {:.0} req/s, {:.0}% of nginx's {:.0} (nginx answers from its configuration; ours also passes the global per-IP rate limit in Redis).\n- Rate limiting: nginx behind `limit_req` keeps {:.0}% of its static throughput (its counters live in its own memory, not shared between instances as ours are).\n- p99/p50 at half rate (target < 4), median (range) of {ROUNDS} rounds: ours {} on `/health`, nginx {} static and {} behind `limit_req`.",
+                ours.max.rps,
+                100.0 * ours.max.rps / plain.max.rps,
+                plain.max.rps,
+                100.0 * limited.max.rps / plain.max.rps,
+                ours.ratio_text(),
+                plain.ratio_text(),
+                limited.ratio_text(),
             );
         }
         (_, _, _, Some(why)) => {
@@ -759,11 +840,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     // On the CPUs auth-service had, so that the hash rate is what its logins could reach.
     let stack_cpus = cpus_of(&placement.stack).len();
     let hashes = on_cpus(&placement.stack, || Ok(argon2_rate(stack_cpus)))?;
-    let login = rows
-        .iter()
-        .find(|r| r.0 == "POST /v1/auth/login")
-        .map(|r| r.1.rps)
-        .unwrap_or(0.0);
+    let login = row("POST /v1/auth/login").map_or(0.0, |m| m.max.rps);
     let _ = writeln!(
         report,
         "\nargon2id (m=19456 KiB, t=2, p=1) on the stack's CPUs ({stack_cpus}): {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
@@ -986,6 +1063,38 @@ mod tests {
         );
         let slow = super::steady_state(&schedule(10.0, 4.0, 0.02), 10.0, 4.0).expect("requests");
         assert_eq!((slow.late_windows, slow.windows), (0, 1), "{slow:?}");
+    }
+
+    fn run(p50: f64, p99: f64, ok: u64) -> super::Run {
+        super::Run {
+            rps: 0.0,
+            p50,
+            p90: p50,
+            p99,
+            max: p99,
+            errors: 1,
+            limited: 0,
+            ok,
+            generator_cpus: 0.5,
+            steady: None,
+        }
+    }
+
+    #[test]
+    fn the_median_round_and_the_range_are_reported() {
+        let m = super::Measured {
+            max: run(1.0, 2.0, 100),
+            half: 50,
+            rounds: vec![run(1.0, 9.0, 10), run(2.0, 6.0, 10), run(1.0, 5.0, 10)],
+        };
+        assert_eq!(m.median().p99, 5.0, "ratios 9, 3 and 5: the median is 5");
+        assert_eq!(m.ratio_text(), "5.0 (3.0–9.0)");
+        assert_eq!(m.counts(), (130, 4, 0));
+        let without = super::Measured {
+            rounds: vec![run(f64::NAN, f64::NAN, 0), run(1.0, 3.0, 10), run(1.0, 4.0, 10)],
+            ..m
+        };
+        assert_eq!(without.median().p99, 4.0, "a round without figures sorts last");
     }
 
     #[test]
