@@ -347,12 +347,17 @@ pub fn redis_ping(host: &str, port: u16) -> bool {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
+}
+
+/// Asks a server we started to stop (SIGTERM) and waits until it has.
+pub fn terminate(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
 }
 
 /// `cargo` from the environment cargo gave us.

@@ -123,10 +123,6 @@ fn program() -> anyhow::Result<PathBuf> {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown: the master stops its workers, then itself.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+        devstack::terminate(&mut self.child);
     }
 }
