@@ -1,10 +1,10 @@
 //! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
 //! with `cargo install` when missing) at a fixed rate with latency correction. Prints a Markdown
-//! report (also written under bench/results/): per scenario requests/s at full speed, then
-//! p50/p90/p99/max latency of the steady state in three rounds at half that rate, errors and 429s,
-//! CPU seconds and peak RSS of each process; `/health` against nginx as the reference gateway,
-//! taking turns on the same CPUs; then in-process figures for password hashing and token
-//! verification.
+//! report (also written under bench/results/): per scenario requests/s at full speed (median of
+//! three runs), then p50/p90/p99/max latency of the steady state in three rounds at half that rate,
+//! errors and 429s, CPU seconds and peak RSS of each process; scenarios that are compared take
+//! turns (our `/health` with nginx's as the reference gateway, protected `/v1/me` with the edge
+//! checks off); then in-process figures for password hashing and token verification.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -419,15 +419,16 @@ impl Generator<'_> {
 const ROUNDS: usize = 3;
 
 /// Something to load: a URL, oha's arguments for it, and its connections.
+#[derive(Clone)]
 struct Target {
     url: String,
     args: Vec<String>,
     connections: u32,
 }
 
-/// A target's runs: full speed, then [`ROUNDS`] at half that rate.
+/// A target's runs: [`ROUNDS`] at full speed, then as many at half the median of those.
 struct Measured {
-    max: Run,
+    maxes: Vec<Run>,
     half: u32,
     rounds: Vec<Run>,
 }
@@ -453,9 +454,17 @@ impl Measured {
         format!("{:.1} ({low:.1}–{high:.1})", Self::ratio(self.median()))
     }
 
+    /// The full-speed run with the median rate.
+    fn max(&self) -> &Run {
+        let mut order: Vec<&Run> = self.maxes.iter().collect();
+        order.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        order[order.len() / 2]
+    }
+
     /// Requests answered 2xx, 5xx or failed, and 429, over all runs.
     fn counts(&self) -> (u64, u64, u64) {
-        std::iter::once(&self.max)
+        self.maxes
+            .iter()
             .chain(&self.rounds)
             .fold((0, 0, 0), |(ok, errors, limited), r| {
                 (ok + r.ok, errors + r.errors, limited + r.limited)
@@ -467,23 +476,30 @@ impl Measured {
 /// half-rate rounds when it has them, and CPU / memory per process.
 type Row = (String, Measured, Option<(f64, f64)>, String);
 
-/// Each target at full speed, one after the other.
-fn full_speed(generator: &Generator, targets: &[Target]) -> anyhow::Result<Vec<Run>> {
-    targets
-        .iter()
-        .map(|t| generator.run(&t.url, &t.args, t.connections, None, None))
-        .collect()
+/// [`ROUNDS`] of each target at full speed, the targets taking turns within each round, so that
+/// a quiet or a noisy spell of the host falls on all of them alike.
+fn full_speed(generator: &Generator, targets: &[Target]) -> anyhow::Result<Vec<Vec<Run>>> {
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (t, r) in targets.iter().zip(runs.iter_mut()) {
+            r.push(generator.run(&t.url, &t.args, t.connections, None, None)?);
+        }
+    }
+    Ok(runs)
 }
 
-/// [`ROUNDS`] at half of each target's full speed, the targets taking turns within each round,
-/// so that a quiet or a noisy spell of the host falls on all of them alike.
-fn rounds(generator: &Generator, targets: &[Target], max: Vec<Run>) -> anyhow::Result<Vec<Measured>> {
-    let mut measured: Vec<Measured> = max
+/// [`ROUNDS`] at half of each target's median full speed, the targets taking turns again.
+fn rounds(generator: &Generator, targets: &[Target], maxes: Vec<Vec<Run>>) -> anyhow::Result<Vec<Measured>> {
+    let mut measured: Vec<Measured> = maxes
         .into_iter()
-        .map(|max| Measured {
-            half: ((max.rps / 2.0).floor() as u32).max(1),
-            max,
-            rounds: Vec::new(),
+        .map(|maxes| {
+            let mut m = Measured {
+                maxes,
+                half: 0,
+                rounds: Vec::new(),
+            };
+            m.half = ((m.max().rps / 2.0).floor() as u32).max(1);
+            m
         })
         .collect();
     for _ in 0..ROUNDS {
@@ -493,6 +509,65 @@ fn rounds(generator: &Generator, targets: &[Target], max: Vec<Run>) -> anyhow::R
         }
     }
     Ok(measured)
+}
+
+/// What a target loads, for its CPU, memory and (ours) the gateway's own latency histogram.
+enum Load<'a> {
+    Stack(&'a Platform),
+    Nginx(&'a Nginx),
+}
+
+/// CPU seconds and peak RSS (KiB) per process.
+struct Usage(Vec<(&'static str, f64, u64)>);
+
+impl Usage {
+    /// "gateway 1.2s/30 MiB, auth …": CPU since `before`, peak memory so far.
+    fn since(&self, before: &Usage) -> String {
+        self.0
+            .iter()
+            .zip(&before.0)
+            .map(|((name, cpu, rss), (_, was, _))| format!("{name} {:.1}s/{} MiB", cpu - was, rss / 1024))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Load<'_> {
+    fn usage(&self) -> Usage {
+        match self {
+            Load::Stack(p) => Usage(
+                [
+                    ("gateway", p.gateway.pid()),
+                    ("auth", p.auth.pid()),
+                    ("reports", p.reports.pid()),
+                    ("analytics", p.analytics.pid()),
+                ]
+                .into_iter()
+                .map(|(name, pid)| {
+                    let (cpu, rss) = usage(pid.unwrap_or(0));
+                    (name, cpu, rss)
+                })
+                .collect(),
+            ),
+            Load::Nginx(n) => Usage(vec![(
+                "nginx (both nginx rows)",
+                family_cpu(n.pid()),
+                family_peak_rss(n.pid()),
+            )]),
+        }
+    }
+
+    /// The gateway's histogram of the route `url` names; nothing for nginx.
+    fn histogram(&self, url: &str) -> Vec<(f64, f64)> {
+        match self {
+            Load::Stack(p) => {
+                let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+                let route = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+                gateway_histogram(p.ports.gateway_admin, route)
+            }
+            Load::Nginx(_) => Vec::new(),
+        }
+    }
 }
 
 /// The benchmark itself; `placement.build_and_pin()` must have run first.
@@ -592,10 +667,11 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         cpus_of(&placement.stack).len(),
     )
     .inspect_err(|e| eprintln!("xtask: the nginx reference will not be measured: {e:#}"));
-    let mut rows: Vec<Row> = Vec::new();
-    let mut timing: Vec<(&str, Run)> = Vec::new();
-    let mut floor: Option<(u32, Run)> = None;
     let postmaster = pg.postmaster_pid();
+    // Both stacks at once, the protected one and one with the edge checks off, so that their runs
+    // take turns and meet the same spells of the host. They share PostgreSQL and Redis, like two
+    // replicas.
+    let mut stacks = Vec::new();
     for (label, extra) in [("protected", &[][..]), ("unprotected", &off_env[..])] {
         let gateway_env: Vec<(&str, &str)> = base_env.iter().chain(extra.iter()).copied().collect();
         let mut platform = Platform::start(&PlatformSpec {
@@ -616,134 +692,129 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         platform.wait_ready(Duration::from_secs(60))?;
         let base = format!("https://localhost:{}", platform.ports.gateway);
         let token = session(&base, &generator.ca, label).await?;
-        let pids = [
-            ("gateway", platform.gateway.pid()),
-            ("auth", platform.auth.pid()),
-            ("reports", platform.reports.pid()),
-            ("analytics", platform.analytics.pid()),
-        ];
-        let login_body = json!({"email": format!("bench-{label}@example.org"), "password": "correct horse battery staple", "device": {"device_id": "bench", "platform": "ios"}}).to_string();
-        let scenarios: Vec<(&str, String, Vec<String>, u32)> = if label == "protected" {
-            vec![
-                ("GET /health", format!("{base}/health"), vec![], 64),
-                (
-                    "GET /v1/me (protected)",
-                    format!("{base}/v1/me"),
-                    vec!["-H".into(), format!("Authorization: Bearer {token}")],
-                    64,
-                ),
-                (
-                    "POST /v1/auth/login",
-                    format!("{base}/v1/auth/login"),
-                    vec![
-                        "-m".into(),
-                        "POST".into(),
-                        "-T".into(),
-                        "application/json".into(),
-                        "-d".into(),
-                        login_body,
-                    ],
-                    8,
-                ),
-            ]
-        } else {
-            vec![(
-                "GET /v1/me (edge checks off)",
-                format!("{base}/v1/me"),
-                vec!["-H".into(), format!("Authorization: Bearer {token}")],
-                64,
-            )]
-        };
-        for (name, url, args, connections) in scenarios {
-            let before: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
-            let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
-            let mut targets = vec![Target {
-                url: url.clone(),
-                args,
-                connections,
-            }];
-            // Our /health beside nginx's, in turns.
-            let reference = match &nginx {
-                Ok(nginx) if name == "GET /health" => Some(nginx),
-                _ => None,
-            };
-            if let Some(nginx) = reference {
-                for path in [nginx::STATIC, nginx::LIMITED] {
-                    let url = format!("https://localhost:{}{path}", nginx.port);
-                    targets.push(Target {
-                        url,
-                        args: Vec::new(),
-                        connections,
-                    });
-                }
-            }
-            let nginx_before = reference.map(|n| family_cpu(n.pid()));
-            let max = full_speed(&generator, &targets)?;
-            let route = url.trim_start_matches(&base).to_owned();
-            let before_hist = gateway_histogram(platform.ports.gateway_admin, &route);
-            let mut measured = rounds(&generator, &targets, max)?.into_iter();
-            let inside = gateway_percentiles(&before_hist, &gateway_histogram(platform.ports.gateway_admin, &route));
-            let ours = measured.next().context("our own runs")?;
-            let after: Vec<(f64, u64)> = pids.iter().map(|(_, p)| usage(p.unwrap_or(0))).collect();
-            let mut cpu: Vec<String> = pids
-                .iter()
-                .zip(before.iter().zip(&after))
-                .map(|((n, _), (b, a))| format!("{n} {:.1}s/{} MiB", a.0 - b.0, a.1 / 1024))
-                .collect();
-            cpu.push(format!(
-                "redis {:.1}s, postgres {:.1}s",
-                usage(redis.pid()).0 - shared_before.0,
-                postmaster.map_or(0.0, family_cpu) - shared_before.1
+        stacks.push((platform, base, token));
+    }
+    let (protected, open) = (&stacks[0], &stacks[1]);
+    let bearer = |token: &str| vec!["-H".into(), format!("Authorization: Bearer {token}")];
+    let login_body = |email: &str, password: &str| -> Vec<String> {
+        let body = json!({"email": email, "password": password, "device": {"device_id": "bench", "platform": "ios"}});
+        vec![
+            "-m".into(),
+            "POST".into(),
+            "-T".into(),
+            "application/json".into(),
+            "-d".into(),
+            body.to_string(),
+        ]
+    };
+    let on = |stack: &(Platform, String, String), path: &str, args: Vec<String>, connections: u32| Target {
+        url: format!("{}{path}", stack.1),
+        args,
+        connections,
+    };
+    let mut health = vec![(
+        "GET /health".to_owned(),
+        Load::Stack(&protected.0),
+        on(protected, "/health", Vec::new(), 64),
+    )];
+    if let Ok(nginx) = &nginx {
+        let version = nginx.version();
+        for (what, path) in [
+            ("GET /health (static)", nginx::STATIC),
+            ("GET /health behind limit_req per IP", nginx::LIMITED),
+        ] {
+            let url = format!("https://localhost:{}{path}", nginx.port);
+            health.push((
+                format!("{version}: {what}"),
+                Load::Nginx(nginx),
+                Target {
+                    url,
+                    args: Vec::new(),
+                    connections: 64,
+                },
             ));
-            eprintln!("xtask: {name}: {:.0} req/s max", ours.max.rps);
-            if name == "GET /health" {
+        }
+    }
+    let groups = vec![
+        health,
+        vec![
+            (
+                "GET /v1/me (protected)".to_owned(),
+                Load::Stack(&protected.0),
+                on(protected, "/v1/me", bearer(&protected.2), 64),
+            ),
+            (
+                "GET /v1/me (edge checks off)".to_owned(),
+                Load::Stack(&open.0),
+                on(open, "/v1/me", bearer(&open.2), 64),
+            ),
+        ],
+        vec![(
+            "POST /v1/auth/login".to_owned(),
+            Load::Stack(&protected.0),
+            on(
+                protected,
+                "/v1/auth/login",
+                login_body("bench-protected@example.org", "correct horse battery staple"),
+                8,
+            ),
+        )],
+    ];
+    let mut rows: Vec<Row> = Vec::new();
+    let mut floor: Option<(u32, Run)> = None;
+    for group in &groups {
+        let targets: Vec<Target> = group.iter().map(|(_, _, t)| t.clone()).collect();
+        let before: Vec<Usage> = group.iter().map(|(_, load, _)| load.usage()).collect();
+        let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
+        let max = full_speed(&generator, &targets)?;
+        let hist_before: Vec<_> = group.iter().map(|(_, load, t)| load.histogram(&t.url)).collect();
+        let measured = rounds(&generator, &targets, max)?;
+        let shared = format!(
+            "redis {:.1}s, postgres {:.1}s",
+            usage(redis.pid()).0 - shared_before.0,
+            postmaster.map_or(0.0, family_cpu) - shared_before.1
+        );
+        for (((name, load, target), m), (before, hist)) in
+            group.iter().zip(measured).zip(before.into_iter().zip(hist_before))
+        {
+            let inside = gateway_percentiles(&hist, &load.histogram(&target.url));
+            let mut cpu = load.usage().since(&before);
+            if matches!(load, Load::Stack(_)) {
+                cpu = format!("{cpu}, {shared}");
+            }
+            eprintln!("xtask: {name}: {:.0} req/s max", m.max().rps);
+            if name == "GET /health"
+                && let Load::Stack(platform) = load
+            {
                 // The host's own floor at the same rate: a trivial plain-HTTP handler (the
                 // gateway's admin /health: no TLS, no Redis), so the report shows how much of the
                 // tail this machine adds to any path.
                 let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
-                floor = Some((
-                    ours.half,
-                    generator.run(&admin, &[], connections, Some(ours.half), None)?,
-                ));
+                floor = Some((m.half, generator.run(&admin, &[], 64, Some(m.half), None)?));
             }
-            rows.push((name.to_owned(), ours, inside, cpu.join(", ")));
-            if let (Some(nginx), Some(before)) = (reference, nginx_before) {
-                let version = nginx.version();
-                let cpu = format!(
-                    "nginx {:.1}s/{} MiB (both nginx rows)",
-                    family_cpu(nginx.pid()) - before,
-                    family_peak_rss(nginx.pid()) / 1024
-                );
-                for (what, m) in ["GET /health (static)", "GET /health behind limit_req per IP"]
-                    .into_iter()
-                    .zip(measured)
-                {
-                    eprintln!("xtask: {version} {what}: {:.0} req/s max", m.max.rps);
-                    rows.push((format!("{version}: {what}"), m, None, cpu.clone()));
-                }
-            }
+            rows.push((name.clone(), m, inside, cpu));
         }
-        if label == "protected" {
-            // An attacker timing logins must not tell an unknown e-mail from a wrong password:
-            // the same low fixed rate (below the lockout: LOGIN_MAX_ATTEMPTS=100), both refused.
-            let url = format!("{base}/v1/auth/login");
-            for (what, email) in [
-                ("unknown e-mail", "nobody@example.org".to_owned()),
-                ("wrong password", format!("bench-{label}@example.org")),
-            ] {
-                let body = json!({"email": email, "password": "not the password at all", "device": {"device_id": "bench", "platform": "ios"}}).to_string();
-                let args: Vec<String> = vec![
-                    "-m".into(),
-                    "POST".into(),
-                    "-T".into(),
-                    "application/json".into(),
-                    "-d".into(),
-                    body,
-                ];
-                let run = generator.run(&url, &args, 2, Some(10), Some(4))?;
-                timing.push((what, run));
-            }
-        }
+    }
+    // An attacker timing logins must not tell an unknown e-mail from a wrong password: the same
+    // low fixed rate (below the lockout: LOGIN_MAX_ATTEMPTS=100), both refused.
+    let mut timing: Vec<(&str, Run)> = Vec::new();
+    for (what, email) in [
+        ("unknown e-mail", "nobody@example.org"),
+        ("wrong password", "bench-protected@example.org"),
+    ] {
+        let target = on(
+            protected,
+            "/v1/auth/login",
+            login_body(email, "not the password at all"),
+            2,
+        );
+        timing.push((
+            what,
+            generator.run(&target.url, &target.args, target.connections, Some(10), Some(4))?,
+        ));
+    }
+    drop(groups);
+    for (mut platform, _, _) in stacks {
         platform.stop();
     }
 
@@ -752,7 +823,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
 
     let _ = writeln!(
         report,
-        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50: median of {ROUNDS} rounds (range) | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (all runs; PostgreSQL with all its backends, nginx with its workers) |"
+        "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50: median of {ROUNDS} rounds (range) | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (all runs of the row's group, in which rows taking turns idle while the others run; Redis and PostgreSQL serve the whole group; PostgreSQL with all its backends, nginx with its workers) |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, m, inside, cpu) in &rows {
@@ -766,14 +837,14 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         let _ = writeln!(
             report,
             "| {name} | {:.0} | {ok} | {errors} | {limited} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {inside} | {:.2} / {:.2} | {behind} | {cpu} |",
-            m.max.rps,
+            m.max().rps,
             m.half,
             median.p50,
             median.p90,
             median.p99,
             median.max,
             m.ratio_text(),
-            m.max.generator_cpus,
+            m.max().generator_cpus,
             median.generator_cpus
         );
     }
@@ -781,8 +852,8 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     if let (Some(p), Some(o)) = (row("GET /v1/me (protected)"), row("GET /v1/me (edge checks off)")) {
         let _ = writeln!(
             report,
-            "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%).",
-            100.0 * p.max.rps / o.max.rps
+            "\nProtected / unprotected throughput: {:.0}% (target ≥ 85%; medians of {ROUNDS} full-speed runs each, taking turns).",
+            100.0 * p.max().rps / o.max().rps
         );
     }
     let warm_up: usize = rows
@@ -793,7 +864,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         .sum();
     let _ = writeln!(
         report,
-        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. Each scenario has {ROUNDS} rounds at half rate; its row shows the round with the median p99/p50. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself (for tens of milliseconds when its store of results doubles), and the requests due meanwhile go out late and together, so their latency is partly the generator's. A pause that holds up only its reading of responses is not counted there, but still lengthens those requests."
+        "\nLatencies at half rate are of the steady state: each run's first {WARM_UP_SECONDS} s ({warm_up} requests in all runs) is left out as warm-up, while oha opens its connections (a TLS handshake each) and its schedule runs on; wrk2 likewise leaves out its calibration. Each scenario runs {ROUNDS} times at full speed (its row shows the median) and {ROUNDS} rounds at half that rate (its row shows the round with the median p99/p50); the scenarios of a group (our `/health` with nginx's, `/v1/me` protected with edge checks off) take turns within each round, so that a quiet or a noisy spell of the host falls on all of them alike. \"oha behind schedule\" counts the windows (100 ms, or 20 requests' worth at low rates) in which oha started fewer than 90% of the requests due: it pauses now and then by itself (for tens of milliseconds when its store of results doubles), and the requests due meanwhile go out late and together, so their latency is partly the generator's. A pause that holds up only its reading of responses is not counted there, but still lengthens those requests."
     );
     let nginx_row = |what: &str| {
         rows.iter()
@@ -809,11 +880,11 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         (Some(ours), Some(plain), Some(limited), _) => {
             let _ = writeln!(
                 report,
-                "\nSide by side with nginx (same CPUs, certificate and load generator; full-speed runs one after the other, then the half-rate rounds in turns):\n\n- `GET /health`: ours {:.0} req/s, {:.0}% of nginx's {:.0} (nginx answers from its configuration; ours also passes the global per-IP rate limit in Redis).\n- Rate limiting: nginx behind `limit_req` keeps {:.0}% of its static throughput (its counters live in its own memory, not shared between instances as ours are).\n- p99/p50 at half rate (target < 4), median (range) of {ROUNDS} rounds: ours {} on `/health`, nginx {} static and {} behind `limit_req`.",
-                ours.max.rps,
-                100.0 * ours.max.rps / plain.max.rps,
-                plain.max.rps,
-                100.0 * limited.max.rps / plain.max.rps,
+                "\nSide by side with nginx (same CPUs, certificate and load generator; taking turns at full speed and at half rate):\n\n- `GET /health`: ours {:.0} req/s, {:.0}% of nginx's {:.0} (nginx answers from its configuration; ours also passes the global per-IP rate limit in Redis).\n- Rate limiting: nginx behind `limit_req` keeps {:.0}% of its static throughput (its counters live in its own memory, not shared between instances as ours are).\n- p99/p50 at half rate (target < 4), median (range) of {ROUNDS} rounds: ours {} on `/health`, nginx {} static and {} behind `limit_req`.",
+                ours.max().rps,
+                100.0 * ours.max().rps / plain.max().rps,
+                plain.max().rps,
+                100.0 * limited.max().rps / plain.max().rps,
                 ours.ratio_text(),
                 plain.ratio_text(),
                 limited.ratio_text(),
@@ -840,7 +911,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     // On the CPUs auth-service had, so that the hash rate is what its logins could reach.
     let stack_cpus = cpus_of(&placement.stack).len();
     let hashes = on_cpus(&placement.stack, || Ok(argon2_rate(stack_cpus)))?;
-    let login = row("POST /v1/auth/login").map_or(0.0, |m| m.max.rps);
+    let login = row("POST /v1/auth/login").map_or(0.0, |m| m.max().rps);
     let _ = writeln!(
         report,
         "\nargon2id (m=19456 KiB, t=2, p=1) on the stack's CPUs ({stack_cpus}): {hashes:.1} hashes/s; logins: {login:.1}/s; login overhead beyond the hash: {:.0}% (target < 20%).",
@@ -1083,13 +1154,24 @@ mod tests {
     #[test]
     fn the_median_round_and_the_range_are_reported() {
         let m = super::Measured {
-            max: run(1.0, 2.0, 100),
+            maxes: vec![run(1.0, 2.0, 100)],
             half: 50,
             rounds: vec![run(1.0, 9.0, 10), run(2.0, 6.0, 10), run(1.0, 5.0, 10)],
         };
         assert_eq!(m.median().p99, 5.0, "ratios 9, 3 and 5: the median is 5");
         assert_eq!(m.ratio_text(), "5.0 (3.0–9.0)");
         assert_eq!(m.counts(), (130, 4, 0));
+        let rates = super::Measured {
+            maxes: [300.0, 100.0, 200.0]
+                .map(|rps| super::Run {
+                    rps,
+                    ..run(1.0, 2.0, 1)
+                })
+                .into(),
+            half: 0,
+            rounds: Vec::new(),
+        };
+        assert_eq!(rates.max().rps, 200.0, "the full-speed run with the median rate");
         let without = super::Measured {
             rounds: vec![run(f64::NAN, f64::NAN, 0), run(1.0, 3.0, 10), run(1.0, 4.0, 10)],
             ..m

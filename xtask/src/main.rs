@@ -27,8 +27,8 @@ enum Cmd {
     /// print a Markdown report (also written under bench/results/). Installs oha (cargo), nginx
     /// and sqlite3 (Debian's packages) when missing.
     Bench {
-        /// Seconds per load run (each scenario runs once at full speed, then three rounds at
-        /// half that rate).
+        /// Seconds per load run (each scenario runs three times at full speed, then three
+        /// rounds at half that rate).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// CPUs for the load generator alone (e.g. `0` or `0-3`); PostgreSQL, Redis and the
