@@ -1,0 +1,56 @@
+//! CPU time and memory of the processes under load, from /proc.
+
+/// Fields of /proc/<pid>/stat after the command name (state is index 0, ppid 1, utime 11, stime
+/// 12, cutime 13, cstime 14).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn ticks(fields: &[String], indices: &[usize]) -> f64 {
+    indices
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>()
+        / 100.0
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
+pub(super) fn usage(pid: u32) -> (f64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks(&stat_fields(pid), &[11, 12]), hwm)
+}
+
+/// The pids of a process's running children.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| stat_fields(child).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
+        .collect()
+}
+
+/// CPU seconds of a process and of its children, running or ended: PostgreSQL's work is done by
+/// one backend process per connection, nginx's by its workers.
+pub(super) fn family_cpu(pid: u32) -> f64 {
+    let running: f64 = children(pid)
+        .into_iter()
+        .map(|c| ticks(&stat_fields(c), &[11, 12]))
+        .sum();
+    ticks(&stat_fields(pid), &[11, 12, 13, 14]) + running
+}
+
+/// Peak RSS (KiB) of a process and its running children, added up.
+pub(super) fn family_peak_rss(pid: u32) -> u64 {
+    usage(pid).1 + children(pid).into_iter().map(|c| usage(c).1).sum::<u64>()
+}
