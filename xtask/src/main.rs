@@ -28,7 +28,7 @@ enum Cmd {
     /// and sqlite3 (Debian's packages) when missing.
     Bench {
         /// Seconds per load run (each scenario runs three times at full speed, then three
-        /// rounds at half that rate).
+        /// rounds at half that rate: about 40 runs in all).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// CPUs for the load generator alone (e.g. `0` or `0-3`); PostgreSQL, Redis and the
