@@ -50,7 +50,7 @@ struct Measured {
 
 impl Measured {
     fn ratio(run: &Run) -> f64 {
-        run.p99 / run.p50
+        run.latency.p99 / run.latency.p50
     }
 
     /// The round with the median p99/p50 (NaN, from a round without figures, sorts last).
@@ -454,10 +454,10 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
             "| {name} | {:.0} | {ok} | {errors} | {limited} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {inside} | {:.2} / {:.2} | {behind} | {cpu} |",
             m.max().rps,
             m.half,
-            median.p50,
-            median.p90,
-            median.p99,
-            median.max,
+            median.latency.p50,
+            median.latency.p90,
+            median.latency.p99,
+            median.latency.max,
             m.ratio_text(),
             m.max().generator_cpus,
             median.generator_cpus
@@ -515,9 +515,9 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         let _ = writeln!(
             report,
             "\nFloor of this host: the same load at {rate} req/s against a trivial plain-HTTP handler (the gateway's admin `/health`: no TLS, no Redis): p50 {:.2} ms, p99 {:.2} ms (p99/p50 {:.1}): the tail this host and load generator add to any path at this rate (oha kept {:.2} CPUs busy).",
-            run.p50,
-            run.p99,
-            run.p99 / run.p50,
+            run.latency.p50,
+            run.latency.p99,
+            run.latency.p99 / run.latency.p50,
             run.generator_cpus
         );
     }
@@ -536,7 +536,11 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     let _ = writeln!(report, "| case | p50 ms | p90 ms | p99 ms |");
     let _ = writeln!(report, "|---|---|---|---|");
     for (what, run) in &timing {
-        let _ = writeln!(report, "| {what} | {:.2} | {:.2} | {:.2} |", run.p50, run.p90, run.p99);
+        let _ = writeln!(
+            report,
+            "| {what} | {:.2} | {:.2} | {:.2} |",
+            run.latency.p50, run.latency.p90, run.latency.p99
+        );
     }
     let (first, cached) = on_cpus(&placement.all, verify_cost)?;
     let _ = writeln!(
@@ -683,10 +687,12 @@ mod tests {
     fn run(p50: f64, p99: f64, ok: u64) -> super::Run {
         super::Run {
             rps: 0.0,
-            p50,
-            p90: p50,
-            p99,
-            max: p99,
+            latency: super::oha::Latency {
+                p50,
+                p90: p50,
+                p99,
+                max: p99,
+            },
             errors: 1,
             limited: 0,
             ok,
@@ -702,7 +708,7 @@ mod tests {
             half: 50,
             rounds: vec![run(1.0, 9.0, 10), run(2.0, 6.0, 10), run(1.0, 5.0, 10)],
         };
-        assert_eq!(m.median().p99, 5.0, "ratios 9, 3 and 5: the median is 5");
+        assert_eq!(m.median().latency.p99, 5.0, "ratios 9, 3 and 5: the median is 5");
         assert_eq!(m.ratio_text(), "5.0 (3.0–9.0)");
         assert_eq!(m.counts(), (130, 4, 0));
         let rates = super::Measured {
@@ -720,7 +726,7 @@ mod tests {
             rounds: vec![run(f64::NAN, f64::NAN, 0), run(1.0, 3.0, 10), run(1.0, 4.0, 10)],
             ..m
         };
-        assert_eq!(without.median().p99, 4.0, "a round without figures sorts last");
+        assert_eq!(without.median().latency.p99, 4.0, "a round without figures sorts last");
     }
 
     #[test]

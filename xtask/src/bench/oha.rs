@@ -30,14 +30,20 @@ pub(super) fn install() -> anyhow::Result<std::path::PathBuf> {
     Ok(cargo_bin)
 }
 
-pub(super) struct Run {
-    pub(super) rps: f64,
-    /// Latency percentiles and maximum in ms. At a fixed rate, of the steady state only (see
-    /// [`Steady`]); at full speed, of the whole run as oha computed them.
+/// Latency percentiles and maximum, in ms.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Latency {
     pub(super) p50: f64,
     pub(super) p90: f64,
     pub(super) p99: f64,
     pub(super) max: f64,
+}
+
+pub(super) struct Run {
+    pub(super) rps: f64,
+    /// At a fixed rate, of the steady state only (see [`Steady`]); at full speed, of the whole
+    /// run as oha computed them.
+    pub(super) latency: Latency,
     pub(super) errors: u64,
     pub(super) limited: u64,
     pub(super) ok: u64,
@@ -67,10 +73,7 @@ pub(super) const WARM_UP_SECONDS: f64 = 1.0;
 /// A fixed-rate run's steady state, from oha's record of every successful request.
 #[derive(Debug)]
 pub(super) struct Steady {
-    pub(super) p50: f64,
-    pub(super) p90: f64,
-    pub(super) p99: f64,
-    pub(super) max: f64,
+    pub(super) latency: Latency,
     /// Requests left out as warm-up.
     pub(super) warm_up: usize,
     /// Windows of the schedule in which oha started fewer than 90% of the requests due, and all
@@ -109,10 +112,12 @@ pub(super) fn steady_state(records: &[(f64, f64)], rate: f64, seconds: f64) -> O
     }
     let expected = rate * width;
     Some(Steady {
-        p50: rank(0.50),
-        p90: rank(0.90),
-        p99: rank(0.99),
-        max: took[took.len() - 1],
+        latency: Latency {
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: took[took.len() - 1],
+        },
         warm_up: records.len() - took.len(),
         late_windows: counts.iter().filter(|&&n| (n as f64) < 0.9 * expected).count(),
         windows,
@@ -195,16 +200,15 @@ impl Generator<'_> {
             Some(q) => steady_state(&self.read_records()?, f64::from(q), seconds as f64),
             None => None,
         };
-        let pick = |steady: Option<f64>, whole: &str| steady.unwrap_or_else(|| ms(whole));
+        let whole = Latency {
+            p50: ms("p50"),
+            p90: ms("p90"),
+            p99: ms("p99"),
+            max: v["summary"]["slowest"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+        };
         Ok(Run {
             rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
-            p50: pick(steady.as_ref().map(|s| s.p50), "p50"),
-            p90: pick(steady.as_ref().map(|s| s.p90), "p90"),
-            p99: pick(steady.as_ref().map(|s| s.p99), "p99"),
-            max: steady.as_ref().map_or_else(
-                || v["summary"]["slowest"].as_f64().unwrap_or(f64::NAN) * 1000.0,
-                |s| s.max,
-            ),
+            latency: steady.as_ref().map_or(whole, |s| s.latency),
             errors: count(&|c| c >= 500) + transport,
             limited: count(&|c| c == 429),
             ok: count(&|c| (200..300).contains(&c)),
@@ -261,15 +265,18 @@ mod tests {
         }
         let s = super::steady_state(&records, 1000.0, 5.0).expect("requests");
         assert_eq!(s.warm_up, 1000);
-        assert!((s.p50 - 1.0).abs() < 1e-9, "{s:?}");
+        assert!((s.latency.p50 - 1.0).abs() < 1e-9, "{s:?}");
         assert!(
-            (s.p99 - 1.0).abs() < 1e-9,
+            (s.latency.p99 - 1.0).abs() < 1e-9,
             "exactly 1% slower: the p99 is the last fast one {s:?}"
         );
-        assert!((s.max - 9.0).abs() < 1e-9, "{s:?}");
+        assert!((s.latency.max - 9.0).abs() < 1e-9, "{s:?}");
         records[1001].1 = 0.009;
         let s = super::steady_state(&records, 1000.0, 5.0).expect("requests");
-        assert!((s.p99 - 9.0).abs() < 1e-9, "one more slow request tips the p99 {s:?}");
+        assert!(
+            (s.latency.p99 - 9.0).abs() < 1e-9,
+            "one more slow request tips the p99 {s:?}"
+        );
         assert!(
             super::steady_state(&records[..1000], 1000.0, 5.0).is_none(),
             "warm-up only"
