@@ -5,6 +5,7 @@
 //! `RECONNECT_EVERY`, so a Redis outage costs each request nothing but the fallback.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -123,6 +124,50 @@ impl RedisLink {
     }
 }
 
+/// Log lines for an outage of Redis as one of its users sees it (rate-limit decisions, revocation
+/// lookups): a warning naming the cause when it starts, again at most every [`OutageLog::EVERY`]
+/// while it goes on (metrics count every request), and one line when Redis answers again. A frozen
+/// or full Redis fails no request, so without these an operator would see only latency and a
+/// counter; with a line per request, a flood.
+#[derive(Default)]
+pub struct OutageLog {
+    /// Unix ms from which the next warning may be written; 0 while Redis answers.
+    next_warning_ms: AtomicU64,
+}
+
+impl OutageLog {
+    pub const EVERY: Duration = Duration::from_secs(30);
+
+    /// Whether a failure now is to be logged (the first of an outage, or the first after a quiet
+    /// [`Self::EVERY`]); true for one caller only, however many race.
+    pub fn warn_now(&self) -> bool {
+        self.warn_at(unix_ms())
+    }
+
+    fn warn_at(&self, now_ms: u64) -> bool {
+        let next = self.next_warning_ms.load(Ordering::Relaxed);
+        let after = now_ms.saturating_add(Self::EVERY.as_millis() as u64);
+        now_ms >= next
+            && self
+                .next_warning_ms
+                .compare_exchange(next, after, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Redis answered: true once, at the end of an outage. Otherwise one relaxed load, so that
+    /// the requests Redis answers do not contend for a shared cache line.
+    pub fn recovered(&self) -> bool {
+        self.next_warning_ms.load(Ordering::Relaxed) != 0 && self.next_warning_ms.swap(0, Ordering::Relaxed) != 0
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +205,21 @@ mod tests {
         // Within the pause, callers get `None` without a new attempt.
         assert!(link.connection().await.is_none());
         assert!(matches!(*link.shared.state.lock().await, State::Down(Some(at)) if at == failed_at));
+    }
+
+    #[test]
+    fn an_outage_is_logged_when_it_starts_then_at_most_every_thirty_seconds() {
+        let log = OutageLog::default();
+        let every = OutageLog::EVERY.as_millis() as u64;
+        let t0 = 1_000_000;
+        assert!(!log.recovered(), "nothing to recover from before an outage");
+        assert!(log.warn_at(t0), "the first failure is logged");
+        assert!(!log.warn_at(t0 + 1), "the next ones are not");
+        assert!(!log.warn_at(t0 + every - 1));
+        assert!(log.warn_at(t0 + every), "a reminder after the quiet period");
+        assert!(!log.warn_at(t0 + every + 1));
+        assert!(log.recovered(), "the first answer ends the outage");
+        assert!(!log.recovered(), "and only once");
+        assert!(log.warn_at(t0 + every + 2), "the next outage is logged at once");
     }
 }

@@ -22,7 +22,7 @@ use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{OutageLog, RedisLink};
 
 /// Past this many cached answers, expired ones are dropped (and all of them if none expired).
 const CACHE_PRUNE_AT: usize = 100_000;
@@ -78,6 +78,8 @@ struct Shared {
     fallbacks: IntCounterVec,
     /// Redis was last seen without the marker key (logged once per change).
     incomplete: AtomicBool,
+    /// Lookups Redis could not answer.
+    outage: OutageLog,
 }
 
 impl RevocationCheck {
@@ -107,6 +109,7 @@ impl RevocationCheck {
                 cache_ttl,
                 fallbacks,
                 incomplete: AtomicBool::new(false),
+                outage: OutageLog::default(),
             }),
         })
     }
@@ -167,33 +170,38 @@ impl RevocationCheck {
                 .arg(&keys_for(&self.shared.keys, claims))
                 .query_async::<(Option<String>, Option<String>, Option<u64>, Option<String>)>(&mut conn)
                 .await;
+            let error = result.as_ref().err().map(ToString::to_string);
             let (jti, sid, nbf, complete) = link
                 .check(result)
                 .await
-                .ok_or_else(|| anyhow::anyhow!("Redis command failed"))?;
+                .ok_or_else(|| anyhow::anyhow!("the lookup failed in Redis: {}", error.unwrap_or_default()))?;
             Ok::<_, anyhow::Error>(RedisAnswer {
                 revoked: jti.is_some() || sid.is_some(),
                 not_before: nbf,
                 complete: complete.is_some(),
             })
         };
-        match tokio::time::timeout(self.shared.redis_timeout, lookup).await {
-            Ok(Ok(answer)) => {
-                self.note_complete(answer.complete);
-                answer.complete.then_some(answer)
+        let answer = match tokio::time::timeout(self.shared.redis_timeout, lookup).await {
+            Ok(Ok(answer)) => answer,
+            failed => {
+                if self.shared.outage.warn_now() {
+                    let cause = match failed {
+                        Ok(Err(e)) => format!("{e:#}"),
+                        _ => "Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS".to_owned(),
+                    };
+                    tracing::warn!(
+                        cause,
+                        "revocation lookups in Redis fail; asking auth-service (counted in revocation_fallback_total)"
+                    );
+                }
+                return None;
             }
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "revocation lookup in Redis failed; asking auth-service"
-                );
-                None
-            }
-            Err(_) => {
-                tracing::warn!("revocation lookup in Redis timed out; asking auth-service");
-                None
-            }
+        };
+        if self.shared.outage.recovered() {
+            tracing::info!("Redis answers revocation lookups again");
         }
+        self.note_complete(answer.complete);
+        answer.complete.then_some(answer)
     }
 
     /// auth-service's answer from PostgreSQL, cached: a revoked token until it expires (it can

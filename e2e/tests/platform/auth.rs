@@ -1244,6 +1244,112 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     assert!(sync_rounds(&tp, "full") >= 2);
 }
 
+/// A frozen Redis (accepts, never answers: a stalled host, a full disk under AOF) is "slow", not
+/// "down": nothing refuses the connection, so only the gateway's own timeout bounds each request.
+/// Every request still answers within that bound, with the local limits and auth-service's word on
+/// revocation; when Redis thaws it decides again, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
+    use std::time::{Duration, Instant};
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let own = xtask::testkit::OwnRedis::new("frozen").expect("port");
+    let redis = own.start().expect("redis");
+    let url = redis.url();
+    let gateway_env = [
+        ("REDIS_URL", url.as_str()),
+        ("REVOCATION_CACHE_SECONDS", "0"),
+        ("RATE_LIMIT_MAX_REQUESTS", "60"),
+        ("RATE_LIMIT_BURST", "3"),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "100"),
+    ];
+    let tp = xtask::testkit::start_with("redisfrozen", &gateway_env, &[("REDIS_URL", url.as_str())])
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let (revoked, _) = tokens(&api.register("frozen@example.org").await);
+    let res = api.login("frozen@example.org", PASSWORD, "phone-2").await;
+    let (live, _) = tokens(&res.json().await.expect("json"));
+    assert_eq!(
+        api.post("/v1/auth/logout", json!({}), Some(&revoked))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    // Redis decides this one: the user's bucket (burst 3) has 2 left in Redis.
+    assert_eq!(api.me(&live).await.status().as_u16(), 200);
+
+    let redis_pid = Pid::from_raw(redis.pid() as i32);
+    kill(redis_pid, Signal::SIGSTOP).expect("freeze Redis");
+    // Each request waits for Redis at most the timeout, once, then the fallbacks decide: the local
+    // limiter (a fresh burst of 3 for this user) and auth-service for revocation.
+    let timed = |started: Instant| {
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "a request waited {took:?} on a frozen Redis"
+        );
+    };
+    let started = Instant::now();
+    refused_at_the_edge(api.me(&revoked).await).await;
+    timed(started);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        statuses.push(api.me(&live).await.status().as_u16());
+        timed(started);
+    }
+    assert_eq!(statuses, vec![200, 200, 429], "the local limiter holds the same policy");
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    crate::eventually(
+        "/ready to report Redis unanswering",
+        Duration::from_secs(10),
+        || async move {
+            crate::admin_get(gateway_admin, "/ready")
+                .filter(|(s, b)| *s == 200 && b["status"] == "degraded" && b["checks"]["redis"] == false)
+        },
+    )
+    .await;
+    let metric = |name: &str| {
+        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+        let prefix = format!("{name} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Two policies (api and the global ceiling) per request.
+    assert!(metric("rate_limit_fallback_total{mode=\"local\"}") >= 8);
+    assert!(metric("revocation_fallback_total{result=\"revoked\"}") >= 1);
+
+    kill(redis_pid, Signal::SIGCONT).expect("thaw Redis");
+    crate::eventually("/ready to be ready again", Duration::from_secs(20), || async move {
+        crate::admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
+    })
+    .await;
+    // Redis decides again: no fallback counted, and the revocation read from Redis. The scripts
+    // the gateway gave up on ran when Redis thawed and spent this user's last two requests there
+    // too, so the first answers may be 429 until the bucket earns one back (one per second).
+    let counts = || {
+        (
+            metric("rate_limit_fallback_total{mode=\"local\"}"),
+            metric("revocation_fallback_total{result=\"revoked\"}"),
+        )
+    };
+    let res = crate::eventually("Redis to decide again", Duration::from_secs(10), || async {
+        let before = counts();
+        let res = api.me(&revoked).await;
+        (res.status().as_u16() == 401 && counts() == before).then_some(res)
+    })
+    .await;
+    refused_at_the_edge(res).await;
+    drop(redis);
+}
+
 /// The revocation sync of auth-service: a revocation whose Redis write was lost is copied by the
 /// next round; a Redis that lost everything, or whose marker names another server (restored from
 /// a snapshot), is not trusted by the gateway and gets every revocation back.

@@ -22,6 +22,17 @@ pub enum FailureMode {
     Closed,
 }
 
+impl FailureMode {
+    /// As configured (`RATE_LIMIT_FAILURE_MODE`) and as the metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 /// A named limit.
 #[derive(Debug, Clone)]
 pub struct Policy {

@@ -25,7 +25,7 @@ use service_kit::revocation::RedisKeys;
 
 use self::gcra::Decision;
 use crate::error::ApiError;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{OutageLog, RedisLink};
 use crate::revocation::{RedisAnswer, RedisUnavailable};
 
 /// The limiter every worker shares.
@@ -42,7 +42,30 @@ pub struct Limiter {
     local_refusals: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     violations: IntCounterVec,
     fallbacks: IntCounterVec,
+    fallback_log: Arc<OutageLog>,
     security_events: IntCounterVec,
+}
+
+/// Why Redis did not decide a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Miss {
+    Unreachable,
+    TimedOut,
+    /// Redis answered with an error (out of memory, a read-only replica, a broken connection).
+    Failed(String),
+    /// An answer of the wrong length (the script of another gateway version under the same name).
+    Malformed(usize),
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable => f.write_str("Redis is unreachable"),
+            Self::TimedOut => f.write_str("Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS"),
+            Self::Failed(e) => write!(f, "the rate-limit script failed in Redis: {e}"),
+            Self::Malformed(n) => write!(f, "the rate-limit script answered {n} numbers, not the expected count"),
+        }
+    }
 }
 
 /// Limits the in-process fallback's memory: past this many buckets, expired ones are dropped.
@@ -116,6 +139,7 @@ impl Limiter {
                 "Rate-limit decisions made without Redis, by failure mode",
                 &["mode"],
             )?,
+            fallback_log: Arc::default(),
             security_events: counter(
                 "security_events_total",
                 "Security events raised by the gateway, by type and severity",
@@ -187,41 +211,37 @@ impl Limiter {
                 .arg(u8::from(with_rev))
                 .arg(checks.config.abuse_window.as_secs());
             let call = async {
-                let mut conn = link.connection().await?;
+                let mut conn = link.connection().await.ok_or(Miss::Unreachable)?;
                 let result = invocation.invoke_async::<Vec<i64>>(&mut conn).await;
-                link.check(result).await
+                let error = result.as_ref().err().map(ToString::to_string);
+                link.check(result)
+                    .await
+                    .ok_or_else(|| Miss::Failed(error.unwrap_or_default()))
             };
             let n = policies.len();
-            if let Ok(Some(out)) = tokio::time::timeout(checks.config.redis_timeout, call).await
-                && out.len() == n * 4 + if with_rev { 4 } else { 0 } + 1
-            {
-                let num = |v: i64| u64::try_from(v).unwrap_or(0);
-                let decisions = out
-                    .chunks(4)
-                    .take(n)
-                    .map(|c| {
-                        Some(Decision {
-                            allowed: c[0] == 1,
-                            remaining: num(c[1]),
-                            reset_ms: gcra::ms(num(c[2])),
-                            retry_after_ms: gcra::ms(num(c[3])),
-                        })
-                    })
-                    .collect();
-                let revocation = with_rev.then(|| {
-                    let r = &out[n * 4..];
-                    RedisAnswer {
-                        revoked: r[0] == 1 || r[1] == 1,
-                        not_before: u64::try_from(r[2]).ok(),
-                        complete: r[3] == 1,
+            let expected = n * 4 + if with_rev { 4 } else { 0 } + 1;
+            let answer = match tokio::time::timeout(checks.config.redis_timeout, call).await {
+                Err(_) => Err(Miss::TimedOut),
+                Ok(Ok(out)) if out.len() != expected => Err(Miss::Malformed(out.len())),
+                Ok(answer) => answer,
+            };
+            match answer {
+                Ok(out) => {
+                    if self.fallback_log.recovered() {
+                        tracing::info!("Redis decides the rate limits again");
                     }
-                });
-                return Outcome {
-                    decisions,
-                    revocation,
-                    via_redis: true,
-                    refusals: out.last().copied().map_or(0, num),
-                };
+                    return Self::outcome_from_redis(&out, n, with_rev);
+                }
+                Err(miss) => {
+                    if self.fallback_log.warn_now() {
+                        tracing::warn!(
+                            cause = %miss,
+                            mode = checks.config.failure_mode.name(),
+                            redis_timeout_ms = checks.config.redis_timeout.as_millis() as u64,
+                            "rate limits are decided without Redis (RATE_LIMIT_FAILURE_MODE); each such decision is counted in rate_limit_fallback_total"
+                        );
+                    }
+                }
             }
         }
         let decisions: Vec<Option<Decision>> = policies
@@ -242,6 +262,38 @@ impl Limiter {
         }
     }
 
+    /// The script's answer: 4 numbers per policy, then the revocation state (when asked), then
+    /// the address's refusals.
+    fn outcome_from_redis(out: &[i64], n: usize, with_rev: bool) -> Outcome {
+        let num = |v: i64| u64::try_from(v).unwrap_or(0);
+        let decisions = out
+            .chunks(4)
+            .take(n)
+            .map(|c| {
+                Some(Decision {
+                    allowed: c[0] == 1,
+                    remaining: num(c[1]),
+                    reset_ms: gcra::ms(num(c[2])),
+                    retry_after_ms: gcra::ms(num(c[3])),
+                })
+            })
+            .collect();
+        let revocation = with_rev.then(|| {
+            let r = &out[n * 4..];
+            RedisAnswer {
+                revoked: r[0] == 1 || r[1] == 1,
+                not_before: u64::try_from(r[2]).ok(),
+                complete: r[3] == 1,
+            }
+        });
+        Outcome {
+            decisions,
+            revocation,
+            via_redis: true,
+            refusals: out.last().copied().map_or(0, num),
+        }
+    }
+
     #[cfg(test)]
     async fn decide(&self, policy: &Policy, key: &str) -> Option<Decision> {
         let checks = Checks {
@@ -256,13 +308,8 @@ impl Limiter {
     fn fallback(&self, config: &RateLimitConfig, policy: &Policy, key: &str) -> Option<Decision> {
         let q = policy.quota;
         let mode = config.failure_mode;
-        let label = match mode {
-            FailureMode::Local => "local",
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-        };
         if self.redis.is_some() {
-            self.fallbacks.with_label_values(&[label]).inc();
+            self.fallbacks.with_label_values(&[mode.name()]).inc();
         }
         match mode {
             FailureMode::Open => None,
