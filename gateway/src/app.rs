@@ -126,6 +126,7 @@ impl Application {
         )?;
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
         let edge_for_drain = edge_state.clone();
+        let conn_watch = crate::conn_watch::ConnWatch::new(config.keep_alive, config.header_read_timeout, &registry)?;
         let server = HttpServer::new(move || {
             // Runs on each worker: its channels and Redis connections are driven by its own
             // runtime. Caches, buckets and counters stay shared.
@@ -163,10 +164,13 @@ impl Application {
         })
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
-        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_request_timeout(config.header_read_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
-        .keep_alive(std::time::Duration::from_secs(30))
-        .max_connections(25_000)
+        .keep_alive(config.keep_alive)
+        .tls_handshake_timeout(config.tls_handshake_timeout)
+        // actix counts connections per worker.
+        .max_connections(connection_cap(config.max_connections).div_ceil(config.workers))
+        .on_connect(move |io, data| conn_watch.on_connect(io, data))
         // Small responses go out at once: with Nagle, a response split over two writes (TLS
         // record, body) waits for the client's delayed ACK, tens of milliseconds.
         .tcp_nodelay(true)
@@ -265,6 +269,41 @@ async fn wait_until_idle(edge: &Edge, timeout: std::time::Duration) -> bool {
             return false;
         }
     }
+}
+
+/// File descriptors kept for everything but client connections: each worker's gRPC channels and
+/// Redis connection, the admin port, certificate files.
+const FD_RESERVE: u64 = 512;
+
+/// Raises the soft open-files limit to the hard one, and fits the connection cap under it: past
+/// the limit, accepting fails, and the listener stalls for every client rather than only the
+/// newest ones waiting in the backlog.
+fn connection_cap(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let room = if limit > 2 * FD_RESERVE {
+        limit - FD_RESERVE
+    } else {
+        limit / 2
+    };
+    if wanted as u64 <= room {
+        return wanted;
+    }
+    tracing::warn!(
+        max_connections = wanted,
+        open_files_limit = limit,
+        using = room,
+        "MAX_CONNECTIONS is more than the open-files limit (ulimit -n) leaves room for; raise the limit \
+         (LimitNOFILE, the container's nofile ulimit) or lower MAX_CONNECTIONS"
+    );
+    usize::try_from(room).unwrap_or(wanted).max(1)
 }
 
 #[cfg(test)]

@@ -54,6 +54,17 @@ pub struct GatewayConfig {
     /// `BODY_READ_TIMEOUT_MS`: the request body, from headers read to its last byte (shorter than
     /// the whole request; a trickling client gets 408 and the connection is closed).
     pub body_read_timeout: Duration,
+    /// `HEADER_READ_TIMEOUT_MS` (default 5000): a connection's first request headers must have
+    /// arrived by then (408); later requests' headers are bounded by the connection watchdog.
+    pub header_read_timeout: Duration,
+    /// `KEEP_ALIVE_SECONDS` (default 30): an idle HTTP/1.1 connection is closed after this.
+    pub keep_alive: Duration,
+    /// `TLS_HANDSHAKE_TIMEOUT_MS` (default 3000): a connection that has not finished its TLS
+    /// handshake by then is closed.
+    pub tls_handshake_timeout: Duration,
+    /// `MAX_CONNECTIONS` (default 50000): open client connections per gateway process, shared out
+    /// among the workers; past it new connections wait in the listen backlog.
+    pub max_connections: usize,
     /// `SHUTDOWN_TIMEOUT_SECONDS`: how long in-flight requests may run after SIGTERM.
     pub shutdown_timeout: Duration,
     /// `WORKERS`: HTTP worker threads (default: number of cores).
@@ -167,6 +178,10 @@ impl GatewayConfig {
             max_body_bytes: env.int_in("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
             request_timeout,
             body_read_timeout,
+            header_read_timeout: env.millis_in("HEADER_READ_TIMEOUT_MS", 5000, 100, 60_000),
+            keep_alive: env.seconds_in("KEEP_ALIVE_SECONDS", 30, 1, 3600),
+            tls_handshake_timeout: env.millis_in("TLS_HANDSHAKE_TIMEOUT_MS", 3000, 100, 60_000),
+            max_connections: env.int_in("MAX_CONNECTIONS", 50_000, 1, 1_000_000),
             shutdown_timeout: env.seconds_in("SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 600),
             workers,
             upstreams,

@@ -194,6 +194,10 @@ pub async fn edge(
     let started = Instant::now();
     let edge = req.app_data::<web::Data<Edge>>().cloned();
     let _in_flight = edge.as_ref().map(|e| InFlight::start(&e.in_flight));
+    // The connection's watchdog leaves it alone while a request is in flight on it.
+    let _busy = req
+        .conn_data::<crate::conn_watch::Connection>()
+        .map(crate::conn_watch::Connection::busy);
     // A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` makes a getrandom system call per
     // request (0.7% of the gateway's CPU samples under load, in the kernel alone).
     let request_id = sane_request_id(req.headers().get("x-request-id"))

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod client_ip;
 mod config;
+mod conn_watch;
 mod edge;
 mod error;
 mod openapi;

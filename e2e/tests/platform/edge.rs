@@ -317,3 +317,185 @@ async fn a_body_that_trickles_in_is_cut_off_with_408() {
         .expect("reset");
     assert_eq!(res.status().as_u16(), 202);
 }
+
+/// A TLS connection to the gateway as a hand-written client: it can stop halfway through a
+/// request, which HTTP clients never do. Reads give up after 20 s.
+fn raw_tls(tp: &xtask::testkit::TestPlatform) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&tp.ca_pem()) {
+        roots.add(cert.expect("CA PEM")).expect("CA");
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", tp.platform.ports.gateway)).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads until the server closes the connection; returns what it sent and how long that took,
+/// or panics if it is still open after the read timeout.
+fn until_closed(stream: &mut impl std::io::Read) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A shut-down socket, or TLS without close_notify: closed all the same.
+            Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => panic!(
+                "still open after {:?} ({e}); read so far: {}",
+                started.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), started.elapsed())
+}
+
+/// Reads one whole response with a `content-length` (our answers have one).
+fn one_response(stream: &mut impl std::io::Read) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("response");
+        assert!(n > 0, "closed before the response was complete");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .expect("content-length")
+                .expect("a number");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+/// Slow clients lose their connection at every stage: before the TLS handshake, in the first
+/// request's headers, idle between requests, and in a later request's headers (slowloris on a
+/// kept-alive connection, which actix alone let hang on for ever). A request being served is
+/// never cut, however long its body takes within its own deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    let tp = xtask::testkit::start(
+        "slowloris",
+        &[
+            ("TLS_HANDSHAKE_TIMEOUT_MS", "500"),
+            ("HEADER_READ_TIMEOUT_MS", "500"),
+            ("KEEP_ALIVE_SECONDS", "1"),
+        ],
+    )
+    .await
+    .expect("platform");
+    let tp = std::sync::Arc::new(tp);
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    let cut = move || {
+        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("http_connections_cut_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("http_connections_cut_total")
+    };
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let run = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
+
+    // No TLS hello at all.
+    let port = tp.platform.ports.gateway;
+    run(Box::new(move || {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let (_, took) = until_closed(&mut tcp);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }))
+    .await
+    .expect("no hello");
+
+    // Half the first request's headers: 408, then closed.
+    let t = tp.clone();
+    run(Box::new(move || {
+        let mut tls = raw_tls(&t);
+        tls.write_all(b"GET /health HTTP/1.1\r\nHost: loc")
+            .expect("half a request");
+        let (got, took) = until_closed(&mut tls);
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }))
+    .await
+    .expect("slow first headers");
+
+    // Idle after a request: closed after the keep-alive second.
+    let t = tp.clone();
+    run(Box::new(move || {
+        let mut tls = raw_tls(&t);
+        tls.write_all(request).expect("request");
+        assert!(one_response(&mut tls).starts_with("HTTP/1.1 200"));
+        let (_, took) = until_closed(&mut tls);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }))
+    .await
+    .expect("idle keep-alive");
+
+    // A request, then half of a second one: cut by the watchdog (keep-alive + header timeout).
+    let before = cut();
+    let t = tp.clone();
+    run(Box::new(move || {
+        let mut tls = raw_tls(&t);
+        tls.write_all(request).expect("request");
+        assert!(one_response(&mut tls).starts_with("HTTP/1.1 200"));
+        tls.write_all(b"GET /health HTTP/1.1\r\nHost: loc")
+            .expect("half a second request");
+        let (got, took) = until_closed(&mut tls);
+        assert!(got.is_empty(), "{got}");
+        assert!(took < Duration::from_secs(15), "{took:?}");
+    }))
+    .await
+    .expect("slowloris on a kept-alive connection");
+    assert_eq!(cut(), before + 1, "counted in http_connections_cut_total");
+
+    // A body that takes longer than keep-alive + header timeout (1.5 s), within its own deadline
+    // (10 s): answered, not cut.
+    let t = tp.clone();
+    run(Box::new(move || {
+        let mut tls = raw_tls(&t);
+        let body = br#"{"email": "slow-but-steady@example.org"}"#;
+        let head = format!(
+            "POST /v1/auth/password-reset HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).expect("headers");
+        for chunk in body.chunks(body.len().div_ceil(3)) {
+            std::thread::sleep(Duration::from_millis(1000));
+            tls.write_all(chunk).expect("a piece of the body");
+        }
+        let got = one_response(&mut tls);
+        assert!(got.starts_with("HTTP/1.1 202"), "{got}");
+    }))
+    .await
+    .expect("a slow body within its deadline");
+    assert_eq!(cut(), before + 1, "the request in flight was not cut");
+}
