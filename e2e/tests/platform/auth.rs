@@ -1205,17 +1205,14 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     let forged = format!("{}x", &sessions[1][..sessions[1].len() - 1]);
     assert_eq!(error_code(api.me(&forged).await, 401).await, "UNAUTHENTICATED");
 
-    let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
     let count = |result: &str| {
-        let prefix = format!("revocation_fallback_total{{result=\"{result}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        crate::metric(
+            gateway_admin,
+            &format!("revocation_fallback_total{{result=\"{result}\"}}"),
+        )
     };
-    assert!(count("revoked") >= 2, "{metrics}");
-    assert!(count("valid") >= 2, "{metrics}");
+    assert!(count("revoked") >= 2);
+    assert!(count("valid") >= 2);
 
     // Redis comes back empty (no persistence): it forgot every revocation. Until auth-service has
     // copied them back from PostgreSQL it lacks the marker, and the gateway asks auth-service, so
@@ -1313,15 +1310,7 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
         },
     )
     .await;
-    let metric = |name: &str| {
-        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
-        let prefix = format!("{name} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let metric = |series: &str| crate::metric(gateway_admin, series);
     // Two policies (api and the global ceiling) per request.
     assert!(metric("rate_limit_fallback_total{mode=\"local\"}") >= 8);
     assert!(metric("revocation_fallback_total{result=\"revoked\"}") >= 1);
@@ -1478,13 +1467,10 @@ async fn refused_at_the_edge(res: reqwest::Response) {
 
 /// auth-service's count of revocation sync rounds with this result.
 fn sync_rounds(tp: &xtask::testkit::TestPlatform, result: &str) -> u64 {
-    let (_, metrics) = xtask::platform::http_get(tp.platform.ports.auth_admin, "/metrics").expect("metrics");
-    let prefix = format!("revocation_sync_total{{result=\"{result}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    crate::metric(
+        tp.platform.ports.auth_admin,
+        &format!("revocation_sync_total{{result=\"{result}\"}}"),
+    )
 }
 
 /// One string claim of a JWT, read without verifying it.

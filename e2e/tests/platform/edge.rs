@@ -413,14 +413,7 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
     .expect("platform");
     let tp = std::sync::Arc::new(tp);
     let gateway_admin = tp.platform.ports.gateway_admin;
-    let cut = move || {
-        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("http_connections_cut_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("http_connections_cut_total")
-    };
+    let cut = move || crate::metric(gateway_admin, "http_connections_cut_total");
     let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let run = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
 

@@ -49,6 +49,16 @@ pub fn admin_get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
     Some((status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)))
 }
 
+/// The value of one counter series (`name{labels}`) on an admin port; 0 while it has none.
+pub fn metric(port: u16, series: &str) -> u64 {
+    let (_, text) = xtask::platform::http_get(port, "/metrics").expect("metrics");
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Asserts the API's one error shape and returns the code.
 pub async fn error_code(res: reqwest::Response, status: u16) -> String {
     assert_eq!(res.status().as_u16(), status, "unexpected status");

@@ -447,14 +447,7 @@ async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
     .await;
     // Each worker reconnects on its next request (within half a second of its last attempt); then
     // the decision is Redis's again (no fallback counted) and a fresh Redis has fresh buckets.
-    let fallbacks = || {
-        let (_, metrics) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("rate_limit_fallback_total{mode=\"local\"} "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let fallbacks = || crate::metric(gateway_admin, "rate_limit_fallback_total{mode=\"local\"}");
     crate::eventually("decisions made in Redis again", Duration::from_secs(10), || {
         let (http, alerts) = (http.clone(), alerts.clone());
         async move {
