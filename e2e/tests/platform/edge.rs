@@ -492,3 +492,56 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
     .expect("a slow body within its deadline");
     assert_eq!(cut(), before + 1, "the request in flight was not cut");
 }
+
+/// Past `MAX_CONNECTIONS` a new connection waits (in the listen backlog) until one closes; the
+/// connections already open are served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_cap_a_new_connection_waits_for_a_free_slot() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    let tp = xtask::testkit::start("conncap", &[("WORKERS", "1"), ("MAX_CONNECTIONS", "2")])
+        .await
+        .expect("platform");
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    tokio::task::spawn_blocking(move || {
+        let mut held: Vec<_> = (0..2)
+            .map(|_| {
+                let mut tls = raw_tls(&tp);
+                tls.write_all(request).expect("request");
+                assert!(one_response(&mut tls).starts_with("HTTP/1.1 200"));
+                tls
+            })
+            .collect();
+        // A third: its handshake cannot even start while both slots are taken. rustls writes
+        // its hello on the first write; the answer is what does not come.
+        let mut third = raw_tls(&tp);
+        third
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let waiting = third.write_all(request).and_then(|()| {
+            use std::io::Read as _;
+            third.read(&mut [0u8; 1])
+        });
+        assert!(
+            waiting
+                .as_ref()
+                .is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "a third connection was served past the cap of 2: {waiting:?}"
+        );
+        // The held ones are still served.
+        held[0].write_all(request).expect("request");
+        assert!(one_response(&mut held[0]).starts_with("HTTP/1.1 200"));
+        // One goes away: the third gets its slot and its answer.
+        drop(held.pop());
+        third
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        third.write_all(request).expect("request");
+        assert!(one_response(&mut third).starts_with("HTTP/1.1 200"));
+    })
+    .await
+    .expect("the connection cap");
+}
