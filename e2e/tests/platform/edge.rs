@@ -321,6 +321,13 @@ async fn a_body_that_trickles_in_is_cut_off_with_408() {
 /// A TLS connection to the gateway as a hand-written client: it can stop halfway through a
 /// request, which HTTP clients never do. Reads give up after 20 s.
 fn raw_tls(tp: &xtask::testkit::TestPlatform) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    raw_tls_alpn(tp, b"http/1.1")
+}
+
+fn raw_tls_alpn(
+    tp: &xtask::testkit::TestPlatform,
+    alpn: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
 
@@ -335,7 +342,7 @@ fn raw_tls(tp: &xtask::testkit::TestPlatform) -> rustls::StreamOwned<rustls::Cli
             .with_root_certificates(roots)
             .with_no_client_auth();
     let mut config = config;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
     let tcp = std::net::TcpStream::connect(("127.0.0.1", tp.platform.ports.gateway)).expect("connect");
@@ -544,4 +551,201 @@ async fn past_the_connection_cap_a_new_connection_waits_for_a_free_slot() {
     })
     .await
     .expect("the connection cap");
+}
+
+/// HTTP/2 by hand: frames and just enough HPACK to write hostile requests.
+mod h2raw {
+    use std::io::{Read, Write};
+
+    pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
+    pub const SETTINGS: u8 = 4;
+    pub const GOAWAY: u8 = 7;
+    pub const CONTINUATION: u8 = 9;
+    pub const END_STREAM: u8 = 1;
+    pub const END_HEADERS: u8 = 4;
+    pub const REFUSED_STREAM: u32 = 7;
+
+    pub struct Frame {
+        pub kind: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The next frame, or `None` when none comes within the socket's read timeout (or it closed).
+    pub fn read(conn: &mut impl Read) -> Option<Frame> {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some(Frame {
+            kind: head[3],
+            stream,
+            payload,
+        })
+    }
+
+    /// The connection preface and an empty SETTINGS; returns the server's settings.
+    pub fn start(conn: &mut (impl Read + Write)) -> Vec<(u16, u32)> {
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("preface");
+        conn.write_all(&frame(SETTINGS, 0, 0, &[])).expect("settings");
+        let first = read(conn).expect("the server's SETTINGS");
+        assert_eq!(first.kind, SETTINGS);
+        first
+            .payload
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect()
+    }
+
+    /// An HPACK integer with a `prefix`-bit prefix, the first byte's other bits from `first`.
+    pub fn int(mut value: usize, prefix: u8, first: u8) -> Vec<u8> {
+        let max = (1usize << prefix) - 1;
+        if value < max {
+            return vec![first | value as u8];
+        }
+        let mut out = vec![first | max as u8];
+        value -= max;
+        while value >= 128 {
+            out.push((value % 128) as u8 | 128);
+            value /= 128;
+        }
+        out.push(value as u8);
+        out
+    }
+
+    /// Whether a response header block is `:status: 431`: the `:status` name from the static
+    /// table (8), with "431" as it is or Huffman-coded (RFC 7541 appendix B: '4' 011010, '3'
+    /// 011001, '1' 00001, padded with ones: 0x69 0x90 0xff).
+    pub fn status_is_431(block: &[u8]) -> bool {
+        let literal = |first: u8| first & 0x0f == 8 && matches!(first & 0xf0, 0x00 | 0x10) || first == 0x48;
+        match block {
+            [first, 0x03, b'4', b'3', b'1', ..] | [first, 0x83, 0x69, 0x90, 0xff, ..] => literal(*first),
+            _ => false,
+        }
+    }
+
+    pub fn string(s: &[u8]) -> Vec<u8> {
+        let mut out = int(s.len(), 7, 0);
+        out.extend_from_slice(s);
+        out
+    }
+
+    /// `:method` (static 2 GET, 3 POST), `:scheme https` (7), `:path` and `:authority` as
+    /// literals with the static table's names (4, 1).
+    pub fn request(post: bool, path: &str) -> Vec<u8> {
+        let mut out = vec![if post { 0x83 } else { 0x82 }, 0x87];
+        out.extend(int(4, 4, 0));
+        out.extend(string(path.as_bytes()));
+        out.extend(int(1, 4, 0));
+        out.extend(string(b"localhost"));
+        out
+    }
+
+    /// A header block as one HEADERS frame and as many CONTINUATION frames as it needs.
+    pub fn headers(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
+        let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = if i + 1 == chunks.len() { END_HEADERS } else { 0 };
+            if i == 0 {
+                let end = if end_stream { END_STREAM } else { 0 };
+                out.extend(frame(HEADERS, end | last, stream, chunk));
+            } else {
+                out.extend(frame(CONTINUATION, last, stream, chunk));
+            }
+        }
+        out
+    }
+}
+
+/// HTTP/2 limits the gateway announces and enforces (a patch of actix-http, see vendor/README.md):
+/// an HPACK "bomb" (one 4 KiB header stored in the connection's table, then referenced by a one-
+/// byte index 4000 times: 16 MiB of headers from 8 KiB on the wire) is refused with 431 before it
+/// reaches the application, and streams past 128 at once are refused (`REFUSED_STREAM`, which
+/// clients retry) while the connection and its other streams carry on.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_header_bombs_and_stream_floods_are_refused() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    let tp = xtask::testkit::start("h2limits", &[]).await.expect("platform");
+    tokio::task::spawn_blocking(move || {
+        let mut conn = raw_tls_alpn(&tp, b"h2");
+        let settings = h2raw::start(&mut conn);
+        assert_eq!(conn.conn.alpn_protocol(), Some(&b"h2"[..]));
+        assert!(
+            settings.contains(&(3, 128)),
+            "SETTINGS_MAX_CONCURRENT_STREAMS: {settings:?}"
+        );
+        assert!(
+            settings.contains(&(6, 65_536)),
+            "SETTINGS_MAX_HEADER_LIST_SIZE: {settings:?}"
+        );
+
+        let mut bomb = h2raw::request(false, "/health");
+        bomb.push(0x40); // literal with incremental indexing: dynamic table entry 62
+        bomb.extend(h2raw::string(b"x-big"));
+        bomb.extend(h2raw::string(&[b'a'; 4000]));
+        for _ in 0..4000 {
+            bomb.extend(h2raw::int(62, 7, 0x80));
+        }
+        conn.write_all(&h2raw::headers(1, &bomb, true)).expect("bomb");
+        // A normal request after it on the same connection is answered.
+        conn.write_all(&h2raw::headers(3, &h2raw::request(false, "/health"), true))
+            .expect("request");
+        let (mut bomb_status, mut next_answered) = (None, false);
+        while bomb_status.is_none() || !next_answered {
+            let f = h2raw::read(&mut conn).expect("answers to both streams");
+            assert_ne!(f.kind, h2raw::GOAWAY, "the connection was closed");
+            if f.kind == h2raw::HEADERS && f.stream == 1 {
+                bomb_status = Some(h2raw::status_is_431(&f.payload));
+            }
+            next_answered |= f.kind == h2raw::HEADERS && f.stream == 3;
+        }
+        assert_eq!(bomb_status, Some(true), "the header bomb was not answered 431");
+        drop(conn);
+
+        // 200 requests at once on one connection, each waiting for a body that never comes.
+        let mut conn = raw_tls_alpn(&tp, b"h2");
+        h2raw::start(&mut conn);
+        let mut post = h2raw::request(true, "/v1/auth/password-reset");
+        post.extend(h2raw::int(31, 4, 0)); // content-type (static 31)
+        post.extend(h2raw::string(b"application/json"));
+        let mut flood = Vec::new();
+        for i in 0..200u32 {
+            flood.extend(h2raw::headers(1 + 2 * i, &post, false));
+        }
+        conn.write_all(&flood).expect("flood");
+        conn.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut refused = 0;
+        while let Some(f) = h2raw::read(&mut conn) {
+            assert_ne!(f.kind, h2raw::GOAWAY, "the connection was closed");
+            if f.kind == h2raw::RST_STREAM
+                && u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]) == h2raw::REFUSED_STREAM
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 200 - 128, "streams refused past the limit of 128");
+    })
+    .await
+    .expect("HTTP/2 limits");
 }
