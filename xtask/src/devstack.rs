@@ -353,10 +353,11 @@ impl Drop for Redis {
 
 /// Asks a server we started to stop (SIGTERM) and waits until it has.
 pub fn terminate(child: &mut Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    // A process a test froze (SIGSTOP) and left frozen by failing would never act on SIGTERM,
+    // and the wait below would hang the test run instead of reporting the failure.
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
     let _ = child.wait();
 }
 

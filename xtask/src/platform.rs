@@ -95,6 +95,8 @@ impl Process {
             return true;
         };
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        // A process a test froze (SIGSTOP) acts on SIGTERM only once it runs again.
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
         let deadline = Instant::now() + grace;
         loop {
             match child.try_wait() {
