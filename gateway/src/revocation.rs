@@ -80,6 +80,8 @@ struct Shared {
     incomplete: AtomicBool,
     /// Lookups Redis could not answer.
     outage: OutageLog,
+    /// Checks neither Redis nor auth-service could answer.
+    unknown: OutageLog,
 }
 
 impl RevocationCheck {
@@ -110,6 +112,7 @@ impl RevocationCheck {
                 fallbacks,
                 incomplete: AtomicBool::new(false),
                 outage: OutageLog::default(),
+                unknown: OutageLog::default(),
             }),
         })
     }
@@ -224,20 +227,28 @@ impl RevocationCheck {
         let answer = AuthServiceClient::new(self.auth.clone()).check_token(request).await;
         let revoked = match answer {
             Ok(response) => response.into_inner().revoked,
+            // auth-service refused the token itself (e.g. signed by a key it no longer has): the
+            // caller's problem, not an outage.
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                return Err(ApiError::from_status("auth", &status));
+            }
             Err(status) => {
                 self.shared.fallbacks.with_label_values(&["unavailable"]).inc();
-                tracing::error!(
-                    grpc_code = ?status.code(),
-                    grpc_message = status.message(),
-                    "revocation unknown: Redis and auth-service both failed to answer"
-                );
-                return Err(match status.code() {
-                    // auth-service refused the token itself (e.g. a key it no longer has).
-                    tonic::Code::Unauthenticated => ApiError::from_status("auth", &status),
-                    _ => ApiError::unavailable("authentication service"),
-                });
+                // Once when it starts and at most every 30 s while it lasts: each such request
+                // is answered 503 and counted, so a line per request would only flood the log.
+                if self.shared.unknown.warn_now() {
+                    tracing::error!(
+                        grpc_code = ?status.code(),
+                        grpc_message = status.message(),
+                        "revocation unknown: Redis and auth-service both failed to answer; authenticated requests get 503 (counted in revocation_fallback_total{{result=\"unavailable\"}})"
+                    );
+                }
+                return Err(ApiError::unavailable("authentication service"));
             }
         };
+        if self.shared.unknown.recovered() {
+            tracing::info!("auth-service answers revocation checks again");
+        }
         self.shared
             .fallbacks
             .with_label_values(&[if revoked { "revoked" } else { "valid" }])
