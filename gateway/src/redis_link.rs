@@ -16,6 +16,28 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Why Redis did not answer a command.
+#[derive(Debug)]
+pub enum Miss {
+    Unreachable,
+    TimedOut,
+    /// Redis answered with an error (out of memory, a read-only replica, a broken connection).
+    Failed(String),
+    /// An answer of the wrong shape (a script of another gateway version under the same name).
+    Malformed(usize),
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable => f.write_str("Redis is unreachable"),
+            Self::TimedOut => f.write_str("Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS"),
+            Self::Failed(e) => write!(f, "Redis refused the command: {e}"),
+            Self::Malformed(n) => write!(f, "Redis answered {n} values, not the expected count"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisLink {
     client: redis::Client,
@@ -105,8 +127,26 @@ impl RedisLink {
         shared.settled.notify_waiters();
     }
 
+    /// One command, made by `command` on the connection, bounded by `timeout`. A broken connection
+    /// is dropped, to be made again.
+    pub async fn query<T, F, Fut>(&self, timeout: Duration, command: F) -> Result<T, Miss>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let call = async {
+            let conn = self.connection().await.ok_or(Miss::Unreachable)?;
+            let result = command(conn).await;
+            let error = result.as_ref().err().map(ToString::to_string);
+            self.check(result)
+                .await
+                .ok_or_else(|| Miss::Failed(error.unwrap_or_default()))
+        };
+        tokio::time::timeout(timeout, call).await.unwrap_or(Err(Miss::TimedOut))
+    }
+
     /// Reports the outcome of a command: a broken connection is dropped, to be made again.
-    pub async fn check<T>(&self, result: redis::RedisResult<T>) -> Option<T> {
+    async fn check<T>(&self, result: redis::RedisResult<T>) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(e) => {

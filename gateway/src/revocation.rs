@@ -164,36 +164,25 @@ impl RevocationCheck {
     /// None when Redis cannot answer or cannot vouch for the answer (no marker).
     async fn ask_redis(&self, claims: &AccessClaims) -> Option<RedisAnswer> {
         let link = self.redis.as_ref()?;
-        let lookup = async {
-            let mut conn = link
-                .connection()
-                .await
-                .ok_or_else(|| anyhow::anyhow!("Redis unreachable"))?;
-            let result = redis::cmd("MGET")
-                .arg(&keys_for(&self.shared.keys, claims))
-                .query_async::<(Option<String>, Option<String>, Option<u64>, Option<String>)>(&mut conn)
-                .await;
-            let error = result.as_ref().err().map(ToString::to_string);
-            let (jti, sid, nbf, complete) = link
-                .check(result)
-                .await
-                .ok_or_else(|| anyhow::anyhow!("the lookup failed in Redis: {}", error.unwrap_or_default()))?;
-            Ok::<_, anyhow::Error>(RedisAnswer {
+        let keys = keys_for(&self.shared.keys, claims);
+        let lookup = link
+            .query(self.shared.redis_timeout, |mut conn| async move {
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async::<(Option<String>, Option<String>, Option<u64>, Option<String>)>(&mut conn)
+                    .await
+            })
+            .await;
+        let answer = match lookup {
+            Ok((jti, sid, nbf, complete)) => RedisAnswer {
                 revoked: jti.is_some() || sid.is_some(),
                 not_before: nbf,
                 complete: complete.is_some(),
-            })
-        };
-        let answer = match tokio::time::timeout(self.shared.redis_timeout, lookup).await {
-            Ok(Ok(answer)) => answer,
-            failed => {
+            },
+            Err(miss) => {
                 if self.shared.outage.warn_now() {
-                    let cause = match failed {
-                        Ok(Err(e)) => format!("{e:#}"),
-                        _ => "Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS".to_owned(),
-                    };
                     tracing::warn!(
-                        cause,
+                        cause = %miss,
                         "revocation lookups in Redis fail; asking auth-service (counted in revocation_fallback_total)"
                     );
                 }

@@ -123,11 +123,10 @@ async fn serving(channel: Channel) -> bool {
 
 /// `None` when Redis is not configured.
 async fn redis_up(link: Option<&RedisLink>) -> Option<bool> {
-    let link = link?;
-    let ping = async {
-        let mut conn = link.connection().await?;
-        let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
-        link.check(pong).await
-    };
-    Some(matches!(tokio::time::timeout(CHECK_TIMEOUT, ping).await, Ok(Some(_))))
+    let pong = link?
+        .query(CHECK_TIMEOUT, |mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await;
+    Some(pong.is_ok())
 }

@@ -25,7 +25,7 @@ use service_kit::revocation::RedisKeys;
 
 use self::gcra::Decision;
 use crate::error::ApiError;
-use crate::redis_link::{OutageLog, RedisLink};
+use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::{RedisAnswer, RedisUnavailable};
 
 /// The limiter every worker shares.
@@ -44,28 +44,6 @@ pub struct Limiter {
     fallbacks: IntCounterVec,
     fallback_log: Arc<OutageLog>,
     security_events: IntCounterVec,
-}
-
-/// Why Redis did not decide a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Miss {
-    Unreachable,
-    TimedOut,
-    /// Redis answered with an error (out of memory, a read-only replica, a broken connection).
-    Failed(String),
-    /// An answer of the wrong length (the script of another gateway version under the same name).
-    Malformed(usize),
-}
-
-impl std::fmt::Display for Miss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unreachable => f.write_str("Redis is unreachable"),
-            Self::TimedOut => f.write_str("Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS"),
-            Self::Failed(e) => write!(f, "the rate-limit script failed in Redis: {e}"),
-            Self::Malformed(n) => write!(f, "the rate-limit script answered {n} numbers, not the expected count"),
-        }
-    }
 }
 
 /// Limits the in-process fallback's memory: past this many buckets, expired ones are dropped.
@@ -210,21 +188,21 @@ impl Limiter {
                 .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
                 .arg(u8::from(with_rev))
                 .arg(checks.config.abuse_window.as_secs());
-            let call = async {
-                let mut conn = link.connection().await.ok_or(Miss::Unreachable)?;
-                let result = invocation.invoke_async::<Vec<i64>>(&mut conn).await;
-                let error = result.as_ref().err().map(ToString::to_string);
-                link.check(result)
-                    .await
-                    .ok_or_else(|| Miss::Failed(error.unwrap_or_default()))
-            };
+            let invocation = &invocation;
+            let answer = link
+                .query(checks.config.redis_timeout, |mut conn| async move {
+                    invocation.invoke_async::<Vec<i64>>(&mut conn).await
+                })
+                .await;
             let n = policies.len();
             let expected = n * 4 + if with_rev { 4 } else { 0 } + 1;
-            let answer = match tokio::time::timeout(checks.config.redis_timeout, call).await {
-                Err(_) => Err(Miss::TimedOut),
-                Ok(Ok(out)) if out.len() != expected => Err(Miss::Malformed(out.len())),
-                Ok(answer) => answer,
-            };
+            let answer = answer.and_then(|out| {
+                if out.len() == expected {
+                    Ok(out)
+                } else {
+                    Err(Miss::Malformed(out.len()))
+                }
+            });
             match answer {
                 Ok(out) => {
                     if self.fallback_log.recovered() {
@@ -359,14 +337,18 @@ impl Limiter {
                 .key(self.keys.other(key))
                 .arg(q.emission_us())
                 .arg(q.capacity_us());
-            let call = async {
-                let mut conn = link.connection().await?;
-                let result = invocation.invoke_async::<(u64, u64)>(&mut conn).await;
-                link.check(result).await
-            };
-            let Ok(Some((remaining, reset_us))) = tokio::time::timeout(config.redis_timeout, call).await else {
-                tracing::warn!(policy = policy.name, "could not refund a successful request in Redis");
-                return None;
+            let invocation = &invocation;
+            let refunded = link
+                .query(config.redis_timeout, |mut conn| async move {
+                    invocation.invoke_async::<(u64, u64)>(&mut conn).await
+                })
+                .await;
+            let (remaining, reset_us) = match refunded {
+                Ok(answer) => answer,
+                Err(miss) => {
+                    tracing::warn!(policy = policy.name, cause = %miss, "could not refund a successful request in Redis");
+                    return None;
+                }
             };
             return Some(Decision {
                 allowed: true,
