@@ -399,6 +399,14 @@ fn one_response(stream: &mut impl std::io::Read) -> String {
     }
 }
 
+/// `GET /health` on a kept-alive HTTP/1.1 connection, answered 200.
+fn health_ok(conn: &mut (impl std::io::Read + std::io::Write)) {
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let got = one_response(conn);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+}
+
 /// Slow clients lose their connection at every stage: before the TLS handshake, in the first
 /// request's headers, idle between requests, and in a later request's headers (slowloris on a
 /// kept-alive connection, which actix alone let hang on for ever). A request being served is
@@ -422,7 +430,6 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
     let tp = std::sync::Arc::new(tp);
     let gateway_admin = tp.platform.ports.gateway_admin;
     let cut = move || crate::metric(gateway_admin, "http_connections_cut_total");
-    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let run = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
 
     // No TLS hello at all.
@@ -453,9 +460,7 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
     let t = tp.clone();
     run(Box::new(move || {
         let mut tls = raw_tls(&t);
-        tls.write_all(request).expect("request");
-        let got = one_response(&mut tls);
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        health_ok(&mut tls);
         let (_, took) = until_closed(&mut tls);
         assert!(took < Duration::from_secs(10), "{took:?}");
     }))
@@ -467,9 +472,7 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
     let t = tp.clone();
     run(Box::new(move || {
         let mut tls = raw_tls(&t);
-        tls.write_all(request).expect("request");
-        let got = one_response(&mut tls);
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        health_ok(&mut tls);
         tls.write_all(b"GET /health HTTP/1.1\r\nHost: loc")
             .expect("half a second request");
         let (got, took) = until_closed(&mut tls);
@@ -518,9 +521,7 @@ async fn past_the_connection_cap_a_new_connection_waits_for_a_free_slot() {
         let mut held: Vec<_> = (0..2)
             .map(|_| {
                 let mut tls = raw_tls(&tp);
-                tls.write_all(request).expect("request");
-                let got = one_response(&mut tls);
-                assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+                health_ok(&mut tls);
                 tls
             })
             .collect();
@@ -542,16 +543,14 @@ async fn past_the_connection_cap_a_new_connection_waits_for_a_free_slot() {
             "a third connection was served past the cap of 2: {waiting:?}"
         );
         // The held ones are still served.
-        held[0].write_all(request).expect("request");
-        assert!(one_response(&mut held[0]).starts_with("HTTP/1.1 200"));
+        health_ok(&mut held[0]);
         // One goes away: the third gets its slot and its answer.
         drop(held.pop());
         third
             .sock
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
-        third.write_all(request).expect("request");
-        assert!(one_response(&mut third).starts_with("HTTP/1.1 200"));
+        health_ok(&mut third);
     })
     .await
     .expect("the connection cap");
