@@ -25,6 +25,9 @@ pub enum Miss {
     Failed(String),
     /// An answer of the wrong shape (a script of another gateway version under the same name).
     Malformed(usize),
+    /// A rate-limit script ran past its deadline while the gateway still waited, twice in a row:
+    /// Redis's clock keeps jumping against the gateway's.
+    ClockMoving,
 }
 
 impl std::fmt::Display for Miss {
@@ -34,6 +37,7 @@ impl std::fmt::Display for Miss {
             Self::TimedOut => f.write_str("Redis did not answer within RATE_LIMIT_REDIS_TIMEOUT_MS"),
             Self::Failed(e) => write!(f, "Redis refused the command: {e}"),
             Self::Malformed(n) => write!(f, "Redis answered {n} values, not the expected count"),
+            Self::ClockMoving => f.write_str("Redis's clock keeps jumping against this host's (check NTP on both)"),
         }
     }
 }

@@ -1335,9 +1335,9 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
         crate::admin_get(gateway_admin, "/ready").filter(|(s, b)| *s == 200 && b["status"] == "ready")
     })
     .await;
-    // Redis decides again: no fallback counted, and the revocation read from Redis. The scripts
-    // the gateway gave up on ran when Redis thawed and spent this user's last two requests there
-    // too, so the first answers may be 429 until the bucket earns one back (in 5 s).
+    // Redis decides again: no fallback counted, and the revocation read from Redis. (The scripts
+    // the gateway gave up on ran when Redis thawed, past their deadline, and spent nothing: see
+    // `rate_limit::scripts_a_frozen_redis_runs_late_spend_nothing`.)
     let counts = || {
         (
             metric("rate_limit_fallback_total{mode=\"local\"}"),

@@ -459,3 +459,61 @@ async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
     .await;
     drop(redis);
 }
+
+/// A frozen Redis keeps the decision scripts sent to it and runs them when it thaws, long after
+/// the gateway decided those requests without it: they must not spend the buckets a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn scripts_a_frozen_redis_runs_late_spend_nothing() {
+    use std::time::Duration;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let own = xtask::testkit::OwnRedis::new("late").expect("port");
+    let redis = own.start().expect("redis");
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        // One worker, so one connection to Redis: its commands run in the order they were sent,
+        // and the first answer after the thaw comes after every script sent during the freeze.
+        ("WORKERS", "1"),
+        // Ten an hour, all as a burst: nothing is earned back while the test runs.
+        ("RATE_LIMIT_MAX_REQUESTS", "10"),
+        ("RATE_LIMIT_WINDOW", "3600"),
+        ("RATE_LIMIT_BURST", "10"),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "200"),
+    ];
+    let tp = xtask::testkit::start_with("redislate", &env, &[("REDIS_URL", url.as_str())])
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let alerts = alerts_url(&tp);
+    let policy = "\"api\";q=10;w=3600";
+    let res = http.get(&alerts).send().await.expect("req");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_announced(&res, policy, 9);
+
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    let fallbacks = || crate::metric(gateway_admin, "rate_limit_fallback_total{mode=\"local\"}");
+    let redis_pid = Pid::from_raw(redis.pid() as i32);
+    kill(redis_pid, Signal::SIGSTOP).expect("freeze Redis");
+    // Decided locally after the timeout (a fresh local burst), each leaving a script in Redis.
+    for _ in 0..4 {
+        assert_eq!(http.get(&alerts).send().await.expect("req").status().as_u16(), 200);
+    }
+    assert!(fallbacks() >= 4, "decided without Redis");
+    kill(redis_pid, Signal::SIGCONT).expect("thaw Redis");
+
+    // The first decision Redis makes again sees one request spent there, not five.
+    let res = crate::eventually("Redis to decide again", Duration::from_secs(20), || {
+        let (http, alerts) = (http.clone(), alerts.clone());
+        async move {
+            let before = fallbacks();
+            let res = http.get(&alerts).send().await.ok()?;
+            (res.status().as_u16() == 200 && fallbacks() == before).then_some(res)
+        }
+    })
+    .await;
+    assert_announced(&res, policy, 8);
+    drop(redis);
+}

@@ -103,16 +103,21 @@ return {math.floor((cap - (tat - now)) / t), tat - now}
 /// KEYS = n buckets, then (if the revocation flag is 1) the jti, session, not-before and marker
 /// keys, then the address's refusal counter.
 /// ARGV = n, then emission and capacity µs per bucket, then the revocation flag, then the
-/// refusal counter's window in seconds.
+/// refusal counter's window in seconds, then the deadline (Redis time, µs; 0 for none).
 /// Returns 4 numbers per bucket (allowed 0/1, remaining, reset µs, retry-after µs), then (with
 /// the flag) jti present, session present, not-before (-1 when none), marker present (Redis holds
-/// every revocation), then the address's refusals
-/// in the current window (0 when allowed). Buckets are only spent when every policy allows the
-/// request; a refusal is counted once, however many policies refused.
+/// every revocation), then the address's refusals in the current window (0 when allowed), then
+/// Redis's clock (µs). Buckets are only spent when every policy allows the request; a refusal is
+/// counted once, however many policies refused.
+/// Past the deadline the gateway has stopped waiting and decided without Redis (a frozen or
+/// overloaded Redis runs the scripts queued meanwhile when it comes back): the script changes
+/// nothing and returns -1 and Redis's clock.
 pub const SCRIPT_ALL: &str = r#"
 local n = tonumber(ARGV[1])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local deadline = tonumber(ARGV[2 * n + 4])
+if deadline > 0 and now > deadline then return {-1, now} end
 local with_rev = tonumber(ARGV[2 * n + 2]) == 1
 -- Every read in one MGET: each redis.call costs Redis more than the arithmetic does.
 local reads = n
@@ -156,6 +161,7 @@ else
   if refusals == 1 then redis.call('EXPIRE', KEYS[counter], ARGV[2 * n + 3]) end
   table.insert(out, refusals)
 end
+table.insert(out, now)
 return out
 "#;
 

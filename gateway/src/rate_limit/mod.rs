@@ -7,6 +7,7 @@
 
 mod config;
 pub mod gcra;
+mod redis_clock;
 
 pub use self::config::{FailureMode, Policy, RateLimitConfig};
 
@@ -24,6 +25,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use service_kit::revocation::RedisKeys;
 
 use self::gcra::Decision;
+use self::redis_clock::RedisClock;
 use crate::error::ApiError;
 use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::{RedisAnswer, RedisUnavailable};
@@ -37,6 +39,8 @@ pub struct Limiter {
     keys: RedisKeys,
     script_all: Arc<redis::Script>,
     script_refund: Arc<redis::Script>,
+    /// Redis's clock against ours, for the deadline of each decision script.
+    redis_clock: Arc<RedisClock>,
     /// The in-process fallback: TAT (µs) per bucket, and refusals per address (count, window end µs).
     local: Arc<Mutex<HashMap<String, u64>>>,
     local_refusals: Arc<Mutex<HashMap<String, (u64, u64)>>>,
@@ -64,6 +68,13 @@ struct Checks {
     config: Arc<RateLimitConfig>,
     /// Policies with their bucket keys, most specific first.
     policies: Vec<(Policy, String)>,
+}
+
+/// What Redis made of a decision script.
+enum Script {
+    Answered(Vec<i64>),
+    /// Redis ran it after its deadline (Redis's clock, µs) and changed nothing.
+    TooLate(i64),
 }
 
 /// What the one round trip (or the fallback) decided.
@@ -105,6 +116,7 @@ impl Limiter {
             keys,
             script_all: Arc::new(redis::Script::new(gcra::SCRIPT_ALL)),
             script_refund: Arc::new(redis::Script::new(gcra::SCRIPT_REFUND)),
+            redis_clock: Arc::default(),
             local: Arc::new(Mutex::new(HashMap::new())),
             local_refusals: Arc::new(Mutex::new(HashMap::new())),
             violations: counter(
@@ -173,40 +185,35 @@ impl Limiter {
         let policies = &checks.policies;
         if let Some(link) = &self.redis {
             let with_rev = revocation.is_some();
-            let mut invocation = self.script_all.prepare_invoke();
-            invocation.arg(policies.len());
-            for (policy, key) in policies {
-                invocation
-                    .key(self.keys.other(key))
-                    .arg(policy.quota.emission_us())
-                    .arg(policy.quota.capacity_us());
-            }
-            for key in revocation.iter().flatten() {
-                invocation.key(key);
-            }
-            invocation
-                .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
-                .arg(u8::from(with_rev))
-                .arg(checks.config.abuse_window.as_secs());
-            let invocation = &invocation;
-            let answer = link
-                .query(checks.config.redis_timeout, |mut conn| async move {
-                    invocation.invoke_async::<Vec<i64>>(&mut conn).await
-                })
-                .await;
             let n = policies.len();
-            let expected = n * 4 + if with_rev { 4 } else { 0 } + 1;
-            let answer = answer.and_then(|out| {
-                if out.len() == expected {
-                    Ok(out)
-                } else {
-                    Err(Miss::Malformed(out.len()))
-                }
+            let expected = n * 4 + if with_rev { 4 } else { 0 } + 2;
+            let timeout = checks.config.redis_timeout;
+            let started = std::time::Instant::now();
+            let sent = now_us();
+            let mut answer = self
+                .run_script_all(link, checks, revocation.as_ref(), timeout, sent)
+                .await;
+            if let Ok(Script::TooLate(redis_now)) = answer {
+                // Refused while we still wait: Redis's clock moved ahead of what we had learnt.
+                // Asked again with the offset learnt from this answer (generous by its trip).
+                self.redis_clock.relearn(sent, redis_now);
+                let left = timeout.saturating_sub(started.elapsed());
+                answer = self
+                    .run_script_all(link, checks, revocation.as_ref(), left, now_us())
+                    .await;
+            }
+            let answer = answer.and_then(|script| match script {
+                Script::Answered(out) if out.len() == expected => Ok(out),
+                Script::Answered(out) => Err(Miss::Malformed(out.len())),
+                Script::TooLate(_) => Err(Miss::ClockMoving),
             });
             match answer {
                 Ok(out) => {
                     if self.fallback_log.recovered() {
                         tracing::info!("Redis decides the rate limits again");
+                    }
+                    if let Some(&redis_now) = out.last() {
+                        self.redis_clock.observe(sent, redis_now);
                     }
                     return Self::outcome_from_redis(&out, n, with_rev);
                 }
@@ -240,8 +247,47 @@ impl Limiter {
         }
     }
 
+    /// [`gcra::SCRIPT_ALL`] for one request, sent at `sent_us`, with the deadline after which
+    /// Redis changes nothing: by then this gateway has stopped waiting and decided without it.
+    async fn run_script_all(
+        &self,
+        link: &RedisLink,
+        checks: &Checks,
+        revocation: Option<&[String; 4]>,
+        timeout: std::time::Duration,
+        sent_us: u64,
+    ) -> Result<Script, Miss> {
+        let mut invocation = self.script_all.prepare_invoke();
+        invocation.arg(checks.policies.len());
+        for (policy, key) in &checks.policies {
+            invocation
+                .key(self.keys.other(key))
+                .arg(policy.quota.emission_us())
+                .arg(policy.quota.capacity_us());
+        }
+        for key in revocation.into_iter().flatten() {
+            invocation.key(key);
+        }
+        let deadline = self.redis_clock.deadline(sent_us, timeout);
+        invocation
+            .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
+            .arg(u8::from(revocation.is_some()))
+            .arg(checks.config.abuse_window.as_secs())
+            .arg(deadline);
+        let invocation = &invocation;
+        let out = link
+            .query(timeout, |mut conn| async move {
+                invocation.invoke_async::<Vec<i64>>(&mut conn).await
+            })
+            .await?;
+        Ok(match out[..] {
+            [-1, redis_now] => Script::TooLate(redis_now),
+            _ => Script::Answered(out),
+        })
+    }
+
     /// The script's answer: 4 numbers per policy, then the revocation state (when asked), then
-    /// the address's refusals.
+    /// the address's refusals, then Redis's clock.
     fn outcome_from_redis(out: &[i64], n: usize, with_rev: bool) -> Outcome {
         let num = |v: i64| u64::try_from(v).unwrap_or(0);
         let decisions = out
@@ -268,7 +314,7 @@ impl Limiter {
             decisions,
             revocation,
             via_redis: true,
-            refusals: out.last().copied().map_or(0, num),
+            refusals: out.len().checked_sub(2).map_or(0, |i| num(out[i])),
         }
     }
 
@@ -690,6 +736,52 @@ mod tests {
                 .get(),
             1
         );
+    }
+
+    /// A decision script that runs after its caller stopped waiting changes nothing; one refused
+    /// while its caller still waits (the clocks moved apart) is asked again, and spends once.
+    #[tokio::test]
+    async fn a_script_past_its_deadline_changes_nothing_and_a_moved_clock_is_learnt_again() {
+        let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
+        let link = RedisLink::new(&url.into()).expect("url");
+        // Closed: a decision made without Redis would refuse, so an allowed one is Redis's.
+        let mut config = config(FailureMode::Closed);
+        config.redis_timeout = Duration::from_secs(5);
+        let limiter =
+            Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+        let policy = limiter.config().auth.clone();
+        let key = format!("test:deadline:{}", uuid::Uuid::new_v4());
+        let checks = Checks {
+            ip: "192.0.2.9".to_owned(),
+            config: limiter.config(),
+            policies: vec![(policy.clone(), key.clone())],
+        };
+        // As if Redis's clock were 10 s behind ours: every deadline is past when a script runs.
+        let behind = |limiter: &Limiter| {
+            let now = now_us();
+            limiter.redis_clock.relearn(now, now as i64 - 10_000_000);
+        };
+        behind(&limiter);
+        let late = limiter
+            .run_script_all(&link, &checks, None, Duration::from_secs(5), now_us())
+            .await
+            .expect("answered");
+        assert!(matches!(late, Script::TooLate(_)), "refused past its deadline");
+
+        behind(&limiter);
+        let first = limiter.decide(&policy, &key).await.expect("decided");
+        assert!(first.allowed);
+        assert_eq!(
+            first.remaining, 2,
+            "the refused script spent nothing, the second ask once"
+        );
+        let learnt = limiter.redis_clock.deadline(now_us(), Duration::ZERO);
+        assert!(
+            learnt.abs_diff(now_us()) < 1_000_000,
+            "the offset was learnt again from the refusal (same host: about zero)"
+        );
+        let second = limiter.decide(&policy, &key).await.expect("decided");
+        assert_eq!((second.allowed, second.remaining), (true, 1));
     }
 
     /// New policies apply to the requests that start after the replacement.
