@@ -50,8 +50,12 @@ impl RedisClock {
 
     /// A script sent at `sent_us` (our time) ran at `redis_us` (Redis's time).
     pub fn observe(&self, sent_us: u64, redis_us: i64) {
-        self.offset_us
-            .fetch_min(Self::difference(sent_us, redis_us), Ordering::Relaxed);
+        let difference = Self::difference(sent_us, redis_us);
+        // Read first: most answers teach nothing new, and a write per request would bounce the
+        // cache line between the workers' cores.
+        if difference < self.offset_us.load(Ordering::Relaxed) {
+            self.offset_us.fetch_min(difference, Ordering::Relaxed);
+        }
     }
 
     /// A script refused a deadline while its caller still waited: the clocks moved apart since
