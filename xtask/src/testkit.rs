@@ -221,6 +221,24 @@ impl OwnRedis {
     }
 }
 
+/// A platform whose gateway and auth-service use a Redis of their own (for a test to freeze,
+/// kill or restart), with `gateway_env` and `auth_env` added. The `OwnRedis` starts it again.
+pub async fn start_on_own_redis(
+    tag: &str,
+    gateway_env: &[(&str, &str)],
+    auth_env: &[(&str, &str)],
+) -> anyhow::Result<(OwnRedis, crate::devstack::Redis, TestPlatform)> {
+    let own = OwnRedis::new(tag)?;
+    let redis = own.start()?;
+    let url = redis.url();
+    let mut gateway: Vec<(&str, &str)> = vec![("REDIS_URL", url.as_str())];
+    gateway.extend_from_slice(gateway_env);
+    let mut auth: Vec<(&str, &str)> = vec![("REDIS_URL", url.as_str())];
+    auth.extend_from_slice(auth_env);
+    let platform = start_with(tag, &gateway, &auth).await?;
+    Ok((own, redis, platform))
+}
+
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

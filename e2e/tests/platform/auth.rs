@@ -1165,15 +1165,11 @@ async fn only_administrators_read_the_audit_log() {
 async fn revoked_tokens_stay_revoked_while_redis_is_down() {
     use std::time::Duration;
 
-    let own = xtask::testkit::OwnRedis::new("revocation").expect("port");
-    let redis = own.start().expect("redis");
-    let url = redis.url();
     // No caching of "not revoked", so a logout during the outage shows at once.
-    let gateway_env = [("REDIS_URL", url.as_str()), ("REVOCATION_CACHE_SECONDS", "0")];
-    let tp = xtask::testkit::start_with(
+    let (own, redis, tp) = xtask::testkit::start_on_own_redis(
         "revocationdown",
-        &gateway_env,
-        &[("REDIS_URL", url.as_str()), ("REVOCATION_SYNC_SECONDS", "1")],
+        &[("REVOCATION_CACHE_SECONDS", "0")],
+        &[("REVOCATION_SYNC_SECONDS", "1")],
     )
     .await
     .expect("platform");
@@ -1253,11 +1249,7 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
 
-    let own = xtask::testkit::OwnRedis::new("frozen").expect("port");
-    let redis = own.start().expect("redis");
-    let url = redis.url();
     let gateway_env = [
-        ("REDIS_URL", url.as_str()),
         ("REVOCATION_CACHE_SECONDS", "0"),
         // One request earned back every 5 s: the local burst of 3 is still spent when the requests
         // below (one waiting on a frozen auth-service) are done, however slow the host.
@@ -1266,7 +1258,7 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
         ("RATE_LIMIT_REDIS_TIMEOUT_MS", "100"),
         ("GRPC_REQUEST_TIMEOUT_MS", "1000"),
     ];
-    let tp = xtask::testkit::start_with("redisfrozen", &gateway_env, &[("REDIS_URL", url.as_str())])
+    let (_own, redis, tp) = xtask::testkit::start_on_own_redis("redisfrozen", &gateway_env, &[])
         .await
         .expect("platform");
     let api = Api::new(&tp);

@@ -405,15 +405,8 @@ async fn two_gateways_enforce_one_limit_together() {
 async fn redis_going_away_falls_back_to_local_limits_and_comes_back() {
     use std::time::Duration;
 
-    let own = xtask::testkit::OwnRedis::new("kill").expect("port");
-    let redis = own.start().expect("redis");
-    let url = redis.url();
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("RATE_LIMIT_MAX_REQUESTS", "60"),
-        ("RATE_LIMIT_BURST", "3"),
-    ];
-    let tp = xtask::testkit::start_with("rediskill", &env, &[("REDIS_URL", url.as_str())])
+    let env = [("RATE_LIMIT_MAX_REQUESTS", "60"), ("RATE_LIMIT_BURST", "3")];
+    let (own, redis, tp) = xtask::testkit::start_on_own_redis("rediskill", &env, &[])
         .await
         .expect("platform");
     let http = client(&tp);
@@ -469,11 +462,7 @@ async fn scripts_a_frozen_redis_runs_late_spend_nothing() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
 
-    let own = xtask::testkit::OwnRedis::new("late").expect("port");
-    let redis = own.start().expect("redis");
-    let url = redis.url();
     let env = [
-        ("REDIS_URL", url.as_str()),
         // One worker, so one connection to Redis: its commands run in the order they were sent,
         // and the first answer after the thaw comes after every script sent during the freeze.
         ("WORKERS", "1"),
@@ -483,7 +472,7 @@ async fn scripts_a_frozen_redis_runs_late_spend_nothing() {
         ("RATE_LIMIT_BURST", "10"),
         ("RATE_LIMIT_REDIS_TIMEOUT_MS", "200"),
     ];
-    let tp = xtask::testkit::start_with("redislate", &env, &[("REDIS_URL", url.as_str())])
+    let (_own, redis, tp) = xtask::testkit::start_on_own_redis("redislate", &env, &[])
         .await
         .expect("platform");
     let http = client(&tp);
