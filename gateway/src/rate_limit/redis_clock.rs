@@ -11,7 +11,7 @@
 //! difference seen is the offset plus the shortest trip. A clock that moves (an NTP step on either
 //! host, a failover to a server with another clock) is caught the first time a script refuses a
 //! deadline while its caller still waits: the caller learns the offset again from that answer and
-//! asks once more without a deadline.
+//! asks once more, with a deadline by the offset just learnt.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
