@@ -17,7 +17,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why Redis did not answer a command.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Miss {
     Unreachable,
     TimedOut,

@@ -99,76 +99,104 @@ redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000))
 return {math.floor((cap - (tat - now)) / t), tat - now}
 "#;
 
-/// Every policy of a request, and optionally its token's revocation keys, in one round trip.
-/// KEYS = n buckets, then (if the revocation flag is 1) the jti, session, not-before and marker
-/// keys, then the address's refusal counter.
-/// ARGV = n, then emission and capacity µs per bucket, then the revocation flag, then the
-/// refusal counter's window in seconds, then the deadline (Redis time, µs; 0 for none).
-/// Returns 4 numbers per bucket (allowed 0/1, remaining, reset µs, retry-after µs), then (with
-/// the flag) jti present, session present, not-before (-1 when none), marker present (Redis holds
-/// every revocation), then the address's refusals in the current window (0 when allowed), then
-/// Redis's clock (µs). Buckets are only spent when every policy allows the request; a refusal is
-/// counted once, however many policies refused.
-/// Past the deadline the gateway has stopped waiting and decided without Redis (a frozen or
-/// overloaded Redis runs the scripts queued meanwhile when it comes back): the script changes
-/// nothing and returns -1 and Redis's clock.
-pub const SCRIPT_ALL: &str = r#"
-local n = tonumber(ARGV[1])
+/// The decisions of a batch of requests (those one gateway worker gathered while its previous
+/// batch was out), each with every policy of its request and optionally its token's revocation
+/// keys, in one round trip and one script: Redis pays for a script call and its reads once per
+/// batch rather than once per request, which is much of what a decision costs it. The
+/// batch runs atomically, and each decision sees the buckets the decisions before it wrote.
+///
+/// ARGV = the number of decisions, then per decision: n, emission and capacity µs per bucket,
+/// the revocation flag, the refusal counter's window in seconds, the deadline (Redis time, µs; 0
+/// for none). KEYS per decision: its n buckets, then (if its revocation flag is 1) the jti,
+/// session, not-before and marker keys, then the address's refusal counter.
+///
+/// Each decision reads Redis's clock anew, as it would alone: decided at one instant, the
+/// requests of a batch would all count as simultaneous, and a policy of a million a second with
+/// a burst of 5 would refuse the sixth of 16 requests that came microseconds apart. (Dating each
+/// back by its wait in the gateway would not do: two workers' batches would then reach Redis out
+/// of the order of their requests' times, and the later ones would count as early.)
+///
+/// Returns one array per decision: 4 numbers per bucket (allowed 0/1, remaining, reset µs,
+/// retry-after µs), then (with the flag) jti present, session present, not-before (-1 when none),
+/// marker present (Redis holds every revocation), then the address's refusals in the current
+/// window (0 when allowed), then Redis's clock (µs). Buckets are only spent when every policy
+/// allows the request; a refusal is counted once, however many policies refused.
+/// Past its deadline the gateway has stopped waiting for a decision and decided without Redis (a
+/// frozen or overloaded Redis runs the scripts queued meanwhile when it comes back): the decision
+/// changes nothing and its array is -1 and Redis's clock.
+pub const SCRIPT_DECIDE: &str = r#"
 local clock = redis.call('TIME')
 local now = clock[1] * 1000000 + clock[2]
-local deadline = tonumber(ARGV[2 * n + 4])
-if deadline > 0 and now > deadline then return {-1, now} end
-local with_rev = ARGV[2 * n + 2] == '1'
-local reads = n
-if with_rev then reads = n + 4 end
--- Every read in one MGET: each redis.call costs Redis more than the arithmetic does.
-local stored = redis.call('MGET', unpack(KEYS, 1, reads))
--- Sized at once (two policies and the revocation state): growing a table costs Redis more than
--- the arithmetic does.
-local out = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-local new_tats = {0, 0}
-local all = true
-local m = 0
-for i = 1, n do
-  local t = tonumber(ARGV[2 * i])
-  local cap = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(stored[i] or now)
-  if tat < now then tat = now end
-  local ahead = tat + t - now
-  if ahead > cap then
-    all = false
-    out[m + 1] = 0; out[m + 2] = 0; out[m + 3] = tat - now; out[m + 4] = ahead - cap
+-- Every read of the batch in one MGET: each redis.call costs Redis more than the arithmetic does.
+local stored = redis.call('MGET', unpack(KEYS))
+-- Buckets written by an earlier decision of this batch (one client's requests in one batch).
+local written = {}
+local results = {}
+local k, a = 0, 2
+for d = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  local with_rev = ARGV[a + 2 * n + 1] == '1'
+  local deadline = tonumber(ARGV[a + 2 * n + 3])
+  if d > 1 then
+    clock = redis.call('TIME')
+    now = clock[1] * 1000000 + clock[2]
+  end
+  local reads = n
+  if with_rev then reads = n + 4 end
+  if deadline > 0 and now > deadline then
+    results[d] = {-1, now}
   else
-    new_tats[i] = tat + t
-    out[m + 1] = 1; out[m + 2] = math.floor((cap - ahead) / t); out[m + 3] = ahead; out[m + 4] = 0
+    -- Sized at once (two policies and the revocation state): growing a table costs Redis more
+    -- than the arithmetic does.
+    local out = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    local new_tats = {0, 0}
+    local all = true
+    local m = 0
+    for i = 1, n do
+      local t = tonumber(ARGV[a + 2 * i - 1])
+      local cap = tonumber(ARGV[a + 2 * i])
+      local tat = tonumber(written[KEYS[k + i]] or stored[k + i] or now)
+      if tat < now then tat = now end
+      local ahead = tat + t - now
+      if ahead > cap then
+        all = false
+        out[m + 1] = 0; out[m + 2] = 0; out[m + 3] = tat - now; out[m + 4] = ahead - cap
+      else
+        new_tats[i] = tat + t
+        out[m + 1] = 1; out[m + 2] = math.floor((cap - ahead) / t); out[m + 3] = ahead; out[m + 4] = 0
+      end
+      m = m + 4
+    end
+    if all then
+      for i = 1, n do
+        -- Integers written as such: a Lua number passed as it is would be formatted as a float.
+        redis.call('PSETEX', KEYS[k + i], string.format('%d', math.ceil((new_tats[i] - now) / 1000)), string.format('%d', new_tats[i]))
+        written[KEYS[k + i]] = new_tats[i]
+      end
+    end
+    if with_rev then
+      out[m + 1] = stored[k + n + 1] and 1 or 0
+      out[m + 2] = stored[k + n + 2] and 1 or 0
+      out[m + 3] = tonumber(stored[k + n + 3] or -1) or -1
+      out[m + 4] = stored[k + n + 4] and 1 or 0
+      m = m + 4
+    end
+    if all then
+      out[m + 1] = 0
+    else
+      local counter = KEYS[k + reads + 1]
+      local refusals = redis.call('INCR', counter)
+      if refusals == 1 then redis.call('EXPIRE', counter, ARGV[a + 2 * n + 2]) end
+      out[m + 1] = refusals
+    end
+    out[m + 2] = now
+    for i = m + 3, #out do out[i] = nil end
+    results[d] = out
   end
-  m = m + 4
+  k = k + reads + 1
+  a = a + 2 * n + 4
 end
-if all then
-  for i = 1, n do
-    -- Integers written as such: a Lua number passed as it is would be formatted as a float.
-    redis.call('PSETEX', KEYS[i], string.format('%d', math.ceil((new_tats[i] - now) / 1000)), string.format('%d', new_tats[i]))
-  end
-end
-local counter = n + 1
-if with_rev then
-  out[m + 1] = stored[n + 1] and 1 or 0
-  out[m + 2] = stored[n + 2] and 1 or 0
-  out[m + 3] = tonumber(stored[n + 3] or -1) or -1
-  out[m + 4] = stored[n + 4] and 1 or 0
-  m = m + 4
-  counter = n + 5
-end
-if all then
-  out[m + 1] = 0
-else
-  local refusals = redis.call('INCR', KEYS[counter])
-  if refusals == 1 then redis.call('EXPIRE', KEYS[counter], ARGV[2 * n + 3]) end
-  out[m + 1] = refusals
-end
-out[m + 2] = now
-for i = m + 3, #out do out[i] = nil end
-return out
+return results
 "#;
 
 #[cfg(test)]

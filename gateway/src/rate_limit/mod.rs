@@ -5,6 +5,7 @@
 //! Redis is down or slow, `RATE_LIMIT_FAILURE_MODE` decides: `local` (an in-process limiter with
 //! the same policies), `open` or `closed`.
 
+mod batch;
 mod config;
 pub mod gcra;
 mod redis_clock;
@@ -21,9 +22,10 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use service_kit::revocation::RedisKeys;
 
+use self::batch::Batcher;
 use self::gcra::Decision;
 use self::redis_clock::RedisClock;
 use crate::error::ApiError;
@@ -36,9 +38,12 @@ pub struct Limiter {
     /// The policies in force; a request takes one snapshot (`RATE_LIMIT_CONFIG_FILE` may change).
     config: Arc<RwLock<Arc<RateLimitConfig>>>,
     redis: Option<RedisLink>,
+    /// The worker's decisions on their way to Redis, in batches.
+    batcher: Option<Arc<Batcher>>,
     keys: RedisKeys,
-    script_all: Arc<redis::Script>,
+    script_decide: Arc<redis::Script>,
     script_refund: Arc<redis::Script>,
+    batch_sizes: Histogram,
     /// Redis's clock against ours, for the deadline of each decision script.
     redis_clock: Arc<RedisClock>,
     /// The in-process fallback: TAT (µs) per bucket, and refusals per address (count, window end µs).
@@ -110,12 +115,25 @@ impl Limiter {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let batch_sizes = Histogram::with_opts(
+            HistogramOpts::new(
+                "rate_limit_redis_batch_size",
+                "Rate-limit decisions per Redis script call (a worker's requests gathered while its previous call was out)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, batch::MAX_BATCH as f64]),
+        )?;
+        registry.register(Box::new(batch_sizes.clone()))?;
+        let script_decide = Arc::new(redis::Script::new(gcra::SCRIPT_DECIDE));
         Ok(Self {
             config: Arc::new(RwLock::new(Arc::new(config))),
+            batcher: redis
+                .clone()
+                .map(|link| Arc::new(Batcher::new(link, script_decide.clone(), batch_sizes.clone()))),
             redis,
             keys,
-            script_all: Arc::new(redis::Script::new(gcra::SCRIPT_ALL)),
+            script_decide,
             script_refund: Arc::new(redis::Script::new(gcra::SCRIPT_REFUND)),
+            batch_sizes,
             redis_clock: Arc::default(),
             local: Arc::new(Mutex::new(HashMap::new())),
             local_refusals: Arc::new(Mutex::new(HashMap::new())),
@@ -138,9 +156,16 @@ impl Limiter {
         })
     }
 
-    /// The same limiter using one worker's Redis link (buckets in process and counters shared).
+    /// The same limiter using one worker's Redis link and batches (buckets in process and
+    /// counters shared).
     pub fn with_redis(&self, redis: Option<RedisLink>) -> Self {
-        Self { redis, ..self.clone() }
+        Self {
+            batcher: redis
+                .clone()
+                .map(|link| Arc::new(Batcher::new(link, self.script_decide.clone(), self.batch_sizes.clone()))),
+            redis,
+            ..self.clone()
+        }
     }
 
     /// The configuration in force.
@@ -183,7 +208,7 @@ impl Limiter {
     /// revocation state is unknown.
     async fn decide_all(&self, checks: &Checks, revocation: Option<[String; 4]>) -> Outcome {
         let policies = &checks.policies;
-        if let Some(link) = &self.redis {
+        if let Some(batcher) = &self.batcher {
             let with_rev = revocation.is_some();
             let n = policies.len();
             let expected = n * 4 + if with_rev { 4 } else { 0 } + 2;
@@ -191,7 +216,7 @@ impl Limiter {
             let started = std::time::Instant::now();
             let sent = now_us();
             let mut answer = self
-                .run_script_all(link, checks, revocation.as_ref(), timeout, sent)
+                .run_script(batcher, checks, revocation.as_ref(), timeout, sent)
                 .await;
             if let Ok(Script::TooLate(redis_now)) = answer {
                 // Refused while we still wait: Redis's clock moved ahead of what we had learnt.
@@ -199,7 +224,7 @@ impl Limiter {
                 self.redis_clock.relearn(sent, redis_now);
                 let left = timeout.saturating_sub(started.elapsed());
                 answer = self
-                    .run_script_all(link, checks, revocation.as_ref(), left, now_us())
+                    .run_script(batcher, checks, revocation.as_ref(), left, now_us())
                     .await;
             }
             let answer = answer.and_then(|script| match script {
@@ -247,39 +272,33 @@ impl Limiter {
         }
     }
 
-    /// [`gcra::SCRIPT_ALL`] for one request, sent at `sent_us`, with the deadline after which
-    /// Redis changes nothing: by then this gateway has stopped waiting and decided without it.
-    async fn run_script_all(
+    /// One request's decision in the worker's next [`gcra::SCRIPT_DECIDE`] batch, sent at
+    /// `sent_us`, with the deadline after which Redis changes nothing: by then this gateway has
+    /// stopped waiting and decided without it.
+    async fn run_script(
         &self,
-        link: &RedisLink,
+        batcher: &Batcher,
         checks: &Checks,
         revocation: Option<&[String; 4]>,
         timeout: std::time::Duration,
         sent_us: u64,
     ) -> Result<Script, Miss> {
-        let mut invocation = self.script_all.prepare_invoke();
-        invocation.arg(checks.policies.len());
+        let n = checks.policies.len();
+        let mut keys = Vec::with_capacity(n + 5);
+        let mut args = Vec::with_capacity(2 * n + 4);
+        args.push(n as u64);
         for (policy, key) in &checks.policies {
-            invocation
-                .key(self.keys.other(key))
-                .arg(policy.quota.emission_us())
-                .arg(policy.quota.capacity_us());
+            keys.push(self.keys.other(key));
+            args.extend([policy.quota.emission_us(), policy.quota.capacity_us()]);
         }
-        for key in revocation.into_iter().flatten() {
-            invocation.key(key);
-        }
-        let deadline = self.redis_clock.deadline(sent_us, timeout);
-        invocation
-            .key(self.keys.other(&format!("rl:refusals:{}", checks.ip)))
-            .arg(u8::from(revocation.is_some()))
-            .arg(checks.config.abuse_window.as_secs())
-            .arg(deadline);
-        let invocation = &invocation;
-        let out = link
-            .query(timeout, |mut conn| async move {
-                invocation.invoke_async::<Vec<i64>>(&mut conn).await
-            })
-            .await?;
+        keys.extend(revocation.into_iter().flatten().cloned());
+        keys.push(self.keys.other(&format!("rl:refusals:{}", checks.ip)));
+        args.extend([
+            u64::from(revocation.is_some()),
+            checks.config.abuse_window.as_secs(),
+            self.redis_clock.deadline(sent_us, timeout),
+        ]);
+        let out = batcher.decide(batch::Decision { keys, args }, timeout).await?;
         Ok(match out[..] {
             [-1, redis_now] => Script::TooLate(redis_now),
             _ => Script::Answered(out),
@@ -763,7 +782,13 @@ mod tests {
         };
         behind(&limiter);
         let late = limiter
-            .run_script_all(&link, &checks, None, Duration::from_secs(5), now_us())
+            .run_script(
+                limiter.batcher.as_ref().expect("with Redis"),
+                &checks,
+                None,
+                Duration::from_secs(5),
+                now_us(),
+            )
             .await
             .expect("answered");
         assert!(matches!(late, Script::TooLate(_)), "refused past its deadline");
@@ -782,6 +807,92 @@ mod tests {
         );
         let second = limiter.decide(&policy, &key).await.expect("decided");
         assert_eq!((second.allowed, second.remaining), (true, 1));
+    }
+
+    /// Requests decided together share one script call, and each decision sees the buckets the
+    /// ones before it in the batch spent: a burst of 3 admits exactly 3 of 40 concurrent
+    /// requests, refusals count up one by one, and decisions with and without revocation keys in
+    /// one call each get their own answer.
+    #[tokio::test]
+    async fn concurrent_decisions_go_out_in_batches_and_each_sees_the_ones_before_it() {
+        let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
+        let link = RedisLink::new(&url.into()).expect("url");
+        let mut config = config(FailureMode::Closed);
+        config.redis_timeout = Duration::from_secs(5);
+        let limiter =
+            Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+        let test = uuid::Uuid::new_v4();
+        let checks = |ip: &str, key: &str| Checks {
+            ip: format!("{ip}-{test}"),
+            config: limiter.config(),
+            policies: vec![(limiter.config().auth.clone(), format!("test:batch:{test}:{key}"))],
+        };
+
+        let same = checks("192.0.2.10", "same");
+        let outcomes = futures_util::future::join_all((0..40).map(|_| limiter.decide_all(&same, None))).await;
+        assert!(
+            outcomes.iter().all(|o| o.via_redis),
+            "Redis decided (closed mode refuses otherwise)"
+        );
+        let allowed: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| o.decisions[0].filter(|d| d.allowed).map(|d| d.remaining))
+            .collect();
+        assert_eq!(allowed, vec![2, 1, 0], "the burst, counting down, and not one more");
+        let refusals: Vec<u64> = outcomes.iter().map(|o| o.refusals).filter(|r| *r > 0).collect();
+        assert_eq!(
+            refusals,
+            (1..=37).collect::<Vec<_>>(),
+            "each refusal counted once, in order"
+        );
+        let (calls, decided) = (
+            limiter.batch_sizes.get_sample_count(),
+            limiter.batch_sizes.get_sample_sum(),
+        );
+        assert_eq!(decided, 40.0);
+        // The test's runtime has one thread: all 40 are queued before the batching task runs.
+        assert_eq!(calls, 1, "40 concurrent decisions took {calls} script calls");
+
+        // One revoked token, one request without a token, one clean token, in one call.
+        let mut conn = link.connection().await.expect("connected");
+        let rev = |what: &str| -> [String; 4] {
+            ["jti", "session", "nbf", "marker"].map(|k| format!("test:batch:{test}:{what}:{k}"))
+        };
+        let (revoked, clean) = (rev("revoked"), rev("clean"));
+        let _: () = redis::pipe()
+            .set(&revoked[0], 1)
+            .set(&revoked[2], 1_700_000_000)
+            .set(&revoked[3], "run")
+            .set(&clean[3], "run")
+            .query_async(&mut conn)
+            .await
+            .expect("stored");
+        let (a, b, c) = (
+            checks("192.0.2.11", "a"),
+            checks("192.0.2.12", "b"),
+            checks("192.0.2.13", "c"),
+        );
+        let calls = limiter.batch_sizes.get_sample_count();
+        let (a, b, c) = tokio::join!(
+            limiter.decide_all(&a, Some(revoked)),
+            limiter.decide_all(&b, None),
+            limiter.decide_all(&c, Some(clean)),
+        );
+        assert_eq!(
+            limiter.batch_sizes.get_sample_count(),
+            calls + 1,
+            "one call for the three"
+        );
+        let token = a.revocation.expect("asked");
+        assert!(token.revoked && token.complete);
+        assert_eq!(token.not_before, Some(1_700_000_000));
+        assert!(b.revocation.is_none());
+        let token = c.revocation.expect("asked");
+        assert!(!token.revoked && token.complete && token.not_before.is_none());
+        for outcome in [&a, &b, &c] {
+            let first = outcome.decisions[0].map(|d| (d.allowed, d.remaining));
+            assert_eq!(first, Some((true, 2)), "each address's own bucket");
+        }
     }
 
     /// New policies apply to the requests that start after the replacement.
