@@ -123,15 +123,12 @@ impl Limiter {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, batch::MAX_BATCH as f64]),
         )?;
         registry.register(Box::new(batch_sizes.clone()))?;
-        let script_decide = Arc::new(redis::Script::new(gcra::SCRIPT_DECIDE));
-        Ok(Self {
+        let limiter = Self {
             config: Arc::new(RwLock::new(Arc::new(config))),
-            batcher: redis
-                .clone()
-                .map(|link| Arc::new(Batcher::new(link, script_decide.clone(), batch_sizes.clone()))),
-            redis,
+            redis: None,
+            batcher: None,
             keys,
-            script_decide,
+            script_decide: Arc::new(redis::Script::new(gcra::SCRIPT_DECIDE)),
             script_refund: Arc::new(redis::Script::new(gcra::SCRIPT_REFUND)),
             batch_sizes,
             redis_clock: Arc::default(),
@@ -153,7 +150,8 @@ impl Limiter {
                 "Security events raised by the gateway, by type and severity",
                 &["event_type", "severity"],
             )?,
-        })
+        };
+        Ok(limiter.with_redis(redis))
     }
 
     /// The same limiter using one worker's Redis link and batches (buckets in process and
@@ -757,17 +755,23 @@ mod tests {
         );
     }
 
-    /// A decision script that runs after its caller stopped waiting changes nothing; one refused
-    /// while its caller still waits (the clocks moved apart) is asked again, and spends once.
-    #[tokio::test]
-    async fn a_script_past_its_deadline_changes_nothing_and_a_moved_clock_is_learnt_again() {
+    /// A limiter on the test Redis that `cargo xtask test` starts, in the closed mode: a decision
+    /// made without Redis would refuse, so an allowed one is Redis's.
+    fn on_test_redis() -> (RedisLink, Limiter) {
         let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
         let link = RedisLink::new(&url.into()).expect("url");
-        // Closed: a decision made without Redis would refuse, so an allowed one is Redis's.
         let mut config = config(FailureMode::Closed);
         config.redis_timeout = Duration::from_secs(5);
         let limiter =
             Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+        (link, limiter)
+    }
+
+    /// A decision script that runs after its caller stopped waiting changes nothing; one refused
+    /// while its caller still waits (the clocks moved apart) is asked again, and spends once.
+    #[tokio::test]
+    async fn a_script_past_its_deadline_changes_nothing_and_a_moved_clock_is_learnt_again() {
+        let (_, limiter) = on_test_redis();
         let policy = limiter.config().auth.clone();
         let key = format!("test:deadline:{}", uuid::Uuid::new_v4());
         let checks = Checks {
@@ -815,12 +819,7 @@ mod tests {
     /// one call each get their own answer.
     #[tokio::test]
     async fn concurrent_decisions_go_out_in_batches_and_each_sees_the_ones_before_it() {
-        let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
-        let link = RedisLink::new(&url.into()).expect("url");
-        let mut config = config(FailureMode::Closed);
-        config.redis_timeout = Duration::from_secs(5);
-        let limiter =
-            Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+        let (link, limiter) = on_test_redis();
         let test = uuid::Uuid::new_v4();
         let checks = |ip: &str, key: &str| Checks {
             ip: format!("{ip}-{test}"),
