@@ -127,6 +127,9 @@ impl Application {
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
         let edge_for_drain = edge_state.clone();
         let conn_watch = crate::conn_watch::ConnWatch::new(config.keep_alive, config.header_read_timeout, &registry)?;
+        // What the HTTP/1 dispatcher answers by itself (not HTTP, headers too large or too slow)
+        // gets the API's error shape too.
+        actix_http::h1::set_error_body(crate::edge::protocol_error);
         let server = HttpServer::new(move || {
             // Runs on each worker: its channels and Redis connections are driven by its own
             // runtime. Caches, buckets and counters stay shared.

@@ -143,9 +143,33 @@ fn api_error_of(e: &Error) -> ApiError {
     api_error_for_status(status)
 }
 
+/// A request id of our own: a v4 UUID from the thread's CSPRNG (`Uuid::new_v4` makes a getrandom
+/// system call per request: 0.7% of the gateway's CPU samples under load, in the kernel alone).
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+}
+
+/// The errors actix-http's HTTP/1 dispatcher answers by itself, before any middleware sees a
+/// request (bytes that are not HTTP, headers over its limit, headers that never finished): in the
+/// API's error shape like any other, with the security headers and a request id of their own.
+/// Fills `headers` and returns the body (see `actix_http::h1::set_error_body`).
+pub fn protocol_error(status: StatusCode, headers: &mut header::HeaderMap) -> web::Bytes {
+    let response = api_error_for_status(status)
+        .with_request_id(new_request_id())
+        .error_response();
+    for (name, value) in response.headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    response.into_body().try_into_bytes().unwrap_or_default()
+}
+
 /// The API error that stands for a bare status from a layer below.
 fn api_error_for_status(status: StatusCode) -> ApiError {
     match status {
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(status, "REQUEST_TIMEOUT", "The request did not arrive in time."),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ApiError::new(status, "HEADERS_TOO_LARGE", "The request headers are too large.")
+        }
         StatusCode::NOT_FOUND => ApiError::not_found(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "PAYLOAD_TOO_LARGE", "The request body is too large."),
@@ -198,10 +222,7 @@ pub async fn edge(
     let _busy = req
         .conn_data::<crate::conn_watch::Connection>()
         .map(crate::conn_watch::Connection::busy);
-    // A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` makes a getrandom system call per
-    // request (0.7% of the gateway's CPU samples under load, in the kernel alone).
-    let request_id = sane_request_id(req.headers().get("x-request-id"))
-        .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
+    let request_id = sane_request_id(req.headers().get("x-request-id")).unwrap_or_else(new_request_id);
     for name in INTERNAL_HEADERS {
         req.headers_mut().remove(name);
     }

@@ -318,6 +318,59 @@ async fn a_body_that_trickles_in_is_cut_off_with_408() {
     assert_eq!(res.status().as_u16(), 202);
 }
 
+/// What actix-http's HTTP/1 dispatcher answers by itself, before any middleware sees a request,
+/// has the API's error shape too: bytes that are not HTTP (400) and more headers than it parses
+/// (431). Headers that never finish (408) are in the slow-clients test.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_not_http_gets_the_error_shape_too() {
+    use std::io::Write as _;
+    let tp = xtask::testkit::start("protoerr", &[]).await.expect("platform");
+    let many_headers: String = (0..120).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
+    let cases = [
+        ("NOT HTTP AT ALL\r\n\r\n".to_owned(), 400, "BAD_REQUEST"),
+        (
+            "GET /health HTTP/1.1\r\nHost localhost\r\n\r\n".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nHost: localhost\r\n{many_headers}\r\n"),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+    ];
+    let tp = std::sync::Arc::new(tp);
+    tokio::task::spawn_blocking(move || {
+        for (request, status, code) in cases {
+            let mut tls = raw_tls(&tp);
+            tls.write_all(request.as_bytes()).expect("send");
+            let (got, _) = until_closed(&mut tls);
+            assert_protocol_error(&got, status, code);
+        }
+    })
+    .await
+    .expect("cases");
+}
+
+/// A raw response that the dispatcher made by itself: the status, the error shape, the security
+/// headers and a request id of its own, the same in the header and the body.
+fn assert_protocol_error(got: &str, status: u16, code: &str) {
+    assert!(got.starts_with(&format!("HTTP/1.1 {status} ")), "{got}");
+    let (head, body) = got.split_once("\r\n\r\n").expect(got);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\ncontent-type: application/json"), "{head}");
+    for (name, value) in SECURITY_HEADERS {
+        let line = format!("\r\n{name}: {value}").to_ascii_lowercase();
+        assert!(head.contains(&line), "{line:?} in {head}");
+    }
+    let body: serde_json::Value = serde_json::from_str(body).expect(body);
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let id = body["error"]["request_id"].as_str().expect("request id");
+    assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(4), "{id}");
+    assert!(head.contains(&format!("\r\nx-request-id: {id}")), "{head}");
+}
+
 /// A TLS connection to the gateway as a hand-written client: it can stop halfway through a
 /// request, which HTTP clients never do. Reads give up after 20 s.
 fn raw_tls(tp: &xtask::testkit::TestPlatform) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
@@ -453,7 +506,7 @@ async fn slow_clients_are_cut_off_at_every_stage_but_a_request_in_flight_is_not(
         tls.write_all(b"GET /health HTTP/1.1\r\nHost: loc")
             .expect("half a request");
         let (got, took) = until_closed(&mut tls);
-        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert_protocol_error(&got, 408, "REQUEST_TIMEOUT");
         assert!(took < Duration::from_secs(10), "{took:?}");
     }))
     .await

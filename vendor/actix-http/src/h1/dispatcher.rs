@@ -36,6 +36,30 @@ use crate::{
     ConnectionType, Error, Extensions, HttpMessage, OnConnectData, Request, Response, StatusCode,
 };
 
+// VENDORED CHANGE (see vendor/README.md): the body of the error responses the dispatcher makes
+// by itself, set by the application.
+static ERROR_BODY: std::sync::OnceLock<fn(StatusCode, &mut crate::header::HeaderMap) -> bytes::Bytes> =
+    std::sync::OnceLock::new();
+
+/// VENDORED CHANGE: sets, once per process, how the HTTP/1 dispatcher fills the responses it makes
+/// by itself (400 for a request that is not HTTP, 431 for a head over the limit, 408 for a head
+/// that never finished, 500): `fill` gets the status and the response's headers, and returns the
+/// body. Without it those responses have no body. A second call is ignored.
+pub fn set_error_body(fill: fn(StatusCode, &mut crate::header::HeaderMap) -> bytes::Bytes) {
+    let _ = ERROR_BODY.set(fill);
+}
+
+// VENDORED CHANGE: the body (and headers) of an error response the dispatcher made.
+fn error_bytes(res: &mut Response<()>) -> bytes::Bytes {
+    match ERROR_BODY.get() {
+        Some(fill) => {
+            let status = res.status();
+            fill(status, res.headers_mut())
+        }
+        None => bytes::Bytes::new(),
+    }
+}
+
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
 const MAX_PIPELINED_MESSAGES: usize = 16;
@@ -630,11 +654,13 @@ where
                     }
 
                     // handle error message
-                    Some(DispatcherMessage::Error(res)) => {
+                    Some(DispatcherMessage::Error(mut res)) => {
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        self.as_mut().send_error_response(res, BoxBody::new(()))?;
+                        // VENDORED CHANGE: the application's body instead of none.
+                        let body = BoxBody::new(error_bytes(&mut res));
+                        self.as_mut().send_error_response(res, body)?;
                     }
 
                     // return with upgrade request and poll it exclusively
@@ -1073,12 +1099,18 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                let _ = self.as_mut().send_error_response(
-                    Response::with_body(StatusCode::REQUEST_TIMEOUT, ()),
-                    BoxBody::new(()),
-                );
+                // VENDORED CHANGE: the application's body instead of none, written with the head
+                // at once: the connection shuts down next, and a body left to the dispatcher's
+                // send state would never go out.
+                let mut res = Response::with_body(StatusCode::REQUEST_TIMEOUT, ());
+                let body = error_bytes(&mut res);
+                if self.as_mut().send_response_inner(res, &body).is_ok() && !body.is_empty() {
+                    let this = self.as_mut().project();
+                    let _ = this.codec.encode(Message::Chunk(Some(body)), this.write_buf);
+                    let _ = this.codec.encode(Message::Chunk(None), this.write_buf);
+                }
 
-                self.project().flags.insert(Flags::SHUTDOWN);
+                self.project().flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
             }
         };
 

@@ -18,7 +18,8 @@ mod utils;
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
     codec::Codec,
-    dispatcher::Dispatcher,
+    // VENDORED CHANGE: `set_error_body`.
+    dispatcher::{set_error_body, Dispatcher},
     expect::ExpectHandler,
     payload::Payload,
     service::{H1Service, H1ServiceHandler},
