@@ -31,7 +31,9 @@ pub struct Ready {
             Rate-limited responses carry RateLimit-Policy and RateLimit (IETF draft); a refusal is 429 \
             RATE_LIMIT_EXCEEDED with Retry-After. Every string of a JSON body has an upper bound (400 \
             VALIDATION_FAILED naming the field); a body larger than the limit is 413 PAYLOAD_TOO_LARGE, \
-            and one that does not arrive in time is 408 REQUEST_TIMEOUT.",
+            and one that does not arrive in time is 408 REQUEST_TIMEOUT. Over HTTP/1.1, request headers \
+            that do not arrive in time are 408 REQUEST_TIMEOUT, more than 96 headers 431 \
+            HEADERS_TOO_LARGE, and bytes that are not HTTP 400 BAD_REQUEST, in the same shape.",
     ),
     paths(
         crate::routes::ops::health,
