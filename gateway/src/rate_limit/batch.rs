@@ -8,6 +8,7 @@
 //! and a busy one sends batches as large as its traffic fills in one Redis round trip. A call out
 //! for longer than [`PATIENCE`] (Redis slow or frozen) no longer holds the next batch back.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,23 @@ pub const MAX_BATCH: usize = 128;
 /// its request, and each request keeps nearly all of `RATE_LIMIT_REDIS_TIMEOUT_MS` for its call.
 const PATIENCE: Duration = Duration::from_millis(2);
 
-/// One request's decision: its keys and arguments, laid out as the script reads them.
+/// One request's decision, as the script reads it.
 pub struct Decision {
-    pub keys: Vec<String>,
-    pub args: Vec<u64>,
+    /// Per bucket: its key, emission µs and capacity µs.
+    pub buckets: Vec<(String, u64, u64)>,
+    /// The token's jti, session, not-before and marker keys, when its revocation state is asked.
+    pub revocation: Option<[String; 4]>,
+    /// The address's refusal counter, and its window in seconds.
+    pub refusals: (String, u64),
+    /// Redis's time (µs) after which the decision must change nothing; 0 for none.
+    pub deadline_us: u64,
+}
+
+impl Decision {
+    /// The numbers the script answers for this decision.
+    pub fn answer_len(&self) -> usize {
+        4 * self.buckets.len() + if self.revocation.is_some() { 4 } else { 0 } + 2
+    }
 }
 
 struct Job {
@@ -130,31 +144,31 @@ async fn send_batches(
 async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
     let now = Instant::now();
     let until = jobs.iter().map(|job| job.until).max().unwrap_or(now);
+    let (keys, numbers) = encode(jobs.iter().map(|job| &job.decision));
     let mut invocation = script.prepare_invoke();
-    invocation.arg(jobs.len());
-    for job in &jobs {
-        for key in &job.decision.keys {
-            invocation.key(key);
-        }
-        for arg in &job.decision.args {
-            invocation.arg(*arg);
-        }
+    for key in keys {
+        invocation.key(key);
     }
+    invocation.arg(numbers);
     let invocation = &invocation;
     let answer = link
         .query(until.saturating_duration_since(now), |mut conn| async move {
-            invocation.invoke_async::<Vec<Vec<i64>>>(&mut conn).await
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
         })
         .await;
+    let expected: usize = jobs.iter().map(|job| job.decision.answer_len()).sum();
     match answer {
-        Ok(answers) if answers.len() == jobs.len() => {
-            for (job, answer) in jobs.drain(..).zip(answers) {
-                let _ = job.reply.send(Ok(answer));
+        Ok(answer) if answer.len() == expected => {
+            let mut rest = &answer[..];
+            for job in jobs.drain(..) {
+                let (own, after) = rest.split_at(job.decision.answer_len());
+                rest = after;
+                let _ = job.reply.send(Ok(own.to_vec()));
             }
         }
-        Ok(answers) => {
+        Ok(answer) => {
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(Miss::Malformed(answers.len())));
+                let _ = job.reply.send(Err(Miss::Malformed(answer.len())));
             }
         }
         Err(miss) => {
@@ -163,4 +177,36 @@ async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
             }
         }
     }
+}
+
+/// A batch as the script takes it: its distinct keys, and its numbers as little-endian 64-bit
+/// integers with keys given by their position in KEYS (from 1, as Lua counts).
+fn encode<'a>(decisions: impl ExactSizeIterator<Item = &'a Decision>) -> (Vec<&'a str>, Vec<u8>) {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    let mut key = |k: &'a str| -> u64 {
+        *index.entry(k).or_insert_with(|| {
+            keys.push(k);
+            keys.len() as u64
+        })
+    };
+    let mut numbers: Vec<u8> = Vec::with_capacity(8 * (1 + decisions.len() * 17));
+    let mut put = |n: u64| numbers.extend_from_slice(&n.to_le_bytes());
+    put(decisions.len() as u64);
+    for d in decisions {
+        put(d.deadline_us);
+        put(d.buckets.len() as u64);
+        put(u64::from(d.revocation.is_some()));
+        put(key(&d.refusals.0));
+        put(d.refusals.1);
+        for (bucket, emission, capacity) in &d.buckets {
+            put(key(bucket));
+            put(*emission);
+            put(*capacity);
+        }
+        for k in d.revocation.iter().flatten() {
+            put(key(k));
+        }
+    }
+    (keys, numbers)
 }

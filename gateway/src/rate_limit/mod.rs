@@ -281,24 +281,28 @@ impl Limiter {
         timeout: std::time::Duration,
         sent_us: u64,
     ) -> Result<Script, Miss> {
-        let n = checks.policies.len();
-        let mut keys = Vec::with_capacity(n + 5);
-        let mut args = Vec::with_capacity(2 * n + 4);
-        args.push(n as u64);
-        for (policy, key) in &checks.policies {
-            keys.push(self.keys.other(key));
-            args.extend([policy.quota.emission_us(), policy.quota.capacity_us()]);
-        }
-        keys.extend(revocation.into_iter().flatten().cloned());
-        keys.push(self.keys.other(&format!("rl:refusals:{}", checks.ip)));
-        args.extend([
-            u64::from(revocation.is_some()),
-            checks.config.abuse_window.as_secs(),
-            self.redis_clock.deadline(sent_us, timeout),
-        ]);
-        let out = batcher.decide(batch::Decision { keys, args }, timeout).await?;
+        let decision = batch::Decision {
+            buckets: checks
+                .policies
+                .iter()
+                .map(|(policy, key)| {
+                    (
+                        self.keys.other(key),
+                        policy.quota.emission_us(),
+                        policy.quota.capacity_us(),
+                    )
+                })
+                .collect(),
+            revocation: revocation.cloned(),
+            refusals: (
+                self.keys.other(&format!("rl:refusals:{}", checks.ip)),
+                checks.config.abuse_window.as_secs(),
+            ),
+            deadline_us: self.redis_clock.deadline(sent_us, timeout),
+        };
+        let out = batcher.decide(decision, timeout).await?;
         Ok(match out[..] {
-            [-1, redis_now] => Script::TooLate(redis_now),
+            [-1, .., redis_now] => Script::TooLate(redis_now),
             _ => Script::Answered(out),
         })
     }
@@ -891,6 +895,51 @@ mod tests {
         for outcome in [&a, &b, &c] {
             let first = outcome.decisions[0].map(|d| (d.allowed, d.remaining));
             assert_eq!(first, Some((true, 2)), "each address's own bucket");
+        }
+
+        // The largest batch of the largest decisions (a route's policy and the global one, with
+        // revocation keys), every key distinct, goes as one call and fits Lua's stack; a second
+        // batch right after it sees each of its buckets spent once.
+        let full = |ip: usize| Checks {
+            ip: format!("198.51.100.{ip}-{test}"),
+            config: limiter.config(),
+            policies: vec![
+                (limiter.config().api.clone(), format!("test:batch:{test}:api:{ip}")),
+                (
+                    limiter.config().global.clone(),
+                    format!("test:batch:{test}:global:{ip}"),
+                ),
+            ],
+        };
+        let everyone: Vec<Checks> = (0..batch::MAX_BATCH).map(full).collect();
+        for round in [1, 2] {
+            let calls = limiter.batch_sizes.get_sample_count();
+            let outcomes = futures_util::future::join_all(
+                everyone
+                    .iter()
+                    .enumerate()
+                    .map(|(i, checks)| limiter.decide_all(checks, Some(rev(&format!("full{i}"))))),
+            )
+            .await;
+            assert_eq!(
+                limiter.batch_sizes.get_sample_count(),
+                calls + 1,
+                "one call for the batch"
+            );
+            for outcome in &outcomes {
+                assert!(outcome.via_redis);
+                let remaining: Vec<(bool, u64)> = outcome
+                    .decisions
+                    .iter()
+                    .flatten()
+                    .map(|d| (d.allowed, d.remaining))
+                    .collect();
+                let (api, global) = (limiter.config().api.quota, limiter.config().global.quota);
+                let left = |q: &gcra::Quota| q.capacity_us() / q.emission_us() - round;
+                assert_eq!(remaining, vec![(true, left(&api)), (true, left(&global))]);
+                let token = outcome.revocation.expect("asked");
+                assert!(!token.revoked && !token.complete && token.not_before.is_none());
+            }
         }
     }
 
