@@ -190,7 +190,9 @@ fn encode<'a>(decisions: impl ExactSizeIterator<Item = &'a Decision>) -> (Vec<&'
             keys.len() as u64
         })
     };
-    let mut numbers: Vec<u8> = Vec::with_capacity(8 * (1 + decisions.len() * 17));
+    // A request has at most two buckets (its route's and the global one): 5 + 3 * 2 + 4 numbers
+    // a decision, so a full batch (MAX_BATCH) is about 2000 values on Lua's stack (limit 8000).
+    let mut numbers: Vec<u8> = Vec::with_capacity(8 * (1 + decisions.len() * 15));
     let mut put = |n: u64| numbers.extend_from_slice(&n.to_le_bytes());
     put(decisions.len() as u64);
     for d in decisions {
