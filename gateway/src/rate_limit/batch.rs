@@ -36,19 +36,19 @@ pub struct Decision {
     pub revocation: Option<[String; 4]>,
     /// The address's refusal counter, and its window in seconds.
     pub refusals: (String, u64),
-    /// Redis's time (µs) after which the decision must change nothing; 0 for none.
-    pub deadline_us: u64,
 }
 
 impl Decision {
     /// The numbers the script answers for this decision.
     pub fn answer_len(&self) -> usize {
-        4 * self.buckets.len() + if self.revocation.is_some() { 4 } else { 0 } + 2
+        self.buckets.len() + if self.revocation.is_some() { 2 } else { 0 } + 2
     }
 }
 
 struct Job {
-    decision: Decision,
+    decision: Arc<Decision>,
+    /// Redis's time (µs) after which the decision must change nothing; 0 for none.
+    deadline_us: u64,
     /// When its caller stops waiting (and decides without Redis).
     until: Instant,
     reply: oneshot::Sender<Result<Vec<i64>, Miss>>,
@@ -73,12 +73,13 @@ impl Batcher {
         }
     }
 
-    /// Redis's answer to one decision (the script's array for it), or why there is none within
-    /// `timeout`.
-    pub async fn decide(&self, decision: Decision, timeout: Duration) -> Result<Vec<i64>, Miss> {
+    /// Redis's answer to one decision (the script's numbers for it), or why there is none within
+    /// `timeout`. Past `deadline_us` (Redis's clock; 0 for none) Redis changes nothing for it.
+    pub async fn decide(&self, decision: Arc<Decision>, deadline_us: u64, timeout: Duration) -> Result<Vec<i64>, Miss> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             decision,
+            deadline_us,
             until: Instant::now() + timeout,
             reply,
         };
@@ -144,7 +145,7 @@ async fn send_batches(
 async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
     let now = Instant::now();
     let until = jobs.iter().map(|job| job.until).max().unwrap_or(now);
-    let (keys, numbers) = encode(jobs.iter().map(|job| &job.decision));
+    let (keys, numbers) = encode(jobs.iter().map(|job| (&*job.decision, job.deadline_us)));
     let mut invocation = script.prepare_invoke();
     for key in keys {
         invocation.key(key);
@@ -153,12 +154,13 @@ async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
     let invocation = &invocation;
     let answer = link
         .query(until.saturating_duration_since(now), |mut conn| async move {
-            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+            invocation.invoke_async::<Vec<u8>>(&mut conn).await
         })
-        .await;
+        .await
+        .map(|packed| decode(&packed));
     let expected: usize = jobs.iter().map(|job| job.decision.answer_len()).sum();
     match answer {
-        Ok(answer) if answer.len() == expected => {
+        Ok(Some(answer)) if answer.len() == expected => {
             let mut rest = &answer[..];
             for job in jobs.drain(..) {
                 let (own, after) = rest.split_at(job.decision.answer_len());
@@ -167,8 +169,9 @@ async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
             }
         }
         Ok(answer) => {
+            let got = answer.map_or(0, |a| a.len());
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(Miss::Malformed(answer.len())));
+                let _ = job.reply.send(Err(Miss::Malformed(got)));
             }
         }
         Err(miss) => {
@@ -181,9 +184,10 @@ async fn send(link: RedisLink, script: Arc<redis::Script>, mut jobs: Vec<Job>) {
 
 /// A batch as the script takes it: its distinct keys, and its numbers as little-endian 64-bit
 /// integers with keys given by their position in KEYS (from 1, as Lua counts).
-fn encode<'a>(decisions: impl ExactSizeIterator<Item = &'a Decision>) -> (Vec<&'a str>, Vec<u8>) {
-    let mut keys: Vec<&str> = Vec::new();
-    let mut index: HashMap<&str, u64> = HashMap::new();
+fn encode<'a>(decisions: impl ExactSizeIterator<Item = (&'a Decision, u64)>) -> (Vec<&'a str>, Vec<u8>) {
+    // At most 7 keys a decision: 2 buckets, the refusal counter, 4 revocation keys.
+    let mut keys: Vec<&str> = Vec::with_capacity(decisions.len() * 7);
+    let mut index: HashMap<&str, u64> = HashMap::with_capacity(decisions.len() * 7);
     let mut key = |k: &'a str| -> u64 {
         *index.entry(k).or_insert_with(|| {
             keys.push(k);
@@ -191,12 +195,13 @@ fn encode<'a>(decisions: impl ExactSizeIterator<Item = &'a Decision>) -> (Vec<&'
         })
     };
     // A request has at most two buckets (its route's and the global one): 5 + 3 * 2 + 4 numbers
-    // a decision, so a full batch (MAX_BATCH) is about 2000 values on Lua's stack (limit 8000).
+    // a decision, and 2 + 2 + 2 in its answer, so a full batch (MAX_BATCH) is at most about 2000
+    // values on Lua's stack at once (limit 8000).
     let mut numbers: Vec<u8> = Vec::with_capacity(8 * (1 + decisions.len() * 15));
     let mut put = |n: u64| numbers.extend_from_slice(&n.to_le_bytes());
     put(decisions.len() as u64);
-    for d in decisions {
-        put(d.deadline_us);
+    for (d, deadline_us) in decisions {
+        put(deadline_us);
         put(d.buckets.len() as u64);
         put(u64::from(d.revocation.is_some()));
         put(key(&d.refusals.0));
@@ -211,4 +216,15 @@ fn encode<'a>(decisions: impl ExactSizeIterator<Item = &'a Decision>) -> (Vec<&'
         }
     }
     (keys, numbers)
+}
+
+/// The script's answer: little-endian 64-bit integers packed in one string (`None`: not whole
+/// integers, so not this script's).
+fn decode(packed: &[u8]) -> Option<Vec<i64>> {
+    let numbers = packed.chunks_exact(8);
+    numbers.remainder().is_empty().then(|| {
+        numbers
+            .map(|n| i64::from_le_bytes(n.try_into().unwrap_or_default()))
+            .collect()
+    })
 }

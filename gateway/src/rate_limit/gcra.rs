@@ -115,9 +115,11 @@ return {math.floor((cap - (tat - now)) / t), tat - now}
 /// Its shape is what Redis's Lua makes cheap (measured with callgrind on Redis 7.0): every
 /// `tonumber` of an argument runs `strtod` (about as costly as the decision's arithmetic), every
 /// table it returns is probed for `err`/`ok`/`map` fields, every `redis.call` goes through
-/// Redis's whole command path. So the numbers come in one binary argument, the answer is one
-/// flat array, each bucket is read once and written once per batch, however many of its
-/// decisions spent it.
+/// Redis's whole command path. So the numbers come in one binary argument, each bucket is read
+/// once and written once per batch, however many of its decisions spent it, and the answer is as
+/// few numbers as the gateway needs, packed the same way: one bulk string, which the gateway's
+/// client reads in one piece where it parses an array number by number (that parsing was a third
+/// of what the gateway spent on Redis).
 ///
 /// Each decision reads Redis's clock anew, as it would alone: decided at one instant, the
 /// requests of a batch would all count as simultaneous, and a policy of a million a second with
@@ -125,11 +127,14 @@ return {math.floor((cap - (tat - now)) / t), tat - now}
 /// back by its wait in the gateway would not do: two workers' batches would then reach Redis out
 /// of the order of their requests' times, and the later ones would count as early.)
 ///
-/// Returns one flat array, per decision in order: 4 numbers per bucket (allowed 0/1, remaining,
-/// reset µs, retry-after µs), then (with the flag) jti present, session present, not-before (-1
-/// when none), marker present (Redis holds every revocation), then the address's refusals in the
-/// current window (0 when allowed), then Redis's clock (µs). Buckets are only spent when every
-/// policy allows the request; a refusal is counted once, however many policies refused.
+/// Returns little-endian 64-bit integers, per decision in order: per bucket how far its TAT runs
+/// ahead of now once this request is counted (µs; the request is allowed by that bucket when it
+/// is at most the capacity, and the gateway derives remaining, reset and retry-after from it as
+/// [`decide`] does), then (with the flag) the revocation flags (1: jti revoked, 2: session
+/// revoked, 4: the marker that Redis holds every revocation) and the not-before time (-1 when
+/// none), then the address's refusals in the current window (0 when allowed), then Redis's clock
+/// (µs). Buckets are only spent when every policy allows the request; a refusal is counted once,
+/// however many policies refused.
 /// Past its deadline the gateway has stopped waiting for a decision and decided without Redis (a
 /// frozen or overloaded Redis runs the scripts queued meanwhile when it comes back): the decision
 /// changes nothing, its first number is -1 and its last Redis's clock (the others 0).
@@ -145,7 +150,7 @@ for d = 1, v[1] do
   local deadline, n, with_rev, refusals_key, window = v[p], v[p + 1], v[p + 2], v[p + 3], v[p + 4]
   p = p + 5
   if deadline > 0 and now > deadline then
-    local size = 4 * n + 4 * with_rev + 2
+    local size = n + 2 * with_rev + 2
     out[o + 1] = -1
     for i = o + 2, o + size - 1 do out[i] = 0 end
     out[o + size] = now
@@ -164,13 +169,9 @@ for d = 1, v[1] do
       end
       if cur < now then cur = now end
       local ahead = cur + t - now
-      if ahead > cap then
-        all = false
-        out[o + 1] = 0; out[o + 2] = 0; out[o + 3] = cur - now; out[o + 4] = ahead - cap
-      else
-        out[o + 1] = 1; out[o + 2] = math.floor((cap - ahead) / t); out[o + 3] = ahead; out[o + 4] = 0
-      end
-      o = o + 4
+      if ahead > cap then all = false end
+      out[o + 1] = ahead
+      o = o + 1
     end
     if all then
       for i = 1, n do
@@ -183,11 +184,9 @@ for d = 1, v[1] do
       end
     end
     if with_rev == 1 then
-      out[o + 1] = stored[v[p]] and 1 or 0
-      out[o + 2] = stored[v[p + 1]] and 1 or 0
-      out[o + 3] = tonumber(stored[v[p + 2]] or -1) or -1
-      out[o + 4] = stored[v[p + 3]] and 1 or 0
-      o = o + 4
+      out[o + 1] = (stored[v[p]] and 1 or 0) + (stored[v[p + 1]] and 2 or 0) + (stored[v[p + 3]] and 4 or 0)
+      out[o + 2] = tonumber(stored[v[p + 2]] or -1) or -1
+      o = o + 2
       p = p + 4
     end
     if all then
@@ -209,7 +208,7 @@ for k in pairs(spent) do
     redis.call('PSETEX', KEYS[k], string.format('%d', math.ceil((tat[k] - now) / 1000)), string.format('%d', tat[k]))
   end
 end
-return out
+return struct.pack('<' .. string.rep('i8', #out), unpack(out))
 "#;
 
 #[cfg(test)]

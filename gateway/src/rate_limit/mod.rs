@@ -209,21 +209,18 @@ impl Limiter {
         if let Some(batcher) = &self.batcher {
             let with_rev = revocation.is_some();
             let n = policies.len();
-            let expected = n * 4 + if with_rev { 4 } else { 0 } + 2;
+            let expected = n + if with_rev { 2 } else { 0 } + 2;
             let timeout = checks.config.redis_timeout;
             let started = std::time::Instant::now();
             let sent = now_us();
-            let mut answer = self
-                .run_script(batcher, checks, revocation.as_ref(), timeout, sent)
-                .await;
+            let decision = Arc::new(self.script_decision(checks, revocation));
+            let mut answer = self.run_script(batcher, &decision, timeout, sent).await;
             if let Ok(Script::TooLate(redis_now)) = answer {
                 // Refused while we still wait: Redis's clock moved ahead of what we had learnt.
                 // Asked again with the offset learnt from this answer (generous by its trip).
                 self.redis_clock.relearn(sent, redis_now);
                 let left = timeout.saturating_sub(started.elapsed());
-                answer = self
-                    .run_script(batcher, checks, revocation.as_ref(), left, now_us())
-                    .await;
+                answer = self.run_script(batcher, &decision, left, now_us()).await;
             }
             let answer = answer.and_then(|script| match script {
                 Script::Answered(out) if out.len() == expected => Ok(out),
@@ -238,7 +235,7 @@ impl Limiter {
                     if let Some(&redis_now) = out.last() {
                         self.redis_clock.observe(sent, redis_now);
                     }
-                    return Self::outcome_from_redis(&out, n, with_rev);
+                    return Self::outcome_from_redis(&out, policies, with_rev);
                 }
                 Err(miss) => {
                     if self.fallback_log.warn_now() {
@@ -270,18 +267,9 @@ impl Limiter {
         }
     }
 
-    /// One request's decision in the worker's next [`gcra::SCRIPT_DECIDE`] batch, sent at
-    /// `sent_us`, with the deadline after which Redis changes nothing: by then this gateway has
-    /// stopped waiting and decided without it.
-    async fn run_script(
-        &self,
-        batcher: &Batcher,
-        checks: &Checks,
-        revocation: Option<&[String; 4]>,
-        timeout: std::time::Duration,
-        sent_us: u64,
-    ) -> Result<Script, Miss> {
-        let decision = batch::Decision {
+    /// What the decision script is asked for one request.
+    fn script_decision(&self, checks: &Checks, revocation: Option<[String; 4]>) -> batch::Decision {
+        batch::Decision {
             buckets: checks
                 .policies
                 .iter()
@@ -293,42 +281,49 @@ impl Limiter {
                     )
                 })
                 .collect(),
-            revocation: revocation.cloned(),
+            revocation,
             refusals: (
                 self.keys.other(&format!("rl:refusals:{}", checks.ip)),
                 checks.config.abuse_window.as_secs(),
             ),
-            deadline_us: self.redis_clock.deadline(sent_us, timeout),
-        };
-        let out = batcher.decide(decision, timeout).await?;
+        }
+    }
+
+    /// One request's decision in the worker's next [`gcra::SCRIPT_DECIDE`] batch, sent at
+    /// `sent_us`, with the deadline after which Redis changes nothing: by then this gateway has
+    /// stopped waiting and decided without it.
+    async fn run_script(
+        &self,
+        batcher: &Batcher,
+        decision: &Arc<batch::Decision>,
+        timeout: std::time::Duration,
+        sent_us: u64,
+    ) -> Result<Script, Miss> {
+        let deadline_us = self.redis_clock.deadline(sent_us, timeout);
+        let out = batcher.decide(decision.clone(), deadline_us, timeout).await?;
         Ok(match out[..] {
             [-1, .., redis_now] => Script::TooLate(redis_now),
             _ => Script::Answered(out),
         })
     }
 
-    /// The script's answer: 4 numbers per policy, then the revocation state (when asked), then
-    /// the address's refusals, then Redis's clock.
-    fn outcome_from_redis(out: &[i64], n: usize, with_rev: bool) -> Outcome {
+    /// The script's answer: per policy how far its bucket's TAT runs ahead of now with this
+    /// request counted, then the revocation state (when asked), then the address's refusals, then
+    /// Redis's clock.
+    fn outcome_from_redis(out: &[i64], policies: &[(Policy, String)], with_rev: bool) -> Outcome {
         let num = |v: i64| u64::try_from(v).unwrap_or(0);
-        let decisions = out
-            .chunks(4)
-            .take(n)
-            .map(|c| {
-                Some(Decision {
-                    allowed: c[0] == 1,
-                    remaining: num(c[1]),
-                    reset_ms: gcra::ms(num(c[2])),
-                    retry_after_ms: gcra::ms(num(c[3])),
-                })
-            })
+        let n = policies.len();
+        let decisions = policies
+            .iter()
+            .zip(out)
+            .map(|((policy, _), &ahead)| Some(decision_from_ahead(num(ahead), &policy.quota)))
             .collect();
         let revocation = with_rev.then(|| {
-            let r = &out[n * 4..];
+            let (flags, not_before) = (out[n], out[n + 1]);
             RedisAnswer {
-                revoked: r[0] == 1 || r[1] == 1,
-                not_before: u64::try_from(r[2]).ok(),
-                complete: r[3] == 1,
+                revoked: flags & 0b11 != 0,
+                not_before: u64::try_from(not_before).ok(),
+                complete: flags & 0b100 != 0,
             }
         });
         Outcome {
@@ -565,6 +560,13 @@ fn announce(headers: &mut actix_web::http::header::HeaderMap, policy: &Policy, d
     }
 }
 
+/// A bucket's decision from how far the script found its TAT ahead of now with the request
+/// counted: the same arithmetic as [`gcra::decide`], on a clock that reads 0 now.
+fn decision_from_ahead(ahead_us: u64, quota: &gcra::Quota) -> Decision {
+    let tat = ahead_us.saturating_sub(quota.emission_us());
+    gcra::decide(Some(tat), 0, quota).0
+}
+
 /// Verified claims, when the request carried a valid bearer token; the `Authenticated` extractor
 /// reuses them instead of verifying twice.
 #[derive(Clone)]
@@ -686,6 +688,41 @@ mod tests {
         }
     }
 
+    /// Redis answers how far each bucket's TAT runs ahead of now; the gateway's reading of it is
+    /// the decision the same arithmetic makes in process, at and around every boundary.
+    #[test]
+    fn a_bucket_read_from_how_far_ahead_it_runs_is_the_in_process_decision() {
+        const NOW: u64 = 1_800_000_000_000_000;
+        for quota in [
+            config(FailureMode::Local).api.quota,
+            gcra::Quota {
+                limit: 1_000_000,
+                window: Duration::from_secs(1),
+                burst: 5,
+            },
+            gcra::Quota {
+                limit: 7,
+                window: Duration::from_secs(60),
+                burst: 1,
+            },
+        ] {
+            let (t, cap) = (quota.emission_us(), quota.capacity_us());
+            let mut tats = vec![None, Some(0), Some(NOW - 1), Some(NOW)];
+            for edge in [cap - t, cap] {
+                tats.extend([NOW + edge - 1, NOW + edge, NOW + edge + 1].map(Some));
+            }
+            tats.push(Some(NOW + cap + 12_345_678));
+            for tat in tats {
+                let ahead = tat.unwrap_or(NOW).max(NOW) + t - NOW;
+                assert_eq!(
+                    decision_from_ahead(ahead, &quota),
+                    gcra::decide(tat, NOW, &quota).0,
+                    "TAT {tat:?} under {quota:?}"
+                );
+            }
+        }
+    }
+
     /// A limiter whose Redis is not there (nothing listens on port 1).
     fn without_redis(mode: FailureMode) -> Limiter {
         let dead = RedisLink::new(&"redis://127.0.0.1:1".into()).ok();
@@ -792,8 +829,7 @@ mod tests {
         let late = limiter
             .run_script(
                 limiter.batcher.as_ref().expect("with Redis"),
-                &checks,
-                None,
+                &Arc::new(limiter.script_decision(&checks, None)),
                 Duration::from_secs(5),
                 now_us(),
             )
@@ -861,30 +897,33 @@ mod tests {
         let rev = |what: &str| -> [String; 4] {
             ["jti", "session", "nbf", "marker"].map(|k| format!("test:batch:{test}:{what}:{k}"))
         };
-        let (revoked, clean) = (rev("revoked"), rev("clean"));
+        let (revoked, session_ended, clean) = (rev("revoked"), rev("session-ended"), rev("clean"));
         let _: () = redis::pipe()
             .set(&revoked[0], 1)
             .set(&revoked[2], 1_700_000_000)
             .set(&revoked[3], "run")
+            .set(&session_ended[1], 1)
             .set(&clean[3], "run")
             .query_async(&mut conn)
             .await
             .expect("stored");
-        let (a, b, c) = (
+        let (a, b, c, d) = (
             checks("192.0.2.11", "a"),
             checks("192.0.2.12", "b"),
             checks("192.0.2.13", "c"),
+            checks("192.0.2.14", "d"),
         );
         let calls = limiter.batch_sizes.get_sample_count();
-        let (a, b, c) = tokio::join!(
+        let (a, b, c, d) = tokio::join!(
             limiter.decide_all(&a, Some(revoked)),
             limiter.decide_all(&b, None),
             limiter.decide_all(&c, Some(clean)),
+            limiter.decide_all(&d, Some(session_ended)),
         );
         assert_eq!(
             limiter.batch_sizes.get_sample_count(),
             calls + 1,
-            "one call for the three"
+            "one call for the four"
         );
         let token = a.revocation.expect("asked");
         assert!(token.revoked && token.complete);
@@ -892,7 +931,12 @@ mod tests {
         assert!(b.revocation.is_none());
         let token = c.revocation.expect("asked");
         assert!(!token.revoked && token.complete && token.not_before.is_none());
-        for outcome in [&a, &b, &c] {
+        let token = d.revocation.expect("asked");
+        assert!(
+            token.revoked && !token.complete && token.not_before.is_none(),
+            "an ended session alone revokes; without the marker Redis does not hold them all"
+        );
+        for outcome in [&a, &b, &c, &d] {
             let first = outcome.decisions[0].map(|d| (d.allowed, d.remaining));
             assert_eq!(first, Some((true, 2)), "each address's own bucket");
         }
