@@ -208,12 +208,11 @@ impl Limiter {
         let policies = &checks.policies;
         if let Some(batcher) = &self.batcher {
             let with_rev = revocation.is_some();
-            let n = policies.len();
-            let expected = n + if with_rev { 2 } else { 0 } + 2;
+            let decision = Arc::new(self.script_decision(checks, revocation));
+            let expected = decision.answer_len();
             let timeout = checks.config.redis_timeout;
             let started = std::time::Instant::now();
             let sent = now_us();
-            let decision = Arc::new(self.script_decision(checks, revocation));
             let mut answer = self.run_script(batcher, &decision, timeout, sent).await;
             if let Ok(Script::TooLate(redis_now)) = answer {
                 // Refused while we still wait: Redis's clock moved ahead of what we had learnt.
