@@ -89,7 +89,18 @@ impl Measured {
 
 /// One scenario of the report: its name, its runs, the gateway's own p50 / p99 (ms) over its
 /// half-rate rounds when it has them, and CPU / memory per process.
-type Row = (String, Measured, Option<(f64, f64)>, String);
+type Row = (String, Measured, Option<(f64, f64)>, String, Option<EdgeCost>);
+
+/// What the edge cost per request over all runs of a scenario (ours only).
+struct EdgeCost {
+    /// The gateway's CPU µs per request answered.
+    gateway_us: f64,
+    /// Redis's CPU µs per rate-limit decision (Redis serves the whole group: its CPU is shared
+    /// among the group's decisions), when there were decisions.
+    redis_us: Option<f64>,
+    /// Decisions per script call.
+    per_call: Option<f64>,
+}
 
 /// [`ROUNDS`] of each target at full speed, the targets taking turns within each round, so that
 /// a quiet or a noisy spell of the host falls on all of them alike.
@@ -169,6 +180,27 @@ impl Load<'_> {
                 family_cpu(n.pid()),
                 family_peak_rss(n.pid()),
             )]),
+        }
+    }
+
+    /// The gateway's CPU seconds so far, and its rate-limit decisions sent to Redis and the script
+    /// calls that carried them (`rate_limit_redis_batch_size`); nothing for nginx.
+    fn edge_work(&self) -> Option<(f64, f64, f64)> {
+        match self {
+            Load::Stack(p) => {
+                let (_, text) = crate::platform::http_get(p.ports.gateway_admin, "/metrics")?;
+                let metric = |name: &str| -> f64 {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                        .unwrap_or(0.0)
+                };
+                Some((
+                    usage(p.gateway.pid().unwrap_or(0)).0,
+                    metric("rate_limit_redis_batch_size_sum"),
+                    metric("rate_limit_redis_batch_size_count"),
+                ))
+            }
+            Load::Nginx(_) => None,
         }
     }
 
@@ -381,16 +413,29 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         let targets: Vec<Target> = group.iter().map(|(_, _, t)| t.clone()).collect();
         let before: Vec<Usage> = group.iter().map(|(_, load, _)| load.usage()).collect();
         let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
+        let edge_before: Vec<_> = group.iter().map(|(_, load, _)| load.edge_work()).collect();
         let max = full_speed(&generator, &targets)?;
         let hist_before: Vec<_> = group.iter().map(|(_, load, t)| load.histogram(&t.url)).collect();
         let measured = rounds(&generator, &targets, max)?;
+        let redis_cpu = usage(redis.pid()).0 - shared_before.0;
         let shared = format!(
-            "redis {:.1}s, postgres {:.1}s",
-            usage(redis.pid()).0 - shared_before.0,
+            "redis {redis_cpu:.1}s, postgres {:.1}s",
             postmaster.map_or(0.0, family_cpu) - shared_before.1
         );
-        for (((name, load, target), m), (before, hist)) in
-            group.iter().zip(measured).zip(before.into_iter().zip(hist_before))
+        let edge_work: Vec<Option<(f64, f64, f64)>> = group
+            .iter()
+            .zip(&edge_before)
+            .map(|((_, load, _), before)| {
+                let ((cpu, sum, count), (cpu0, sum0, count0)) = (load.edge_work()?, (*before)?);
+                Some((cpu - cpu0, sum - sum0, count - count0))
+            })
+            .collect();
+        let decisions: f64 = edge_work.iter().flatten().map(|w| w.1).sum();
+        for ((((name, load, target), m), (before, hist)), work) in group
+            .iter()
+            .zip(measured)
+            .zip(before.into_iter().zip(hist_before))
+            .zip(edge_work)
         {
             let inside = gateway_percentiles(&hist, &load.histogram(&target.url));
             let mut cpu = load.usage().since(&before);
@@ -407,7 +452,14 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
                 let admin = format!("http://127.0.0.1:{}/health", platform.ports.gateway_admin);
                 floor = Some((m.half, generator.run(&admin, &[], 64, Some(m.half), None)?));
             }
-            rows.push((name.clone(), m, inside, cpu));
+            let (ok, errors, limited) = m.counts();
+            let answered = (ok + errors + limited).max(1) as f64;
+            let edge = work.map(|(cpu, sum, count)| EdgeCost {
+                gateway_us: 1e6 * cpu / answered,
+                redis_us: (sum > 0.0).then(|| 1e6 * redis_cpu / decisions),
+                per_call: (count > 0.0).then(|| sum / count),
+            });
+            rows.push((name.clone(), m, inside, cpu, edge));
         }
     }
     // An attacker timing logins must not tell an unknown e-mail from a wrong password: the same
@@ -441,7 +493,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         "| scenario | max req/s | ok | 5xx+errors | 429 | at half rate (req/s) | p50 ms | p90 ms | p99 ms | max ms | p99/p50: median of {ROUNDS} rounds (range) | inside the gateway p50 / p99 ms | oha's CPUs busy (max / half) | oha behind schedule (windows) | CPU s / peak RSS (all runs of the row's group, in which rows taking turns idle while the others run; Redis and PostgreSQL serve the whole group; PostgreSQL with all its backends, nginx with its workers) |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, m, inside, cpu) in &rows {
+    for (name, m, inside, cpu, _) in &rows {
         let inside = inside.map_or_else(|| "n/a".to_owned(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"));
         let median = m.median();
         let behind = median
@@ -471,6 +523,26 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
             report,
             "\nProtected / unprotected throughput: {share:.1}% (target ≥ 85%: {}; medians of {ROUNDS} full-speed runs each, taking turns).",
             if share >= 85.0 { "met" } else { "not met" }
+        );
+    }
+    let costs: Vec<String> = rows
+        .iter()
+        .filter_map(|(name, _, _, _, edge)| {
+            let edge = edge.as_ref()?;
+            let redis = match (edge.redis_us, edge.per_call) {
+                (Some(redis), Some(per_call)) => {
+                    format!("; Redis {redis:.1} µs per rate-limit decision, {per_call:.2} decisions per script call")
+                }
+                _ => String::new(),
+            };
+            Some(format!("- {name}: gateway {:.0} µs{redis}", edge.gateway_us))
+        })
+        .collect();
+    if !costs.is_empty() {
+        let _ = writeln!(
+            report,
+            "\nCPU per request, over all runs of each scenario (the gateway's CPU over the requests answered; Redis's over the rate-limit decisions of the scenario's group, which `rate_limit_redis_batch_size` also counts per script call):\n\n{}",
+            costs.join("\n")
         );
     }
     let warm_up: usize = rows
