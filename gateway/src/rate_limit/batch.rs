@@ -4,9 +4,11 @@
 //! decision's own work: paid once per batch, the same Redis decides for more traffic.
 //!
 //! The decisions that arrive while a worker's call is out wait for it to be answered, then go
-//! together. A lone request goes out at once (a batch of one), so a quiet gateway adds no delay,
-//! and a busy one sends batches as large as its traffic fills in one Redis round trip. A call out
-//! for longer than [`PATIENCE`] (Redis slow or frozen) no longer holds the next batch back.
+//! together, with those of the requests the worker is reading at that moment (one turn of its
+//! scheduler). A lone request goes out after that one turn (a batch of one), so a quiet gateway
+//! adds next to no delay, and a busy one sends batches as large as its traffic fills in one Redis
+//! round trip. A call out for longer than [`PATIENCE`] (Redis slow or frozen) no longer holds the
+//! next batch back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -125,6 +127,17 @@ async fn send_batches(
                 }
             }
             () = tokio::time::sleep_until((last_sent + PATIENCE).into()), if !may_send => continue,
+        }
+        // The requests the worker is reading right now join this batch: its other ready tasks
+        // and the sockets that became readable meanwhile run first (tokio wakes a yielding task
+        // only once it has nothing else to do and has polled for I/O). An idle worker loses one
+        // turn of its scheduler; a busy one sends fewer, larger calls, each of which costs Redis
+        // and the worker a round of system calls however little it carries.
+        tokio::task::yield_now().await;
+        while jobs.len() < MAX_BATCH
+            && let Ok(job) = queue.try_recv()
+        {
+            jobs.push(job);
         }
         // A caller that stopped waiting has been decided without Redis: its decision must not
         // spend a second time.
