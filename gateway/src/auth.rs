@@ -8,24 +8,24 @@ use std::sync::Arc;
 use actix_web::{FromRequest, HttpRequest, web};
 use proto::auth::v1::GetJwksRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
-use service_kit::auth::{KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
+use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
 use service_kit::errors::ErrorCode;
 
 use crate::error::ApiError;
 use crate::routes::AppState;
 
 /// A verified caller: the bearer value (forwarded to the service, which verifies it again) and
-/// the roles the token grants.
+/// the token's claims (the roles it grants).
 pub struct Authenticated {
     pub bearer: String,
-    roles: Option<Vec<String>>,
+    claims: Option<Arc<AccessClaims>>,
 }
 
 impl Authenticated {
     /// 403 unless the token grants `role`. The service checks again against the account.
     pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
-        match &self.roles {
-            Some(roles) if !roles.iter().any(|r| r == role) => Err(ApiError::coded(
+        match &self.claims {
+            Some(claims) if !claims.roles.iter().any(|r| r == role) => Err(ApiError::coded(
                 service_kit::errors::ErrorCode::Forbidden,
                 format!("This needs the {role} role."),
             )),
@@ -91,7 +91,7 @@ impl FromRequest for Authenticated {
             if !state.verify_tokens {
                 return Ok(Self {
                     bearer: format!("Bearer {token}"),
-                    roles: None,
+                    claims: None,
                 });
             }
             let claims = match verified {
@@ -116,7 +116,7 @@ impl FromRequest for Authenticated {
             tracing::Span::current().record("user_id", claims.sub.as_str());
             Ok(Self {
                 bearer: format!("Bearer {token}"),
-                roles: Some(claims.roles),
+                claims: Some(claims),
             })
         })
     }

@@ -109,7 +109,8 @@ struct KeyCache {
 /// emptied (an attacker cannot grow it without valid tokens, and a full flush is cheap to refill).
 const VERIFIED_CACHE_MAX: usize = 10_000;
 
-type VerifiedCache = std::sync::Mutex<HashMap<Box<str>, AccessClaims>>;
+/// Shared claims: a hit hands out the cached claims, not a copy of their strings.
+type VerifiedCache = std::sync::Mutex<HashMap<Box<str>, Arc<AccessClaims>>>;
 
 /// Verifies access tokens against a cached JWKS.
 #[derive(Clone)]
@@ -135,7 +136,7 @@ impl Verifier {
         }
     }
 
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, AccessClaims>> {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<AccessClaims>>> {
         self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -144,7 +145,7 @@ impl Verifier {
     }
 
     /// Verifies signature and claims (not revocation).
-    pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
         }
@@ -158,7 +159,7 @@ impl Verifier {
             }
             return Ok(claims);
         }
-        let claims = self.verify_uncached(token).await?;
+        let claims = Arc::new(self.verify_uncached(token).await?);
         let mut verified = self.verified();
         if verified.len() >= VERIFIED_CACHE_MAX {
             verified.clear();
@@ -267,6 +268,7 @@ pub async fn verify_request<T>(
     verifier
         .verify(token)
         .await
+        .map(Arc::unwrap_or_clone)
         .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))
 }
 
@@ -345,7 +347,7 @@ mod tests {
         assert_eq!(v.verify(&forged).await, Err(TokenError::Invalid));
         assert!(!v.verified().contains_key(forged.as_str()));
         // A cached entry past its `exp` is refused and dropped.
-        v.verified().insert(token.as_str().into(), claims(now() - 1));
+        v.verified().insert(token.as_str().into(), Arc::new(claims(now() - 1)));
         assert_eq!(v.verify(&token).await, Err(TokenError::Expired));
         assert!(!v.verified().contains_key(token.as_str()));
     }

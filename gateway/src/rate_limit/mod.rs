@@ -71,7 +71,7 @@ struct Checks {
     ip: String,
     /// The configuration the whole request is decided by.
     config: Arc<RateLimitConfig>,
-    /// Policies with their bucket keys, most specific first.
+    /// Policies with their buckets' Redis keys (`REDIS_KEY_PREFIX` included), most specific first.
     policies: Vec<(Policy, String)>,
 }
 
@@ -186,18 +186,18 @@ impl Limiter {
             .and_then(|state| crate::client_ip::of_service_request(&state.trusted_proxies, req))
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let path = req.path();
-        let who = || user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{u}"));
+        let (kind, who) = user.map_or(("ip:", ip.as_str()), |u| ("user:", u));
         let mut policies = Vec::with_capacity(2);
         // Buckets hold microseconds under `gcra:`; an older gateway's millisecond buckets (`rl:`)
         // are never read, so the two never misread each other during a rolling upgrade.
         if AUTH_ROUTES.contains(&path) {
-            policies.push((config.auth.clone(), format!("gcra:auth:{ip}:{path}")));
+            policies.push((config.auth.clone(), self.keys.key(&["gcra:auth:", &ip, ":", path])));
         } else if path == "/v1/events" || path.starts_with("/v1/events/") {
-            policies.push((config.events.clone(), format!("gcra:events:{}", who())));
+            policies.push((config.events.clone(), self.keys.key(&["gcra:events:", kind, who])));
         } else if path.starts_with("/v1/") {
-            policies.push((config.api.clone(), format!("gcra:api:{}", who())));
+            policies.push((config.api.clone(), self.keys.key(&["gcra:api:", kind, who])));
         }
-        policies.push((config.global.clone(), format!("gcra:global:{ip}")));
+        policies.push((config.global.clone(), self.keys.key(&["gcra:global:", &ip])));
         Checks { ip, config, policies }
     }
 
@@ -272,17 +272,11 @@ impl Limiter {
             buckets: checks
                 .policies
                 .iter()
-                .map(|(policy, key)| {
-                    (
-                        self.keys.other(key),
-                        policy.quota.emission_us(),
-                        policy.quota.capacity_us(),
-                    )
-                })
+                .map(|(policy, key)| (key.clone(), policy.quota.emission_us(), policy.quota.capacity_us()))
                 .collect(),
             revocation,
             refusals: (
-                self.keys.other(&format!("rl:refusals:{}", checks.ip)),
+                self.keys.key(&["rl:refusals:", &checks.ip]),
                 checks.config.abuse_window.as_secs(),
             ),
         }
@@ -394,10 +388,7 @@ impl Limiter {
         if via_redis {
             let link = self.redis.as_ref()?;
             let mut invocation = self.script_refund.prepare_invoke();
-            invocation
-                .key(self.keys.other(key))
-                .arg(q.emission_us())
-                .arg(q.capacity_us());
+            invocation.key(key).arg(q.emission_us()).arg(q.capacity_us());
             let invocation = &invocation;
             let refunded = link
                 .query(config.redis_timeout, |mut conn| async move {
@@ -540,23 +531,36 @@ fn secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 fn announce(headers: &mut actix_web::http::header::HeaderMap, policy: &Policy, d: &Decision) {
     let q = policy.quota;
-    let pairs = [
-        (
-            "ratelimit-policy",
-            format!("\"{}\";q={};w={}", policy.name, q.limit, q.window.as_secs()),
-        ),
-        (
-            "ratelimit",
-            format!("\"{}\";r={};t={}", policy.name, d.remaining, secs(d.reset_ms)),
-        ),
+    let fields = [
+        (RATELIMIT_POLICY, [("q", u64::from(q.limit)), ("w", q.window.as_secs())]),
+        (RATELIMIT, [("r", d.remaining), ("t", secs(d.reset_ms))]),
     ];
-    for (name, value) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
+    for (name, params) in fields {
+        if let Some(value) = field(policy.name, params) {
+            headers.insert(name, value);
         }
     }
+}
+
+/// `"policy";k=v;k=v`, the shape of both fields, built without `format!` (on every request).
+fn field(policy: &str, params: [(&str, u64); 2]) -> Option<HeaderValue> {
+    let mut numbers = itoa::Buffer::new();
+    let mut value = String::with_capacity(policy.len() + 48);
+    value.push('"');
+    value.push_str(policy);
+    value.push('"');
+    for (key, n) in params {
+        value.push(';');
+        value.push_str(key);
+        value.push('=');
+        value.push_str(numbers.format(n));
+    }
+    HeaderValue::try_from(value).ok()
 }
 
 /// A bucket's decision from how far the script found its TAT ahead of now with the request
@@ -569,7 +573,7 @@ fn decision_from_ahead(ahead_us: u64, quota: &gcra::Quota) -> Decision {
 /// Verified claims, when the request carried a valid bearer token; the `Authenticated` extractor
 /// reuses them instead of verifying twice.
 #[derive(Clone)]
-pub struct VerifiedClaims(pub service_kit::auth::AccessClaims);
+pub struct VerifiedClaims(pub Arc<service_kit::auth::AccessClaims>);
 
 pub async fn limit(
     req: ServiceRequest,
@@ -584,21 +588,18 @@ pub async fn limit(
     }
     // Per-user buckets need a verified user: an unverified `sub` would let anyone drain a
     // victim's quota. A bad token is limited by address and refused later by the extractor.
-    let mut user = None;
+    let mut claims = None;
     if let (Some(state), Some(value)) = (
         req.app_data::<web::Data<crate::routes::AppState>>(),
         req.headers().get("authorization").and_then(|v| v.to_str().ok()),
     ) && let Ok(token) = service_kit::auth::bearer(Some(value))
-        && let Ok(claims) = state.verifier.verify(token).await
+        && let Ok(verified) = state.verifier.verify(token).await
     {
-        user = Some(claims.sub.clone());
-        req.extensions_mut().insert(VerifiedClaims(claims));
+        req.extensions_mut().insert(VerifiedClaims(verified.clone()));
+        claims = Some(verified);
     }
-    let revocation_keys = req
-        .extensions()
-        .get::<VerifiedClaims>()
-        .map(|VerifiedClaims(c)| crate::revocation::keys_for(&limiter.keys, c));
-    let checks = limiter.policies(config, &req, user.as_deref());
+    let revocation_keys = claims.as_deref().map(|c| crate::revocation::keys_for(&limiter.keys, c));
+    let checks = limiter.policies(config, &req, claims.as_deref().map(|c| c.sub.as_str()));
     let outcome = limiter.decide_all(&checks, revocation_keys).await;
     match outcome.revocation {
         Some(r) => {
