@@ -126,9 +126,11 @@ async fn watch(state: Rc<State>, socket: std::net::TcpStream, idle_limit: Durati
             return;
         }
         if state.in_flight.get() == 0 && state.idle_since.get().elapsed() >= idle_limit {
+            // Counted first: the client sees the close the moment the socket is shut down, and
+            // may read the counter (through another worker) before this thread runs again.
+            cut.inc();
             // The connection's own reads and writes now fail, and actix closes it.
             let _ = socket.shutdown(Shutdown::Both);
-            cut.inc();
             return;
         }
     }
