@@ -357,6 +357,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of one series (`name` or `name{labels}`, written as exposed) in a Prometheus text
+/// exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Where cargo put the binaries of this profile (next to the running test or xtask binary).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
@@ -366,5 +374,29 @@ pub fn bin_dir() -> PathBuf {
         dir.parent().map(Path::to_path_buf).unwrap_or(dir)
     } else {
         dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn a_series_is_read_by_its_exact_name_and_labels() {
+        let text = "# HELP x_sum a histogram\nx_sum 12.5\nx_sum_total 9\nx_count 4\nv_total{policy=\"api\"} 3\nv_total{policy=\"auth\"} 7\n";
+        assert_eq!(metric_value(text, "x_sum"), Some(12.5));
+        assert_eq!(
+            metric_value(text, "x_sum_total"),
+            Some(9.0),
+            "not the longer name's prefix"
+        );
+        assert_eq!(metric_value(text, "x_count"), Some(4.0));
+        assert_eq!(metric_value(text, "v_total{policy=\"auth\"}"), Some(7.0));
+        assert_eq!(
+            metric_value(text, "v_total"),
+            None,
+            "a labelled series needs its labels"
+        );
+        assert_eq!(metric_value(text, "missing"), None);
     }
 }

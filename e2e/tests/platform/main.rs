@@ -52,11 +52,7 @@ pub fn admin_get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
 /// The value of one counter series (`name{labels}`) on an admin port; 0 while it has none.
 pub fn metric(port: u16, series: &str) -> u64 {
     let (_, text) = xtask::platform::http_get(port, "/metrics").expect("metrics");
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    xtask::platform::metric_value(&text, series).map_or(0, |v| v as u64)
 }
 
 /// Asserts the API's one error shape and returns the code.

@@ -147,6 +147,12 @@ enum Load<'a> {
 struct Usage(Vec<(&'static str, f64, u64)>);
 
 impl Usage {
+    /// CPU seconds of the process named `name` since `before`.
+    fn cpu_since(&self, before: &Usage, name: &str) -> Option<f64> {
+        let cpu = |u: &Usage| u.0.iter().find(|(n, _, _)| *n == name).map(|(_, cpu, _)| *cpu);
+        Some(cpu(self)? - cpu(before)?)
+    }
+
     /// "gateway 1.2s/30 MiB, auth …": CPU since `before`, peak memory so far.
     fn since(&self, before: &Usage) -> String {
         self.0
@@ -183,19 +189,14 @@ impl Load<'_> {
         }
     }
 
-    /// The gateway's CPU seconds so far, and its rate-limit decisions sent to Redis and the script
-    /// calls that carried them (`rate_limit_redis_batch_size`); nothing for nginx.
-    fn edge_work(&self) -> Option<(f64, f64, f64)> {
+    /// The gateway's rate-limit decisions sent to Redis so far and the script calls that carried
+    /// them (`rate_limit_redis_batch_size`); nothing for nginx.
+    fn batches(&self) -> Option<(f64, f64)> {
         match self {
             Load::Stack(p) => {
                 let (_, text) = crate::platform::http_get(p.ports.gateway_admin, "/metrics")?;
-                let metric = |name: &str| -> f64 {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-                        .unwrap_or(0.0)
-                };
+                let metric = |series| crate::platform::metric_value(&text, series).unwrap_or(0.0);
                 Some((
-                    usage(p.gateway.pid().unwrap_or(0)).0,
                     metric("rate_limit_redis_batch_size_sum"),
                     metric("rate_limit_redis_batch_size_count"),
                 ))
@@ -413,7 +414,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         let targets: Vec<Target> = group.iter().map(|(_, _, t)| t.clone()).collect();
         let before: Vec<Usage> = group.iter().map(|(_, load, _)| load.usage()).collect();
         let shared_before = (usage(redis.pid()).0, postmaster.map_or(0.0, family_cpu));
-        let edge_before: Vec<_> = group.iter().map(|(_, load, _)| load.edge_work()).collect();
+        let batches_before: Vec<_> = group.iter().map(|(_, load, _)| load.batches()).collect();
         let max = full_speed(&generator, &targets)?;
         let hist_before: Vec<_> = group.iter().map(|(_, load, t)| load.histogram(&t.url)).collect();
         let measured = rounds(&generator, &targets, max)?;
@@ -422,23 +423,25 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
             "redis {redis_cpu:.1}s, postgres {:.1}s",
             postmaster.map_or(0.0, family_cpu) - shared_before.1
         );
-        let edge_work: Vec<Option<(f64, f64, f64)>> = group
+        let batches: Vec<Option<(f64, f64)>> = group
             .iter()
-            .zip(&edge_before)
+            .zip(&batches_before)
             .map(|((_, load, _), before)| {
-                let ((cpu, sum, count), (cpu0, sum0, count0)) = (load.edge_work()?, (*before)?);
-                Some((cpu - cpu0, sum - sum0, count - count0))
+                let ((sum, count), (sum0, count0)) = (load.batches()?, (*before)?);
+                Some((sum - sum0, count - count0))
             })
             .collect();
-        let decisions: f64 = edge_work.iter().flatten().map(|w| w.1).sum();
-        for ((((name, load, target), m), (before, hist)), work) in group
+        let decisions: f64 = batches.iter().flatten().map(|b| b.0).sum();
+        for ((((name, load, target), m), (before, hist)), batches) in group
             .iter()
             .zip(measured)
             .zip(before.into_iter().zip(hist_before))
-            .zip(edge_work)
+            .zip(batches)
         {
             let inside = gateway_percentiles(&hist, &load.histogram(&target.url));
-            let mut cpu = load.usage().since(&before);
+            let now = load.usage();
+            let gateway_cpu = now.cpu_since(&before, "gateway");
+            let mut cpu = now.since(&before);
             if matches!(load, Load::Stack(_)) {
                 cpu = format!("{cpu}, {shared}");
             }
@@ -454,7 +457,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
             }
             let (ok, errors, limited) = m.counts();
             let answered = (ok + errors + limited).max(1) as f64;
-            let edge = work.map(|(cpu, sum, count)| EdgeCost {
+            let edge = gateway_cpu.zip(batches).map(|(cpu, (sum, count))| EdgeCost {
                 gateway_us: 1e6 * cpu / answered,
                 redis_us: (sum > 0.0).then(|| 1e6 * redis_cpu / decisions),
                 per_call: (count > 0.0).then(|| sum / count),
@@ -541,7 +544,7 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
     if !costs.is_empty() {
         let _ = writeln!(
             report,
-            "\nCPU per request, over all runs of each scenario (the gateway's CPU over the requests answered; Redis's over the rate-limit decisions of the scenario's group, which `rate_limit_redis_batch_size` also counts per script call):\n\n{}",
+            "\nCPU per request, over all runs of each scenario (the gateway's CPU over the requests answered; Redis's over the rate-limit decisions of the scenario's group, which `rate_limit_redis_batch_size` also counts per script call; Redis also serves auth-service, whose login counters are most of it in the login row):\n\n{}",
             costs.join("\n")
         );
     }
