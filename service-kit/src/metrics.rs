@@ -16,6 +16,17 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// Registers `metric` in `registry` and hands it back, so a metric is made and registered in one
+/// expression: `let hits = register(registry, IntCounter::new("hits_total", "…")?)?;`. Fails
+/// when the registry already holds a metric of that name (two owners of one series).
+pub fn register<M>(registry: &Registry, metric: M) -> prometheus::Result<M>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// `grpc_server_handled_total{method,code}` and `grpc_server_handling_seconds{method}`.
 #[derive(Clone)]
 pub struct GrpcMetrics {
@@ -42,9 +53,10 @@ impl GrpcMetrics {
             ]),
             &["method"],
         )?;
-        registry.register(Box::new(handled.clone()))?;
-        registry.register(Box::new(seconds.clone()))?;
-        Ok(Self { handled, seconds })
+        Ok(Self {
+            handled: register(registry, handled)?,
+            seconds: register(registry, seconds)?,
+        })
     }
 }
 

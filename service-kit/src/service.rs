@@ -173,8 +173,10 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     }
     let registry = Registry::new();
     let grpc_metrics = GrpcMetrics::register(&registry)?;
-    let db_up = IntGauge::new("database_up", "1 while the database answers readiness pings")?;
-    registry.register(Box::new(db_up.clone()))?;
+    let db_up = crate::metrics::register(
+        &registry,
+        IntGauge::new("database_up", "1 while the database answers readiness pings")?,
+    )?;
 
     let pool = db::build_pool(&settings.database)?;
     let db_ready = db::watch_database(pool.clone(), &settings.database, db_up);
