@@ -365,3 +365,55 @@ pub fn terminate(child: &mut Child) {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
 }
+
+/// Runs `cmd` with the terminal's output and fails unless it succeeds; `what` names it in errors.
+pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(status.success(), "{what} failed ({status})");
+    Ok(())
+}
+
+/// Runs `cmd` and hands back its standard output, or fails with its standard error.
+pub fn output(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out.stdout)
+}
+
+/// Where `cargo install` puts programs: `$CARGO_HOME/bin`, by default `~/.cargo/bin`.
+fn cargo_bin_dir() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home).join("bin"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cargo")
+            .join("bin"),
+    }
+}
+
+/// A developer tool published as a crate (the load generator, the test runner): the one on PATH
+/// or in cargo's bin directory, else `cargo install --locked` of `version`. One version, so that
+/// every machine measures and tests with the same tool.
+pub fn cargo_program_or_install(program: &str, krate: &str, version: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = find_program(program) {
+        return Ok(p);
+    }
+    let installed = cargo_bin_dir().join(program);
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    let install = format!("cargo install {krate} --locked --version {version}");
+    eprintln!("xtask: {program} not found; installing it ({install})");
+    run(
+        cargo().args(["install", krate, "--locked", "--version", version]),
+        &install,
+    )?;
+    anyhow::ensure!(installed.is_file(), "{install} did not leave {}", installed.display());
+    Ok(installed)
+}
