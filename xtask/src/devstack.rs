@@ -100,6 +100,18 @@ pub fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> 
     find_program(name).with_context(|| format!("{name} is still missing after installing {package}"))
 }
 
+/// This process's own empty directory under target/devstack, `{purpose}-{pid}`: the throwaway
+/// servers and secrets of one `cargo xtask test` or `bench` live there.
+pub fn fresh_dir(purpose: &str) -> std::io::Result<PathBuf> {
+    let dir = crate::workspace_root()
+        .join("target")
+        .join("devstack")
+        .join(format!("{purpose}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Whether something accepts TCP connections on `host:port` right now.
 pub fn reachable(host: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs as _;

@@ -254,13 +254,7 @@ async fn wait_for_stop() {
 const NEXTEST_VERSION: &str = "0.9.143";
 
 async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let root = xtask::workspace_root();
-    let stack_dir = root
-        .join("target")
-        .join("devstack")
-        .join(format!("test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stack_dir);
-    std::fs::create_dir_all(&stack_dir)?;
+    let stack_dir = devstack::fresh_dir("test")?;
     build_binaries()?;
     let nextest = match devstack::cargo_program_or_install("cargo-nextest", "cargo-nextest", NEXTEST_VERSION) {
         Ok(_) => true,

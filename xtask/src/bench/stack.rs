@@ -97,12 +97,7 @@ impl Stack {
     /// PostgreSQL and Redis with the services' databases migrated, nginx on the stack's CPUs (this
     /// thread's), and both replicas ready with a session each.
     pub(super) async fn start(placement: &Placement) -> anyhow::Result<Self> {
-        let root = crate::workspace_root();
-        let dir = root
-            .join("target")
-            .join("devstack")
-            .join(format!("bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = devstack::fresh_dir("bench")?;
         let secrets = DevSecrets::load_or_create(&dir.join("secrets"))?;
         let pg = Postgres::start(
             &dir.join("postgres"),
@@ -110,7 +105,7 @@ impl Stack {
             &crate::secrets::random_token(),
         )?;
         let redis = Redis::start(&dir.join("redis"), crate::free_port()?, false)?;
-        let bins = root.join("target").join("release");
+        let bins = crate::workspace_root().join("target").join("release");
         let dbs = databases(&pg, &bins).await?;
         let nginx = Nginx::start(
             &dir.join("nginx"),
