@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
-//! with `cargo install` when missing) at a fixed rate with latency correction. Prints a Markdown
+//! with `cargo install` at one version when missing) at a fixed rate with latency correction. Prints a Markdown
 //! report (also written under bench/results/): per scenario requests/s at full speed (median of
 //! three runs), then p50/p90/p99/max latency of the steady state in three rounds at half that rate,
 //! errors and 429s, CPU seconds and peak RSS of each process; scenarios that are compared take
