@@ -1,14 +1,14 @@
 //! `cargo xtask bench`: release binaries, the whole stack, and a load generator (oha, installed
-//! with `cargo install` at one version when missing) at a fixed rate with latency correction. Prints a Markdown
-//! report (also written under bench/results/): per scenario requests/s at full speed (median of
-//! three runs), then p50/p90/p99/max latency of the steady state in three rounds at half that rate,
-//! errors and 429s, CPU seconds and peak RSS of each process; scenarios that are compared take
-//! turns (our `/health` with nginx's as the reference gateway, protected `/v1/me` with the edge
-//! checks off); then in-process figures for password hashing and token verification.
+//! with `cargo install` at one version when missing) at a fixed rate with latency correction.
+//! Prints a Markdown report (also written under bench/results/): per scenario requests/s at full
+//! speed (median of three runs), then p50/p90/p99/max latency of the steady state in three rounds
+//! at half that rate, errors and 429s, CPU seconds and peak RSS of each process; scenarios that are
+//! compared take turns (our `/health` with nginx's as the reference gateway, protected `/v1/me`
+//! with the edge checks off); then in-process figures for password hashing and token verification.
 //!
-//! [`run`] only orders the steps: [`stack`] starts what is loaded, [`scenarios`] says what to load,
-//! [`measure`] runs and measures a group of scenarios, [`in_process`] times hashing and token
-//! verification, and [`report`] renders the Markdown.
+//! [`run`] only orders the steps: `stack` starts what is loaded, `scenarios` says what to load,
+//! `measure` runs and measures a group of scenarios, `in_process` times hashing and token
+//! verification, and `report` renders the Markdown.
 
 mod in_process;
 mod measure;
