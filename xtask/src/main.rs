@@ -249,10 +249,6 @@ async fn wait_for_stop() {
     }
 }
 
-/// The test runner's version, installed when missing, so that every machine (CI's first of all)
-/// runs the suite with the same runner and the same reading of `.config/nextest.toml`.
-const NEXTEST_VERSION: &str = "0.9.143";
-
 async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let stack_dir = devstack::fresh_dir("test")?;
     build_binaries()?;
@@ -287,6 +283,10 @@ async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// The test runner's version, installed when missing, so that every machine (CI's first of all)
+/// runs the suite with the same runner and the same reading of `.config/nextest.toml`.
+const NEXTEST_VERSION: &str = "0.9.143";
 
 /// Whether `CI` says we run on CI (`true`, as CI services set it, or `1`).
 fn on_ci(value: Option<&str>) -> bool {
