@@ -100,6 +100,18 @@ pub fn program_or_install(name: &str, package: &str) -> anyhow::Result<PathBuf> 
     find_program(name).with_context(|| format!("{name} is still missing after installing {package}"))
 }
 
+/// This process's own empty directory under target/devstack, `{purpose}-{pid}`: the throwaway
+/// servers and secrets of one `cargo xtask test` or `bench` live there.
+pub fn fresh_dir(purpose: &str) -> std::io::Result<PathBuf> {
+    let dir = crate::workspace_root()
+        .join("target")
+        .join("devstack")
+        .join(format!("{purpose}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Whether something accepts TCP connections on `host:port` right now.
 pub fn reachable(host: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs as _;
@@ -364,4 +376,56 @@ pub fn terminate(child: &mut Child) {
 /// `cargo` from the environment cargo gave us.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
+}
+
+/// Runs `cmd` with the terminal's output and fails unless it succeeds; `what` names it in errors.
+pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(status.success(), "{what} failed ({status})");
+    Ok(())
+}
+
+/// Runs `cmd` and hands back its standard output, or fails with its standard error.
+pub fn output(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out.stdout)
+}
+
+/// Where `cargo install` puts programs: `$CARGO_HOME/bin`, by default `~/.cargo/bin`.
+fn cargo_bin_dir() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home).join("bin"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cargo")
+            .join("bin"),
+    }
+}
+
+/// A developer tool published as a crate (the load generator, the test runner): the one on PATH
+/// or in cargo's bin directory, else `cargo install --locked` of `version`. One version, so that
+/// every machine measures and tests with the same tool.
+pub fn cargo_program_or_install(program: &str, krate: &str, version: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = find_program(program) {
+        return Ok(p);
+    }
+    let installed = cargo_bin_dir().join(program);
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    let install = format!("cargo install {krate} --locked --version {version}");
+    eprintln!("xtask: {program} not found; installing it ({install})");
+    run(
+        cargo().args(["install", krate, "--locked", "--version", version]),
+        &install,
+    )?;
+    anyhow::ensure!(installed.is_file(), "{install} did not leave {}", installed.display());
+    Ok(installed)
 }

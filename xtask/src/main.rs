@@ -89,12 +89,10 @@ fn main() -> ExitCode {
 
 fn build_binaries() -> anyhow::Result<()> {
     eprintln!("xtask: building the platform (cargo build --workspace --bins)");
-    let status = devstack::cargo()
-        .args(["build", "--workspace", "--bins"])
-        .status()
-        .context("running cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build failed");
-    Ok(())
+    devstack::run(
+        devstack::cargo().args(["build", "--workspace", "--bins"]),
+        "cargo build",
+    )
 }
 
 /// A port kept in a file so the next run reuses it (and the URLs stay the same).
@@ -252,31 +250,30 @@ async fn wait_for_stop() {
 }
 
 async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let root = xtask::workspace_root();
-    let stack_dir = root
-        .join("target")
-        .join("devstack")
-        .join(format!("test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stack_dir);
-    std::fs::create_dir_all(&stack_dir)?;
+    let stack_dir = devstack::fresh_dir("test")?;
     build_binaries()?;
+    let nextest = match devstack::cargo_program_or_install("cargo-nextest", "cargo-nextest", NEXTEST_VERSION) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!(
+                "xtask: cargo-nextest could not be installed ({e:#}); running the tests with cargo test instead, without nextest's profiles and test groups"
+            );
+            false
+        }
+    };
+    let ci = on_ci(std::env::var("CI").ok().as_deref());
 
     let password = xtask::secrets::random_token();
     let pg = Postgres::start(&stack_dir.join("postgres"), xtask::free_port()?, &password)?;
     let redis = Redis::start(&stack_dir.join("redis"), xtask::free_port()?, false)?;
     eprintln!("xtask: test PostgreSQL on :{}, Redis on :{}", pg.port, redis.port);
 
-    let nextest = devstack::find_program("cargo-nextest").is_some();
-    let mut cmd = devstack::cargo();
-    if nextest {
-        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    } else {
-        cmd.args(["test", "--workspace", "--no-fail-fast"]);
-    }
-    cmd.args(&args)
+    let status = devstack::cargo()
+        .args(runner_args(nextest, ci, &args))
         .env("TEST_PG_URL", pg.admin_url("postgres"))
-        .env("TEST_REDIS_URL", redis.url());
-    let status = cmd.status().context("running the test runner")?;
+        .env("TEST_REDIS_URL", redis.url())
+        .status()
+        .context("running the test runner")?;
     drop(redis);
     pg.destroy();
     let _ = std::fs::remove_dir_all(&stack_dir);
@@ -285,4 +282,74 @@ async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The test runner's version, installed when missing, so that every machine (CI's first of all)
+/// runs the suite with the same runner and the same reading of `.config/nextest.toml`.
+const NEXTEST_VERSION: &str = "0.9.143";
+
+/// Whether `CI` says we run on CI (`true`, as CI services set it, or `1`).
+fn on_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// cargo's arguments for the whole suite: nextest, with its `ci` profile on CI (JUnit output,
+/// slow-test timeouts; unless the user names a profile), or `cargo test` without it; then the
+/// user's arguments.
+fn runner_args(nextest: bool, ci: bool, user: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if nextest {
+        args.extend(["nextest".into(), "run".into()]);
+        let profile_given = user
+            .iter()
+            .any(|a| a == "--profile" || a == "-P" || a.starts_with("--profile="));
+        if ci && !profile_given {
+            args.extend(["--profile".into(), "ci".into()]);
+        }
+    } else {
+        args.push("test".into());
+    }
+    args.extend(["--workspace".into(), "--no-fail-fast".into()]);
+    args.extend(user.iter().cloned());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{on_ci, runner_args};
+
+    fn args(nextest: bool, ci: bool, user: &[&str]) -> String {
+        let user: Vec<String> = user.iter().map(|a| (*a).to_owned()).collect();
+        runner_args(nextest, ci, &user).join(" ")
+    }
+
+    #[test]
+    fn ci_runs_nextest_with_its_ci_profile() {
+        assert_eq!(
+            args(true, true, &["-E", "test(/login/)"]),
+            "nextest run --profile ci --workspace --no-fail-fast -E test(/login/)"
+        );
+        assert_eq!(args(true, false, &[]), "nextest run --workspace --no-fail-fast");
+        assert_eq!(
+            args(true, true, &["--profile", "default"]),
+            "nextest run --workspace --no-fail-fast --profile default",
+            "a profile the user names wins"
+        );
+    }
+
+    #[test]
+    fn without_nextest_cargo_test_runs_the_same_suite() {
+        assert_eq!(args(false, true, &["login"]), "test --workspace --no-fail-fast login");
+        assert_eq!(args(false, false, &[]), "test --workspace --no-fail-fast");
+    }
+
+    #[test]
+    fn ci_is_read_as_ci_services_set_it() {
+        assert!(on_ci(Some("true")));
+        assert!(on_ci(Some("TRUE")));
+        assert!(on_ci(Some("1")));
+        assert!(!on_ci(Some("false")));
+        assert!(!on_ci(Some("")));
+        assert!(!on_ci(None));
+    }
 }

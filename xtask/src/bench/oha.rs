@@ -9,25 +9,13 @@ use serde_json::Value;
 use super::placement::{Placement, on_cpus};
 use crate::devstack;
 
-/// oha, installed with `cargo install oha --locked` when missing.
+/// The load generator's version, installed when missing: its flags, its JSON report and the
+/// table of its record of each request (`--db-url`) are what [`Generator::run`] reads.
+const VERSION: &str = "1.16.0";
+
+/// oha, installed with `cargo install oha --locked --version` [`VERSION`] when missing.
 pub(super) fn install() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(p) = devstack::find_program("oha") {
-        return Ok(p);
-    }
-    let home = std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default();
-    let cargo_bin = home.join(".cargo").join("bin").join("oha");
-    if cargo_bin.is_file() {
-        return Ok(cargo_bin);
-    }
-    eprintln!("xtask: installing the load generator (cargo install oha --locked)");
-    let status = devstack::cargo()
-        .args(["install", "oha", "--locked"])
-        .status()
-        .context("cargo install oha")?;
-    anyhow::ensure!(status.success(), "cargo install oha failed");
-    Ok(cargo_bin)
+    devstack::cargo_program_or_install("oha", "oha", VERSION)
 }
 
 /// Latency percentiles and maximum, in ms.
@@ -170,13 +158,10 @@ impl Generator<'_> {
         let (cpu_before, started) = (children_cpu_seconds(), Instant::now());
         let placement = self.placement;
         let out = on_cpus(placement.load.as_ref().unwrap_or(&placement.all), || {
-            cmd.output().context("running oha")
+            devstack::output(&mut cmd, "oha")
         })?;
         let generator_cpus = (children_cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
-        if !out.status.success() {
-            bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON report")?;
+        let v: Value = serde_json::from_slice(&out).context("oha's JSON report")?;
         let ms = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
         let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
         let count = |f: &dyn Fn(u16) -> bool| -> u64 {
@@ -219,18 +204,14 @@ impl Generator<'_> {
 
     /// oha's record of the last run: (due, took) in seconds per successful request.
     fn read_records(&self) -> anyhow::Result<Vec<(f64, f64)>> {
-        let out = Command::new(&self.sqlite)
-            .args(["-batch", "-noheader", "-separator", " "])
-            .arg(&self.records)
-            .arg("SELECT coalesce(start_latency_correction, start), duration FROM oha")
-            .output()
-            .context("running sqlite3 on oha's records")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "sqlite3 on oha's records: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        let out = devstack::output(
+            Command::new(&self.sqlite)
+                .args(["-batch", "-noheader", "-separator", " "])
+                .arg(&self.records)
+                .arg("SELECT coalesce(start_latency_correction, start), duration FROM oha"),
+            "sqlite3 on oha's records",
+        )?;
+        String::from_utf8_lossy(&out)
             .lines()
             .map(|line| {
                 let mut fields = line.split(' ').map(str::parse::<f64>);

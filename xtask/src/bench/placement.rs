@@ -96,10 +96,10 @@ impl Placement {
     /// thread and process it starts afterwards) on the stack's CPUs.
     pub fn build_and_pin(&self) -> anyhow::Result<()> {
         eprintln!("xtask: building release binaries (cargo build --release --workspace --bins)");
-        let status = devstack::cargo()
-            .args(["build", "--release", "--workspace", "--bins"])
-            .status()?;
-        anyhow::ensure!(status.success(), "release build failed");
+        devstack::run(
+            devstack::cargo().args(["build", "--release", "--workspace", "--bins"]),
+            "the release build",
+        )?;
         sched_setaffinity(Pid::from_raw(0), &self.stack).context("keeping the stack on its CPUs")
     }
 }

@@ -1,6 +1,6 @@
 //! CPU time and memory of the processes under load, from /proc.
 
-/// Fields of /proc/<pid>/stat after the command name (state is index 0, ppid 1, utime 11, stime
+/// Fields of `/proc/<pid>/stat` after the command name (state is index 0, ppid 1, utime 11, stime
 /// 12, cutime 13, cstime 14).
 fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

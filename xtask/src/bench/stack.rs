@@ -1,0 +1,235 @@
+//! The stack under load: the release binaries twice, with the edge checks on and off, sharing one
+//! PostgreSQL and one Redis like two replicas, and nginx as the reference gateway; each replica
+//! with a session of its own for the protected routes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::measure::Shared;
+use super::placement::{Placement, cpus_of};
+use crate::devstack::{self, Postgres, Redis};
+use crate::nginx::Nginx;
+use crate::platform::{Platform, PlatformSpec, Ports};
+use crate::provision::{self, SERVICES, ServiceDb};
+use crate::secrets::DevSecrets;
+
+/// The password of every account the benchmark registers.
+pub(super) const PASSWORD: &str = "correct horse battery staple";
+/// The account each replica registers for its session.
+pub(super) const PROTECTED_ACCOUNT: &str = "bench-protected@example.org";
+const CHECKS_OFF_ACCOUNT: &str = "bench-unprotected@example.org";
+
+/// Policies are evaluated on every request but set high enough never to refuse: the cost of the
+/// check is measured, not the refusals. A million per second, however long the runs: a million
+/// per minute ran out after 20 s of /health at full speed and refused the next scenario.
+const GATEWAY_ENV: [(&str, &str); 10] = [
+    ("LOG_LEVEL", "warn"),
+    ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
+    ("RATE_LIMIT_WINDOW", "1"),
+    ("RATE_LIMIT_BURST", "1000000"),
+    ("AUTH_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+    ("AUTH_RATE_LIMIT_WINDOW", "1"),
+    ("AUTH_RATE_LIMIT_BURST", "1000000"),
+    ("GLOBAL_RATE_LIMIT_MAX_REQUESTS", "1000000"),
+    ("GLOBAL_RATE_LIMIT_WINDOW", "1"),
+    ("GLOBAL_RATE_LIMIT_BURST", "1000000"),
+];
+/// The replica with the edge checks off, added to [`GATEWAY_ENV`].
+const CHECKS_OFF_ENV: [(&str, &str); 2] = [("RATE_LIMIT_ENABLED", "false"), ("GATEWAY_VERIFY_TOKENS", "false")];
+
+/// One platform of ours, its gateway's URL and a session's access token.
+pub(super) struct Replica {
+    pub(super) platform: Platform,
+    pub(super) base: String,
+    pub(super) token: String,
+}
+
+/// Everything the benchmark started. Dropped early (an error), it stops its processes; the
+/// directory stays for a look.
+pub(super) struct Stack {
+    pub(super) protected: Replica,
+    pub(super) checks_off: Replica,
+    /// nginx, or why it could not start: without it the report still has our figures, and says
+    /// why it lacks nginx's.
+    pub(super) nginx: Result<Nginx, String>,
+    pub(super) backing: Backing,
+}
+
+/// What outlives the gateways: PostgreSQL, Redis, the secrets and the directory they live in.
+pub(super) struct Backing {
+    redis: Redis,
+    pg: Postgres,
+    secrets: DevSecrets,
+    dir: PathBuf,
+}
+
+impl Backing {
+    /// The directory of this run's files.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The certificate every gateway serves.
+    pub(super) fn ca(&self) -> PathBuf {
+        self.secrets.path("tls.crt")
+    }
+
+    pub(super) fn shared(&self) -> Shared {
+        Shared {
+            redis: self.redis.pid(),
+            postmaster: self.pg.postmaster_pid(),
+        }
+    }
+
+    /// Stops PostgreSQL and Redis and deletes their data.
+    pub(super) fn destroy(self) {
+        drop(self.redis);
+        self.pg.destroy();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Stack {
+    /// PostgreSQL and Redis with the services' databases migrated, nginx on the stack's CPUs (this
+    /// thread's), and both replicas ready with a session each.
+    pub(super) async fn start(placement: &Placement) -> anyhow::Result<Self> {
+        let dir = devstack::fresh_dir("bench")?;
+        let secrets = DevSecrets::load_or_create(&dir.join("secrets"))?;
+        let pg = Postgres::start(
+            &dir.join("postgres"),
+            crate::free_port()?,
+            &crate::secrets::random_token(),
+        )?;
+        let redis = Redis::start(&dir.join("redis"), crate::free_port()?, false)?;
+        let bins = crate::workspace_root().join("target").join("release");
+        let dbs = databases(&pg, &bins).await?;
+        let nginx = Nginx::start(
+            &dir.join("nginx"),
+            crate::free_port()?,
+            &secrets.path("tls.crt"),
+            &secrets.path("tls.key"),
+            cpus_of(&placement.stack).len(),
+        )
+        .inspect_err(|e| eprintln!("xtask: the nginx reference will not be measured: {e:#}"))
+        .map_err(|e| format!("{e:#}"));
+        let backing = Backing {
+            redis,
+            pg,
+            secrets,
+            dir,
+        };
+        // Both replicas at once, so that their runs take turns and meet the same spells of the host.
+        let protected = Replica::start(&backing, &bins, &dbs, PROTECTED_ACCOUNT, &[]).await?;
+        let checks_off = Replica::start(&backing, &bins, &dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV).await?;
+        Ok(Self {
+            protected,
+            checks_off,
+            nginx,
+            backing,
+        })
+    }
+
+    /// Stops both replicas and nginx; hands back what is left, and why nginx was not measured
+    /// when it was not.
+    pub(super) fn stop_gateways(self) -> (Backing, Option<String>) {
+        let Self {
+            mut protected,
+            mut checks_off,
+            nginx,
+            backing,
+        } = self;
+        protected.platform.stop();
+        checks_off.platform.stop();
+        let reference_missing = nginx.err();
+        (backing, reference_missing)
+    }
+}
+
+/// A database `bench` with every service's role and schema, migrated by the release binaries.
+async fn databases(pg: &Postgres, bins: &Path) -> anyhow::Result<Vec<ServiceDb>> {
+    let admin = provision::connect(&pg.admin_url("postgres")).await?;
+    provision::create_database(&admin, "bench").await?;
+    let mut dbs = Vec::new();
+    for service in SERVICES {
+        let url = pg.admin_url("bench");
+        dbs.push(
+            provision::provision_service(
+                &url,
+                "127.0.0.1",
+                pg.port,
+                "bench",
+                "bench_",
+                service,
+                &crate::secrets::random_token(),
+            )
+            .await?,
+        );
+    }
+    for db in &dbs {
+        devstack::output(
+            Command::new(bins.join(format!("{}-service", db.service)))
+                .arg("migrate")
+                .env_clear()
+                .env("DATABASE_URL", &db.url)
+                .env("LOG_FORMAT", "json"),
+            &format!("migrate {}", db.service),
+        )?;
+    }
+    Ok(dbs)
+}
+
+impl Replica {
+    /// The platform from `bins` with [`GATEWAY_ENV`] and `extra`, ready, and a session of
+    /// `account`.
+    async fn start(
+        backing: &Backing,
+        bins: &Path,
+        dbs: &[ServiceDb],
+        account: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let gateway_env: Vec<(&str, &str)> = GATEWAY_ENV.iter().chain(extra).copied().collect();
+        let mut platform = Platform::start(&PlatformSpec {
+            bin_dir: bins,
+            secrets: &backing.secrets,
+            databases: dbs,
+            redis_url: &backing.redis.url(),
+            ports: Ports::free()?,
+            app_env: "test",
+            log_format: "json",
+            gateway_env: &gateway_env,
+            auth_env: &[
+                ("LOG_LEVEL", "warn"),
+                ("LOGIN_MAX_ATTEMPTS", "100"),
+                ("LOGIN_IP_MAX_FAILURES", "100000"),
+            ],
+        })?;
+        platform.wait_ready(Duration::from_secs(60))?;
+        let base = format!("https://localhost:{}", platform.ports.gateway);
+        let token = session(&base, &backing.ca(), account).await?;
+        Ok(Self { platform, base, token })
+    }
+}
+
+/// Registers `email` and hands back its access token.
+async fn session(base: &str, ca: &Path, email: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .build()?;
+    let body = json!({"email": email, "password": PASSWORD, "first_name": "Bench", "last_name": "Mark", "device": {"device_id": "bench", "platform": "ios"}});
+    let res = http.post(format!("{base}/v1/auth/register")).json(&body).send().await?;
+    anyhow::ensure!(
+        res.status().as_u16() == 201,
+        "register for the benchmark: {}",
+        res.status()
+    );
+    let v: Value = res.json().await?;
+    v["tokens"]["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access token")
+}
