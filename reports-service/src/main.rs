@@ -43,3 +43,6 @@ impl service_kit::service::Service for ReportsService {
 fn main() -> ExitCode {
     service_kit::service::main::<ReportsService>()
 }
+
+#[cfg(test)]
+mod layering;
