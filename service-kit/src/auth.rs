@@ -415,6 +415,14 @@ mod tests {
         check_token(CheckTokenRequest) -> CheckTokenResponse;
     }
 
+    /// A server serving `keys`, and a verifier on a channel to it.
+    async fn serving(keys: Vec<PublicKey>, refetch_interval: Duration) -> (JwksServer, Verifier) {
+        let server = JwksServer::default();
+        server.serve_keys(keys);
+        let verifier = verifier(server.start().await, refetch_interval);
+        (server, verifier)
+    }
+
     /// A verifier whose keys come from `GetJwks` over `channel`, the way the gateway builds its own
     /// (`gateway::auth::verifier`).
     fn verifier(channel: Channel, refetch_interval: Duration) -> Verifier {
@@ -441,9 +449,7 @@ mod tests {
     #[tokio::test]
     async fn cached_tokens_still_expire_and_only_the_exact_text_hits() {
         let (public, sign) = key(1);
-        let server = JwksServer::default();
-        server.serve_keys(vec![public.clone()]);
-        let v = verifier(server.start().await, Duration::ZERO);
+        let (_server, v) = serving(vec![public.clone()], Duration::ZERO).await;
         let token = sign(&public.kid, &claims(now() + 3600));
         assert_eq!(v.verify(&token).await.expect("valid").sub, "user");
         assert!(v.verified().contains_key(token.as_str()), "verified tokens are cached");
@@ -463,9 +469,7 @@ mod tests {
     async fn withdrawing_a_key_forgets_the_tokens_it_signed() {
         let (first, sign_first) = key(1);
         let (second, sign_second) = key(2);
-        let server = JwksServer::default();
-        server.serve_keys(vec![first.clone()]);
-        let v = verifier(server.start().await, Duration::ZERO);
+        let (server, v) = serving(vec![first.clone()], Duration::ZERO).await;
         let old = sign_first(&first.kid, &claims(now() + 3600));
         assert!(v.verify(&old).await.is_ok());
         // The first key is withdrawn; a token of the second makes the verifier refetch.
@@ -478,11 +482,9 @@ mod tests {
     async fn a_flood_of_invented_kids_costs_one_jwks_call() {
         let (public, sign) = key(1);
         let (_, sign_unserved) = key(9);
-        let server = JwksServer::default();
-        server.serve_keys(vec![public.clone()]);
         // The longest interval `JWKS_REFETCH_SECONDS` allows: however slow the host, the whole test
         // runs inside one interval, so one call is the exact count.
-        let v = verifier(server.start().await, Duration::from_secs(3600));
+        let (server, v) = serving(vec![public.clone()], Duration::from_secs(3600)).await;
         let mut flood = tokio::task::JoinSet::new();
         for i in 0..100 {
             let token = sign_unserved(&format!("invented-{i}"), &claims(now() + 3600));
@@ -503,11 +505,9 @@ mod tests {
     async fn a_rotated_key_verifies_without_rebuilding_the_verifier() {
         let (old_key, sign_old) = key(1);
         let (new_key, sign_new) = key(2);
-        let server = JwksServer::default();
-        server.serve_keys(vec![old_key.clone()]);
         // The shortest interval `JWKS_REFETCH_SECONDS` allows.
         let interval = Duration::from_secs(1);
-        let v = verifier(server.start().await, interval);
+        let (server, v) = serving(vec![old_key.clone()], interval).await;
         let started = Instant::now();
         let old = sign_old(&old_key.kid, &claims(now() + 3600));
         assert!(v.verify(&old).await.is_ok());
