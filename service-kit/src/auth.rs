@@ -262,14 +262,10 @@ pub async fn verify_request<T>(
     verifier: &Verifier,
     request: &tonic::Request<T>,
 ) -> Result<AccessClaims, tonic::Status> {
+    let refused = |e: TokenError| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required");
     let value = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    let token = bearer(value)
-        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))?;
-    verifier
-        .verify(token)
-        .await
-        .map(Arc::unwrap_or_clone)
-        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))
+    let token = bearer(value).map_err(refused)?;
+    verifier.verify(token).await.map(Arc::unwrap_or_clone).map_err(refused)
 }
 
 #[cfg(test)]
