@@ -1,34 +1,32 @@
-//! `reports.v1.ReportsService` over tonic: decode, validate, call the store, map errors.
+//! `reports.v1.ReportsService` over tonic: decode into domain values, call the use case, map
+//! errors through service-kit's one table.
 
-use chrono::Utc;
 use proto::reports::v1::reports_service_server::ReportsService;
 use proto::reports::v1::{ListNearbyAlertsRequest, ListNearbyAlertsResponse, NearbyAlert};
-use service_kit::db::Pool;
+use service_kit::proto_time::some_timestamp;
+use service_kit::store_error::StoreError;
 use tonic::{Request, Response, Status};
 
-use crate::alerts::{ALERT_WINDOW, Alert, NearbyQuery};
-use crate::store::{self, StoreError};
+use crate::domain::{Alert, NearbyQuery};
+use crate::service::Reports;
 
 pub struct ReportsGrpc {
-    pool: Pool,
+    reports: Reports,
 }
 
 impl ReportsGrpc {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(reports: Reports) -> Self {
+        Self { reports }
     }
 }
 
-fn status_of(e: StoreError) -> Status {
-    match e {
-        StoreError::Unavailable(cause) => {
-            tracing::warn!(error = format!("{cause:#}"), "database unavailable");
-            Status::unavailable("database unavailable")
-        }
-        StoreError::Unexpected(cause) => {
-            tracing::error!(error = format!("{cause:#}"), "unexpected store error");
-            Status::internal("internal error")
-        }
+fn alert_pb(a: Alert) -> NearbyAlert {
+    NearbyAlert {
+        category: a.category,
+        severity: a.severity,
+        occurred_at: some_timestamp(a.occurred_at),
+        lat: a.lat,
+        lng: a.lng,
     }
 }
 
@@ -41,23 +39,13 @@ impl ReportsService for ReportsGrpc {
         let r = request.into_inner();
         let query = NearbyQuery::new(r.lat, r.lng, r.radius_m, r.limit)
             .map_err(|e| service_kit::grpc::invalid_field(e.field(), &e.to_string()))?;
-        let rows = store::nearby_alerts(&self.pool, &query, Utc::now() - ALERT_WINDOW)
+        let alerts = self
+            .reports
+            .nearby_alerts(&query)
             .await
-            .map_err(status_of)?;
-        let alerts = rows
-            .into_iter()
-            .map(Alert::from)
-            .map(|a| NearbyAlert {
-                category: a.category,
-                severity: a.severity,
-                occurred_at: Some(prost_types::Timestamp {
-                    seconds: a.occurred_at.timestamp(),
-                    nanos: 0,
-                }),
-                lat: a.lat,
-                lng: a.lng,
-            })
-            .collect();
-        Ok(Response::new(ListNearbyAlertsResponse { alerts }))
+            .map_err(StoreError::into_status)?;
+        Ok(Response::new(ListNearbyAlertsResponse {
+            alerts: alerts.into_iter().map(alert_pb).collect(),
+        }))
     }
 }

@@ -1,8 +1,11 @@
 //! reports-service: incident reports with attachments, budgets and expenses, encrypted at rest.
-//! Wiring only; see `grpc.rs`, the domain modules and `store/`.
+//! Wiring only. A call goes `grpc` (decode into `domain` values) → `service` (the use case) →
+//! `store` (diesel), with the pure rules of `alerts` applied by the use case.
 
 mod alerts;
+mod domain;
 mod grpc;
+mod service;
 mod store;
 
 use std::process::ExitCode;
@@ -30,7 +33,7 @@ impl service_kit::service::Service for ReportsService {
     }
 
     fn routes(_config: (), pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
-        let reports = grpc::ReportsGrpc::new(pool);
+        let reports = grpc::ReportsGrpc::new(service::Reports::new(pool));
         Ok(Routes::new(
             proto::reports::v1::reports_service_server::ReportsServiceServer::new(reports),
         ))
@@ -40,3 +43,6 @@ impl service_kit::service::Service for ReportsService {
 fn main() -> ExitCode {
     service_kit::service::main::<ReportsService>()
 }
+
+#[cfg(test)]
+mod layering;

@@ -262,21 +262,24 @@ pub async fn verify_request<T>(
     verifier: &Verifier,
     request: &tonic::Request<T>,
 ) -> Result<AccessClaims, tonic::Status> {
+    let refused = |e: TokenError| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required");
     let value = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    let token = bearer(value)
-        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))?;
-    verifier
-        .verify(token)
-        .await
-        .map(Arc::unwrap_or_clone)
-        .map_err(|e| crate::errors::status(crate::errors::ErrorCode::from(e), "authentication required"))
+    let token = bearer(value).map_err(refused)?;
+    verifier.verify(token).await.map(Arc::unwrap_or_clone).map_err(refused)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use base64::Engine as _;
     use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    use proto::auth::v1 as pb;
+    use proto::auth::v1::auth_service_client::AuthServiceClient;
+    use proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+    use tonic::transport::Channel;
+
+    use super::*;
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
@@ -297,38 +300,144 @@ mod tests {
         }
     }
 
-    /// A key pair from a fixed seed: its JWKS entry, and a token it signs.
-    fn key(seed: u8) -> (PublicKey, impl Fn(&AccessClaims) -> String) {
+    /// A key pair from a fixed seed: its JWKS entry, and a token it signs under `kid`.
+    fn key(seed: u8) -> (PublicKey, impl Fn(&str, &AccessClaims) -> String) {
         let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-        let kid = format!("k{seed}");
         let public = PublicKey {
-            kid: kid.clone(),
+            kid: format!("k{seed}"),
             x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()),
         };
         let pem = signing
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .expect("pem");
         let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
-        let sign = move |c: &AccessClaims| {
+        let sign = move |kid: &str, c: &AccessClaims| {
             let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
-            header.kid = Some(kid.clone());
+            header.kid = Some(kid.to_owned());
             header.typ = Some(ACCESS_TOKEN_TYPE.into());
             jsonwebtoken::encode(&header, c, &encoding).expect("sign")
         };
         (public, sign)
     }
 
-    /// A verifier whose JWKS is whatever `keys` holds when it fetches.
-    fn verifier(keys: Arc<std::sync::Mutex<Vec<PublicKey>>>) -> Verifier {
+    /// auth-service's `GetJwks` as the verifier meets it in production: a tonic server on a
+    /// loopback port answering whatever keys the test has it serve, counting the calls. The other
+    /// methods of `auth.v1` answer `UNIMPLEMENTED`.
+    #[derive(Clone, Default)]
+    struct JwksServer {
+        keys: Arc<std::sync::Mutex<Vec<PublicKey>>>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl JwksServer {
+        fn serve_keys(&self, keys: Vec<PublicKey>) {
+            *self.keys.lock().expect("keys") = keys;
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        /// Starts serving and answers a channel to it. The listener is bound before this returns,
+        /// so the first call connects whether or not the server task has run yet.
+        async fn start(&self) -> Channel {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let serve = tonic::transport::Server::builder()
+                .add_service(AuthServiceServer::new(self.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+            tokio::spawn(serve);
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("endpoint")
+                .connect_lazy()
+        }
+    }
+
+    /// The `AuthService` impl: `GetJwks` as auth-service answers it (RFC 8037 fields), and every
+    /// other method listed once, answering `UNIMPLEMENTED`.
+    macro_rules! jwks_only {
+        ($($method:ident($request:ident) -> $response:ident;)*) => {
+            #[tonic::async_trait]
+            impl AuthService for JwksServer {
+                async fn get_jwks(
+                    &self,
+                    _request: tonic::Request<pb::GetJwksRequest>,
+                ) -> Result<tonic::Response<pb::GetJwksResponse>, tonic::Status> {
+                    self.calls.fetch_add(1, Ordering::SeqCst);
+                    let keys = self.keys.lock().expect("keys").clone();
+                    let keys = keys
+                        .into_iter()
+                        .map(|k| pb::Jwk {
+                            kty: "OKP".into(),
+                            crv: "Ed25519".into(),
+                            x: k.x,
+                            kid: k.kid,
+                            alg: "EdDSA".into(),
+                            r#use: "sig".into(),
+                        })
+                        .collect();
+                    Ok(tonic::Response::new(pb::GetJwksResponse { keys }))
+                }
+                $(
+                    async fn $method(
+                        &self,
+                        _request: tonic::Request<pb::$request>,
+                    ) -> Result<tonic::Response<pb::$response>, tonic::Status> {
+                        Err(tonic::Status::unimplemented(stringify!($method)))
+                    }
+                )*
+            }
+        };
+    }
+
+    jwks_only! {
+        register(RegisterRequest) -> SessionResponse;
+        login(LoginRequest) -> SessionResponse;
+        refresh(RefreshRequest) -> Tokens;
+        logout(LogoutRequest) -> LogoutResponse;
+        logout_all(LogoutAllRequest) -> LogoutResponse;
+        get_me(GetMeRequest) -> User;
+        update_me(UpdateMeRequest) -> User;
+        change_password(ChangePasswordRequest) -> ChangePasswordResponse;
+        list_devices(ListDevicesRequest) -> ListDevicesResponse;
+        remove_device(RemoveDeviceRequest) -> RemoveDeviceResponse;
+        verify_email(VerifyEmailRequest) -> VerifyEmailResponse;
+        request_password_reset(PasswordResetRequest) -> PasswordResetResponse;
+        confirm_password_reset(ConfirmPasswordResetRequest) -> PasswordResetResponse;
+        list_audit_logs(ListAuditLogsRequest) -> ListAuditLogsResponse;
+        mfa_enroll(MfaEnrollRequest) -> MfaEnrollResponse;
+        mfa_confirm(MfaCodeRequest) -> MfaConfirmResponse;
+        mfa_disable(MfaCodeRequest) -> MfaDisableResponse;
+        check_token(CheckTokenRequest) -> CheckTokenResponse;
+    }
+
+    /// A server serving `keys`, and a verifier on a channel to it.
+    async fn serving(keys: Vec<PublicKey>, refetch_interval: Duration) -> (JwksServer, Verifier) {
+        let server = JwksServer::default();
+        server.serve_keys(keys);
+        let verifier = verifier(server.start().await, refetch_interval);
+        (server, verifier)
+    }
+
+    /// A verifier whose keys come from `GetJwks` over `channel`, the way the gateway builds its own
+    /// (`gateway::auth::verifier`).
+    fn verifier(channel: Channel, refetch_interval: Duration) -> Verifier {
         let source: KeySource = Arc::new(move || {
-            let keys = keys.lock().expect("keys").clone();
-            Box::pin(async move { Ok(keys) })
+            let mut client = AuthServiceClient::new(channel.clone());
+            Box::pin(async move {
+                let keys = client.get_jwks(pb::GetJwksRequest {}).await?.into_inner().keys;
+                Ok(keys
+                    .into_iter()
+                    .filter(|k| k.alg == "EdDSA")
+                    .map(|k| PublicKey { kid: k.kid, x: k.x })
+                    .collect())
+            })
         });
         let config = VerifierConfig {
             issuer: "iss".into(),
             audience: "aud".into(),
             leeway: Duration::ZERO,
-            refetch_interval: Duration::ZERO,
+            refetch_interval,
         };
         Verifier::new(config, source)
     }
@@ -336,8 +445,8 @@ mod tests {
     #[tokio::test]
     async fn cached_tokens_still_expire_and_only_the_exact_text_hits() {
         let (public, sign) = key(1);
-        let v = verifier(Arc::new(std::sync::Mutex::new(vec![public])));
-        let token = sign(&claims(now() + 3600));
+        let (_server, v) = serving(vec![public.clone()], Duration::ZERO).await;
+        let token = sign(&public.kid, &claims(now() + 3600));
         assert_eq!(v.verify(&token).await.expect("valid").sub, "user");
         assert!(v.verified().contains_key(token.as_str()), "verified tokens are cached");
         // One character changed in the signature: not a hit, and refused.
@@ -356,13 +465,64 @@ mod tests {
     async fn withdrawing_a_key_forgets_the_tokens_it_signed() {
         let (first, sign_first) = key(1);
         let (second, sign_second) = key(2);
-        let keys = Arc::new(std::sync::Mutex::new(vec![first]));
-        let v = verifier(keys.clone());
-        let old = sign_first(&claims(now() + 3600));
+        let (server, v) = serving(vec![first.clone()], Duration::ZERO).await;
+        let old = sign_first(&first.kid, &claims(now() + 3600));
         assert!(v.verify(&old).await.is_ok());
         // The first key is withdrawn; a token of the second makes the verifier refetch.
-        *keys.lock().expect("keys") = vec![second];
-        assert!(v.verify(&sign_second(&claims(now() + 3600))).await.is_ok());
+        server.serve_keys(vec![second.clone()]);
+        assert!(v.verify(&sign_second(&second.kid, &claims(now() + 3600))).await.is_ok());
         assert_eq!(v.verify(&old).await, Err(TokenError::Invalid));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_invented_kids_costs_one_jwks_call() {
+        let (public, sign) = key(1);
+        let (_, sign_unserved) = key(9);
+        // The longest interval `JWKS_REFETCH_SECONDS` allows: however slow the host, the whole test
+        // runs inside one interval, so one call is the exact count.
+        let (server, v) = serving(vec![public.clone()], Duration::from_secs(3600)).await;
+        let mut flood = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let token = sign_unserved(&format!("invented-{i}"), &claims(now() + 3600));
+            let v = v.clone();
+            flood.spawn(async move { v.verify(&token).await });
+        }
+        while let Some(answer) = flood.join_next().await {
+            assert_eq!(answer.expect("task"), Err(TokenError::Invalid));
+        }
+        assert_eq!(server.calls(), 1, "100 unknown kids, one GetJwks");
+        // The one fetch brought the served key: its tokens verify with no further call.
+        let token = sign(&public.kid, &claims(now() + 3600));
+        assert_eq!(v.verify(&token).await.expect("valid").sub, "user");
+        assert_eq!(server.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_verifies_without_rebuilding_the_verifier() {
+        let (old_key, sign_old) = key(1);
+        let (new_key, sign_new) = key(2);
+        // The shortest interval `JWKS_REFETCH_SECONDS` allows.
+        let interval = Duration::from_secs(1);
+        let (server, v) = serving(vec![old_key.clone()], interval).await;
+        let started = Instant::now();
+        let old = sign_old(&old_key.kid, &claims(now() + 3600));
+        assert!(v.verify(&old).await.is_ok());
+        let first_fetch_done = Instant::now();
+        assert_eq!(server.calls(), 1);
+        // auth-service rotates: the new key is published first, the old one stays for its tokens.
+        server.serve_keys(vec![new_key.clone(), old_key.clone()]);
+        let new = sign_new(&new_key.kid, &claims(now() + 3600));
+        let early = v.verify(&new).await;
+        if started.elapsed() < interval {
+            // Within the interval of the last fetch an unknown kid is refused without a call.
+            assert_eq!(early, Err(TokenError::Invalid));
+            assert_eq!(server.calls(), 1);
+        }
+        // The interval under test has to pass; no readiness signal stands in for time.
+        tokio::time::sleep_until((first_fetch_done + interval).into()).await;
+        assert_eq!(v.verify(&new).await.expect("the new key verifies").sub, "user");
+        assert_eq!(server.calls(), 2, "one refetch brought the new key");
+        assert!(v.verify(&old).await.is_ok(), "the old key's tokens still verify");
+        assert_eq!(server.calls(), 2);
     }
 }

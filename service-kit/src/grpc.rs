@@ -66,11 +66,27 @@ impl GrpcServer {
 /// into `details: [{field, issue}]`.
 pub const FIELD_METADATA: &str = "x-field";
 
-/// `INVALID_ARGUMENT` about one field, with a message safe to show the client.
+/// `VALIDATION_FAILED` (`INVALID_ARGUMENT`) about one field, with a message safe to show the client.
 pub fn invalid_field(field: &'static str, issue: &str) -> tonic::Status {
-    let mut status = tonic::Status::invalid_argument(issue.to_owned());
+    let mut status = crate::errors::status(crate::errors::ErrorCode::ValidationFailed, issue);
     status
         .metadata_mut()
         .insert(FIELD_METADATA, tonic::metadata::MetadataValue::from_static(field));
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ERROR_CODE_METADATA;
+
+    #[test]
+    fn an_invalid_field_is_validation_failed_and_names_the_field() {
+        let s = invalid_field("radius_m", "must be between 1 and 5000");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(s.message(), "must be between 1 and 5000");
+        let meta = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok());
+        assert_eq!(meta(ERROR_CODE_METADATA), Some("VALIDATION_FAILED"));
+        assert_eq!(meta(FIELD_METADATA), Some("radius_m"));
+    }
 }

@@ -1,4 +1,5 @@
-//! Queries over schema `reports`. Only this module knows diesel and SQL.
+//! Queries over schema `reports`: the only module that knows diesel and SQL. It takes the
+//! questions and answers the records of `domain`, never its rows, and applies no rule of its own.
 
 pub mod schema;
 
@@ -6,22 +7,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use service_kit::db::Pool;
+use service_kit::store_error::StoreError;
 
-use crate::alerts::{AlertRow, NearbyQuery, VISIBLE_STATUSES};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
-    fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        Self::Unavailable(anyhow::Error::new(e).context("getting a database connection"))
-    }
-}
+use crate::domain::{AlertFilter, AlertRecord, Cell};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = schema::reports, check_for_backend(diesel::pg::Pg))]
@@ -33,36 +21,33 @@ struct AlertCells {
     cell_lng: Option<i32>,
 }
 
-/// Moderated, live reports whose grid cell falls in the query's box, newest first.
-pub async fn nearby_alerts(
-    pool: &Pool,
-    query: &NearbyQuery,
-    since: DateTime<Utc>,
-) -> Result<Vec<AlertRow>, StoreError> {
+/// Live reports that match `filter` (status, grid cell, time), newest first.
+pub async fn alerts_matching(pool: &Pool, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
     use schema::reports::dsl as r;
     let mut conn = pool.get().await?;
-    let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = query.cell_box();
+    let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = (filter.cells.lat, filter.cells.lng);
     let rows: Vec<AlertCells> = r::reports
         .filter(r::deleted_at.is_null())
-        .filter(r::status.eq_any(VISIBLE_STATUSES))
+        .filter(r::status.eq_any(filter.statuses))
         .filter(r::cell_lat.between(lat_lo, lat_hi))
         .filter(r::cell_lng.between(lng_lo, lng_hi))
-        .filter(r::occurred_at.ge(since))
+        .filter(r::occurred_at.ge(filter.since))
         .order(r::occurred_at.desc())
-        .limit(i64::from(query.limit()))
+        .limit(i64::from(filter.limit))
         .select(AlertCells::as_select())
         .load(&mut conn)
-        .await
-        .map_err(|e| anyhow::Error::new(e).context("loading nearby alerts"))?;
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|row| {
-            Some(AlertRow {
+            Some(AlertRecord {
                 category: row.category,
                 severity: row.severity,
                 occurred_at: row.occurred_at,
-                cell_lat: row.cell_lat?,
-                cell_lng: row.cell_lng?,
+                cell: Cell {
+                    lat: row.cell_lat?,
+                    lng: row.cell_lng?,
+                },
             })
         })
         .collect())
