@@ -15,6 +15,8 @@ use futures_util::FutureExt as _;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use tracing::Instrument as _;
 
+use service_kit::errors::ErrorCode;
+
 use crate::error::{ApiError, REQUEST_ID};
 
 /// Limits and metrics the edge applies; shared by all workers.
@@ -166,20 +168,21 @@ pub fn protocol_error(status: StatusCode, headers: &mut header::HeaderMap) -> we
 /// The API error that stands for a bare status from a layer below.
 fn api_error_for_status(status: StatusCode) -> ApiError {
     match status {
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(status, "REQUEST_TIMEOUT", "The request did not arrive in time."),
+        StatusCode::REQUEST_TIMEOUT => {
+            ApiError::coded(ErrorCode::RequestTimeout, "The request did not arrive in time.")
+        }
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ApiError::new(status, "HEADERS_TOO_LARGE", "The request headers are too large.")
+            ApiError::coded(ErrorCode::HeadersTooLarge, "The request headers are too large.")
         }
         StatusCode::NOT_FOUND => ApiError::not_found(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "PAYLOAD_TOO_LARGE", "The request body is too large."),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            status,
-            "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::coded(ErrorCode::PayloadTooLarge, "The request body is too large."),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::coded(
+            ErrorCode::UnsupportedMediaType,
             "This content type is not accepted here.",
         ),
-        StatusCode::FORBIDDEN => ApiError::new(status, "FORBIDDEN", "You may not do this."),
-        s if s.is_client_error() => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request is not valid."),
+        StatusCode::FORBIDDEN => ApiError::coded(ErrorCode::Forbidden, "You may not do this."),
+        s if s.is_client_error() => ApiError::coded(ErrorCode::BadRequest, "The request is not valid."),
         _ => ApiError::internal(),
     }
 }
@@ -306,7 +309,7 @@ pub async fn edge(
             res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
             res.status().as_u16(),
         ),
-        Err(api) => ("unmatched".to_owned(), api.status.as_u16()),
+        Err(api) => ("unmatched".to_owned(), api.code.http_status()),
     };
     let elapsed = started.elapsed();
     if let Some(edge) = &edge {
