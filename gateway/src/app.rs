@@ -18,7 +18,8 @@ use service_kit::shutdown::Shutdown;
 use crate::config::GatewayConfig;
 use crate::edge::{Edge, edge};
 use crate::error::ApiError;
-use crate::routes::{self, AppState};
+use crate::routes;
+use crate::state::AppState;
 use crate::upstream::Upstreams;
 
 pub struct Application {
@@ -89,6 +90,7 @@ impl Application {
         let registry = Registry::new();
         let edge_state = web::Data::new(Edge::new(
             config.max_body_bytes,
+            config.trusted_proxies.clone(),
             config.request_timeout,
             config.body_read_timeout,
             &registry,
@@ -106,7 +108,6 @@ impl Application {
                 config.revocation_cache,
                 &registry,
             )?,
-            trusted_proxies: config.trusted_proxies.clone(),
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
         };
@@ -333,7 +334,7 @@ mod tests {
     /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
     fn test_edge() -> Edge {
         let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
-        Edge::new(1024, request, body, &Registry::new()).expect("metrics")
+        Edge::new(1024, Default::default(), request, body, &Registry::new()).expect("metrics")
     }
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {

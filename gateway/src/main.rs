@@ -14,6 +14,7 @@ mod rate_limit;
 mod redis_link;
 mod revocation;
 mod routes;
+mod state;
 mod tls;
 mod upstream;
 

@@ -3,12 +3,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use proto::reports::v1::ListNearbyAlertsRequest;
-use proto::reports::v1::reports_service_client::ReportsServiceClient;
 use serde::Serialize;
 
-use super::AppState;
+use super::call::Call;
 use crate::error::ApiError;
 use crate::query::StrictQuery;
+use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NearbyAlerts {
@@ -61,21 +61,16 @@ pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     if q.optional::<u32>("limit", "")? == Some(0) {
         return Err(ApiError::validation("limit", "must be an integer between 1 and 100"));
     }
-    let mut client = ReportsServiceClient::new(state.upstreams.reports.clone());
-    let alerts = client
-        .list_nearby_alerts(super::upstream_request(&req, message, None))
-        .await
-        .map_err(|s| ApiError::from_status("reports", &s))?
-        .into_inner()
+    let alerts = Call::reports(&state, &req, None)
+        .send(message, async |c, m| c.list_nearby_alerts(m).await)
+        .await?
         .alerts;
     let items = alerts
         .into_iter()
         .map(|a| NearbyAlert {
             category: a.category,
             severity: a.severity,
-            occurred_at: a
-                .occurred_at
-                .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            occurred_at: service_kit::proto_time::from_timestamp(a.occurred_at.as_ref())
                 .unwrap_or(DateTime::UNIX_EPOCH),
             location: CoarseLocation { lat: a.lat, lng: a.lng },
         })

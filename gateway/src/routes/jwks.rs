@@ -2,11 +2,11 @@
 
 use actix_web::{HttpResponse, web};
 use proto::auth::v1::GetJwksRequest;
-use proto::auth::v1::auth_service_client::AuthServiceClient;
 use serde::Serialize;
 
-use super::AppState;
+use super::call::Call;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Jwks {
@@ -37,13 +37,9 @@ pub struct Jwk {
         (status = 503, description = "auth-service is unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn jwks(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut client = AuthServiceClient::new(state.upstreams.auth.clone());
-    let request = super::upstream_request(&req, GetJwksRequest {}, None);
-    let keys = client
-        .get_jwks(request)
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?
-        .into_inner()
+    let keys = Call::auth(&state, &req, None)
+        .send(GetJwksRequest {}, async |c, m| c.get_jwks(m).await)
+        .await?
         .keys;
     let body = Jwks {
         keys: keys

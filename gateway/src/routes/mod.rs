@@ -2,62 +2,13 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod call;
 pub mod jwks;
 pub mod ops;
 
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
-
-/// The application state of every handler (one per HTTP worker, see `app`).
-#[derive(Clone)]
-pub struct AppState {
-    pub upstreams: crate::upstream::Upstreams,
-    pub verifier: service_kit::auth::Verifier,
-    pub revocation: crate::revocation::RevocationCheck,
-    pub trusted_proxies: crate::client_ip::TrustedProxies,
-    /// False only in benchmarks (`GATEWAY_VERIFY_TOKENS=false`): the services still verify.
-    pub verify_tokens: bool,
-    pub started: std::time::Instant,
-}
-
-/// A call to a service, carrying what the service may want to know about the HTTP request: the
-/// request id, the client's address and user agent, and the caller's token when there is one.
-/// These are set here only; a client cannot send them.
-pub fn upstream_request<T>(
-    req: &actix_web::HttpRequest,
-    message: T,
-    auth: Option<&crate::auth::Authenticated>,
-) -> tonic::Request<T> {
-    use tonic::metadata::MetadataValue;
-    let mut request = tonic::Request::new(message);
-    let md = request.metadata_mut();
-    if let Ok(v) = MetadataValue::try_from(crate::error::current_request_id()) {
-        md.insert("x-request-id", v);
-    }
-    let client = req
-        .app_data::<actix_web::web::Data<AppState>>()
-        .and_then(|state| crate::client_ip::of_request(&state.trusted_proxies, req));
-    if let Some(ip) = client
-        && let Ok(v) = MetadataValue::try_from(ip.to_string())
-    {
-        md.insert("x-client-ip", v);
-    }
-    let agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if let Ok(v) = MetadataValue::try_from(agent.chars().take(256).collect::<String>()) {
-        md.insert("x-user-agent", v);
-    }
-    if let Some(auth) = auth
-        && let Ok(v) = MetadataValue::try_from(auth.bearer.as_str())
-    {
-        md.insert("authorization", v);
-    }
-    request
-}
 
 /// Every route of the public API. A known path with another method answers 405 with `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
