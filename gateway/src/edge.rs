@@ -12,7 +12,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError, web};
 use futures_util::FutureExt as _;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 use service_kit::metrics::register;
 use tracing::Instrument as _;
 
@@ -20,6 +20,7 @@ use service_kit::errors::ErrorCode;
 
 use crate::client_ip::{ClientAddr, TrustedProxies};
 use crate::error::{ApiError, REQUEST_ID};
+use crate::metrics::counter_vec;
 
 /// Limits and metrics the edge applies; shared by all workers.
 #[derive(Clone)]
@@ -63,15 +64,11 @@ impl Edge {
         body_read_timeout: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let requests = register(
+        let requests = counter_vec(
             registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "http_requests_total",
-                    "HTTP requests answered, by method, route pattern and status",
-                ),
-                &["method", "route", "status"],
-            )?,
+            "http_requests_total",
+            "HTTP requests answered, by method, route pattern and status",
+            &["method", "route", "status"],
         )?;
         let duration = register(
             registry,

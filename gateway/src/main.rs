@@ -8,6 +8,7 @@ mod config;
 mod conn_watch;
 mod edge;
 mod error;
+mod metrics;
 mod openapi;
 mod query;
 mod rate_limit;

@@ -14,15 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
 use proto::auth::v1::CheckTokenRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::auth::AccessClaims;
-use service_kit::metrics::register;
 use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
+use crate::metrics::counter_vec;
 use crate::redis_link::{OutageLog, RedisLink};
 
 /// Past this many cached answers, expired ones are dropped (and all of them if none expired).
@@ -119,15 +119,11 @@ impl RevocationCheck {
         cache_ttl: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let fallbacks = register(
+        let fallbacks = counter_vec(
             registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "revocation_fallback_total",
-                    "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
-                ),
-                &["result"],
-            )?,
+            "revocation_fallback_total",
+            "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
+            &["result"],
         )?;
         Ok(Self {
             redis,

@@ -39,6 +39,7 @@ use self::gcra::Decision;
 use self::redis::Script;
 use self::redis_clock::RedisClock;
 use crate::client_ip::ClientAddr;
+use crate::metrics::counter_vec;
 use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::RedisAnswer;
 
@@ -101,9 +102,6 @@ impl Limiter {
         keys: RedisKeys,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(registry, IntCounterVec::new(prometheus::Opts::new(name, help), labels)?)
-        };
         let batch_sizes = Histogram::with_opts(
             HistogramOpts::new(
                 "rate_limit_redis_batch_size",
@@ -123,18 +121,21 @@ impl Limiter {
             redis_clock: Arc::default(),
             local: Arc::new(Mutex::new(HashMap::new())),
             local_refusals: Arc::new(Mutex::new(HashMap::new())),
-            violations: counter(
+            violations: counter_vec(
+                registry,
                 "rate_limit_violations_total",
                 "Requests refused by a rate limit, by policy",
                 &["policy"],
             )?,
-            fallbacks: counter(
+            fallbacks: counter_vec(
+                registry,
                 "rate_limit_fallback_total",
                 "Rate-limit decisions made without Redis, by failure mode",
                 &["mode"],
             )?,
             fallback_log: Arc::default(),
-            security_events: counter(
+            security_events: counter_vec(
+                registry,
                 "security_events_total",
                 "Security events raised by the gateway, by type and severity",
                 &["event_type", "severity"],

@@ -1,9 +1,9 @@
 //! `RATE_LIMIT_CONFIG_FILE`, watched: policies changed in the file apply without a restart.
 
-use prometheus::{IntCounterVec, Opts, Registry};
-use service_kit::metrics::register;
+use prometheus::Registry;
 
 use super::{Limiter, RateLimitConfig};
+use crate::metrics::counter_vec;
 /// Watches `RATE_LIMIT_CONFIG_FILE`: a changed file that reads the same twice in a row (so a file
 /// caught half-written is not applied) and is valid is put in force for the next requests; an
 /// invalid or unreadable one is refused (logged, counted) and the policies in force stay.
@@ -17,15 +17,11 @@ pub fn watch_policy_file(
     let (Some(path), Some(mut applied)) = (start.source.clone(), start.source_text.clone()) else {
         return Ok(());
     };
-    let reloads = register(
+    let reloads = counter_vec(
         registry,
-        IntCounterVec::new(
-            Opts::new(
-                "rate_limit_config_reloads_total",
-                "Changes of the rate-limit policy file, by result (applied, refused)",
-            ),
-            &["result"],
-        )?,
+        "rate_limit_config_reloads_total",
+        "Changes of the rate-limit policy file, by result (applied, refused)",
+        &["result"],
     )?;
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(start.reload_every);

@@ -1,14 +1,13 @@
 //! `GET /v1/alerts/nearby`: recent moderated incidents near a point, coarsened.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use proto::reports::v1::ListNearbyAlertsRequest;
 use serde::Serialize;
 
-use super::call::Call;
+use super::call::ReportsCall;
 use crate::error::ApiError;
 use crate::query::StrictQuery;
-use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NearbyAlerts {
@@ -50,7 +49,7 @@ pub struct CoarseLocation {
         (status = 400, description = "A parameter is missing, repeated, unknown or out of range", body = crate::error::ErrorBody),
         (status = 503, description = "reports-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn nearby(req: HttpRequest, reports_service: ReportsCall) -> Result<HttpResponse, ApiError> {
     let q = StrictQuery::parse(req.query_string(), &["lat", "lng", "radius_m", "limit"])?;
     let message = ListNearbyAlertsRequest {
         lat: q.required("lat", "a number between -90 and 90")?,
@@ -61,7 +60,7 @@ pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     if q.optional::<u32>("limit", "")? == Some(0) {
         return Err(ApiError::validation("limit", "must be an integer between 1 and 100"));
     }
-    let alerts = Call::reports(&state, &req, None)
+    let alerts = reports_service
         .send(message, async |c, m| c.list_nearby_alerts(m).await)
         .await?
         .alerts;

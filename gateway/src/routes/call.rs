@@ -4,7 +4,9 @@
 //! (`GRPC_REQUEST_TIMEOUT_MS`), and a failure becomes the API's error through the one gRPC → HTTP
 //! table ([`ApiError::from_status`]).
 
-use actix_web::HttpRequest;
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, web};
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::reports::v1::reports_service_client::ReportsServiceClient;
 use tonic::metadata::MetadataValue;
@@ -14,40 +16,73 @@ use crate::auth::Authenticated;
 use crate::client_ip::ClientAddr;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::upstream::Upstreams;
 
 /// The user agent is forwarded for the audit log, cut to this many characters.
 const USER_AGENT_CHARS: usize = 256;
 
-/// A call to one service on behalf of one HTTP request.
-pub struct Call<'a, C> {
+/// A service's client, made on the HTTP worker's channel.
+pub trait Service: Sized {
     /// Names the service in messages and logs.
+    const NAME: &'static str;
+    fn client(upstreams: &Upstreams) -> Self;
+}
+
+impl Service for AuthServiceClient<Channel> {
+    const NAME: &'static str = "auth";
+    fn client(upstreams: &Upstreams) -> Self {
+        Self::new(upstreams.auth.clone())
+    }
+}
+
+impl Service for ReportsServiceClient<Channel> {
+    const NAME: &'static str = "reports";
+    fn client(upstreams: &Upstreams) -> Self {
+        Self::new(upstreams.reports.clone())
+    }
+}
+
+/// Calls to auth-service, as a handler argument.
+pub type AuthCall = Call<AuthServiceClient<Channel>>;
+/// Calls to reports-service, as a handler argument.
+pub type ReportsCall = Call<ReportsServiceClient<Channel>>;
+
+/// Calls to one service on behalf of one HTTP request (a handler argument).
+pub struct Call<C> {
     service: &'static str,
     client: C,
-    req: &'a HttpRequest,
-    caller: Option<&'a Authenticated>,
+    req: HttpRequest,
+    /// The caller's `Authorization` value, forwarded (the service verifies it again).
+    bearer: Option<String>,
 }
 
-impl<'a> Call<'a, AuthServiceClient<Channel>> {
-    pub fn auth(state: &AppState, req: &'a HttpRequest, caller: Option<&'a Authenticated>) -> Self {
-        let client = AuthServiceClient::new(state.upstreams.auth.clone());
-        Self::new("auth", client, req, caller)
+impl<C: Service> FromRequest for Call<C> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(match req.app_data::<web::Data<AppState>>() {
+            Some(state) => Ok(Self::new(C::NAME, C::client(&state.upstreams), req.clone())),
+            None => Err(ApiError::internal()),
+        })
     }
 }
 
-impl<'a> Call<'a, ReportsServiceClient<Channel>> {
-    pub fn reports(state: &AppState, req: &'a HttpRequest, caller: Option<&'a Authenticated>) -> Self {
-        let client = ReportsServiceClient::new(state.upstreams.reports.clone());
-        Self::new("reports", client, req, caller)
-    }
-}
-
-impl<'a, C> Call<'a, C> {
-    pub fn new(service: &'static str, client: C, req: &'a HttpRequest, caller: Option<&'a Authenticated>) -> Self {
+impl<C> Call<C> {
+    pub fn new(service: &'static str, client: C, req: HttpRequest) -> Self {
         Self {
             service,
             client,
             req,
-            caller,
+            bearer: None,
+        }
+    }
+
+    /// The call is made for `caller`, whose token goes along.
+    pub fn by(self, caller: &Authenticated) -> Self {
+        Self {
+            bearer: Some(caller.bearer.clone()),
+            ..self
         }
     }
 
@@ -66,10 +101,9 @@ impl<'a, C> Call<'a, C> {
     }
 
     fn request<M>(&self, message: M) -> tonic::Request<M> {
-        let bearer = self.caller.map(|caller| caller.bearer.as_str());
-        let mut request = crate::upstream::request(message, bearer);
+        let mut request = crate::upstream::request(message, self.bearer.as_deref());
         let md = request.metadata_mut();
-        if let Some(ip) = ClientAddr::of(self.req)
+        if let Some(ip) = ClientAddr::of(&self.req)
             && let Ok(v) = MetadataValue::try_from(ip.to_string())
         {
             md.insert("x-client-ip", v);
@@ -101,7 +135,7 @@ mod tests {
             .insert_header(("user-agent", "app/1.0"))
             .to_http_request();
         req.extensions_mut().insert(ClientAddr(Some([198, 51, 100, 7].into())));
-        let seen = Call::new("auth", (), &req, None)
+        let seen = Call::new("auth", (), req.clone())
             .send(7_u32, async |_, request: tonic::Request<u32>| {
                 let md = request.metadata();
                 let get = |name: &str| md.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -127,7 +161,7 @@ mod tests {
                 ErrorCode::AccountLocked,
             ),
         ] {
-            let e = Call::new("auth", (), &req, None)
+            let e = Call::new("auth", (), req.clone())
                 .send((), async |_, _| Err::<tonic::Response<()>, _>(status.clone()))
                 .await
                 .expect_err("refused");

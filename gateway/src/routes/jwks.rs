@@ -1,12 +1,11 @@
 //! `GET /.well-known/jwks.json`: the public keys that verify access tokens, from auth-service.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1::GetJwksRequest;
 use serde::Serialize;
 
-use super::call::Call;
+use super::call::AuthCall;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Jwks {
@@ -36,8 +35,8 @@ pub struct Jwk {
         (status = 200, description = "JSON Web Key Set", body = Jwks),
         (status = 503, description = "auth-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn jwks(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let keys = Call::auth(&state, &req, None)
+pub async fn jwks(auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    let keys = auth_service
         .send(GetJwksRequest {}, async |c, m| c.get_jwks(m).await)
         .await?
         .keys;

@@ -3,9 +3,8 @@
 use super::{non_empty, time};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
-use actix_web::{HttpRequest, HttpResponse, web};
+use crate::routes::call::AuthCall;
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use proto::auth::v1 as pb;
 use serde::Serialize;
@@ -44,7 +43,7 @@ pub struct AuditPage {
 pub async fn audit_logs(
     req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role("admin")?;
     let q = crate::query::StrictQuery::parse(req.query_string(), &["user_id", "from", "to", "limit", "cursor"])?;
@@ -59,7 +58,8 @@ pub async fn audit_logs(
         limit: q.optional("limit", "an integer between 1 and 100")?.unwrap_or(0),
         cursor: q.optional("cursor", "a cursor")?.unwrap_or_default(),
     };
-    let r = Call::auth(&state, &req, Some(&auth))
+    let r = auth_service
+        .by(&auth)
         .send(message, async |c, m| c.list_audit_logs(m).await)
         .await?;
     let items = r

@@ -3,9 +3,8 @@
 use super::{non_empty, time};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
-use actix_web::{HttpRequest, HttpResponse, web};
+use crate::routes::call::AuthCall;
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use proto::auth::v1 as pb;
 use serde::Serialize;
@@ -35,12 +34,9 @@ pub struct DeviceList {
 /// The devices the caller has logged in from, most recent first.
 #[utoipa::path(get, path = "/v1/me/devices", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "Known devices", body = DeviceList)))]
-pub async fn devices(
-    req: HttpRequest,
-    auth: Authenticated,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let r = Call::auth(&state, &req, Some(&auth))
+pub async fn devices(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    let r = auth_service
+        .by(&auth)
         .send(pb::ListDevicesRequest {}, async |c, m| c.list_devices(m).await)
         .await?;
     let items = r
@@ -69,15 +65,15 @@ pub async fn devices(
     params(("device_id" = String, Path, description = "As listed by GET /v1/me/devices")),
     responses((status = 204, description = "Removed"), (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub async fn remove_device(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::RemoveDeviceRequest {
         device_id: path.into_inner(),
     };
-    Call::auth(&state, &req, Some(&auth))
+    auth_service
+        .by(&auth)
         .send(message, async |c, m| c.remove_device(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())

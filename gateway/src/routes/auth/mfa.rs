@@ -1,6 +1,6 @@
 //! Two-factor authentication by TOTP (RFC 6238): enroll, confirm, turn off.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -8,8 +8,7 @@ use super::CODE;
 use crate::auth::Authenticated;
 use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
+use crate::routes::call::AuthCall;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TotpEnrollment {
@@ -32,6 +31,12 @@ impl Bounded for CodeBody {
     }
 }
 
+impl From<CodeBody> for pb::MfaCodeRequest {
+    fn from(b: CodeBody) -> Self {
+        Self { code: b.code }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     /// Ten single-use codes, shown only now: each logs in once in place of a TOTP code.
@@ -42,12 +47,9 @@ pub struct RecoveryCodes {
 #[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "Seed to add to an authenticator app", body = TotpEnrollment),
         (status = 409, description = "MFA is already on", body = crate::error::ErrorBody)))]
-pub async fn mfa_enroll(
-    req: HttpRequest,
-    auth: Authenticated,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let e = Call::auth(&state, &req, Some(&auth))
+pub async fn mfa_enroll(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    let e = auth_service
+        .by(&auth)
         .send(pb::MfaEnrollRequest {}, async |c, m| c.mfa_enroll(m).await)
         .await?;
     Ok(HttpResponse::Ok().json(TotpEnrollment {
@@ -61,15 +63,13 @@ pub async fn mfa_enroll(
     responses((status = 200, description = "MFA on; recovery codes shown once", body = RecoveryCodes),
         (status = 401, description = "MFA_REQUIRED: the code is not valid", body = crate::error::ErrorBody)))]
 pub async fn mfa_confirm(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::MfaCodeRequest {
-        code: body.into_inner().code,
-    };
-    let r = Call::auth(&state, &req, Some(&auth))
+    let message = pb::MfaCodeRequest::from(body.into_inner());
+    let r = auth_service
+        .by(&auth)
         .send(message, async |c, m| c.mfa_confirm(m).await)
         .await?;
     Ok(HttpResponse::Ok().json(RecoveryCodes {
@@ -81,15 +81,13 @@ pub async fn mfa_confirm(
 #[utoipa::path(delete, path = "/v1/me/mfa/totp", tag = "auth", request_body = CodeBody, security(("bearer" = [])),
     responses((status = 204, description = "MFA off"), (status = 401, description = "MFA_REQUIRED: the code is not valid", body = crate::error::ErrorBody)))]
 pub async fn mfa_disable(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::MfaCodeRequest {
-        code: body.into_inner().code,
-    };
-    Call::auth(&state, &req, Some(&auth))
+    let message = pb::MfaCodeRequest::from(body.into_inner());
+    auth_service
+        .by(&auth)
         .send(message, async |c, m| c.mfa_disable(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())

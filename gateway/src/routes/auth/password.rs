@@ -1,6 +1,6 @@
 //! Passwords: change (signed in), and reset by a mailed link.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1 as pb;
 use serde::Deserialize;
 
@@ -8,8 +8,7 @@ use super::{EMAIL, PASSWORD, TOKEN};
 use crate::auth::Authenticated;
 use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
+use crate::routes::call::AuthCall;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +27,15 @@ impl Bounded for ChangePasswordBody {
     }
 }
 
+impl From<ChangePasswordBody> for pb::ChangePasswordRequest {
+    fn from(b: ChangePasswordBody) -> Self {
+        Self {
+            current_password: b.current_password,
+            new_password: b.new_password,
+        }
+    }
+}
+
 /// Change the password; every other session ends (this one continues).
 #[utoipa::path(post, path = "/v1/me/password", tag = "auth", request_body = ChangePasswordBody, security(("bearer" = [])),
     responses(
@@ -36,17 +44,13 @@ impl Bounded for ChangePasswordBody {
         (status = 401, description = "INVALID_CREDENTIALS: the current password is wrong", body = crate::error::ErrorBody),
     ))]
 pub async fn change_password(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::ChangePasswordRequest {
-        current_password: b.current_password,
-        new_password: b.new_password,
-    };
-    Call::auth(&state, &req, Some(&auth))
+    let message = pb::ChangePasswordRequest::from(body.into_inner());
+    auth_service
+        .by(&auth)
         .send(message, async |c, m| c.change_password(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -61,6 +65,12 @@ pub struct ResetRequestBody {
 impl Bounded for ResetRequestBody {
     fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
         vec![("email", Some(self.email.as_str()), EMAIL)]
+    }
+}
+
+impl From<ResetRequestBody> for pb::PasswordResetRequest {
+    fn from(b: ResetRequestBody) -> Self {
+        Self { email: b.email }
     }
 }
 
@@ -81,18 +91,24 @@ impl Bounded for ResetConfirmBody {
     }
 }
 
+impl From<ResetConfirmBody> for pb::ConfirmPasswordResetRequest {
+    fn from(b: ResetConfirmBody) -> Self {
+        Self {
+            token: b.token,
+            new_password: b.new_password,
+        }
+    }
+}
+
 /// Ask for a password-reset link. The answer is the same whether or not the address has an account.
 #[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = ResetRequestBody,
     responses((status = 202, description = "If the address has an account, a link is on its way")))]
 pub async fn password_reset(
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<ResetRequestBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::PasswordResetRequest {
-        email: body.into_inner().email,
-    };
-    Call::auth(&state, &req, None)
+    let message = pb::PasswordResetRequest::from(body.into_inner());
+    auth_service
         .send(message, async |c, m| c.request_password_reset(m).await)
         .await?;
     Ok(HttpResponse::Accepted().finish())
@@ -103,16 +119,11 @@ pub async fn password_reset(
     responses((status = 204, description = "Password changed; log in again"),
         (status = 400, description = "The token is invalid, expired or used, or the password is refused", body = crate::error::ErrorBody)))]
 pub async fn password_reset_confirm(
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<ResetConfirmBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::ConfirmPasswordResetRequest {
-        token: b.token,
-        new_password: b.new_password,
-    };
-    Call::auth(&state, &req, None)
+    let message = pb::ConfirmPasswordResetRequest::from(body.into_inner());
+    auth_service
         .send(message, async |c, m| c.confirm_password_reset(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,6 +1,6 @@
 //! The caller's profile, and the confirmation of its e-mail address.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1 as pb;
 use serde::Deserialize;
 
@@ -8,14 +8,14 @@ use super::{INCOME_TIER, NAME, TOKEN, UserBody, user};
 use crate::auth::Authenticated;
 use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
+use crate::routes::call::AuthCall;
 
 /// The caller's profile.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "Profile", body = UserBody), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
-pub async fn me(req: HttpRequest, auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let u = Call::auth(&state, &req, Some(&auth))
+pub async fn me(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    let u = auth_service
+        .by(&auth)
         .send(pb::GetMeRequest {}, async |c, m| c.get_me(m).await)
         .await?;
     Ok(HttpResponse::Ok().json(user(Some(u))))
@@ -46,6 +46,16 @@ impl Bounded for UpdateMeBody {
     }
 }
 
+impl From<UpdateMeBody> for pb::UpdateMeRequest {
+    fn from(b: UpdateMeBody) -> Self {
+        Self {
+            first_name: b.first_name,
+            last_name: b.last_name,
+            income_tier: b.income_tier.map(Option::unwrap_or_default),
+        }
+    }
+}
+
 /// Tells an absent field (`None`) from an explicit null (`Some(None)`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
@@ -55,18 +65,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 #[utoipa::path(patch, path = "/v1/me", tag = "auth", request_body = UpdateMeBody, security(("bearer" = [])),
     responses((status = 200, description = "Updated profile", body = UserBody), (status = 400, description = "A field is invalid", body = crate::error::ErrorBody)))]
 pub async fn update_me(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: BoundedJson<UpdateMeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::UpdateMeRequest {
-        first_name: b.first_name,
-        last_name: b.last_name,
-        income_tier: b.income_tier.map(Option::unwrap_or_default),
-    };
-    let u = Call::auth(&state, &req, Some(&auth))
+    let message = pb::UpdateMeRequest::from(body.into_inner());
+    let u = auth_service
+        .by(&auth)
         .send(message, async |c, m| c.update_me(m).await)
         .await?;
     Ok(HttpResponse::Ok().json(user(Some(u))))
@@ -85,20 +90,18 @@ impl Bounded for TokenBody {
     }
 }
 
+impl From<TokenBody> for pb::VerifyEmailRequest {
+    fn from(b: TokenBody) -> Self {
+        Self { token: b.token }
+    }
+}
+
 /// Confirm the e-mail address with the token mailed at registration (single use, 24 h).
 #[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenBody,
     responses((status = 204, description = "Address confirmed"),
         (status = 400, description = "The token is invalid, expired or already used", body = crate::error::ErrorBody)))]
-pub async fn verify_email(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: BoundedJson<TokenBody>,
-) -> Result<HttpResponse, ApiError> {
-    let message = pb::VerifyEmailRequest {
-        token: body.into_inner().token,
-    };
-    Call::auth(&state, &req, None)
-        .send(message, async |c, m| c.verify_email(m).await)
-        .await?;
+pub async fn verify_email(auth_service: AuthCall, body: BoundedJson<TokenBody>) -> Result<HttpResponse, ApiError> {
+    let message = pb::VerifyEmailRequest::from(body.into_inner());
+    auth_service.send(message, async |c, m| c.verify_email(m).await).await?;
     Ok(HttpResponse::NoContent().finish())
 }

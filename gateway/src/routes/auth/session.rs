@@ -1,6 +1,6 @@
 //! Sessions: register, log in, refresh, log out (this session or all).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -8,8 +8,7 @@ use super::{CAPTCHA, CODE, DEVICE_ID, EMAIL, INCOME_TIER, NAME, PASSWORD, TOKEN,
 use crate::auth::Authenticated;
 use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
-use crate::routes::call::Call;
-use crate::state::AppState;
+use crate::routes::call::AuthCall;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +70,20 @@ impl Bounded for RegisterBody {
     }
 }
 
+impl From<RegisterBody> for pb::RegisterRequest {
+    fn from(b: RegisterBody) -> Self {
+        Self {
+            email: b.email,
+            password: b.password,
+            first_name: b.first_name,
+            last_name: b.last_name,
+            income_tier: b.income_tier.unwrap_or_default(),
+            captcha_token: b.captcha_token.unwrap_or_default(),
+            device: b.device.map(device),
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
@@ -94,6 +107,18 @@ impl Bounded for LoginBody {
     }
 }
 
+impl From<LoginBody> for pb::LoginRequest {
+    fn from(b: LoginBody) -> Self {
+        Self {
+            email: b.email,
+            password: b.password,
+            device: Some(device(b.device)),
+            captcha_token: b.captcha_token.unwrap_or_default(),
+            totp_code: b.totp_code.unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
@@ -109,6 +134,15 @@ impl Bounded for RefreshBody {
             ("refresh_token", Some(self.refresh_token.as_str()), TOKEN),
             ("device_id", self.device_id.as_deref(), DEVICE_ID),
         ]
+    }
+}
+
+impl From<RefreshBody> for pb::RefreshRequest {
+    fn from(b: RefreshBody) -> Self {
+        Self {
+            refresh_token: b.refresh_token,
+            device_id: b.device_id.unwrap_or_default(),
+        }
     }
 }
 
@@ -131,6 +165,15 @@ pub struct SessionBody {
     pub tokens: TokensBody,
 }
 
+impl From<pb::SessionResponse> for SessionBody {
+    fn from(r: pb::SessionResponse) -> Self {
+        Self {
+            user: user(r.user),
+            tokens: tokens(r.tokens),
+        }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RefreshedBody {
     pub tokens: TokensBody,
@@ -143,28 +186,10 @@ pub struct RefreshedBody {
         (status = 400, description = "A field is invalid (details name it), or the password is too common", body = crate::error::ErrorBody),
         (status = 409, description = "An account with this e-mail exists", body = crate::error::ErrorBody),
     ))]
-pub async fn register(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: BoundedJson<RegisterBody>,
-) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::RegisterRequest {
-        email: b.email,
-        password: b.password,
-        first_name: b.first_name,
-        last_name: b.last_name,
-        income_tier: b.income_tier.unwrap_or_default(),
-        captcha_token: b.captcha_token.unwrap_or_default(),
-        device: b.device.map(device),
-    };
-    let r = Call::auth(&state, &req, None)
-        .send(message, async |c, m| c.register(m).await)
-        .await?;
-    Ok(HttpResponse::Created().json(SessionBody {
-        user: user(r.user),
-        tokens: tokens(r.tokens),
-    }))
+pub async fn register(auth_service: AuthCall, body: BoundedJson<RegisterBody>) -> Result<HttpResponse, ApiError> {
+    let message = pb::RegisterRequest::from(body.into_inner());
+    let r = auth_service.send(message, async |c, m| c.register(m).await).await?;
+    Ok(HttpResponse::Created().json(SessionBody::from(r)))
 }
 
 /// Log in with e-mail and password. Unknown e-mail and wrong password give the same answer.
@@ -174,26 +199,10 @@ pub async fn register(
         (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::ErrorBody),
         (status = 423, description = "ACCOUNT_LOCKED, with Retry-After", body = crate::error::ErrorBody),
     ))]
-pub async fn login(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: BoundedJson<LoginBody>,
-) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::LoginRequest {
-        email: b.email,
-        password: b.password,
-        device: Some(device(b.device)),
-        captcha_token: b.captcha_token.unwrap_or_default(),
-        totp_code: b.totp_code.unwrap_or_default(),
-    };
-    let r = Call::auth(&state, &req, None)
-        .send(message, async |c, m| c.login(m).await)
-        .await?;
-    Ok(HttpResponse::Ok().json(SessionBody {
-        user: user(r.user),
-        tokens: tokens(r.tokens),
-    }))
+pub async fn login(auth_service: AuthCall, body: BoundedJson<LoginBody>) -> Result<HttpResponse, ApiError> {
+    let message = pb::LoginRequest::from(body.into_inner());
+    let r = auth_service.send(message, async |c, m| c.login(m).await).await?;
+    Ok(HttpResponse::Ok().json(SessionBody::from(r)))
 }
 
 /// Spend a refresh token for a new pair. Presenting a spent token again ends its session
@@ -203,19 +212,9 @@ pub async fn login(
         (status = 200, description = "New tokens; the old refresh token is spent", body = RefreshedBody),
         (status = 401, description = "UNAUTHENTICATED, TOKEN_REUSED, TOKEN_REVOKED or TOKEN_EXPIRED", body = crate::error::ErrorBody),
     ))]
-pub async fn refresh(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: BoundedJson<RefreshBody>,
-) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let message = pb::RefreshRequest {
-        refresh_token: b.refresh_token,
-        device_id: b.device_id.unwrap_or_default(),
-    };
-    let r = Call::auth(&state, &req, None)
-        .send(message, async |c, m| c.refresh(m).await)
-        .await?;
+pub async fn refresh(auth_service: AuthCall, body: BoundedJson<RefreshBody>) -> Result<HttpResponse, ApiError> {
+    let message = pb::RefreshRequest::from(body.into_inner());
+    let r = auth_service.send(message, async |c, m| c.refresh(m).await).await?;
     Ok(HttpResponse::Ok().json(RefreshedBody {
         tokens: tokens(Some(r)),
     }))
@@ -226,14 +225,14 @@ pub async fn refresh(
     security(("bearer" = [])),
     responses((status = 204, description = "Logged out"), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
 pub async fn logout(
-    req: HttpRequest,
     auth: Authenticated,
-    state: web::Data<AppState>,
+    auth_service: AuthCall,
     body: Option<BoundedJson<LogoutBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let refresh_token = body.and_then(|b| b.into_inner().refresh_token).unwrap_or_default();
     let message = pb::LogoutRequest { refresh_token };
-    Call::auth(&state, &req, Some(&auth))
+    auth_service
+        .by(&auth)
         .send(message, async |c, m| c.logout(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -242,12 +241,9 @@ pub async fn logout(
 /// End every session of the caller.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "All sessions ended"), (status = 401, description = "Not authenticated", body = crate::error::ErrorBody)))]
-pub async fn logout_all(
-    req: HttpRequest,
-    auth: Authenticated,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    Call::auth(&state, &req, Some(&auth))
+pub async fn logout_all(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    auth_service
+        .by(&auth)
         .send(pb::LogoutAllRequest {}, async |c, m| c.logout_all(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())
