@@ -17,7 +17,7 @@ use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier
 use service_kit::errors::ErrorCode;
 
 use crate::error::ApiError;
-use crate::revocation::{RedisLookup, RevocationCheck, Source, Verdict};
+use crate::revocation::{RedisLookup, RevocationCheck, Verdict};
 use crate::state::AppState;
 
 /// The verified caller of one request, in its extensions once known.
@@ -28,7 +28,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The rate limiter's caller: the claims it verified, and what its Redis round trip found.
+    /// The caller of verified `claims`, with what the rate limiter's Redis round trip found
+    /// (`NotAsked` when the limiter did not verify the token: the extractor's own caller).
     pub fn after_lookup(state: &AppState, claims: Arc<AccessClaims>, lookup: RedisLookup) -> Self {
         let revocation = state.revocation.verdict(&claims, lookup);
         Self { claims, revocation }
@@ -44,7 +45,7 @@ pub async fn verified_claims(state: &AppState, headers: &HeaderMap) -> Option<Ar
 }
 
 /// Ok when the caller's token stands. A verdict not known yet is asked where it says.
-pub async fn admit(revocation: &RevocationCheck, caller: &Caller, token: &str) -> Result<(), ApiError> {
+async fn admit(revocation: &RevocationCheck, caller: &Caller, token: &str) -> Result<(), ApiError> {
     match caller.revocation {
         Verdict::Stands => Ok(()),
         Verdict::Revoked => Err(crate::revocation::revoked()),
@@ -126,10 +127,7 @@ impl FromRequest for Authenticated {
                 Some(caller) => caller,
                 None => {
                     let claims = state.verifier.verify(&token).await.map_err(token_error)?;
-                    Caller {
-                        claims,
-                        revocation: Verdict::Ask(Source::RedisFirst),
-                    }
+                    Caller::after_lookup(&state, claims, RedisLookup::NotAsked)
                 }
             };
             admit(&state.revocation, &caller, &token).await?;
@@ -145,6 +143,7 @@ impl FromRequest for Authenticated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::revocation::Source;
     use crate::revocation::tests::{claims, nobody_answers};
 
     /// The extractor acts on the verdict alone: a known one is answered at once, an unknown one

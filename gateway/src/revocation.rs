@@ -4,6 +4,10 @@
 //! briefly: revocation never fails open. Each such fallback is counted in
 //! `revocation_fallback_total{result}`.
 //!
+//! What it produces is a [`Verdict`]: from the rate limiter's lookup ([`RevocationCheck::verdict`],
+//! no I/O), and, where that left the answer open, by asking ([`RevocationCheck::check`]) on the
+//! routes that take `Authenticated`.
+//!
 //! Redis only vouches for revocations while it holds auth-service's marker key
 //! ([`RedisKeys::complete`]): a Redis restarted without persistence, or flushed, forgot the
 //! revocations along with the marker, so until auth-service has copied them back from PostgreSQL
