@@ -50,6 +50,9 @@ fn field(policy: &str, params: [(&str, u64); 2]) -> Option<HeaderValue> {
     HeaderValue::try_from(value).ok()
 }
 
+/// Decides the request's policies in one round trip (with its caller's revocation lookup, left
+/// in its extensions as the `auth::Caller`), refuses it with 429, or lets it through and
+/// announces what is left (giving a success back in the failures-only mode).
 pub async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
