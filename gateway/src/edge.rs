@@ -13,16 +13,15 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError, web};
 use futures_util::FutureExt as _;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
+use service_kit::errors::ErrorCode;
 use service_kit::metrics::register;
 use tracing::Instrument as _;
-
-use service_kit::errors::ErrorCode;
 
 use crate::client_ip::{ClientAddr, TrustedProxies};
 use crate::error::{ApiError, REQUEST_ID};
 use crate::metrics::counter_vec;
 
-/// Limits and metrics the edge applies; shared by all workers.
+/// Limits, metrics and the trusted proxies the edge applies; shared by all workers.
 #[derive(Clone)]
 pub struct Edge {
     pub max_body_bytes: usize,
