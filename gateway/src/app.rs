@@ -12,12 +12,14 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use prometheus::Registry;
 use service_kit::admin::{AdminServer, Readiness};
+use service_kit::errors::ErrorCode;
 use service_kit::shutdown::Shutdown;
 
 use crate::config::GatewayConfig;
 use crate::edge::{Edge, edge};
 use crate::error::ApiError;
-use crate::routes::{self, AppState};
+use crate::routes;
+use crate::state::AppState;
 use crate::upstream::Upstreams;
 
 pub struct Application {
@@ -63,18 +65,13 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
             use actix_web::error::JsonPayloadError as E;
             let api = match &err {
                 E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::payload_too_large(limit),
-                E::ContentType => ApiError::new(
-                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UNSUPPORTED_MEDIA_TYPE",
+                E::ContentType => ApiError::coded(
+                    ErrorCode::UnsupportedMediaType,
                     "Send JSON with Content-Type: application/json.",
                 ),
+                // serde names the offending field ("unknown field `x`", "missing field `y`").
                 E::Deserialize(e) if e.is_data() => {
-                    // serde names the offending field ("unknown field `x`", "missing field `y`").
-                    ApiError::new(
-                        actix_web::http::StatusCode::BAD_REQUEST,
-                        "VALIDATION_FAILED",
-                        first_line(&e.to_string()),
-                    )
+                    ApiError::coded(ErrorCode::ValidationFailed, first_line(&e.to_string()))
                 }
                 E::Payload(p) if crate::body::is_read_timeout(p) => ApiError::body_timeout(),
                 _ => ApiError::malformed_json("The request body is not valid JSON."),
@@ -93,6 +90,7 @@ impl Application {
         let registry = Registry::new();
         let edge_state = web::Data::new(Edge::new(
             config.max_body_bytes,
+            config.trusted_proxies.clone(),
             config.request_timeout,
             config.body_read_timeout,
             &registry,
@@ -110,7 +108,6 @@ impl Application {
                 config.revocation_cache,
                 &registry,
             )?,
-            trusted_proxies: config.trusted_proxies.clone(),
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
         };
@@ -337,7 +334,7 @@ mod tests {
     /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
     fn test_edge() -> Edge {
         let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
-        Edge::new(1024, request, body, &Registry::new()).expect("metrics")
+        Edge::new(1024, Default::default(), request, body, &Registry::new()).expect("metrics")
     }
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {
@@ -404,7 +401,7 @@ mod tests {
         let (status, headers, body) = call(req).await;
         assert_eq!(status, 400);
         assert_eq!(body["success"], false);
-        assert_eq!(body["error"]["code"], "MALFORMED_JSON");
+        assert_eq!(body["error"]["code"], ErrorCode::MalformedJson.as_str());
         assert_eq!(
             body["error"]["request_id"].as_str(),
             headers.get("x-request-id").and_then(|v| v.to_str().ok())
@@ -419,7 +416,7 @@ mod tests {
             .set_payload(r#"{"amount":1,"admin":true}"#);
         let (status, _, body) = call(req).await;
         assert_eq!(status, 400);
-        assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+        assert_eq!(body["error"]["code"], ErrorCode::ValidationFailed.as_str());
         assert!(
             body["error"]["message"].as_str().is_some_and(|m| m.contains("admin")),
             "{body}"
@@ -434,7 +431,7 @@ mod tests {
             .set_payload(r#"{"amount":1}"#);
         let (status, _, body) = call(req).await;
         assert_eq!(status, 415);
-        assert_eq!(body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE");
+        assert_eq!(body["error"]["code"], ErrorCode::UnsupportedMediaType.as_str());
     }
 
     #[actix_web::test]
@@ -457,7 +454,7 @@ mod tests {
         let res = test::call_service(&app, req).await;
         assert_eq!(res.status().as_u16(), 413);
         let body: Value = serde_json::from_slice(&test::read_body(res).await).expect("json");
-        assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+        assert_eq!(body["error"]["code"], ErrorCode::PayloadTooLarge.as_str());
     }
 
     #[actix_web::test]
@@ -469,7 +466,7 @@ mod tests {
         )
         .await;
         assert_eq!(status, 500);
-        assert_eq!(body["error"]["code"], "INTERNAL");
+        assert_eq!(body["error"]["code"], ErrorCode::Internal.as_str());
         assert_eq!(body["error"]["request_id"], "trace-me-1");
         assert!(!body.to_string().contains("secret detail"));
         assert_eq!(

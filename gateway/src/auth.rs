@@ -1,18 +1,57 @@
-//! Who is calling: the `Authenticated` extractor verifies the bearer token on every route that
-//! takes it (signature, claims, then revocation: Redis, or auth-service when Redis cannot answer) so a handler cannot forget to.
+//! Who is calling. The one owner of "is this token good, and is it revoked": a request's
+//! [`Caller`] (verified claims and a revocation [`Verdict`]) is made here, either by the rate
+//! limiter through [`verified_claims`] and [`Caller::after_lookup`] (its Redis round trip already
+//! read the token's revocation keys) or, when the limiter did not, by the `Authenticated`
+//! extractor itself. The extractor then acts on the verdict alone, so a handler that takes
+//! `Authenticated` cannot forget a check.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::http::header::HeaderMap;
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use proto::auth::v1::GetJwksRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
 use service_kit::errors::ErrorCode;
 
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::revocation::{RedisLookup, RevocationCheck, Verdict};
+use crate::state::AppState;
+
+/// The verified caller of one request, in its extensions once known.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Arc<AccessClaims>,
+    pub revocation: Verdict,
+}
+
+impl Caller {
+    /// The caller of verified `claims`, with what the rate limiter's Redis round trip found
+    /// (`NotAsked` when the limiter did not verify the token: the extractor's own caller).
+    pub fn after_lookup(state: &AppState, claims: Arc<AccessClaims>, lookup: RedisLookup) -> Self {
+        let revocation = state.revocation.verdict(&claims, lookup);
+        Self { claims, revocation }
+    }
+}
+
+/// The claims of the request's bearer token when it has a valid one (signature and claims; not
+/// revocation, which the caller's [`Verdict`] carries).
+pub async fn verified_claims(state: &AppState, headers: &HeaderMap) -> Option<Arc<AccessClaims>> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let token = service_kit::auth::bearer(Some(value)).ok()?;
+    state.verifier.verify(token).await.ok()
+}
+
+/// Ok when the caller's token stands. A verdict not known yet is asked where it says.
+async fn admit(revocation: &RevocationCheck, caller: &Caller, token: &str) -> Result<(), ApiError> {
+    match caller.revocation {
+        Verdict::Stands => Ok(()),
+        Verdict::Revoked => Err(crate::revocation::revoked()),
+        Verdict::Ask(source) => revocation.check(&caller.claims, token, source).await,
+    }
+}
 
 /// A verified caller: the bearer value (forwarded to the service, which verifies it again) and
 /// the token's claims (the roles it grants).
@@ -25,8 +64,8 @@ impl Authenticated {
     /// 403 unless the token grants `role`. The service checks again against the account.
     pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
         match &self.claims {
-            Some(claims) if !claims.roles.iter().any(|r| r == role) => Err(ApiError::coded(
-                service_kit::errors::ErrorCode::Forbidden,
+            Some(claims) if !claims.has_role(role) => Err(ApiError::coded(
+                ErrorCode::Forbidden,
                 format!("This needs the {role} role."),
             )),
             // Roles unknown only with GATEWAY_VERIFY_TOKENS=false (benchmarks): the service decides.
@@ -56,7 +95,7 @@ fn token_error(e: TokenError) -> ApiError {
     match e {
         TokenError::KeysUnavailable => ApiError::unavailable("authentication service"),
         TokenError::Expired => ApiError::coded(code, "The access token has expired; refresh it."),
-        TokenError::Revoked => ApiError::coded(code, "The access token has been revoked; log in again."),
+        TokenError::Revoked => crate::revocation::revoked(),
         TokenError::Missing | TokenError::Invalid => ApiError::coded(code, "A valid bearer token is required."),
     }
 }
@@ -72,17 +111,7 @@ impl FromRequest for Authenticated {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // The rate limiter may have verified this token already.
-        let verified = actix_web::HttpMessage::extensions(req)
-            .get::<crate::rate_limit::VerifiedClaims>()
-            .cloned();
-        let (from_limiter, redis_down) = {
-            let ext = actix_web::HttpMessage::extensions(req);
-            (
-                ext.get::<crate::revocation::RedisAnswer>().copied(),
-                ext.get::<crate::revocation::RedisUnavailable>().is_some(),
-            )
-        };
+        let from_limiter = req.extensions().get::<Caller>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(ApiError::internal)?;
             let token = service_kit::auth::bearer(header.as_deref())
@@ -94,30 +123,52 @@ impl FromRequest for Authenticated {
                     claims: None,
                 });
             }
-            let claims = match verified {
-                Some(crate::rate_limit::VerifiedClaims(claims)) => claims,
-                None => state.verifier.verify(&token).await.map_err(token_error)?,
+            let caller = match from_limiter {
+                Some(caller) => caller,
+                None => {
+                    let claims = state.verifier.verify(&token).await.map_err(token_error)?;
+                    Caller::after_lookup(&state, claims, RedisLookup::NotAsked)
+                }
             };
-            match from_limiter {
-                // Read with the rate limits, in the same round trip.
-                Some(answer) if answer.complete => {
-                    state.revocation.note_complete(true);
-                    if answer.revokes(&claims) {
-                        return Err(token_error(TokenError::Revoked));
-                    }
-                }
-                // Redis answered but lacks the marker: it cannot vouch, auth-service decides.
-                Some(_) => {
-                    state.revocation.note_complete(false);
-                    state.revocation.check(&claims, &token, true).await?;
-                }
-                None => state.revocation.check(&claims, &token, redis_down).await?,
-            }
-            tracing::Span::current().record("user_id", claims.sub.as_str());
+            admit(&state.revocation, &caller, &token).await?;
+            tracing::Span::current().record("user_id", caller.claims.sub.as_str());
             Ok(Self {
                 bearer: format!("Bearer {token}"),
-                claims: Some(claims),
+                claims: Some(caller.claims),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::Source;
+    use crate::revocation::tests::{claims, nobody_answers};
+
+    /// The extractor acts on the verdict alone: a known one is answered at once, an unknown one
+    /// is asked where it says (here nobody answers: 503, never a pass).
+    #[tokio::test]
+    async fn each_verdict_gets_its_answer() {
+        let check = nobody_answers();
+        let caller = |revocation| Caller {
+            claims: Arc::new(claims()),
+            revocation,
+        };
+        assert!(admit(&check, &caller(Verdict::Stands), "t").await.is_ok());
+        let e = admit(&check, &caller(Verdict::Revoked), "t")
+            .await
+            .expect_err("revoked");
+        assert_eq!((e.code, e.status().as_u16()), (ErrorCode::TokenRevoked, 401));
+        for source in [Source::RedisFirst, Source::AuthService] {
+            let e = admit(&check, &caller(Verdict::Ask(source)), "t")
+                .await
+                .expect_err("nobody can tell");
+            assert_eq!(
+                (e.code, e.status().as_u16()),
+                (ErrorCode::Unavailable, 503),
+                "{source:?}"
+            );
+        }
     }
 }

@@ -120,7 +120,7 @@ mod tests {
             note: Some("abc".to_owned()),
         };
         let e = check(&long).expect_err("too long");
-        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.status().as_u16(), 400);
         assert_eq!(e.details[0].field, "note");
         assert_eq!(e.details[0].issue, "must be at most 2 characters");
     }

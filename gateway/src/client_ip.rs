@@ -7,8 +7,8 @@
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 use ipnet::IpNet;
 use service_kit::config::Env;
 
@@ -114,14 +114,21 @@ fn header_values<'a>(proxies: &TrustedProxies, headers: &'a actix_web::http::hea
     headers.get_all(name).filter_map(|v| v.to_str().ok()).collect()
 }
 
-/// The client address of an incoming request.
-pub fn of_service_request(proxies: &TrustedProxies, req: &ServiceRequest) -> Option<IpAddr> {
-    proxies.client(req.peer_addr().map(|a| a.ip()), &header_values(proxies, req.headers()))
-}
+/// The client address of a request, worked out once by the edge middleware (see
+/// [`ClientAddr::of_request`]) and read by the rate limiter and by the calls to the services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddr(pub Option<IpAddr>);
 
-/// The same, from a handler.
-pub fn of_request(proxies: &TrustedProxies, req: &HttpRequest) -> Option<IpAddr> {
-    proxies.client(req.peer_addr().map(|a| a.ip()), &header_values(proxies, req.headers()))
+impl ClientAddr {
+    /// The client address of an incoming request.
+    pub fn of_request(proxies: &TrustedProxies, req: &ServiceRequest) -> Self {
+        Self(proxies.client(req.peer_addr().map(|a| a.ip()), &header_values(proxies, req.headers())))
+    }
+
+    /// The address the edge stored in a request's extensions (none outside the edge, in tests).
+    pub fn of(req: &HttpRequest) -> Option<IpAddr> {
+        req.extensions().get::<Self>().and_then(|addr| addr.0)
+    }
 }
 
 #[cfg(test)]

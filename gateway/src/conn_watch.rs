@@ -72,12 +72,14 @@ impl Drop for Busy {
 
 impl ConnWatch {
     pub fn new(keep_alive: Duration, header_timeout: Duration, registry: &Registry) -> prometheus::Result<Self> {
-        let cut = IntCounter::new(
-            "http_connections_cut_total",
-            "Connections shut down for holding a slot without a request in flight (an unfinished \
-             request after keep-alive + header timeout)",
+        let cut = service_kit::metrics::register(
+            registry,
+            IntCounter::new(
+                "http_connections_cut_total",
+                "Connections shut down for holding a slot without a request in flight (an unfinished \
+                 request after keep-alive + header timeout)",
+            )?,
         )?;
-        registry.register(Box::new(cut.clone()))?;
         Ok(Self {
             idle_limit: keep_alive + header_timeout,
             cut,

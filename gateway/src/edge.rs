@@ -10,17 +10,23 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError, web};
+use actix_web::{Error, HttpMessage as _, ResponseError, web};
 use futures_util::FutureExt as _;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
+use service_kit::errors::ErrorCode;
+use service_kit::metrics::register;
 use tracing::Instrument as _;
 
+use crate::client_ip::{ClientAddr, TrustedProxies};
 use crate::error::{ApiError, REQUEST_ID};
+use crate::metrics::counter_vec;
 
-/// Limits and metrics the edge applies; shared by all workers.
+/// Limits, metrics and the trusted proxies the edge applies; shared by all workers.
 #[derive(Clone)]
 pub struct Edge {
     pub max_body_bytes: usize,
+    /// Whose `X-Forwarded-For` (or `Forwarded`) is believed, for the client address.
+    pub trusted_proxies: TrustedProxies,
     pub request_timeout: Duration,
     pub body_read_timeout: Duration,
     requests: IntCounterVec,
@@ -52,34 +58,38 @@ impl Edge {
 
     pub fn new(
         max_body_bytes: usize,
+        trusted_proxies: TrustedProxies,
         request_timeout: Duration,
         body_read_timeout: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests answered, by method, route pattern and status",
-            ),
+        let requests = counter_vec(
+            registry,
+            "http_requests_total",
+            "HTTP requests answered, by method, route pattern and status",
             &["method", "route", "status"],
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from request headers to response headers",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["method", "route"],
+        let duration = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from request headers to response headers",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["method", "route"],
+            )?,
         )?;
-        let in_flight = IntGauge::new("http_requests_in_flight", "HTTP requests being served right now")?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
+        let in_flight = register(
+            registry,
+            IntGauge::new("http_requests_in_flight", "HTTP requests being served right now")?,
+        )?;
         Ok(Self {
             max_body_bytes,
+            trusted_proxies,
             request_timeout,
             body_read_timeout,
             requests,
@@ -166,20 +176,21 @@ pub fn protocol_error(status: StatusCode, headers: &mut header::HeaderMap) -> we
 /// The API error that stands for a bare status from a layer below.
 fn api_error_for_status(status: StatusCode) -> ApiError {
     match status {
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(status, "REQUEST_TIMEOUT", "The request did not arrive in time."),
+        StatusCode::REQUEST_TIMEOUT => {
+            ApiError::coded(ErrorCode::RequestTimeout, "The request did not arrive in time.")
+        }
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ApiError::new(status, "HEADERS_TOO_LARGE", "The request headers are too large.")
+            ApiError::coded(ErrorCode::HeadersTooLarge, "The request headers are too large.")
         }
         StatusCode::NOT_FOUND => ApiError::not_found(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "PAYLOAD_TOO_LARGE", "The request body is too large."),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            status,
-            "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::coded(ErrorCode::PayloadTooLarge, "The request body is too large."),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::coded(
+            ErrorCode::UnsupportedMediaType,
             "This content type is not accepted here.",
         ),
-        StatusCode::FORBIDDEN => ApiError::new(status, "FORBIDDEN", "You may not do this."),
-        s if s.is_client_error() => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request is not valid."),
+        StatusCode::FORBIDDEN => ApiError::coded(ErrorCode::Forbidden, "You may not do this."),
+        s if s.is_client_error() => ApiError::coded(ErrorCode::BadRequest, "The request is not valid."),
         _ => ApiError::internal(),
     }
 }
@@ -226,6 +237,12 @@ pub async fn edge(
     for name in INTERNAL_HEADERS {
         req.headers_mut().remove(name);
     }
+    // Once per request; the rate limiter and the calls to the services read it.
+    let client = edge
+        .as_ref()
+        .map(|e| ClientAddr::of_request(&e.trusted_proxies, &req))
+        .unwrap_or_default();
+    req.extensions_mut().insert(client);
     let method = method_label(req.method());
     let span = tracing::info_span!(
         "http",
@@ -306,7 +323,7 @@ pub async fn edge(
             res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
             res.status().as_u16(),
         ),
-        Err(api) => ("unmatched".to_owned(), api.status.as_u16()),
+        Err(api) => ("unmatched".to_owned(), api.code.http_status()),
     };
     let elapsed = started.elapsed();
     if let Some(edge) = &edge {

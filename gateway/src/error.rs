@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use service_kit::errors::ErrorCode;
 
 tokio::task_local! {
     /// The current request's id, set by the edge middleware for the whole request.
@@ -29,8 +30,8 @@ pub struct FieldIssue {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    /// The code of `service_kit::errors`, which also gives the HTTP status.
+    pub code: ErrorCode,
     pub message: String,
     pub details: Vec<FieldIssue>,
     /// Seconds, for 429 and 503.
@@ -62,9 +63,9 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error of the platform's table (`service_kit::errors`), with a message for the client.
+    pub fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             details: Vec::new(),
@@ -80,34 +81,31 @@ impl ApiError {
         }
     }
 
-    /// An error of the platform's table (`service_kit::errors`), with a message for the client.
-    pub fn coded(code: service_kit::errors::ErrorCode, message: impl Into<String>) -> Self {
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, code.as_str(), message)
+    /// The HTTP status of the error's code.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource.")
+        Self::coded(ErrorCode::NotFound, "No such resource.")
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+        Self::coded(
+            ErrorCode::MethodNotAllowed,
             "This method is not allowed on this resource.",
         )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+        Self::coded(
+            ErrorCode::PayloadTooLarge,
             format!("The request body is larger than the {limit} bytes this route accepts."),
         )
     }
 
     pub fn malformed_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", message)
+        Self::coded(ErrorCode::MalformedJson, message)
     }
 
     pub fn validation(field: &str, issue: &str) -> Self {
@@ -116,16 +114,15 @@ impl ApiError {
                 field: field.to_owned(),
                 issue: issue.to_owned(),
             }],
-            ..Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", format!("{field} {issue}"))
+            ..Self::coded(ErrorCode::ValidationFailed, format!("{field} {issue}"))
         }
     }
 
     pub fn unavailable(what: &str) -> Self {
         Self {
             retry_after: Some(5),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
+            ..Self::coded(
+                ErrorCode::Unavailable,
                 format!("The {what} is temporarily unavailable; retry shortly."),
             )
         }
@@ -134,29 +131,17 @@ impl ApiError {
     pub fn timeout() -> Self {
         Self {
             retry_after: Some(5),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "The request took too long; retry shortly.",
-            )
+            ..Self::coded(ErrorCode::Unavailable, "The request took too long; retry shortly.")
         }
     }
 
     /// The client did not send its body within `BODY_READ_TIMEOUT_MS` (the connection is closed).
     pub fn body_timeout() -> Self {
-        Self::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
-            "The request body did not arrive in time.",
-        )
+        Self::coded(ErrorCode::RequestTimeout, "The request body did not arrive in time.")
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Something went wrong on our side.",
-        )
+        Self::coded(ErrorCode::Internal, "Something went wrong on our side.")
     }
 
     /// Maps a service's answer to the API. `service` names the upstream in messages and logs.
@@ -168,9 +153,9 @@ impl ApiError {
             .metadata()
             .get(service_kit::errors::ERROR_CODE_METADATA)
             .and_then(|v| v.to_str().ok())
-            .and_then(service_kit::errors::ErrorCode::parse);
+            .and_then(ErrorCode::parse);
         if let Some(code) = coded {
-            use service_kit::errors::ErrorCode as E;
+            use ErrorCode as E;
             match code {
                 E::ValidationFailed => {}
                 E::Unavailable => return Self::unavailable(&format!("{service} service")),
@@ -201,30 +186,18 @@ impl ApiError {
                 Self::validation(field, status.message())
             }
             Code::NotFound => Self::not_found(),
-            Code::AlreadyExists | Code::Aborted => Self::new(
-                StatusCode::CONFLICT,
-                "CONFLICT",
-                "The resource changed or already exists.",
-            ),
-            Code::Unauthenticated => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "Authentication is required.",
-            ),
-            Code::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "You may not do this."),
+            Code::AlreadyExists | Code::Aborted => {
+                Self::coded(ErrorCode::Conflict, "The resource changed or already exists.")
+            }
+            Code::Unauthenticated => Self::coded(ErrorCode::Unauthenticated, "Authentication is required."),
+            Code::PermissionDenied => Self::coded(ErrorCode::Forbidden, "You may not do this."),
             Code::ResourceExhausted => Self {
                 retry_after: Some(60),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMIT_EXCEEDED",
-                    "Too many requests; slow down.",
-                )
+                ..Self::coded(ErrorCode::RateLimitExceeded, "Too many requests; slow down.")
             },
-            Code::FailedPrecondition => Self::new(
-                StatusCode::CONFLICT,
-                "CONFLICT",
-                "The resource is not in a state that allows this.",
-            ),
+            Code::FailedPrecondition => {
+                Self::coded(ErrorCode::Conflict, "The resource is not in a state that allows this.")
+            }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 tracing::warn!(upstream = service, grpc_code = ?status.code(), grpc_message = status.message(), "upstream unavailable");
                 Self::unavailable(&format!("{service} service"))
@@ -239,26 +212,26 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.code)
+        write!(f, "{} {}", self.code.http_status(), self.code.as_str())
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
         let body = ErrorBody {
             success: false,
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code.as_str().to_owned(),
                 message: self.message.clone(),
                 request_id: self.request_id.clone().unwrap_or_else(current_request_id),
                 details: (!self.details.is_empty()).then(|| self.details.clone()),
             },
         };
-        let mut response = HttpResponse::build(self.status);
+        let mut response = HttpResponse::build(self.status());
         response.insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
@@ -281,21 +254,25 @@ mod tests {
     #[test]
     fn grpc_codes_map_to_the_contract() {
         let cases = [
-            (tonic::Status::unavailable("connection refused"), 503, "UNAVAILABLE"),
-            (tonic::Status::deadline_exceeded("slow"), 503, "UNAVAILABLE"),
-            (tonic::Status::cancelled("Timeout expired"), 503, "UNAVAILABLE"),
-            (tonic::Status::not_found("row 7"), 404, "NOT_FOUND"),
-            (tonic::Status::permission_denied("x"), 403, "FORBIDDEN"),
-            (tonic::Status::unauthenticated("x"), 401, "UNAUTHENTICATED"),
+            (
+                tonic::Status::unavailable("connection refused"),
+                503,
+                ErrorCode::Unavailable,
+            ),
+            (tonic::Status::deadline_exceeded("slow"), 503, ErrorCode::Unavailable),
+            (tonic::Status::cancelled("Timeout expired"), 503, ErrorCode::Unavailable),
+            (tonic::Status::not_found("row 7"), 404, ErrorCode::NotFound),
+            (tonic::Status::permission_denied("x"), 403, ErrorCode::Forbidden),
+            (tonic::Status::unauthenticated("x"), 401, ErrorCode::Unauthenticated),
             (
                 tonic::Status::internal("SELECT secret FROM db at 10.0.0.5"),
                 500,
-                "INTERNAL",
+                ErrorCode::Internal,
             ),
         ];
         for (status, http, code) in cases {
             let e = ApiError::from_status("reports", &status);
-            assert_eq!((e.status.as_u16(), e.code), (http, code), "{status:?}");
+            assert_eq!((e.status().as_u16(), e.code), (http, code), "{status:?}");
             assert!(
                 !e.message.contains("10.0.0.5") && !e.message.contains("row 7"),
                 "upstream detail leaked: {}",
@@ -308,7 +285,7 @@ mod tests {
     fn invalid_argument_names_the_field() {
         let status = service_kit::grpc::invalid_field("radius_m", "radius_m must be between 1 and 5000");
         let e = ApiError::from_status("reports", &status);
-        assert_eq!(e.code, "VALIDATION_FAILED");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
         assert_eq!(
             e.details,
             vec![FieldIssue {

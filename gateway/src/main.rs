@@ -8,12 +8,14 @@ mod config;
 mod conn_watch;
 mod edge;
 mod error;
+mod metrics;
 mod openapi;
 mod query;
 mod rate_limit;
 mod redis_link;
 mod revocation;
 mod routes;
+mod state;
 mod tls;
 mod upstream;
 

@@ -67,7 +67,7 @@ mod tests {
         let q = StrictQuery::parse("lat=52.5&radius_m=abc", &["lat", "radius_m", "limit"]).expect("parses");
         assert_eq!(q.required::<f64>("lat", "a number").ok(), Some(52.5));
         let e = q.required::<u32>("radius_m", "an integer").expect_err("not a number");
-        assert_eq!(e.code, "VALIDATION_FAILED");
+        assert_eq!(e.code, service_kit::errors::ErrorCode::ValidationFailed);
         assert_eq!(e.message, "radius_m must be an integer");
         assert!(q.optional::<u32>("limit", "an integer").expect("absent").is_none());
         assert_eq!(

@@ -4,6 +4,10 @@
 //! briefly: revocation never fails open. Each such fallback is counted in
 //! `revocation_fallback_total{result}`.
 //!
+//! What it produces is a [`Verdict`]: from the rate limiter's lookup ([`RevocationCheck::verdict`],
+//! no I/O), and, where that left the answer open, by asking ([`RevocationCheck::check`]) on the
+//! routes that take `Authenticated`.
+//!
 //! Redis only vouches for revocations while it holds auth-service's marker key
 //! ([`RedisKeys::complete`]): a Redis restarted without persistence, or flushed, forgot the
 //! revocations along with the marker, so until auth-service has copied them back from PostgreSQL
@@ -14,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
 use proto::auth::v1::CheckTokenRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::auth::AccessClaims;
@@ -22,6 +26,7 @@ use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
+use crate::metrics::counter_vec;
 use crate::redis_link::{OutageLog, RedisLink};
 
 /// Past this many cached answers, expired ones are dropped (and all of them if none expired).
@@ -56,10 +61,35 @@ impl RedisAnswer {
     }
 }
 
-/// Put in a request's extensions by the rate limiter when its Redis round trip failed, so the
-/// revocation check goes straight to auth-service instead of waiting for Redis a second time.
+/// What the rate limiter's Redis round trip said about a token.
 #[derive(Debug, Clone, Copy)]
-pub struct RedisUnavailable;
+pub enum RedisLookup {
+    Answered(RedisAnswer),
+    /// Redis did not answer (down, slow, or a malformed answer).
+    Failed,
+    /// The limiter has no Redis.
+    NotAsked,
+}
+
+/// Whether a verified token is revoked, as far as is known when the request's `Caller` is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Redis, holding every revocation in force, has none for this token.
+    Stands,
+    /// The token, its session, or every token of its user issued before a time, is revoked.
+    Revoked,
+    /// Not known yet: [`RevocationCheck::check`] asks, on the routes that need the answer.
+    Ask(Source),
+}
+
+/// Where an unknown verdict is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Redis, and auth-service when Redis cannot answer (nobody has asked Redis yet).
+    RedisFirst,
+    /// auth-service only: Redis just failed, or cannot vouch (no marker), for this request.
+    AuthService,
+}
 
 /// One per HTTP worker (its own Redis link and channel); the cache and counters are shared.
 #[derive(Clone)]
@@ -93,14 +123,12 @@ impl RevocationCheck {
         cache_ttl: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "revocation_fallback_total",
-                "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
-            ),
+        let fallbacks = counter_vec(
+            registry,
+            "revocation_fallback_total",
+            "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
             &["result"],
         )?;
-        registry.register(Box::new(fallbacks.clone()))?;
         Ok(Self {
             redis,
             auth,
@@ -126,11 +154,29 @@ impl RevocationCheck {
         }
     }
 
+    /// The verdict of the rate limiter's round trip: Redis vouches only while it holds the marker.
+    pub fn verdict(&self, claims: &AccessClaims, lookup: RedisLookup) -> Verdict {
+        match lookup {
+            RedisLookup::Answered(answer) => {
+                self.note_complete(answer.complete);
+                match answer {
+                    // Redis answered but lacks the marker: it cannot vouch, auth-service decides.
+                    RedisAnswer { complete: false, .. } => Verdict::Ask(Source::AuthService),
+                    answer if answer.revokes(claims) => Verdict::Revoked,
+                    _ => Verdict::Stands,
+                }
+            }
+            RedisLookup::Failed => Verdict::Ask(Source::AuthService),
+            RedisLookup::NotAsked => Verdict::Ask(Source::RedisFirst),
+        }
+    }
+
     /// Ok when the token stands; 401 `TOKEN_REVOKED` when it was revoked; 503 when neither Redis
-    /// nor auth-service can tell. `redis_down` skips Redis (the limiter just found it unreachable, or
-    /// without the marker).
-    pub async fn check(&self, claims: &AccessClaims, bearer: &str, redis_down: bool) -> Result<(), ApiError> {
-        if !redis_down && let Some(answer) = self.ask_redis(claims).await {
+    /// nor auth-service can tell.
+    pub async fn check(&self, claims: &AccessClaims, bearer: &str, source: Source) -> Result<(), ApiError> {
+        if source == Source::RedisFirst
+            && let Some(answer) = self.ask_redis(claims).await
+        {
             return if answer.revokes(claims) { Err(revoked()) } else { Ok(()) };
         }
         if self.ask_auth_service(claims, bearer).await? {
@@ -141,7 +187,7 @@ impl RevocationCheck {
     }
 
     /// Records whether Redis holds the marker; logs when that changes.
-    pub fn note_complete(&self, complete: bool) {
+    fn note_complete(&self, complete: bool) {
         // Read first: every authenticated request passes here, and a write would bounce the
         // cache line between workers.
         if self.shared.incomplete.load(Ordering::Relaxed) == complete
@@ -206,13 +252,7 @@ impl RevocationCheck {
             self.shared.fallbacks.with_label_values(&["cached"]).inc();
             return Ok(revoked);
         }
-        let mut request = tonic::Request::new(CheckTokenRequest {});
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(format!("Bearer {bearer}")) {
-            request.metadata_mut().insert("authorization", v);
-        }
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(crate::error::current_request_id()) {
-            request.metadata_mut().insert("x-request-id", v);
-        }
+        let request = crate::upstream::request(CheckTokenRequest {}, Some(&format!("Bearer {bearer}")));
         let answer = AuthServiceClient::new(self.auth.clone()).check_token(request).await;
         let revoked = match answer {
             Ok(response) => response.into_inner().revoked,
@@ -280,4 +320,68 @@ pub fn revoked() -> ApiError {
         service_kit::errors::ErrorCode::TokenRevoked,
         "The access token has been revoked; log in again.",
     )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Claims of a token issued at 1000.
+    pub(crate) fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: "auth".to_owned(),
+            aud: "api".to_owned(),
+            sub: "user".to_owned(),
+            exp: u64::MAX,
+            iat: 1000,
+            nbf: 1000,
+            jti: "jti".to_owned(),
+            sid: "sid".to_owned(),
+            did: "phone-1".to_owned(),
+            roles: Vec::new(),
+        }
+    }
+
+    /// A check without Redis whose auth-service is not there (nothing listens on port 1).
+    pub(crate) fn nobody_answers() -> RevocationCheck {
+        let dead = tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
+            .connect_timeout(Duration::from_millis(200))
+            .connect_lazy();
+        RevocationCheck::new(
+            None,
+            RedisKeys::default(),
+            Duration::from_millis(50),
+            dead,
+            Duration::from_secs(5),
+            &Registry::new(),
+        )
+        .expect("metrics")
+    }
+
+    #[tokio::test]
+    async fn redis_vouches_only_with_the_marker() {
+        let check = nobody_answers();
+        let answer = |revoked, not_before, complete| {
+            RedisLookup::Answered(RedisAnswer {
+                revoked,
+                not_before,
+                complete,
+            })
+        };
+        let cases = [
+            (answer(false, None, true), Verdict::Stands),
+            (answer(false, Some(999), true), Verdict::Stands),
+            (answer(true, None, true), Verdict::Revoked),
+            (answer(false, Some(1001), true), Verdict::Revoked),
+            (answer(true, None, false), Verdict::Ask(Source::AuthService)),
+            (answer(false, None, false), Verdict::Ask(Source::AuthService)),
+            (RedisLookup::Failed, Verdict::Ask(Source::AuthService)),
+            (RedisLookup::NotAsked, Verdict::Ask(Source::RedisFirst)),
+        ];
+        for (lookup, verdict) in cases {
+            assert_eq!(check.verdict(&claims(), lookup), verdict, "{lookup:?}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! One gRPC channel per service (connect and call deadlines, reconnecting on demand), and the
-//! readiness of everything the gateway depends on.
+//! One gRPC channel per service (connect and call deadlines, reconnecting on demand), the
+//! metadata every call carries, and the readiness of everything the gateway depends on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use service_kit::admin::ReadyReport;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -39,6 +40,22 @@ fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_lazy())
+}
+
+/// A call to a service carrying the current request's id, and `authorization` (the whole header
+/// value) when given. The deadline is the channel's (`GRPC_REQUEST_TIMEOUT_MS`).
+pub fn request<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let md = request.metadata_mut();
+    if let Ok(v) = MetadataValue::try_from(crate::error::current_request_id()) {
+        md.insert("x-request-id", v);
+    }
+    if let Some(value) = authorization
+        && let Ok(v) = MetadataValue::try_from(value)
+    {
+        md.insert("authorization", v);
+    }
+    request
 }
 
 impl Upstreams {

@@ -1,13 +1,15 @@
 //! The one table of error codes the platform shows its clients: each code has its gRPC status
 //! code (service side) and its HTTP status (gateway side), kept here so the two never disagree.
-//! A service attaches the code as `x-error-code` metadata; the gateway renders it as is.
+//! A service attaches the code as `x-error-code` metadata; the gateway renders it as is. The
+//! gateway's own codes (a body that is not JSON, a method the route lacks, ...) are in the same
+//! table, so every code a client can see is listed here once.
 
 use tonic::metadata::MetadataValue;
 
 pub const ERROR_CODE_METADATA: &str = "x-error-code";
 pub const RETRY_AFTER_METADATA: &str = "x-retry-after";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     ValidationFailed,
     Unauthenticated,
@@ -25,102 +27,100 @@ pub enum ErrorCode {
     RateLimitExceeded,
     Unavailable,
     Internal,
+    // Answered by the gateway itself, before or around a service call.
+    /// The body is not JSON.
+    MalformedJson,
+    /// Not HTTP, or a request no other code describes.
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    /// The request (headers or body) did not arrive in time.
+    RequestTimeout,
+    HeadersTooLarge,
+    /// A feature switched off by configuration.
+    FeatureDisabled,
+    /// A scheduled maintenance window.
+    Maintenance,
 }
 
-const TABLE: &[(ErrorCode, &str, tonic::Code, u16)] = &[
-    (
-        ErrorCode::ValidationFailed,
-        "VALIDATION_FAILED",
-        tonic::Code::InvalidArgument,
-        400,
-    ),
-    (
-        ErrorCode::Unauthenticated,
-        "UNAUTHENTICATED",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::TokenExpired,
-        "TOKEN_EXPIRED",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::TokenRevoked,
-        "TOKEN_REVOKED",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::TokenReused,
-        "TOKEN_REUSED",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::InvalidCredentials,
-        "INVALID_CREDENTIALS",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::MfaRequired,
-        "MFA_REQUIRED",
-        tonic::Code::Unauthenticated,
-        401,
-    ),
-    (
-        ErrorCode::CaptchaRequired,
-        "CAPTCHA_REQUIRED",
-        tonic::Code::FailedPrecondition,
-        400,
-    ),
-    (
-        ErrorCode::CaptchaFailed,
-        "CAPTCHA_FAILED",
-        tonic::Code::FailedPrecondition,
-        400,
-    ),
-    (ErrorCode::Forbidden, "FORBIDDEN", tonic::Code::PermissionDenied, 403),
-    (ErrorCode::NotFound, "NOT_FOUND", tonic::Code::NotFound, 404),
-    (ErrorCode::Conflict, "CONFLICT", tonic::Code::AlreadyExists, 409),
-    (
-        ErrorCode::AccountLocked,
-        "ACCOUNT_LOCKED",
-        tonic::Code::FailedPrecondition,
-        423,
-    ),
-    (
-        ErrorCode::RateLimitExceeded,
-        "RATE_LIMIT_EXCEEDED",
-        tonic::Code::ResourceExhausted,
-        429,
-    ),
-    (ErrorCode::Unavailable, "UNAVAILABLE", tonic::Code::Unavailable, 503),
-    (ErrorCode::Internal, "INTERNAL", tonic::Code::Internal, 500),
-];
-
 impl ErrorCode {
-    fn row(self) -> &'static (ErrorCode, &'static str, tonic::Code, u16) {
-        // Every variant has exactly one row (checked by a test).
-        TABLE.iter().find(|r| r.0 == self).unwrap_or(&TABLE[TABLE.len() - 1])
+    /// Every code, for parsing and for the round-trip test.
+    pub const ALL: [ErrorCode; 25] = [
+        Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+        Self::TokenReused,
+        Self::InvalidCredentials,
+        Self::MfaRequired,
+        Self::CaptchaRequired,
+        Self::CaptchaFailed,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::AccountLocked,
+        Self::RateLimitExceeded,
+        Self::Unavailable,
+        Self::Internal,
+        Self::MalformedJson,
+        Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
+        Self::HeadersTooLarge,
+        Self::FeatureDisabled,
+        Self::Maintenance,
+    ];
+
+    /// The table: the code's name, its gRPC status code and its HTTP status. No wildcard arm, so
+    /// a new variant does not compile until it has its row.
+    fn row(self) -> (&'static str, tonic::Code, u16) {
+        use tonic::Code as G;
+        match self {
+            Self::ValidationFailed => ("VALIDATION_FAILED", G::InvalidArgument, 400),
+            Self::Unauthenticated => ("UNAUTHENTICATED", G::Unauthenticated, 401),
+            Self::TokenExpired => ("TOKEN_EXPIRED", G::Unauthenticated, 401),
+            Self::TokenRevoked => ("TOKEN_REVOKED", G::Unauthenticated, 401),
+            Self::TokenReused => ("TOKEN_REUSED", G::Unauthenticated, 401),
+            Self::InvalidCredentials => ("INVALID_CREDENTIALS", G::Unauthenticated, 401),
+            Self::MfaRequired => ("MFA_REQUIRED", G::Unauthenticated, 401),
+            Self::CaptchaRequired => ("CAPTCHA_REQUIRED", G::FailedPrecondition, 400),
+            Self::CaptchaFailed => ("CAPTCHA_FAILED", G::FailedPrecondition, 400),
+            Self::Forbidden => ("FORBIDDEN", G::PermissionDenied, 403),
+            Self::NotFound => ("NOT_FOUND", G::NotFound, 404),
+            Self::Conflict => ("CONFLICT", G::AlreadyExists, 409),
+            Self::AccountLocked => ("ACCOUNT_LOCKED", G::FailedPrecondition, 423),
+            Self::RateLimitExceeded => ("RATE_LIMIT_EXCEEDED", G::ResourceExhausted, 429),
+            Self::Unavailable => ("UNAVAILABLE", G::Unavailable, 503),
+            Self::Internal => ("INTERNAL", G::Internal, 500),
+            Self::MalformedJson => ("MALFORMED_JSON", G::InvalidArgument, 400),
+            Self::BadRequest => ("BAD_REQUEST", G::InvalidArgument, 400),
+            Self::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", G::OutOfRange, 413),
+            Self::UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", G::InvalidArgument, 415),
+            Self::MethodNotAllowed => ("METHOD_NOT_ALLOWED", G::Unimplemented, 405),
+            Self::RequestTimeout => ("REQUEST_TIMEOUT", G::DeadlineExceeded, 408),
+            Self::HeadersTooLarge => ("HEADERS_TOO_LARGE", G::OutOfRange, 431),
+            Self::FeatureDisabled => ("FEATURE_DISABLED", G::Unimplemented, 404),
+            Self::Maintenance => ("MAINTENANCE", G::Unavailable, 503),
+        }
     }
 
     pub fn as_str(self) -> &'static str {
-        self.row().1
+        self.row().0
     }
 
     pub fn grpc_code(self) -> tonic::Code {
-        self.row().2
+        self.row().1
     }
 
     pub fn http_status(self) -> u16 {
-        self.row().3
+        self.row().2
     }
 
     pub fn parse(code: &str) -> Option<Self> {
-        TABLE.iter().find(|r| r.1 == code).map(|r| r.0)
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
     }
 }
 
@@ -160,11 +160,18 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_the_table() {
-        for (code, name, grpc, http) in TABLE {
-            assert_eq!(code.as_str(), *name);
-            assert_eq!(code.grpc_code(), *grpc);
-            assert_eq!(code.http_status(), *http);
-            assert_eq!(ErrorCode::parse(name), Some(*code));
+        let mut names = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let name = code.as_str();
+            assert!(names.insert(name), "{name} is in the table twice");
+            assert_eq!(ErrorCode::parse(name), Some(code));
+            assert_eq!(
+                status(code, "x").code(),
+                code.grpc_code(),
+                "{name}: the status carries the table's gRPC code"
+            );
+            let http = code.http_status();
+            assert!((400..600).contains(&http), "{name}: {http} is not an error status");
         }
         assert_eq!(ErrorCode::parse("NOPE"), None);
         let s = status_retry_after(ErrorCode::AccountLocked, "locked", 900);

@@ -1,12 +1,11 @@
 //! `GET /v1/alerts/nearby`: recent moderated incidents near a point, coarsened.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use proto::reports::v1::ListNearbyAlertsRequest;
-use proto::reports::v1::reports_service_client::ReportsServiceClient;
 use serde::Serialize;
 
-use super::AppState;
+use super::call::ReportsCall;
 use crate::error::ApiError;
 use crate::query::StrictQuery;
 
@@ -50,7 +49,7 @@ pub struct CoarseLocation {
         (status = 400, description = "A parameter is missing, repeated, unknown or out of range", body = crate::error::ErrorBody),
         (status = 503, description = "reports-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn nearby(req: HttpRequest, reports_service: ReportsCall) -> Result<HttpResponse, ApiError> {
     let q = StrictQuery::parse(req.query_string(), &["lat", "lng", "radius_m", "limit"])?;
     let message = ListNearbyAlertsRequest {
         lat: q.required("lat", "a number between -90 and 90")?,
@@ -61,21 +60,16 @@ pub async fn nearby(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     if q.optional::<u32>("limit", "")? == Some(0) {
         return Err(ApiError::validation("limit", "must be an integer between 1 and 100"));
     }
-    let mut client = ReportsServiceClient::new(state.upstreams.reports.clone());
-    let alerts = client
-        .list_nearby_alerts(super::upstream_request(&req, message, None))
-        .await
-        .map_err(|s| ApiError::from_status("reports", &s))?
-        .into_inner()
+    let alerts = reports_service
+        .send(message, async |c, m| c.list_nearby_alerts(m).await)
+        .await?
         .alerts;
     let items = alerts
         .into_iter()
         .map(|a| NearbyAlert {
             category: a.category,
             severity: a.severity,
-            occurred_at: a
-                .occurred_at
-                .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            occurred_at: service_kit::proto_time::from_timestamp(a.occurred_at.as_ref())
                 .unwrap_or(DateTime::UNIX_EPOCH),
             location: CoarseLocation { lat: a.lat, lng: a.lng },
         })

@@ -1,11 +1,10 @@
 //! `GET /.well-known/jwks.json`: the public keys that verify access tokens, from auth-service.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use proto::auth::v1::GetJwksRequest;
-use proto::auth::v1::auth_service_client::AuthServiceClient;
 use serde::Serialize;
 
-use super::AppState;
+use super::call::AuthCall;
 use crate::error::ApiError;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -36,14 +35,10 @@ pub struct Jwk {
         (status = 200, description = "JSON Web Key Set", body = Jwks),
         (status = 503, description = "auth-service is unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn jwks(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut client = AuthServiceClient::new(state.upstreams.auth.clone());
-    let request = super::upstream_request(&req, GetJwksRequest {}, None);
-    let keys = client
-        .get_jwks(request)
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?
-        .into_inner()
+pub async fn jwks(auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
+    let keys = auth_service
+        .send(GetJwksRequest {}, async |c, m| c.get_jwks(m).await)
+        .await?
         .keys;
     let body = Jwks {
         keys: keys

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi as _;
 
-use super::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process is up and serving HTTP.
 #[utoipa::path(get, path = "/health", tag = "operations",

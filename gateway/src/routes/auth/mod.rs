@@ -1,0 +1,91 @@
+//! Auth routes (auth-service), one module per area: sessions, the profile, passwords, devices,
+//! MFA, and the admin's audit log. Each body type sits with its bounds (`body::Bounded`); the
+//! shared answer types and bounds are here.
+
+pub mod admin;
+pub mod devices;
+pub mod mfa;
+pub mod password;
+pub mod profile;
+pub mod session;
+
+use chrono::{DateTime, Utc};
+use proto::auth::v1 as pb;
+use serde::Serialize;
+
+pub use self::admin::*;
+pub use self::devices::*;
+pub use self::mfa::*;
+pub use self::password::*;
+pub use self::profile::*;
+pub use self::session::*;
+
+// Outer bounds at the edge: no string of a body reaches a service at any length. The services
+// apply the precise rules (e.g. passwords of 12..128 characters) with their own messages.
+const EMAIL: usize = 320;
+const PASSWORD: usize = 1024;
+const NAME: usize = 200;
+const TOKEN: usize = 1024;
+const CAPTCHA: usize = 8192;
+const CODE: usize = 64;
+/// `device_id`, wherever it is sent.
+const DEVICE_ID: usize = 256;
+const INCOME_TIER: usize = 32;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokensBody {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u32,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserBody {
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub first_name: String,
+    pub last_name: String,
+    pub income_tier: Option<String>,
+    pub roles: Vec<String>,
+    pub mfa_enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(super) fn tokens(t: Option<pb::Tokens>) -> TokensBody {
+    let t = t.unwrap_or_default();
+    TokensBody {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        token_type: "Bearer",
+        expires_in: t.expires_in,
+    }
+}
+
+pub(super) fn user(u: Option<pb::User>) -> UserBody {
+    let u = u.unwrap_or_default();
+    UserBody {
+        id: u.id,
+        email: u.email,
+        email_verified: u.email_verified,
+        first_name: u.first_name,
+        last_name: u.last_name,
+        income_tier: non_empty(u.income_tier),
+        roles: u.roles,
+        mfa_enabled: u.mfa_enabled,
+        created_at: time(u.created_at.as_ref()),
+    }
+}
+
+/// A time the service sent; the epoch when it sent none (never, for these fields).
+fn time(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
+    service_kit::proto_time::from_timestamp(t).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// An optional text the service sends as "" when absent.
+fn non_empty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
