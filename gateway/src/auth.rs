@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
-use proto::auth::v1::GetJwksRequest;
-use proto::auth::v1::auth_service_client::AuthServiceClient;
-use service_kit::auth::{AccessClaims, KeySource, PublicKey, TokenError, Verifier, VerifierConfig};
+use service_kit::auth::{AccessClaims, TokenError, Verifier, VerifierConfig, jwks_over_grpc};
 use service_kit::errors::ErrorCode;
 
 use crate::error::ApiError;
@@ -76,18 +74,7 @@ impl Authenticated {
 
 /// A verifier whose keys come from auth-service's `GetJwks`.
 pub fn verifier(config: VerifierConfig, auth: tonic::transport::Channel) -> Verifier {
-    let source: KeySource = Arc::new(move || {
-        let mut client = AuthServiceClient::new(auth.clone());
-        Box::pin(async move {
-            let keys = client.get_jwks(GetJwksRequest {}).await?.into_inner().keys;
-            Ok(keys
-                .into_iter()
-                .filter(|k| k.alg == "EdDSA")
-                .map(|k| PublicKey { kid: k.kid, x: k.x })
-                .collect())
-        })
-    });
-    Verifier::new(config, source)
+    Verifier::new(config, jwks_over_grpc(auth))
 }
 
 fn token_error(e: TokenError) -> ApiError {

@@ -14,12 +14,11 @@ use actix_web::{Error, HttpMessage as _, ResponseError, web};
 use futures_util::FutureExt as _;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 use service_kit::errors::ErrorCode;
-use service_kit::metrics::register;
+use service_kit::metrics::{counter_vec, register};
 use tracing::Instrument as _;
 
 use crate::client_ip::{ClientAddr, TrustedProxies};
 use crate::error::{ApiError, REQUEST_ID};
-use crate::metrics::counter_vec;
 
 /// Limits, metrics and the trusted proxies the edge applies; shared by all workers.
 #[derive(Clone)]

@@ -8,7 +8,6 @@ mod config;
 mod conn_watch;
 mod edge;
 mod error;
-mod metrics;
 mod openapi;
 mod query;
 mod rate_limit;

@@ -22,11 +22,11 @@ use prometheus::{IntCounterVec, Registry};
 use proto::auth::v1::CheckTokenRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::auth::AccessClaims;
+use service_kit::metrics::counter_vec;
 use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
-use crate::metrics::counter_vec;
 use crate::redis_link::{OutageLog, RedisLink};
 
 /// Past this many cached answers, expired ones are dropped (and all of them if none expired).

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use proto::auth::v1::GetJwksRequest;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
@@ -69,6 +71,23 @@ pub struct PublicKey {
 pub type KeysFuture = Pin<Box<dyn Future<Output = anyhow::Result<Vec<PublicKey>>> + Send>>;
 /// Where the cache gets keys from (auth-service's `GetJwks`, or auth-service's own keys).
 pub type KeySource = Arc<dyn Fn() -> KeysFuture + Send + Sync>;
+
+/// The keys auth-service's `GetJwks` lists over `channel`, EdDSA ones only (the verifier pins
+/// the algorithm, so any other key could never verify a token). The key source of every verifier
+/// outside auth-service; this module's tests run it against a real `auth.v1` server.
+pub fn jwks_over_grpc(channel: tonic::transport::Channel) -> KeySource {
+    Arc::new(move || {
+        let mut client = AuthServiceClient::new(channel.clone());
+        Box::pin(async move {
+            let keys = client.get_jwks(GetJwksRequest {}).await?.into_inner().keys;
+            Ok(keys
+                .into_iter()
+                .filter(|k| k.alg == "EdDSA")
+                .map(|k| PublicKey { kid: k.kid, x: k.x })
+                .collect())
+        })
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
@@ -275,7 +294,6 @@ mod tests {
     use base64::Engine as _;
     use ed25519_dalek::pkcs8::EncodePrivateKey as _;
     use proto::auth::v1 as pb;
-    use proto::auth::v1::auth_service_client::AuthServiceClient;
     use proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
     use tonic::transport::Channel;
 
@@ -419,27 +437,16 @@ mod tests {
         (server, verifier)
     }
 
-    /// A verifier whose keys come from `GetJwks` over `channel`, the way the gateway builds its own
-    /// (`gateway::auth::verifier`).
+    /// A verifier whose keys come from `GetJwks` over `channel` through [`jwks_over_grpc`], the
+    /// source the gateway builds its own with (`gateway::auth::verifier`).
     fn verifier(channel: Channel, refetch_interval: Duration) -> Verifier {
-        let source: KeySource = Arc::new(move || {
-            let mut client = AuthServiceClient::new(channel.clone());
-            Box::pin(async move {
-                let keys = client.get_jwks(pb::GetJwksRequest {}).await?.into_inner().keys;
-                Ok(keys
-                    .into_iter()
-                    .filter(|k| k.alg == "EdDSA")
-                    .map(|k| PublicKey { kid: k.kid, x: k.x })
-                    .collect())
-            })
-        });
         let config = VerifierConfig {
             issuer: "iss".into(),
             audience: "aud".into(),
             leeway: Duration::ZERO,
             refetch_interval,
         };
-        Verifier::new(config, source)
+        Verifier::new(config, jwks_over_grpc(channel))
     }
 
     #[tokio::test]

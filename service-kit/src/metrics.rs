@@ -27,6 +27,12 @@ where
     Ok(metric)
 }
 
+/// A counter with `labels`, made and registered in `registry` in one call (most labelled metrics
+/// are of this kind). Fails as [`register`] does.
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
 /// `grpc_server_handled_total{method,code}` and `grpc_server_handling_seconds{method}`.
 #[derive(Clone)]
 pub struct GrpcMetrics {
@@ -36,11 +42,10 @@ pub struct GrpcMetrics {
 
 impl GrpcMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let handled = IntCounterVec::new(
-            Opts::new(
-                "grpc_server_handled_total",
-                "gRPC calls completed, by method and status code",
-            ),
+        let handled = counter_vec(
+            registry,
+            "grpc_server_handled_total",
+            "gRPC calls completed, by method and status code",
             &["method", "code"],
         )?;
         let seconds = HistogramVec::new(
@@ -54,7 +59,7 @@ impl GrpcMetrics {
             &["method"],
         )?;
         Ok(Self {
-            handled: register(registry, handled)?,
+            handled,
             seconds: register(registry, seconds)?,
         })
     }
@@ -163,7 +168,24 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_method_label;
+    use prometheus::Registry;
+
+    use super::{counter_vec, grpc_method_label};
+
+    #[test]
+    fn a_name_has_one_owner() {
+        let registry = Registry::new();
+        let first = counter_vec(&registry, "hits_total", "hits", &["kind"]).expect("first owner");
+        first.with_label_values(&["a"]).inc();
+        let second = counter_vec(&registry, "hits_total", "hits", &["kind"]);
+        assert!(
+            matches!(second, Err(prometheus::Error::AlreadyReg)),
+            "a second owner of hits_total is refused"
+        );
+        // The first owner's series is untouched.
+        assert_eq!(first.with_label_values(&["a"]).get(), 1);
+        assert_eq!(registry.gather().len(), 1);
+    }
 
     #[test]
     fn method_labels_are_bounded() {

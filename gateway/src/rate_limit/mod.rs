@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::HttpMessage as _;
 use actix_web::dev::ServiceRequest;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Registry};
-use service_kit::metrics::register;
+use service_kit::metrics::{counter_vec, register};
 use service_kit::revocation::RedisKeys;
 
 use self::batch::Batcher;
@@ -39,7 +39,6 @@ use self::gcra::Decision;
 use self::redis::Script;
 use self::redis_clock::RedisClock;
 use crate::client_ip::ClientAddr;
-use crate::metrics::counter_vec;
 use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::RedisAnswer;
 

@@ -1,9 +1,9 @@
 //! `RATE_LIMIT_CONFIG_FILE`, watched: policies changed in the file apply without a restart.
 
 use prometheus::Registry;
+use service_kit::metrics::counter_vec;
 
 use super::{Limiter, RateLimitConfig};
-use crate::metrics::counter_vec;
 /// Watches `RATE_LIMIT_CONFIG_FILE`: a changed file that reads the same twice in a row (so a file
 /// caught half-written is not applied) and is valid is put in force for the next requests; an
 /// invalid or unreadable one is refused (logged, counted) and the policies in force stay.
