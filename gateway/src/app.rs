@@ -96,7 +96,10 @@ impl Application {
             &registry,
         )?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
-        let verifier = crate::auth::verifier(config.verifier.clone(), upstreams.auth.clone());
+        let verifier = service_kit::auth::Verifier::new(
+            config.verifier.clone(),
+            service_kit::auth::jwks_over_grpc(upstreams.auth.clone()),
+        );
         let state = AppState {
             upstreams: upstreams.clone(),
             verifier,

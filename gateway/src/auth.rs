@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
-use service_kit::auth::{AccessClaims, TokenError, Verifier, VerifierConfig, jwks_over_grpc};
+use service_kit::auth::{AccessClaims, TokenError};
 use service_kit::errors::ErrorCode;
 
 use crate::error::ApiError;
@@ -70,11 +70,6 @@ impl Authenticated {
             _ => Ok(()),
         }
     }
-}
-
-/// A verifier whose keys come from auth-service's `GetJwks`.
-pub fn verifier(config: VerifierConfig, auth: tonic::transport::Channel) -> Verifier {
-    Verifier::new(config, jwks_over_grpc(auth))
 }
 
 fn token_error(e: TokenError) -> ApiError {
