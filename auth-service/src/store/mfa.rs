@@ -1,0 +1,124 @@
+//! The second factor on `users` (seed, last TOTP step, failures) and `recovery_codes`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::schema::{recovery_codes, users};
+use super::{Conn, StoreError};
+
+/// Keeps a TOTP seed (sealed) until its first code confirms the enrollment.
+pub async fn set_pending_mfa(conn: &mut Conn, user: Uuid, sealed: &[u8]) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user))
+        .set(users::mfa_pending_secret.eq(sealed))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns MFA on with the pending seed and replaces the recovery codes.
+pub async fn enable_mfa(
+    conn: &mut Conn,
+    user: Uuid,
+    sealed: &[u8],
+    last_step: i64,
+    code_hashes: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user))
+        .set((
+            users::mfa_enabled.eq(true),
+            users::mfa_secret.eq(sealed),
+            users::mfa_pending_secret.eq(None::<Vec<u8>>),
+            users::mfa_last_step.eq(last_step),
+            users::mfa_failures.eq(0),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user)))
+        .execute(conn)
+        .await?;
+    let rows: Vec<_> = code_hashes
+        .iter()
+        .map(|h| (recovery_codes::user_id.eq(user), recovery_codes::code_hash.eq(h)))
+        .collect();
+    diesel::insert_into(recovery_codes::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn disable_mfa(conn: &mut Conn, user: Uuid) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user))
+        .set((
+            users::mfa_enabled.eq(false),
+            users::mfa_secret.eq(None::<Vec<u8>>),
+            users::mfa_pending_secret.eq(None::<Vec<u8>>),
+            users::mfa_last_step.eq(None::<i64>),
+            users::mfa_failures.eq(0),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records `step` as the last accepted TOTP step, atomically: false when this or a later step was
+/// already used (a replay, or two requests racing with the same code).
+pub async fn claim_totp_step(conn: &mut Conn, user: Uuid, step: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        users::table
+            .find(user)
+            .filter(users::mfa_last_step.is_null().or(users::mfa_last_step.lt(step))),
+    )
+    .set((users::mfa_last_step.eq(step), users::mfa_failures.eq(0)))
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Spends a recovery code: false when it is unknown or already used.
+pub async fn use_recovery_code(conn: &mut Conn, user: Uuid, hash: &[u8]) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        recovery_codes::table
+            .find((user, hash))
+            .filter(recovery_codes::used_at.is_null()),
+    )
+    .set(recovery_codes::used_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await?;
+    if n > 0 {
+        diesel::update(users::table.find(user))
+            .set(users::mfa_failures.eq(0))
+            .execute(conn)
+            .await?;
+    }
+    Ok(n > 0)
+}
+
+/// Counts a wrong MFA code; with `locked_until`, locks MFA and resets the count.
+pub async fn record_mfa_failure(
+    conn: &mut Conn,
+    user: Uuid,
+    locked_until: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let q = diesel::update(users::table.find(user));
+    match locked_until {
+        Some(until) => {
+            q.set((users::mfa_failures.eq(0), users::mfa_locked_until.eq(until)))
+                .execute(conn)
+                .await?
+        }
+        None => {
+            q.set(users::mfa_failures.eq(users::mfa_failures + 1))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
