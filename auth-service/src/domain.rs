@@ -217,17 +217,15 @@ pub struct KnownDevice {
     pub trusted: bool,
 }
 
-/// One row of the audit log: who changed what, when, from where. The one list of its fields:
-/// the store reads into it and the gRPC layer answers from it.
+/// One entry of the audit log: who (the [`Actor`], as written) did what to which resource, naming
+/// the fields it changed (never their values), and when.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: Uuid,
-    pub actor_id: Option<Uuid>,
+    pub actor: Actor,
     pub action: String,
     pub resource: String,
     pub resource_id: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
     pub changed_fields: Vec<String>,
     pub created_at: DateTime<Utc>,
 }

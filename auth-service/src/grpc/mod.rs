@@ -103,12 +103,12 @@ fn device_pb(d: KnownDevice, current: &str) -> pb::KnownDevice {
 fn audit_pb(a: AuditEntry) -> pb::AuditLogEntry {
     pb::AuditLogEntry {
         id: a.id.to_string(),
-        actor_id: a.actor_id.map(|u| u.to_string()).unwrap_or_default(),
+        actor_id: a.actor.user_id.map(|u| u.to_string()).unwrap_or_default(),
         action: a.action,
         resource: a.resource,
         resource_id: a.resource_id.unwrap_or_default(),
-        ip: a.ip.unwrap_or_default(),
-        user_agent: a.user_agent.unwrap_or_default(),
+        ip: a.actor.ip.unwrap_or_default(),
+        user_agent: a.actor.user_agent.unwrap_or_default(),
         changed_fields: a.changed_fields,
         created_at: some_timestamp(a.created_at),
     }

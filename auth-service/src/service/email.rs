@@ -33,6 +33,37 @@ const BAD_TOKEN: Invalid = Invalid {
     issue: "is invalid, expired or already used",
 };
 
+/// A message whose link (`{APP_BASE_URL}/{path}?token=…`) spends a mailed token.
+struct LinkMail {
+    subject: &'static str,
+    /// What the link is for, before it.
+    intro: &'static str,
+    path: &'static str,
+    /// How long the link works, and what to do if the mail was not expected.
+    outro: &'static str,
+}
+
+impl LinkMail {
+    fn text(&self, first_name: &str, base_url: &str, token: &str) -> String {
+        let Self { intro, path, outro, .. } = self;
+        format!("Hello {first_name},\n\n{intro}\n{base_url}/{path}?token={token}\n\n{outro}\n")
+    }
+}
+
+const VERIFICATION_MAIL: LinkMail = LinkMail {
+    subject: "Confirm your e-mail address",
+    intro: "confirm this address for your account by opening:",
+    path: "verify-email",
+    outro: "The link works once, for 24 hours. If you did not sign up, ignore this message.",
+};
+
+const RESET_MAIL: LinkMail = LinkMail {
+    subject: "Reset your password",
+    intro: "someone asked to reset the password of your account. To choose a new one, open:",
+    path: "reset-password",
+    outro: "The link works once, for one hour. If it was not you, ignore this message; your password stays as it is.",
+};
+
 /// A token to mail (URL-safe) and the hash that is stored.
 pub(super) fn email_token() -> (String, Vec<u8>) {
     let token = TokenIssuer::new_refresh();
@@ -54,13 +85,15 @@ impl Auth {
 
     /// Mails the link that verifies a new account's address.
     pub(super) fn send_verification(&self, user: &User, token: &str) {
+        self.send_link(user, &VERIFICATION_MAIL, token);
+    }
+
+    /// Mails `user` a message with a link that carries `token`.
+    fn send_link(&self, user: &User, mail: &LinkMail, token: &str) {
         self.send_later(crate::mailer::Email {
             to: user.email.clone(),
-            subject: "Confirm your e-mail address".to_owned(),
-            text: format!(
-                "Hello {},\n\nconfirm this address for your account by opening:\n{}/verify-email?token={token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n",
-                user.first_name, self.app_base_url
-            ),
+            subject: mail.subject.to_owned(),
+            text: mail.text(&user.first_name, &self.app_base_url, token),
         });
     }
 
@@ -97,14 +130,7 @@ impl Auth {
             audit_user(conn, actor, user_id, "user.password_reset_request", &[]).await
         })
         .await?;
-        self.send_later(crate::mailer::Email {
-            to: user.email.clone(),
-            subject: "Reset your password".to_owned(),
-            text: format!(
-                "Hello {},\n\nsomeone asked to reset the password of your account. To choose a new one, open:\n{}/reset-password?token={token}\n\nThe link works once, for one hour. If it was not you, ignore this message; your password stays as it is.\n",
-                user.first_name, self.app_base_url
-            ),
-        });
+        self.send_link(&user, &RESET_MAIL, &token);
         Ok(())
     }
 
@@ -147,5 +173,24 @@ impl Auth {
         tracing::info!(user_id = %user, event_type = "password_reset", sessions_ended = ended.len(), "password reset");
         self.revocations.revoke(None, &ended).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailed_links_read_as_before() {
+        let verify = VERIFICATION_MAIL.text("Ada", "https://app.example.org", "tok");
+        assert_eq!(
+            verify,
+            "Hello Ada,\n\nconfirm this address for your account by opening:\nhttps://app.example.org/verify-email?token=tok\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n"
+        );
+        let reset = RESET_MAIL.text("Ada", "https://app.example.org", "tok");
+        assert_eq!(
+            reset,
+            "Hello Ada,\n\nsomeone asked to reset the password of your account. To choose a new one, open:\nhttps://app.example.org/reset-password?token=tok\n\nThe link works once, for one hour. If it was not you, ignore this message; your password stays as it is.\n"
+        );
     }
 }

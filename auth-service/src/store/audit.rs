@@ -26,14 +26,17 @@ struct AuditRow {
 
 impl From<AuditRow> for AuditEntry {
     fn from(r: AuditRow) -> Self {
+        let actor = Actor {
+            user_id: r.actor_id,
+            ip: r.ip,
+            user_agent: r.user_agent,
+        };
         Self {
             id: r.id,
-            actor_id: r.actor_id,
+            actor,
             action: r.action,
             resource: r.resource,
             resource_id: r.resource_id,
-            ip: r.ip,
-            user_agent: r.user_agent,
             changed_fields: r.changed_fields,
             created_at: r.created_at,
         }

@@ -25,20 +25,7 @@ pub async fn enable_mfa(
     last_step: i64,
     code_hashes: &[Vec<u8>],
 ) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
-        .set((
-            users::mfa_enabled.eq(true),
-            users::mfa_secret.eq(sealed),
-            users::mfa_pending_secret.eq(None::<Vec<u8>>),
-            users::mfa_last_step.eq(last_step),
-            users::mfa_failures.eq(0),
-            users::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await?;
-    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user)))
-        .execute(conn)
-        .await?;
+    set_mfa(conn, user, Some((sealed, last_step))).await?;
     let rows: Vec<_> = code_hashes
         .iter()
         .map(|h| (recovery_codes::user_id.eq(user), recovery_codes::code_hash.eq(h)))
@@ -50,13 +37,20 @@ pub async fn enable_mfa(
     Ok(())
 }
 
+/// Turns MFA off: the seeds and the recovery codes go.
 pub async fn disable_mfa(conn: &mut Conn, user: Uuid) -> Result<(), StoreError> {
+    set_mfa(conn, user, None).await
+}
+
+/// MFA on with (sealed seed, last step), or off; either way no enrollment is pending, the failure
+/// count starts over and the old recovery codes go.
+async fn set_mfa(conn: &mut Conn, user: Uuid, on: Option<(&[u8], i64)>) -> Result<(), StoreError> {
     diesel::update(users::table.find(user))
         .set((
-            users::mfa_enabled.eq(false),
-            users::mfa_secret.eq(None::<Vec<u8>>),
+            users::mfa_enabled.eq(on.is_some()),
+            users::mfa_secret.eq(on.map(|(sealed, _)| sealed)),
             users::mfa_pending_secret.eq(None::<Vec<u8>>),
-            users::mfa_last_step.eq(None::<i64>),
+            users::mfa_last_step.eq(on.map(|(_, step)| step)),
             users::mfa_failures.eq(0),
             users::updated_at.eq(diesel::dsl::now),
         ))

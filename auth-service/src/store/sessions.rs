@@ -68,7 +68,7 @@ pub async fn session_by_current(conn: &mut Conn, hash: &[u8]) -> Result<Option<S
     Ok(row.map(Session::from))
 }
 
-/// The session whose previous refresh token has this hash (a retry, or reuse).
+/// The session whose previous refresh token has this hash (a retry, or reuse), locked.
 pub async fn session_by_previous(conn: &mut Conn, hash: &[u8]) -> Result<Option<Session>, StoreError> {
     let row: Option<SessionRow> = sessions::table
         .filter(sessions::previous_refresh_hash.eq(hash))

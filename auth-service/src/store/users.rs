@@ -80,27 +80,34 @@ pub async fn insert_user(conn: &mut Conn, new: NewUser<'_>) -> Result<User, Stor
         .into())
 }
 
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
 /// A live account by e-mail, compared case-insensitively.
 pub async fn user_by_email(conn: &mut Conn, email: &str) -> Result<Option<User>, StoreError> {
-    diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
-    let row: Option<UserRow> = users::table
-        .filter(lower(users::email).eq(email.to_lowercase()))
-        .filter(users::deleted_at.is_null())
-        .select(UserRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(row.map(User::from))
+    live_user(conn, UserKey::Email(email)).await
 }
 
 pub async fn user_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<User>, StoreError> {
-    let row: Option<UserRow> = users::table
-        .find(id)
+    live_user(conn, UserKey::Id(id)).await
+}
+
+/// How an account is looked up.
+enum UserKey<'a> {
+    Email(&'a str),
+    Id(Uuid),
+}
+
+/// The live (not deleted) account with this key.
+async fn live_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>, StoreError> {
+    let q = users::table
         .filter(users::deleted_at.is_null())
         .select(UserRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
+        .into_boxed();
+    let q = match key {
+        UserKey::Email(email) => q.filter(lower(users::email).eq(email.to_lowercase())),
+        UserKey::Id(id) => q.filter(users::id.eq(id)),
+    };
+    let row: Option<UserRow> = q.first(conn).await.optional()?;
     Ok(row.map(User::from))
 }
 
