@@ -6,7 +6,6 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::{Context as _, bail};
 use clap::{Arg, ArgMatches, Command};
-use diesel_async::AsyncConnection as _;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use service_kit::config::Env;
@@ -14,7 +13,7 @@ use service_kit::db::Pool;
 
 use crate::domain::{Actor, Email, NewUser, PersonName};
 use crate::revocation::{revocation_pipe, write_pipe};
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, Transaction as _};
 
 const ROLES: [&str; 2] = ["moderator", "admin"];
 

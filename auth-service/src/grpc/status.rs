@@ -9,7 +9,7 @@ use crate::domain::Invalid;
 use crate::service::{
     AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, SessionError, ThrottleError,
 };
-use crate::store::StoreError;
+use service_kit::store_error::StoreError;
 
 /// A refused input: the sentence for the client, and the field in the status metadata.
 pub fn invalid(i: Invalid) -> Status {

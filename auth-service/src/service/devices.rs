@@ -1,11 +1,10 @@
 //! The caller's devices: list them, and forget one (which ends its sessions).
 
-use diesel_async::AsyncConnection as _;
 use service_kit::auth::AccessClaims;
 
 use super::{Auth, CallerError};
 use crate::domain::{Actor, KnownDevice};
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, Transaction as _};
 
 /// What listing or removing devices can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -4,13 +4,12 @@
 //! exists.
 
 use chrono::{TimeDelta, Utc};
-use diesel_async::AsyncConnection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{Auth, audit_user};
 use crate::account;
 use crate::domain::{Actor, Email, Invalid, User};
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, Transaction as _};
 use crate::tokens::{TokenIssuer, refresh_hash};
 
 /// What the e-mail flows can fail with.

@@ -3,14 +3,13 @@
 //! lock apart from password failures; a TOTP code is accepted once.
 
 use chrono::{TimeDelta, Utc};
-use diesel_async::AsyncConnection as _;
 use service_kit::auth::AccessClaims;
 
 use super::throttle::retry_after;
 use super::{Auth, CallerError};
 use crate::domain::{Actor, Invalid, User};
 use crate::mfa::{self as totp, Enrollment};
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// What enrolling, turning off, or presenting a second factor can fail with.
 #[derive(Debug, thiserror::Error)]

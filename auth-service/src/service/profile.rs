@@ -1,6 +1,5 @@
 //! The caller's own account: read it, change the profile, change the password.
 
-use diesel_async::AsyncConnection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use service_kit::auth::AccessClaims;
 
@@ -8,7 +7,7 @@ use super::{Auth, CallerError, audit_user, ids};
 use crate::account;
 use crate::domain::{Actor, Invalid, PersonName, User, income_tier};
 use crate::password::Verdict;
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, Transaction as _};
 
 /// What reading or changing one's own account can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,6 @@
 //! access token is revoked (`CheckToken`, asked by the gateway while Redis cannot answer).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel_async::AsyncConnection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use service_kit::auth::AccessClaims;
 use uuid::Uuid;
@@ -12,7 +11,7 @@ use super::{Auth, CallerError, MfaError, ThrottleError, ids};
 use crate::account;
 use crate::domain::{Actor, Device, Email, Invalid, NewUser, PersonName, Session, User, income_tier};
 use crate::password::Verdict;
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn, StoreError, Transaction as _};
 use crate::tokens::{TokenIssuer, refresh_hash};
 
 /// What registering, logging in, refreshing or logging out can fail with.

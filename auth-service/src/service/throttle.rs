@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_redis::redis;
-use diesel_async::AsyncConnection as _;
 use uuid::Uuid;
 
 use super::Auth;
 use crate::captcha::CaptchaError;
 use crate::domain::{Actor, User};
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// Why a login (or a registration) is not even tried.
 #[derive(Debug, thiserror::Error)]

@@ -27,3 +27,8 @@ pub use users::{
 
 /// The connection every query runs on: a pooled one, or the one of a caller's transaction.
 pub type Conn = diesel_async::AsyncPgConnection;
+
+/// `conn.transaction(async |conn| ..)`: a use case's writes and their audit row commit together.
+/// The use cases name it through here (`use crate::store::Transaction as _`), with `StoreError`
+/// as the error, so no diesel type reaches them.
+pub use diesel_async::AsyncConnection as Transaction;
