@@ -7,6 +7,8 @@ mod captcha;
 mod domain;
 mod grpc;
 mod keys;
+#[cfg(test)]
+mod layering;
 mod mailer;
 mod mfa;
 mod password;
