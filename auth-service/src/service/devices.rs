@@ -2,9 +2,11 @@
 
 use service_kit::auth::AccessClaims;
 
+use uuid::Uuid;
+
 use super::{Auth, CallerError};
-use crate::domain::{Actor, KnownDevice};
-use crate::store::{self, StoreError, Transaction as _};
+use crate::domain::{Actor, Device, KnownDevice};
+use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// What listing or removing devices can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,29 @@ pub enum DeviceError {
     Caller(#[from] CallerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Risk score (0..100) and trust of a device seen for the first time: the first device of an
+/// account is its home; any later new device starts at a higher risk.
+fn first_seen(known_devices: i64) -> (i16, bool) {
+    if known_devices == 0 { (0, true) } else { (30, false) }
+}
+
+/// Records the device of a new session (in the caller's transaction); true when it is new to an
+/// account that had others (a security event).
+pub(super) async fn record_device(
+    conn: &mut Conn,
+    user: Uuid,
+    fingerprint: &[u8],
+    device: &Device,
+) -> Result<bool, StoreError> {
+    if store::touch_device(conn, user, fingerprint, device).await? {
+        return Ok(false);
+    }
+    let known = store::device_count(conn, user).await?;
+    let (risk_score, trusted) = first_seen(known);
+    store::insert_device(conn, user, fingerprint, device, risk_score, trusted).await?;
+    Ok(known > 0)
 }
 
 impl Auth {
@@ -57,5 +82,17 @@ impl Auth {
             .ok_or(DeviceError::NotFound)?;
         self.revocations.revoke(None, &ended).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_seen;
+
+    #[test]
+    fn the_first_device_is_home_and_later_ones_start_riskier() {
+        assert_eq!(first_seen(0), (0, true));
+        assert_eq!(first_seen(1), (30, false));
+        assert_eq!(first_seen(7), (30, false));
     }
 }

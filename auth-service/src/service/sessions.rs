@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use service_kit::auth::AccessClaims;
 use uuid::Uuid;
 
+use super::devices::record_device;
 use super::email::{VERIFY_EMAIL, email_token};
 use super::{Auth, CallerError, MfaError, ThrottleError, ids};
 use crate::account;
@@ -126,7 +127,7 @@ impl Auth {
                 let session = store::insert_session(conn, user.id, device_id, &refresh_h, expires).await?;
                 store::insert_email_token(conn, user.id, VERIFY_EMAIL, &verify_hash, verify_expires).await?;
                 if let (Some(d), Some(f)) = (&device, &fingerprint) {
-                    store::upsert_device(conn, user.id, f, d).await?;
+                    record_device(conn, user.id, f, d).await?;
                 }
                 let fields = ["email", "password_hash", "first_name", "last_name", "income_tier"];
                 super::audit_user(conn, actor, user.id, "user.register", &fields).await?;
@@ -185,7 +186,7 @@ impl Auth {
                 store::record_success(conn, user_id, new_hash.as_deref()).await?;
                 let session = store::insert_session(conn, user_id, &device.device_id, &refresh_h, expires).await?;
                 let actor = actor.acting_as(user_id);
-                if store::upsert_device(conn, user_id, &fingerprint, &device).await? {
+                if record_device(conn, user_id, &fingerprint, &device).await? {
                     let details = serde_json::json!({"platform": device.platform, "model": device.model});
                     self.events
                         .record(

@@ -57,37 +57,43 @@ pub async fn delete_device(conn: &mut Conn, user: Uuid, fingerprint: &[u8]) -> R
     Ok(n > 0)
 }
 
-/// Records the device of a login; returns true when it is new for this user.
-pub async fn upsert_device(
+/// Marks a known device of the user as seen now, with its current model and OS version; false
+/// when the user has no such device.
+pub async fn touch_device(
     conn: &mut Conn,
     user: Uuid,
     fingerprint: &[u8],
     device: &Device,
 ) -> Result<bool, StoreError> {
-    let existing: Option<i16> = device_fingerprints::table
-        .find((user, fingerprint))
-        .select(device_fingerprints::risk_score)
-        .first(conn)
-        .await
-        .optional()?;
-    if existing.is_some() {
-        diesel::update(device_fingerprints::table.find((user, fingerprint)))
-            .set((
-                device_fingerprints::last_seen_at.eq(diesel::dsl::now),
-                device_fingerprints::model.eq(device.model.as_deref()),
-                device_fingerprints::os_version.eq(device.os_version.as_deref()),
-            ))
-            .execute(conn)
-            .await?;
-        return Ok(false);
-    }
-    let known: i64 = device_fingerprints::table
+    let n = diesel::update(device_fingerprints::table.find((user, fingerprint)))
+        .set((
+            device_fingerprints::last_seen_at.eq(diesel::dsl::now),
+            device_fingerprints::model.eq(device.model.as_deref()),
+            device_fingerprints::os_version.eq(device.os_version.as_deref()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// How many devices the user has.
+pub async fn device_count(conn: &mut Conn, user: Uuid) -> Result<i64, StoreError> {
+    Ok(device_fingerprints::table
         .filter(device_fingerprints::user_id.eq(user))
         .count()
         .get_result(conn)
-        .await?;
-    // The first device of an account is its home; any later new device starts at a higher risk.
-    let risk: i16 = if known == 0 { 0 } else { 30 };
+        .await?)
+}
+
+/// A device seen for the first time, with the trust the use case gives it.
+pub async fn insert_device(
+    conn: &mut Conn,
+    user: Uuid,
+    fingerprint: &[u8],
+    device: &Device,
+    risk_score: i16,
+    trusted: bool,
+) -> Result<(), StoreError> {
     diesel::insert_into(device_fingerprints::table)
         .values((
             device_fingerprints::user_id.eq(user),
@@ -96,10 +102,10 @@ pub async fn upsert_device(
             device_fingerprints::platform.eq(device.platform),
             device_fingerprints::model.eq(device.model.as_deref()),
             device_fingerprints::os_version.eq(device.os_version.as_deref()),
-            device_fingerprints::risk_score.eq(risk),
-            device_fingerprints::trusted.eq(known == 0),
+            device_fingerprints::risk_score.eq(risk_score),
+            device_fingerprints::trusted.eq(trusted),
         ))
         .execute(conn)
         .await?;
-    Ok(known > 0)
+    Ok(())
 }

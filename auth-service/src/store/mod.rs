@@ -12,7 +12,7 @@ mod sessions;
 mod users;
 
 pub use audit::{audit, audit_page, security_event};
-pub use devices::{delete_device, devices, upsert_device};
+pub use devices::{delete_device, device_count, devices, insert_device, touch_device};
 pub use email_tokens::{insert_email_token, mark_email_verified, spend_email_token};
 pub use mfa::{claim_totp_step, disable_mfa, enable_mfa, record_mfa_failure, set_pending_mfa, use_recovery_code};
 pub use service_kit::store_error::StoreError;
