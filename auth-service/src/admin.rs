@@ -125,7 +125,7 @@ async fn change_role(
 
 async fn revoke_sessions_in_redis(
     redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
-    sessions: &[uuid::Uuid],
+    sessions: &[crate::domain::SessionId],
 ) -> anyhow::Result<()> {
     let (url, keys) = redis.context("REDIS_URL is needed to cut off the account's current tokens")?;
     let pool =

@@ -125,17 +125,37 @@ impl Device {
     }
 }
 
+/// An account's id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct UserId(pub Uuid);
+
+/// A session's id: the `sid` of its access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub Uuid);
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Who did something, for audit rows and security events.
 #[derive(Debug, Clone, Default)]
 pub struct Actor {
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
 impl Actor {
     /// The same caller, now known as `user` (after a login, or a token that names them).
-    pub fn acting_as(self, user: Uuid) -> Self {
+    pub fn acting_as(self, user: UserId) -> Self {
         Self {
             user_id: Some(user),
             ..self
@@ -146,7 +166,7 @@ impl Actor {
 /// An account as the use cases see it.
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub email_verified: bool,
     pub first_name: String,
@@ -194,8 +214,8 @@ pub struct NewUser<'a> {
 /// A session: one refresh token chain on one device.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: SessionId,
+    pub user_id: UserId,
     pub device_id: String,
     /// Hash of the current refresh token.
     pub refresh_hash: Vec<u8>,
@@ -234,7 +254,7 @@ pub struct AuditEntry {
 /// (created_at, id).
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    pub actor: Option<Uuid>,
+    pub actor: Option<UserId>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub after: Option<(DateTime<Utc>, Uuid)>,

@@ -8,7 +8,8 @@ use chrono::Utc;
 use deadpool_redis::redis;
 use service_kit::auth::AccessClaims;
 use service_kit::revocation::RedisKeys;
-use uuid::Uuid;
+
+use crate::domain::SessionId;
 
 /// A revocation key outlives the tokens it revokes by this much: a verifier accepts a token up to
 /// `JWT_LEEWAY_SECONDS` (at most 300) after its expiry, and clocks differ by up to a minute.
@@ -37,7 +38,7 @@ impl RevocationWriter {
     /// Revokes an access token (its jti) and whole sessions in Redis. Revocation must reach Redis:
     /// the gateway reads it on every request. PostgreSQL already holds it, so when Redis cannot be
     /// written this still returns; the revocation sync copies it.
-    pub async fn revoke(&self, token: Option<&AccessClaims>, sessions: &[Uuid]) {
+    pub async fn revoke(&self, token: Option<&AccessClaims>, sessions: &[SessionId]) {
         if token.is_none() && sessions.is_empty() {
             return;
         }
@@ -79,7 +80,7 @@ impl RevocationWriter {
 pub fn revocation_pipe(
     keys: &RedisKeys,
     jti: Option<(&str, u64)>,
-    sessions: &[Uuid],
+    sessions: &[SessionId],
     session_ttl: u64,
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();

@@ -6,7 +6,7 @@ use service_kit::auth::AccessClaims;
 use uuid::Uuid;
 
 use super::{Auth, CallerError};
-use crate::domain::{AuditEntry, AuditFilter, Invalid};
+use crate::domain::{AuditEntry, AuditFilter, Invalid, UserId};
 use crate::store::{self, StoreError};
 
 /// What reading the audit log can fail with.
@@ -47,10 +47,10 @@ impl AuditQuery {
         };
         let actor = match self.user_id.as_str() {
             "" => None,
-            id => Some(Uuid::parse_str(id).map_err(|_| Invalid {
+            id => Some(UserId(Uuid::parse_str(id).map_err(|_| Invalid {
                 field: "user_id",
                 issue: "must be a UUID",
-            })?),
+            })?)),
         };
         let after = match self.cursor.as_str() {
             "" => None,

@@ -2,10 +2,8 @@
 
 use service_kit::auth::AccessClaims;
 
-use uuid::Uuid;
-
 use super::{Auth, CallerError};
-use crate::domain::{Actor, Device, KnownDevice};
+use crate::domain::{Actor, Device, KnownDevice, UserId};
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// What listing or removing devices can fail with.
@@ -30,7 +28,7 @@ fn first_seen(known_devices: i64) -> (i16, bool) {
 /// account that had others (a security event).
 pub(super) async fn record_device(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     fingerprint: &[u8],
     device: &Device,
 ) -> Result<bool, StoreError> {

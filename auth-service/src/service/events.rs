@@ -1,7 +1,7 @@
 //! Security events: stored (in the caller's transaction), counted in
 //! `security_events_total{event_type,severity}`, and logged as one JSON line each.
 
-use uuid::Uuid;
+use crate::domain::UserId;
 
 use crate::store::{self, Conn, StoreError};
 
@@ -28,7 +28,7 @@ impl SecurityEvents {
     pub async fn record(
         &self,
         conn: &mut Conn,
-        user: Option<Uuid>,
+        user: Option<UserId>,
         event_type: &'static str,
         severity: &'static str,
         ip: Option<&str>,

@@ -108,7 +108,7 @@ impl Auth {
     /// The TOTP seed, sealed with the user's id as associated data.
     fn open_seed(&self, sealed: &[u8], user: &User) -> anyhow::Result<Vec<u8>> {
         self.sealer
-            .open(sealed, user.id.as_bytes())
+            .open(sealed, user.id.0.as_bytes())
             .map_err(|e| anyhow::anyhow!("opening the TOTP seed: {e}"))
     }
 
@@ -122,7 +122,7 @@ impl Auth {
         // Authenticator apps show "issuer: account"; a colon in an e-mail would break that label.
         let label = user.email.replace(':', "_");
         let enrollment = totp::enrollment(&seed, &label, &self.mfa_issuer)?;
-        store::set_pending_mfa(&mut conn, user.id, &self.sealer.seal(&seed, user.id.as_bytes())).await?;
+        store::set_pending_mfa(&mut conn, user.id, &self.sealer.seal(&seed, user.id.0.as_bytes())).await?;
         Ok(enrollment)
     }
 

@@ -33,7 +33,7 @@ pub use self::mfa::MfaError;
 pub use self::profile::{ProfileError, ProfileUpdate};
 pub use self::sessions::{LoginInput, RegisterInput, SessionError, Tokens};
 pub use self::throttle::ThrottleError;
-use crate::domain::{Actor, User};
+use crate::domain::{Actor, SessionId, User, UserId};
 use crate::password::Passwords;
 use crate::revocation::RevocationWriter;
 use crate::store::{self, Conn, StoreError};
@@ -138,7 +138,7 @@ impl Auth {
     }
 
     /// The session of a verified access token, which must still be live.
-    async fn live_session(&self, claims: &AccessClaims) -> Result<(Uuid, Uuid), CallerError> {
+    async fn live_session(&self, claims: &AccessClaims) -> Result<(UserId, SessionId), CallerError> {
         let (user, sid) = ids(claims)?;
         let mut conn = self.conn().await?;
         match store::session(&mut conn, sid).await? {
@@ -163,7 +163,7 @@ impl Auth {
     async fn user_change(
         &self,
         conn: &mut Conn,
-        user: Uuid,
+        user: UserId,
         actor: Actor,
         event: &'static str,
         severity: &'static str,
@@ -182,7 +182,7 @@ impl Auth {
 async fn audit_user(
     conn: &mut Conn,
     actor: Actor,
-    user: Uuid,
+    user: UserId,
     action: &str,
     fields: &[&str],
 ) -> Result<(), StoreError> {
@@ -191,8 +191,8 @@ async fn audit_user(
 }
 
 /// User and session ids of verified claims.
-fn ids(claims: &AccessClaims) -> Result<(Uuid, Uuid), CallerError> {
+fn ids(claims: &AccessClaims) -> Result<(UserId, SessionId), CallerError> {
     let user = Uuid::parse_str(&claims.sub).map_err(|_| CallerError::Unauthenticated)?;
     let sid = Uuid::parse_str(&claims.sid).map_err(|_| CallerError::Unauthenticated)?;
-    Ok((user, sid))
+    Ok((UserId(user), SessionId(sid)))
 }

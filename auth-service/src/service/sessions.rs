@@ -10,7 +10,9 @@ use super::devices::record_device;
 use super::email::{VERIFY_EMAIL, email_token};
 use super::{Auth, CallerError, MfaError, ThrottleError, ids};
 use crate::account;
-use crate::domain::{Actor, Device, Email, Invalid, NewUser, PersonName, Session, User, income_tier};
+use crate::domain::{
+    Actor, Device, Email, Invalid, NewUser, PersonName, Session, SessionId, User, UserId, income_tier,
+};
 use crate::password::Verdict;
 use crate::store::{self, Conn, StoreError, Transaction as _};
 use crate::tokens::{TokenIssuer, refresh_hash};
@@ -76,15 +78,15 @@ const UNKNOWN_DEVICE: &str = "unknown";
 enum Refreshed {
     Rotated(Session, String),
     Retried(Session, String),
-    Reused(Uuid, Uuid),
+    Reused(SessionId, UserId),
     Revoked,
     Expired,
     Unknown,
 }
 
 impl Auth {
-    fn tokens_for(&self, user: &User, session: Uuid, device: &str, refresh: String) -> anyhow::Result<Tokens> {
-        let access = self.issuer.access(user.id, session, device, &user.roles)?;
+    fn tokens_for(&self, user: &User, session: SessionId, device: &str, refresh: String) -> anyhow::Result<Tokens> {
+        let access = self.issuer.access(user.id.0, session.0, device, &user.roles)?;
         Ok(Tokens {
             access_token: access,
             refresh_token: refresh,
@@ -221,7 +223,7 @@ impl Auth {
             return Err(CallerError::Unauthenticated.into());
         }
         let hash = refresh_hash(token);
-        let next = |session: Uuid| self.issuer.next_refresh(session, token);
+        let next = |session: SessionId| self.issuer.next_refresh(session.0, token);
         let grace = TimeDelta::from_std(self.policy.refresh_grace).unwrap_or(TimeDelta::seconds(10));
         let device_id = device_id.to_owned();
         let mut conn = self.conn().await?;
@@ -276,10 +278,10 @@ impl Auth {
         }
     }
 
-    async fn revoke_for_reuse(&self, conn: &mut Conn, session: Uuid, user: Uuid) -> Result<(), StoreError> {
+    async fn revoke_for_reuse(&self, conn: &mut Conn, session: SessionId, user: UserId) -> Result<(), StoreError> {
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::revoke_session(conn, session, "token_reuse_detected").await?;
-            let details = serde_json::json!({"session_id": session});
+            let details = serde_json::json!({"session_id": session.0});
             self.events
                 .record(conn, Some(user), "token_reuse_detected", "high", None, details)
                 .await?;

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_redis::redis;
-use uuid::Uuid;
 
 use super::Auth;
 use crate::captcha::CaptchaError;
-use crate::domain::{Actor, User};
+use crate::domain::{Actor, User, UserId};
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// Why a login (or a registration) is not even tried.
@@ -121,7 +120,7 @@ impl Auth {
         &self,
         token: &str,
         actor: &Actor,
-        user: Option<Uuid>,
+        user: Option<UserId>,
     ) -> Result<(), ThrottleError> {
         match self.captcha.verify(token, actor.ip.as_deref()).await {
             Ok(()) => Ok(()),

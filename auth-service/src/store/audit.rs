@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::schema::{audit_logs, security_events};
 use super::{Conn, StoreError};
-use crate::domain::{Actor, AuditEntry, AuditFilter};
+use crate::domain::{Actor, AuditEntry, AuditFilter, UserId};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
@@ -27,7 +27,7 @@ struct AuditRow {
 impl From<AuditRow> for AuditEntry {
     fn from(r: AuditRow) -> Self {
         let actor = Actor {
-            user_id: r.actor_id,
+            user_id: r.actor_id.map(UserId),
             ip: r.ip,
             user_agent: r.user_agent,
         };
@@ -55,7 +55,7 @@ pub async fn audit(
 ) -> Result<(), StoreError> {
     diesel::insert_into(audit_logs::table)
         .values((
-            audit_logs::actor_id.eq(actor.user_id),
+            audit_logs::actor_id.eq(actor.user_id.map(|u| u.0)),
             audit_logs::action.eq(action),
             audit_logs::resource.eq(resource),
             audit_logs::resource_id.eq(resource_id),
@@ -70,7 +70,7 @@ pub async fn audit(
 
 pub async fn security_event(
     conn: &mut Conn,
-    user: Option<Uuid>,
+    user: Option<UserId>,
     event_type: &str,
     severity: &str,
     ip: Option<&str>,
@@ -78,7 +78,7 @@ pub async fn security_event(
 ) -> Result<(), StoreError> {
     diesel::insert_into(security_events::table)
         .values((
-            security_events::user_id.eq(user),
+            security_events::user_id.eq(user.map(|u| u.0)),
             security_events::event_type.eq(event_type),
             security_events::severity.eq(severity),
             security_events::ip.eq(ip),
@@ -93,7 +93,7 @@ pub async fn security_event(
 pub async fn audit_page(conn: &mut Conn, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
     let mut q = audit_logs::table.select(AuditRow::as_select()).into_boxed();
     if let Some(a) = filter.actor {
-        q = q.filter(audit_logs::actor_id.eq(a));
+        q = q.filter(audit_logs::actor_id.eq(a.0));
     }
     if let Some(f) = filter.from {
         q = q.filter(audit_logs::created_at.ge(f));

@@ -4,11 +4,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use super::schema::device_fingerprints;
 use super::{Conn, StoreError};
-use crate::domain::{Device, KnownDevice};
+use crate::domain::{Device, KnownDevice, UserId};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = device_fingerprints, check_for_backend(diesel::pg::Pg))]
@@ -39,9 +38,9 @@ impl From<DeviceRow> for KnownDevice {
 }
 
 /// The user's devices, the most recently seen first.
-pub async fn devices(conn: &mut Conn, user: Uuid) -> Result<Vec<KnownDevice>, StoreError> {
+pub async fn devices(conn: &mut Conn, user: UserId) -> Result<Vec<KnownDevice>, StoreError> {
     let rows: Vec<DeviceRow> = device_fingerprints::table
-        .filter(device_fingerprints::user_id.eq(user))
+        .filter(device_fingerprints::user_id.eq(user.0))
         .order(device_fingerprints::last_seen_at.desc())
         .select(DeviceRow::as_select())
         .load(conn)
@@ -50,8 +49,8 @@ pub async fn devices(conn: &mut Conn, user: Uuid) -> Result<Vec<KnownDevice>, St
 }
 
 /// Forgets one of the user's devices; false when the user has no such device.
-pub async fn delete_device(conn: &mut Conn, user: Uuid, fingerprint: &[u8]) -> Result<bool, StoreError> {
-    let n = diesel::delete(device_fingerprints::table.find((user, fingerprint)))
+pub async fn delete_device(conn: &mut Conn, user: UserId, fingerprint: &[u8]) -> Result<bool, StoreError> {
+    let n = diesel::delete(device_fingerprints::table.find((user.0, fingerprint)))
         .execute(conn)
         .await?;
     Ok(n > 0)
@@ -61,11 +60,11 @@ pub async fn delete_device(conn: &mut Conn, user: Uuid, fingerprint: &[u8]) -> R
 /// when the user has no such device.
 pub async fn touch_device(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     fingerprint: &[u8],
     device: &Device,
 ) -> Result<bool, StoreError> {
-    let n = diesel::update(device_fingerprints::table.find((user, fingerprint)))
+    let n = diesel::update(device_fingerprints::table.find((user.0, fingerprint)))
         .set((
             device_fingerprints::last_seen_at.eq(diesel::dsl::now),
             device_fingerprints::model.eq(device.model.as_deref()),
@@ -77,9 +76,9 @@ pub async fn touch_device(
 }
 
 /// How many devices the user has.
-pub async fn device_count(conn: &mut Conn, user: Uuid) -> Result<i64, StoreError> {
+pub async fn device_count(conn: &mut Conn, user: UserId) -> Result<i64, StoreError> {
     Ok(device_fingerprints::table
-        .filter(device_fingerprints::user_id.eq(user))
+        .filter(device_fingerprints::user_id.eq(user.0))
         .count()
         .get_result(conn)
         .await?)
@@ -88,7 +87,7 @@ pub async fn device_count(conn: &mut Conn, user: Uuid) -> Result<i64, StoreError
 /// A device seen for the first time, with the trust the use case gives it.
 pub async fn insert_device(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     fingerprint: &[u8],
     device: &Device,
     risk_score: i16,
@@ -96,7 +95,7 @@ pub async fn insert_device(
 ) -> Result<(), StoreError> {
     diesel::insert_into(device_fingerprints::table)
         .values((
-            device_fingerprints::user_id.eq(user),
+            device_fingerprints::user_id.eq(user.0),
             device_fingerprints::fingerprint_hash.eq(fingerprint),
             device_fingerprints::device_id.eq(&device.device_id),
             device_fingerprints::platform.eq(device.platform),

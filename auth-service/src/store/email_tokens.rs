@@ -8,11 +8,12 @@ use uuid::Uuid;
 
 use super::schema::users;
 use super::{Conn, StoreError};
+use crate::domain::UserId;
 
 /// Stores a mailed token (hash only); earlier unused tokens of the same purpose stop working.
 pub async fn insert_email_token(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     purpose: &str,
     hash: &[u8],
     expires_at: DateTime<Utc>,
@@ -20,7 +21,7 @@ pub async fn insert_email_token(
     use super::schema::email_tokens as t;
     diesel::update(
         t::table
-            .filter(t::user_id.eq(user))
+            .filter(t::user_id.eq(user.0))
             .filter(t::purpose.eq(purpose))
             .filter(t::used_at.is_null()),
     )
@@ -30,7 +31,7 @@ pub async fn insert_email_token(
     diesel::insert_into(t::table)
         .values((
             t::token_hash.eq(hash),
-            t::user_id.eq(user),
+            t::user_id.eq(user.0),
             t::purpose.eq(purpose),
             t::expires_at.eq(expires_at),
         ))
@@ -41,9 +42,9 @@ pub async fn insert_email_token(
 
 /// Spends a mailed token, atomically: the user it belongs to, or None when it is unknown,
 /// expired, already used, or for another purpose.
-pub async fn spend_email_token(conn: &mut Conn, purpose: &str, hash: &[u8]) -> Result<Option<Uuid>, StoreError> {
+pub async fn spend_email_token(conn: &mut Conn, purpose: &str, hash: &[u8]) -> Result<Option<UserId>, StoreError> {
     use super::schema::email_tokens as t;
-    Ok(diesel::update(
+    let user: Option<Uuid> = diesel::update(
         t::table
             .find(hash)
             .filter(t::purpose.eq(purpose))
@@ -54,11 +55,12 @@ pub async fn spend_email_token(conn: &mut Conn, purpose: &str, hash: &[u8]) -> R
     .returning(t::user_id)
     .get_result(conn)
     .await
-    .optional()?)
+    .optional()?;
+    Ok(user.map(UserId))
 }
 
-pub async fn mark_email_verified(conn: &mut Conn, user: Uuid) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+pub async fn mark_email_verified(conn: &mut Conn, user: UserId) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set((users::email_verified.eq(true), users::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;

@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use super::schema::{recovery_codes, users};
 use super::{Conn, StoreError};
+use crate::domain::UserId;
 
 /// Keeps a TOTP seed (sealed) until its first code confirms the enrollment.
-pub async fn set_pending_mfa(conn: &mut Conn, user: Uuid, sealed: &[u8]) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+pub async fn set_pending_mfa(conn: &mut Conn, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set(users::mfa_pending_secret.eq(sealed))
         .execute(conn)
         .await?;
@@ -20,7 +20,7 @@ pub async fn set_pending_mfa(conn: &mut Conn, user: Uuid, sealed: &[u8]) -> Resu
 /// Turns MFA on with the pending seed and replaces the recovery codes.
 pub async fn enable_mfa(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     sealed: &[u8],
     last_step: i64,
     code_hashes: &[Vec<u8>],
@@ -28,7 +28,7 @@ pub async fn enable_mfa(
     set_mfa(conn, user, Some((sealed, last_step))).await?;
     let rows: Vec<_> = code_hashes
         .iter()
-        .map(|h| (recovery_codes::user_id.eq(user), recovery_codes::code_hash.eq(h)))
+        .map(|h| (recovery_codes::user_id.eq(user.0), recovery_codes::code_hash.eq(h)))
         .collect();
     diesel::insert_into(recovery_codes::table)
         .values(rows)
@@ -38,14 +38,14 @@ pub async fn enable_mfa(
 }
 
 /// Turns MFA off: the seeds and the recovery codes go.
-pub async fn disable_mfa(conn: &mut Conn, user: Uuid) -> Result<(), StoreError> {
+pub async fn disable_mfa(conn: &mut Conn, user: UserId) -> Result<(), StoreError> {
     set_mfa(conn, user, None).await
 }
 
 /// MFA on with (sealed seed, last step), or off; either way no enrollment is pending, the failure
 /// count starts over and the old recovery codes go.
-async fn set_mfa(conn: &mut Conn, user: Uuid, on: Option<(&[u8], i64)>) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+async fn set_mfa(conn: &mut Conn, user: UserId, on: Option<(&[u8], i64)>) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set((
             users::mfa_enabled.eq(on.is_some()),
             users::mfa_secret.eq(on.map(|(sealed, _)| sealed)),
@@ -56,7 +56,7 @@ async fn set_mfa(conn: &mut Conn, user: Uuid, on: Option<(&[u8], i64)>) -> Resul
         ))
         .execute(conn)
         .await?;
-    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user)))
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)))
         .execute(conn)
         .await?;
     Ok(())
@@ -64,10 +64,10 @@ async fn set_mfa(conn: &mut Conn, user: Uuid, on: Option<(&[u8], i64)>) -> Resul
 
 /// Records `step` as the last accepted TOTP step, atomically: false when this or a later step was
 /// already used (a replay, or two requests racing with the same code).
-pub async fn claim_totp_step(conn: &mut Conn, user: Uuid, step: i64) -> Result<bool, StoreError> {
+pub async fn claim_totp_step(conn: &mut Conn, user: UserId, step: i64) -> Result<bool, StoreError> {
     let n = diesel::update(
         users::table
-            .find(user)
+            .find(user.0)
             .filter(users::mfa_last_step.is_null().or(users::mfa_last_step.lt(step))),
     )
     .set((users::mfa_last_step.eq(step), users::mfa_failures.eq(0)))
@@ -77,17 +77,17 @@ pub async fn claim_totp_step(conn: &mut Conn, user: Uuid, step: i64) -> Result<b
 }
 
 /// Spends a recovery code: false when it is unknown or already used.
-pub async fn use_recovery_code(conn: &mut Conn, user: Uuid, hash: &[u8]) -> Result<bool, StoreError> {
+pub async fn use_recovery_code(conn: &mut Conn, user: UserId, hash: &[u8]) -> Result<bool, StoreError> {
     let n = diesel::update(
         recovery_codes::table
-            .find((user, hash))
+            .find((user.0, hash))
             .filter(recovery_codes::used_at.is_null()),
     )
     .set(recovery_codes::used_at.eq(diesel::dsl::now))
     .execute(conn)
     .await?;
     if n > 0 {
-        diesel::update(users::table.find(user))
+        diesel::update(users::table.find(user.0))
             .set(users::mfa_failures.eq(0))
             .execute(conn)
             .await?;
@@ -98,10 +98,10 @@ pub async fn use_recovery_code(conn: &mut Conn, user: Uuid, hash: &[u8]) -> Resu
 /// Counts a wrong MFA code; with `locked_until`, locks MFA and resets the count.
 pub async fn record_mfa_failure(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     locked_until: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    let q = diesel::update(users::table.find(user));
+    let q = diesel::update(users::table.find(user.0));
     match locked_until {
         Some(until) => {
             q.set((users::mfa_failures.eq(0), users::mfa_locked_until.eq(until)))

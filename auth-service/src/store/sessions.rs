@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::schema::{sessions, spent_refresh_tokens, token_blacklist, users};
 use super::{Conn, StoreError};
-use crate::domain::{Revocations, Session};
+use crate::domain::{Revocations, Session, SessionId, UserId};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
@@ -26,8 +26,8 @@ struct SessionRow {
 impl From<SessionRow> for Session {
     fn from(r: SessionRow) -> Self {
         Self {
-            id: r.id,
-            user_id: r.user_id,
+            id: SessionId(r.id),
+            user_id: UserId(r.user_id),
             device_id: r.device_id,
             refresh_hash: r.refresh_hash,
             rotated_at: r.rotated_at,
@@ -39,21 +39,22 @@ impl From<SessionRow> for Session {
 
 pub async fn insert_session(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     device_id: &str,
     refresh_hash: &[u8],
     expires_at: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
-    Ok(diesel::insert_into(sessions::table)
+) -> Result<SessionId, StoreError> {
+    let id = diesel::insert_into(sessions::table)
         .values((
-            sessions::user_id.eq(user),
+            sessions::user_id.eq(user.0),
             sessions::device_id.eq(device_id),
             sessions::refresh_hash.eq(refresh_hash),
             sessions::expires_at.eq(expires_at),
         ))
         .returning(sessions::id)
         .get_result(conn)
-        .await?)
+        .await?;
+    Ok(SessionId(id))
 }
 
 /// The session whose current refresh token has this hash, locked for the rotation.
@@ -81,25 +82,26 @@ pub async fn session_by_previous(conn: &mut Conn, hash: &[u8]) -> Result<Option<
 }
 
 /// The session that once spent this refresh token.
-pub async fn session_by_spent(conn: &mut Conn, hash: &[u8]) -> Result<Option<Uuid>, StoreError> {
-    Ok(spent_refresh_tokens::table
+pub async fn session_by_spent(conn: &mut Conn, hash: &[u8]) -> Result<Option<SessionId>, StoreError> {
+    let id: Option<Uuid> = spent_refresh_tokens::table
         .find(hash)
         .select(spent_refresh_tokens::session_id)
         .first(conn)
         .await
-        .optional()?)
+        .optional()?;
+    Ok(id.map(SessionId))
 }
 
-pub async fn rotate(conn: &mut Conn, session: Uuid, old_hash: &[u8], new_hash: &[u8]) -> Result<(), StoreError> {
+pub async fn rotate(conn: &mut Conn, session: SessionId, old_hash: &[u8], new_hash: &[u8]) -> Result<(), StoreError> {
     diesel::insert_into(spent_refresh_tokens::table)
         .values((
             spent_refresh_tokens::token_hash.eq(old_hash),
-            spent_refresh_tokens::session_id.eq(session),
+            spent_refresh_tokens::session_id.eq(session.0),
         ))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    diesel::update(sessions::table.find(session))
+    diesel::update(sessions::table.find(session.0))
         .set((
             sessions::refresh_hash.eq(new_hash),
             sessions::previous_refresh_hash.eq(old_hash),
@@ -111,9 +113,9 @@ pub async fn rotate(conn: &mut Conn, session: Uuid, old_hash: &[u8], new_hash: &
     Ok(())
 }
 
-pub async fn session(conn: &mut Conn, id: Uuid) -> Result<Option<Session>, StoreError> {
+pub async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Session>, StoreError> {
     let row: Option<SessionRow> = sessions::table
-        .find(id)
+        .find(id.0)
         .select(SessionRow::as_select())
         .first(conn)
         .await
@@ -124,7 +126,13 @@ pub async fn session(conn: &mut Conn, id: Uuid) -> Result<Option<Session>, Store
 /// Whether an access token has been revoked, from PostgreSQL alone: its jti blacklisted, its
 /// session ended (or not the user's), the user's "not before" later than `iat` (whole seconds, as
 /// the gateway compares), or the account gone.
-pub async fn token_revoked(conn: &mut Conn, jti: Uuid, sid: Uuid, user: Uuid, iat: i64) -> Result<bool, StoreError> {
+pub async fn token_revoked(
+    conn: &mut Conn,
+    jti: Uuid,
+    sid: SessionId,
+    user: UserId,
+    iat: i64,
+) -> Result<bool, StoreError> {
     let blacklisted: bool = diesel::select(diesel::dsl::exists(token_blacklist::table.find(jti)))
         .get_result(conn)
         .await?;
@@ -133,8 +141,8 @@ pub async fn token_revoked(conn: &mut Conn, jti: Uuid, sid: Uuid, user: Uuid, ia
     }
     let live_session: bool = diesel::select(diesel::dsl::exists(
         sessions::table
-            .find(sid)
-            .filter(sessions::user_id.eq(user))
+            .find(sid.0)
+            .filter(sessions::user_id.eq(user.0))
             .filter(sessions::revoked_at.is_null()),
     ))
     .get_result(conn)
@@ -145,7 +153,7 @@ pub async fn token_revoked(conn: &mut Conn, jti: Uuid, sid: Uuid, user: Uuid, ia
     // (tokens_not_before, deleted_at)
     type Account = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let account: Option<Account> = users::table
-        .find(user)
+        .find(user.0)
         .select((users::tokens_not_before, users::deleted_at))
         .first(conn)
         .await
@@ -200,8 +208,8 @@ pub async fn database_now(conn: &mut Conn) -> Result<DateTime<Utc>, StoreError> 
 }
 
 /// Ends one session (no-op when already ended).
-pub async fn revoke_session(conn: &mut Conn, id: Uuid, reason: &str) -> Result<bool, StoreError> {
-    let n = diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))
+pub async fn revoke_session(conn: &mut Conn, id: SessionId, reason: &str) -> Result<bool, StoreError> {
+    let n = diesel::update(sessions::table.find(id.0).filter(sessions::revoked_at.is_null()))
         .set((
             sessions::revoked_at.eq(diesel::dsl::now),
             sessions::revoked_reason.eq(reason),
@@ -215,35 +223,37 @@ pub async fn revoke_session(conn: &mut Conn, id: Uuid, reason: &str) -> Result<b
 /// returns their ids, so their access tokens can be revoked too.
 pub async fn revoke_sessions(
     conn: &mut Conn,
-    user: Uuid,
-    keep: Option<Uuid>,
+    user: UserId,
+    keep: Option<SessionId>,
     device_id: Option<&str>,
     reason: &str,
-) -> Result<Vec<Uuid>, StoreError> {
+) -> Result<Vec<SessionId>, StoreError> {
     let mut q = diesel::update(sessions::table)
-        .filter(sessions::user_id.eq(user))
+        .filter(sessions::user_id.eq(user.0))
         .filter(sessions::revoked_at.is_null())
         .into_boxed();
     if let Some(keep) = keep {
-        q = q.filter(sessions::id.ne(keep));
+        q = q.filter(sessions::id.ne(keep.0));
     }
     if let Some(device) = device_id {
         q = q.filter(sessions::device_id.eq(device.to_owned()));
     }
-    Ok(q.set((
-        sessions::revoked_at.eq(diesel::dsl::now),
-        sessions::revoked_reason.eq(reason),
-    ))
-    .returning(sessions::id)
-    .get_results(conn)
-    .await?)
+    let ended: Vec<Uuid> = q
+        .set((
+            sessions::revoked_at.eq(diesel::dsl::now),
+            sessions::revoked_reason.eq(reason),
+        ))
+        .returning(sessions::id)
+        .get_results(conn)
+        .await?;
+    Ok(ended.into_iter().map(SessionId).collect())
 }
 
 /// Blacklists one access token until it expires.
 pub async fn blacklist(
     conn: &mut Conn,
     jti: Uuid,
-    user: Uuid,
+    user: UserId,
     device: &str,
     reason: &str,
     expires_at: DateTime<Utc>,
@@ -251,7 +261,7 @@ pub async fn blacklist(
     diesel::insert_into(token_blacklist::table)
         .values((
             token_blacklist::jti.eq(jti),
-            token_blacklist::user_id.eq(user),
+            token_blacklist::user_id.eq(user.0),
             token_blacklist::device_id.eq(device),
             token_blacklist::reason.eq(reason),
             token_blacklist::expires_at.eq(expires_at),

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::schema::{sessions, users};
 use super::{Conn, StoreError};
-use crate::domain::{LoginState, MfaState, NewUser, User};
+use crate::domain::{LoginState, MfaState, NewUser, SessionId, User, UserId};
 
 /// The unique index on live e-mail addresses: a conflict on it means "e-mail already registered".
 pub const EMAIL_TAKEN: &str = "users_email_live_key";
@@ -38,7 +38,7 @@ struct UserRow {
 impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
         Self {
-            id: r.id,
+            id: UserId(r.id),
             email: r.email,
             email_verified: r.email_verified,
             first_name: r.first_name,
@@ -87,14 +87,14 @@ pub async fn user_by_email(conn: &mut Conn, email: &str) -> Result<Option<User>,
     live_user(conn, UserKey::Email(email)).await
 }
 
-pub async fn user_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<User>, StoreError> {
+pub async fn user_by_id(conn: &mut Conn, id: UserId) -> Result<Option<User>, StoreError> {
     live_user(conn, UserKey::Id(id)).await
 }
 
 /// How an account is looked up.
 enum UserKey<'a> {
     Email(&'a str),
-    Id(Uuid),
+    Id(UserId),
 }
 
 /// The live (not deleted) account with this key.
@@ -105,7 +105,7 @@ async fn live_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>, St
         .into_boxed();
     let q = match key {
         UserKey::Email(email) => q.filter(lower(users::email).eq(email.to_lowercase())),
-        UserKey::Id(id) => q.filter(users::id.eq(id)),
+        UserKey::Id(id) => q.filter(users::id.eq(id.0)),
     };
     let row: Option<UserRow> = q.first(conn).await.optional()?;
     Ok(row.map(User::from))
@@ -113,11 +113,11 @@ async fn live_user(conn: &mut Conn, key: UserKey<'_>) -> Result<Option<User>, St
 
 /// The account behind a live session (not revoked, the user's, account not deleted), in one
 /// query: the path of every authenticated profile read.
-pub async fn live_session_user(conn: &mut Conn, sid: Uuid, user: Uuid) -> Result<Option<User>, StoreError> {
+pub async fn live_session_user(conn: &mut Conn, sid: SessionId, user: UserId) -> Result<Option<User>, StoreError> {
     let row: Option<UserRow> = users::table
         .inner_join(sessions::table)
-        .filter(sessions::id.eq(sid))
-        .filter(sessions::user_id.eq(user))
+        .filter(sessions::id.eq(sid.0))
+        .filter(sessions::user_id.eq(user.0))
         .filter(sessions::revoked_at.is_null())
         .filter(users::deleted_at.is_null())
         .select(UserRow::as_select())
@@ -130,10 +130,10 @@ pub async fn live_session_user(conn: &mut Conn, sid: Uuid, user: Uuid) -> Result
 /// Records a failed password; with `locked_until`, locks the account and resets the count.
 pub async fn record_failure(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     locked_until: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    let q = diesel::update(users::table.find(user));
+    let q = diesel::update(users::table.find(user.0));
     match locked_until {
         Some(until) => {
             q.set((
@@ -155,8 +155,8 @@ pub async fn record_failure(
 }
 
 /// A successful login: counters reset, optional rehash, last login time.
-pub async fn record_success(conn: &mut Conn, user: Uuid, new_hash: Option<&str>) -> Result<(), StoreError> {
-    let q = diesel::update(users::table.find(user));
+pub async fn record_success(conn: &mut Conn, user: UserId, new_hash: Option<&str>) -> Result<(), StoreError> {
+    let q = diesel::update(users::table.find(user.0));
     let base = (
         users::login_attempts.eq(0),
         users::lock_count.eq(0),
@@ -176,24 +176,24 @@ pub async fn record_success(conn: &mut Conn, user: Uuid, new_hash: Option<&str>)
 
 /// Tokens of `user` issued before now (PostgreSQL's clock, like every revocation time) are
 /// revoked; kept in PostgreSQL for the Redis-down path.
-pub async fn set_tokens_not_before(conn: &mut Conn, user: Uuid) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+pub async fn set_tokens_not_before(conn: &mut Conn, user: UserId) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set(users::tokens_not_before.eq(diesel::dsl::now))
         .execute(conn)
         .await?;
     Ok(())
 }
 
-pub async fn set_password(conn: &mut Conn, user: Uuid, hash: &str) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+pub async fn set_password(conn: &mut Conn, user: UserId, hash: &str) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set((users::password_hash.eq(hash), users::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;
     Ok(())
 }
 
-pub async fn set_roles(conn: &mut Conn, user: Uuid, roles: &[String]) -> Result<(), StoreError> {
-    diesel::update(users::table.find(user))
+pub async fn set_roles(conn: &mut Conn, user: UserId, roles: &[String]) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
         .set((users::roles.eq(roles), users::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;
@@ -203,7 +203,7 @@ pub async fn set_roles(conn: &mut Conn, user: Uuid, roles: &[String]) -> Result<
 /// Profile changes; `income_tier: Some(None)` clears it.
 pub async fn update_profile(
     conn: &mut Conn,
-    user: Uuid,
+    user: UserId,
     first_name: Option<&str>,
     last_name: Option<&str>,
     income_tier: Option<Option<&str>>,
@@ -220,7 +220,7 @@ pub async fn update_profile(
         last_name,
         income_tier,
     };
-    diesel::update(users::table.find(user))
+    diesel::update(users::table.find(user.0))
         .set((&changes, users::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;
