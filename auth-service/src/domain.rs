@@ -1,7 +1,8 @@
 //! The values and records auth-service works with, shared by the use cases (`service/`), the
-//! store (`store/`) and the gRPC layer: validated input (valid by construction: e-mail, names,
-//! income tier, device), who acts, and the records the store hands back (user, session, known
-//! device, audit entry, revocations). No I/O and no protocol or diesel types.
+//! store (`store/`) and the gRPC layer: ids (`UserId`, `SessionId`), validated input (valid by
+//! construction: e-mail, names, income tier, device), who acts, and the records the store hands
+//! back (user, session, known device, audit entry, revocations). No I/O and no protocol or diesel
+//! types.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
