@@ -6,16 +6,14 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::{Context as _, bail};
 use clap::{Arg, ArgMatches, Command};
-use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use service_kit::config::Env;
 use service_kit::db::Pool;
 
-use crate::account::{Email, PersonName};
-use crate::store::schema::users;
-use crate::store::{self, Actor, NewUser, StoreError};
+use crate::domain::{Actor, Email, NewUser, PersonName};
+use crate::revocation::{revocation_pipe, write_pipe};
+use crate::store::{self, StoreError, Transaction as _};
 
 const ROLES: [&str; 2] = ["moderator", "admin"];
 
@@ -93,10 +91,7 @@ async fn change_role(
     };
     let ended = conn
         .transaction::<_, StoreError, _>(async move |conn| {
-            diesel::update(users::table.find(user_id))
-                .set((users::roles.eq(&roles), users::updated_at.eq(diesel::dsl::now)))
-                .execute(conn)
-                .await?;
+            store::set_roles(conn, user_id, &roles).await?;
             let details = serde_json::json!({"role": role, "granted": grant, "by": "operator"});
             store::security_event(conn, Some(user_id), "role_changed", "high", None, details).await?;
             store::audit(
@@ -130,25 +125,14 @@ async fn change_role(
 
 async fn revoke_sessions_in_redis(
     redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
-    sessions: &[uuid::Uuid],
+    sessions: &[crate::domain::SessionId],
 ) -> anyhow::Result<()> {
     let (url, keys) = redis.context("REDIS_URL is needed to cut off the account's current tokens")?;
     let pool =
         deadpool_redis::Config::from_url(url.expose_secret()).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
-    let mut conn = pool.get().await.context("connecting to Redis")?;
-    let mut pipe = deadpool_redis::redis::pipe();
-    for sid in sessions {
-        // Longest access-token lifetime allowed by configuration (JWT_EXPIRATION ≤ 1 day).
-        pipe.cmd("SET")
-            .arg(keys.session(&sid.to_string()))
-            .arg(1)
-            .arg("EX")
-            .arg(86_460)
-            .ignore();
-    }
-    pipe.query_async::<()>(&mut conn)
-        .await
-        .context("writing revocations to Redis")?;
+    // Longest access-token lifetime allowed by configuration (JWT_EXPIRATION ≤ 1 day).
+    let pipe = revocation_pipe(&keys, None, sessions, 86_460);
+    write_pipe(&pool, &pipe).await.context("writing revocations to Redis")?;
     Ok(())
 }
 
@@ -185,22 +169,16 @@ async fn import(pool: &Pool, path: &str) -> anyhow::Result<()> {
         };
         let result = conn
             .transaction::<_, StoreError, _>(async |conn| {
-                let user = store::insert_user(
-                    conn,
-                    NewUser {
-                        email: record.0.as_str(),
-                        password_hash: &record.1,
-                        first_name: record.2.as_str(),
-                        last_name: record.3.as_str(),
-                        income_tier: record.4,
-                    },
-                )
-                .await?;
+                let new = NewUser {
+                    email: &record.0,
+                    password_hash: &record.1,
+                    first_name: &record.2,
+                    last_name: &record.3,
+                    income_tier: record.4,
+                };
+                let user = store::insert_user(conn, new).await?;
                 if record.5 {
-                    diesel::update(users::table.find(user.id))
-                        .set(users::email_verified.eq(true))
-                        .execute(conn)
-                        .await?;
+                    store::mark_email_verified(conn, user.id).await?;
                 }
                 store::audit(
                     conn,
@@ -216,7 +194,7 @@ async fn import(pool: &Pool, path: &str) -> anyhow::Result<()> {
             .await;
         match result {
             Ok(()) => imported += 1,
-            Err(StoreError::EmailTaken) => existing += 1,
+            Err(e) if e.is_conflict_on(store::EMAIL_TAKEN) => existing += 1,
             Err(e) => return Err(anyhow::Error::new(e).context(format!("importing line {}", n + 1))),
         }
     }
@@ -242,7 +220,7 @@ fn parse_record(line: &str) -> Result<Record, String> {
     }
     let first = PersonName::parse(&u.first_name, "first_name").map_err(|e| format!("first_name {}", e.issue))?;
     let last = PersonName::parse(&u.last_name, "last_name").map_err(|e| format!("last_name {}", e.issue))?;
-    let tier = crate::account::income_tier(u.income_tier.as_deref().unwrap_or(""))
+    let tier = crate::domain::income_tier(u.income_tier.as_deref().unwrap_or(""))
         .map_err(|e| format!("income_tier {}", e.issue))?;
     Ok((email, u.password_hash, first, last, tier, u.email_verified))
 }

@@ -1,15 +1,18 @@
 //! auth-service: accounts, sessions, devices, MFA and the keys that sign access tokens.
-//! Wiring only; see `grpc.rs`, `service.rs` and the domain modules.
+//! Wiring only; see `grpc/`, `service/`, `store/` and `domain.rs`.
 
 mod account;
 mod admin;
 mod captcha;
+mod domain;
 mod grpc;
 mod keys;
+#[cfg(test)]
+mod layering;
 mod mailer;
 mod mfa;
 mod password;
-mod revocation_sync;
+mod revocation;
 mod sealed;
 mod service;
 mod store;
@@ -157,18 +160,19 @@ impl service_kit::service::Service for AuthService {
             config.refresh_secret,
         );
         // A Redis that lost the revocations gets them back from PostgreSQL.
-        let sync = revocation_sync::RevocationSync::new(
+        let sync = revocation::RevocationSync::new(
             pool.clone(),
             redis.clone(),
             config.redis_keys.clone(),
-            config.access_ttl + service::KEY_MARGIN,
+            config.access_ttl + revocation::KEY_MARGIN,
             config.revocation_sync,
             registry,
         )?;
         tokio::spawn(sync.run());
-        let auth = service::Auth {
+        let parts = service::Parts {
             pool,
             redis,
+            redis_keys: config.redis_keys,
             passwords: password::Passwords::new(config.hash)?,
             issuer,
             policy: config.policy,
@@ -177,10 +181,9 @@ impl service_kit::service::Service for AuthService {
             sealer: config.sealer,
             mfa_issuer: config.mfa_issuer,
             mailer: mailer::Mailer::build(config.mail)?,
-            events: service::SecurityEvents::register(registry)?,
-            redis_keys: config.redis_keys,
             app_base_url: config.app_base_url,
         };
+        let auth = service::Auth::new(parts, registry)?;
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(
             proto::auth::v1::auth_service_server::AuthServiceServer::new(grpc),

@@ -28,6 +28,8 @@ use service_kit::db::Pool;
 use service_kit::revocation::RedisKeys;
 use uuid::Uuid;
 
+use super::redis::{KEY_MARGIN, withdraw_marker};
+use crate::domain::Revocations;
 use crate::store;
 
 /// Sets the marker (value: the server's run_id, with the lease) only while this copy's nonce
@@ -85,21 +87,6 @@ pub fn lease(every: Duration) -> Duration {
     every * 6
 }
 
-/// Deletes the marker, best effort: called when a revocation could not be written, so that a Redis
-/// still answering reads stops being trusted at once rather than when the lease runs out. The
-/// seeding nonce goes too, so a full copy already in flight (which may have read PostgreSQL
-/// before this revocation) cannot set the marker again.
-pub async fn withdraw_marker(redis: &mut deadpool_redis::Connection, keys: &RedisKeys) {
-    let mut del = redis::cmd("DEL");
-    del.arg(keys.complete()).arg(keys.seeding());
-    match tokio::time::timeout(Duration::from_secs(2), del.query_async::<()>(redis)).await {
-        Ok(Ok(())) => {
-            tracing::warn!("revocation marker withdrawn: the gateway asks auth-service until the next full copy")
-        }
-        _ => tracing::warn!("revocation marker could not be withdrawn; it lapses when its lease runs out"),
-    }
-}
-
 /// What a round did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Round {
@@ -132,14 +119,16 @@ impl RevocationSync {
         every: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let rounds = IntCounterVec::new(
-            Opts::new(
-                "revocation_sync_total",
-                "Rounds copying revocations from PostgreSQL into Redis, by result (renewed, full, yielded, failed)",
-            ),
-            &["result"],
+        let rounds = service_kit::metrics::register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "revocation_sync_total",
+                    "Rounds copying revocations from PostgreSQL into Redis, by result (renewed, full, yielded, failed)",
+                ),
+                &["result"],
+            )?,
         )?;
-        registry.register(Box::new(rounds.clone()))?;
         Ok(Self {
             pool,
             redis,
@@ -301,12 +290,12 @@ impl RevocationSync {
     async fn write(
         &self,
         redis: &mut deadpool_redis::Connection,
-        found: &store::Revocations,
+        found: &Revocations,
         now: DateTime<Utc>,
         session_ttl: chrono::Duration,
     ) -> anyhow::Result<usize> {
         let left = |until: DateTime<Utc>| (until - now).num_seconds().max(1);
-        let margin = chrono::Duration::from_std(crate::service::KEY_MARGIN)?;
+        let margin = chrono::Duration::from_std(KEY_MARGIN)?;
         let mut writes: Vec<(String, String, i64)> = Vec::new();
         for (jti, expires_at) in &found.tokens {
             writes.push((self.keys.jti(&jti.to_string()), "1".into(), left(*expires_at + margin)));

@@ -1,0 +1,42 @@
+//! Security events: stored (in the caller's transaction), counted in
+//! `security_events_total{event_type,severity}`, and logged as one JSON line each.
+
+use crate::domain::UserId;
+
+use crate::store::{self, Conn, StoreError};
+
+#[derive(Clone)]
+pub struct SecurityEvents {
+    counter: prometheus::IntCounterVec,
+}
+
+impl SecurityEvents {
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let counter = service_kit::metrics::register(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "security_events_total",
+                    "Security events recorded, by type and severity",
+                ),
+                &["event_type", "severity"],
+            )?,
+        )?;
+        Ok(Self { counter })
+    }
+
+    pub async fn record(
+        &self,
+        conn: &mut Conn,
+        user: Option<UserId>,
+        event_type: &'static str,
+        severity: &'static str,
+        ip: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        store::security_event(conn, user, event_type, severity, ip, details).await?;
+        self.counter.with_label_values(&[event_type, severity]).inc();
+        tracing::info!(security_event = event_type, severity, user_id = ?user, client_ip = ip, "security event");
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The second factor on `users` (seed, last TOTP step, failures) and `recovery_codes`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::{recovery_codes, users};
+use super::{Conn, StoreError};
+use crate::domain::UserId;
+
+/// Keeps a TOTP seed (sealed) until its first code confirms the enrollment.
+pub async fn set_pending_mfa(conn: &mut Conn, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
+        .set(users::mfa_pending_secret.eq(sealed))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns MFA on with the pending seed and replaces the recovery codes.
+pub async fn enable_mfa(
+    conn: &mut Conn,
+    user: UserId,
+    sealed: &[u8],
+    last_step: i64,
+    code_hashes: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    set_mfa(conn, user, Some((sealed, last_step))).await?;
+    let rows: Vec<_> = code_hashes
+        .iter()
+        .map(|h| (recovery_codes::user_id.eq(user.0), recovery_codes::code_hash.eq(h)))
+        .collect();
+    diesel::insert_into(recovery_codes::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns MFA off: the seeds and the recovery codes go.
+pub async fn disable_mfa(conn: &mut Conn, user: UserId) -> Result<(), StoreError> {
+    set_mfa(conn, user, None).await
+}
+
+/// MFA on with (sealed seed, last step), or off; either way no enrollment is pending, the failure
+/// count starts over and the old recovery codes go.
+async fn set_mfa(conn: &mut Conn, user: UserId, on: Option<(&[u8], i64)>) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0))
+        .set((
+            users::mfa_enabled.eq(on.is_some()),
+            users::mfa_secret.eq(on.map(|(sealed, _)| sealed)),
+            users::mfa_pending_secret.eq(None::<Vec<u8>>),
+            users::mfa_last_step.eq(on.map(|(_, step)| step)),
+            users::mfa_failures.eq(0),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records `step` as the last accepted TOTP step, atomically: false when this or a later step was
+/// already used (a replay, or two requests racing with the same code).
+pub async fn claim_totp_step(conn: &mut Conn, user: UserId, step: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        users::table
+            .find(user.0)
+            .filter(users::mfa_last_step.is_null().or(users::mfa_last_step.lt(step))),
+    )
+    .set((users::mfa_last_step.eq(step), users::mfa_failures.eq(0)))
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Spends a recovery code: false when it is unknown or already used.
+pub async fn use_recovery_code(conn: &mut Conn, user: UserId, hash: &[u8]) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        recovery_codes::table
+            .find((user.0, hash))
+            .filter(recovery_codes::used_at.is_null()),
+    )
+    .set(recovery_codes::used_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await?;
+    if n > 0 {
+        diesel::update(users::table.find(user.0))
+            .set(users::mfa_failures.eq(0))
+            .execute(conn)
+            .await?;
+    }
+    Ok(n > 0)
+}
+
+/// Counts a wrong MFA code; with `locked_until`, locks MFA and resets the count.
+pub async fn record_mfa_failure(
+    conn: &mut Conn,
+    user: UserId,
+    locked_until: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let q = diesel::update(users::table.find(user.0));
+    match locked_until {
+        Some(until) => {
+            q.set((users::mfa_failures.eq(0), users::mfa_locked_until.eq(until)))
+                .execute(conn)
+                .await?
+        }
+        None => {
+            q.set(users::mfa_failures.eq(users::mfa_failures + 1))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
