@@ -5,11 +5,11 @@
 use std::io::{BufRead as _, Write as _};
 
 use anyhow::{Context as _, bail};
-use clap::{Arg, ArgMatches, Command};
+use clap::{Arg, Command};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
-use service_kit::config::Env;
 use service_kit::db::Pool;
+use service_kit::service::OperatorCommand;
 
 use crate::domain::{Actor, Email, NewUser, PersonName};
 use crate::revocation::{revocation_pipe, write_pipe};
@@ -39,7 +39,8 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
-pub async fn run(name: String, args: ArgMatches, pool: Pool, env: Env) -> anyhow::Result<()> {
+pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
+    let OperatorCommand { name, args, pool, env } = command;
     let arg = |n: &str| args.get_one::<String>(n).cloned().unwrap_or_default();
     let redis_url = env.optional_secret("REDIS_URL");
     let keys = service_kit::revocation::RedisKeys::from_env(&env);

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use service_kit::auth::{KeySource, PublicKey, Verifier, VerifierConfig};
 use service_kit::config::{CommonConfig, Env};
 use service_kit::db::Pool;
+use service_kit::service::OperatorCommand;
 use tonic::service::Routes;
 
 struct AuthService;
@@ -125,13 +126,8 @@ impl service_kit::service::Service for AuthService {
         admin::commands()
     }
 
-    fn run_extra(
-        name: String,
-        args: clap::ArgMatches,
-        pool: Pool,
-        env: Env,
-    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
-        admin::run(name, args, pool, env)
+    fn run_extra(command: OperatorCommand) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        admin::run(command)
     }
 
     fn routes(config: AuthConfig, pool: Pool, registry: &prometheus::Registry) -> anyhow::Result<Routes> {

@@ -45,16 +45,22 @@ pub trait Service: 'static {
     }
 
     /// Runs one of [`Service::extra_commands`] against the service's database.
-    fn run_extra(
-        name: String,
-        args: clap::ArgMatches,
-        pool: Pool,
-        env: Env,
-    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
-        let _ = (args, pool, env);
-        async move { anyhow::bail!("unknown command {name}") }
+    fn run_extra(command: OperatorCommand) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        async move { anyhow::bail!("unknown command {}", command.name) }
     }
     fn routes(config: Self::Config, pool: Pool, registry: &Registry) -> anyhow::Result<Routes>;
+}
+
+/// An operator command of [`Service::extra_commands`], as the command line gave it, with what it
+/// runs against.
+pub struct OperatorCommand {
+    /// The subcommand's name (e.g. `grant-role`).
+    pub name: String,
+    pub args: clap::ArgMatches,
+    /// The service's own database.
+    pub pool: Pool,
+    /// The process environment, for settings only some commands need.
+    pub env: Env,
 }
 
 /// What the command line asked for.
@@ -139,7 +145,13 @@ pub fn main<S: Service>() -> ExitCode {
             Command::Migrate => migrate::<S>(&settings.database).await,
             Command::Extra(name, args) => {
                 let pool = db::build_pool(&settings.database)?;
-                S::run_extra(name, args, pool, Env::from_process()).await
+                S::run_extra(OperatorCommand {
+                    name,
+                    args,
+                    pool,
+                    env: Env::from_process(),
+                })
+                .await
             }
             Command::Serve => {
                 let own = own.ok_or_else(|| anyhow::anyhow!("service configuration missing"))?;
