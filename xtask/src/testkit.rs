@@ -5,7 +5,7 @@
 //! `TestPlatform::builder("tag").gateway_env(..).auth_env(..).services(..).start()`. cargo-nextest
 //! runs every test in a process of its own, so a platform kept in a static would be started again
 //! by every test; tests that only touch accounts of their own therefore share a platform by being
-//! checks of one test, run in turn (see the e2e `shared` tests).
+//! checks of one test, run in turn (e2e `auth::shared_account_checks`, `edge::shared_edge_checks`).
 
 use std::path::PathBuf;
 use std::process::Command;

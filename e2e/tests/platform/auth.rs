@@ -49,6 +49,29 @@ impl Api {
         self.post("/v1/auth/login", body, None).await
     }
 
+    /// `GET /v1/me/devices`: the caller's device list.
+    async fn devices(&self, bearer: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}/v1/me/devices", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 200, "devices");
+        res.json().await.expect("json")
+    }
+
+    /// `DELETE /v1/me/devices/{device}`.
+    async fn remove_device(&self, bearer: &str, device: &str) -> reqwest::Response {
+        self.http
+            .delete(format!("{}/v1/me/devices/{device}", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request")
+    }
+
     async fn refresh(&self, token: &str, device: Option<&str>) -> reqwest::Response {
         let mut body = json!({"refresh_token": token});
         if let Some(d) = device {
@@ -428,10 +451,7 @@ async fn forged_and_stale_tokens_are_refused(tp: &TestPlatform) {
     let real_key = EncodingKey::from_ed_pem(&real_pem).expect("ed key");
     let header = jsonwebtoken::decode_header(&access).expect("header");
     let kid = header.kid.clone().expect("kid");
-    let claims: Value = {
-        let payload = access.split('.').nth(1).expect("payload");
-        serde_json::from_slice(&B64.decode(payload).expect("b64")).expect("claims")
-    };
+    let claims = claims_of(&access);
     let sign = |claims: &Value, typ: &str, kid: &str, key: &EncodingKey| {
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(kid.to_owned());
@@ -579,16 +599,7 @@ async fn profile_password_and_devices(tp: &TestPlatform) {
     assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
 
     // Devices: Alice sees her two, the calling one marked current.
-    let list: Value = api
-        .http
-        .get(format!("{}/v1/me/devices", api.base))
-        .bearer_auth(&alice_phone)
-        .send()
-        .await
-        .expect("devices")
-        .json()
-        .await
-        .expect("json");
+    let list = api.devices(&alice_phone).await;
     let items = list["items"].as_array().expect("items");
     assert_eq!(items.len(), 2, "{list}");
     let current: Vec<&str> = items
@@ -599,13 +610,7 @@ async fn profile_password_and_devices(tp: &TestPlatform) {
     assert_eq!(current, vec!["phone-1"]);
 
     // Bob cannot see or delete Alice's devices: her device id names nothing of his.
-    let res = api
-        .http
-        .delete(format!("{}/v1/me/devices/tablet-1", api.base))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .expect("delete");
+    let res = api.remove_device(&bob, "tablet-1").await;
     assert_eq!(error_code(res, 404).await, "NOT_FOUND");
     assert_eq!(
         api.me(&alice_tablet).await.status().as_u16(),
@@ -614,13 +619,7 @@ async fn profile_password_and_devices(tp: &TestPlatform) {
     );
 
     // Alice removes her tablet: its access and refresh tokens die at once; her phone carries on.
-    let res = api
-        .http
-        .delete(format!("{}/v1/me/devices/tablet-1", api.base))
-        .bearer_auth(&alice_phone)
-        .send()
-        .await
-        .expect("delete");
+    let res = api.remove_device(&alice_phone, "tablet-1").await;
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(error_code(api.me(&alice_tablet).await, 401).await, "TOKEN_REVOKED");
     assert_eq!(
@@ -1228,13 +1227,9 @@ async fn a_device_id_two_users_both_use_stays_each_ones_own(tp: &TestPlatform) {
     );
     let (dave_phone, dave_refresh) = tokens(&api.register("dave@example.org").await);
     let devices = |token: String| {
-        let request = api
-            .http
-            .get(format!("{}/v1/me/devices", api.base))
-            .bearer_auth(token)
-            .send();
+        let api = &api;
         async move {
-            let list: Value = request.await.expect("devices").json().await.expect("json");
+            let list = api.devices(&token).await;
             let mut ids: Vec<String> = list["items"]
                 .as_array()
                 .expect("items")
@@ -1248,13 +1243,7 @@ async fn a_device_id_two_users_both_use_stays_each_ones_own(tp: &TestPlatform) {
     assert_eq!(devices(dave_phone.clone()).await, ["phone-1"]);
     assert_eq!(devices(carol_laptop.clone()).await, ["laptop", "phone-1"]);
 
-    let res = api
-        .http
-        .delete(format!("{}/v1/me/devices/phone-1", api.base))
-        .bearer_auth(&carol_laptop)
-        .send()
-        .await
-        .expect("delete");
+    let res = api.remove_device(&carol_laptop, "phone-1").await;
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(error_code(api.me(&carol_phone).await, 401).await, "TOKEN_REVOKED");
     assert_eq!(
@@ -1343,14 +1332,7 @@ async fn a_rotated_signing_key_is_trusted_without_a_gateway_restart_and_invented
     );
 
     // Tokens like the real one, each naming a kid that exists nowhere.
-    let claims: Value = {
-        use base64::Engine as _;
-        let payload = new_token.split('.').nth(1).expect("payload");
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .expect("base64url");
-        serde_json::from_slice(&json).expect("claims")
-    };
+    let claims = claims_of(&new_token);
     let key = EncodingKey::from_ed_pem(&new_pem).expect("new key");
     let invented: Vec<String> = (0..100)
         .map(|i| {
@@ -1766,13 +1748,17 @@ fn sync_rounds(tp: &xtask::testkit::TestPlatform, result: &str) -> u64 {
     )
 }
 
-/// One string claim of a JWT, read without verifying it.
-fn claim(token: &str, name: &str) -> String {
+/// The claims of a JWT, read without verifying it.
+fn claims_of(token: &str) -> Value {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).expect("a JWT");
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .expect("base64url");
-    let value: serde_json::Value = serde_json::from_slice(&json).expect("JSON claims");
-    value[name].as_str().expect("a string claim").to_owned()
+    serde_json::from_slice(&json).expect("JSON claims")
+}
+
+/// One string claim of a JWT, read without verifying it.
+fn claim(token: &str, name: &str) -> String {
+    claims_of(token)[name].as_str().expect("a string claim").to_owned()
 }

@@ -1,5 +1,11 @@
 //! End-to-end tests: the four real binaries, real PostgreSQL and Redis, HTTPS like a phone.
 //! Run them with `cargo xtask test` (it provides TEST_PG_URL and TEST_REDIS_URL).
+//!
+//! Each test starts the platform it needs (`TestPlatform::builder`: its settings, and only the
+//! services it reaches). Checks that change nothing the others read share one platform as one
+//! test per file (`auth::shared_account_checks`, `edge::shared_edge_checks`): nextest runs every
+//! test in a process of its own, so that is what saves the starts. A test that sets its own
+//! configuration, stops a process or Redis, or reads a platform-wide count starts its own.
 
 mod auth;
 mod config;
