@@ -427,6 +427,15 @@ impl Platform {
         self.services.contains(&service)
     }
 
+    /// The services not started, by their names in `/ready`.
+    fn absent(&self) -> Vec<&'static str> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| !self.runs(*s))
+            .map(Service::short_name)
+            .collect()
+    }
+
     /// Waits until the gateway's admin `/ready` says every dependency that was started is up.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
@@ -442,7 +451,7 @@ impl Platform {
                 }
             }
             if let Some((200, body)) = http_get(self.ports.gateway_admin, "/ready")
-                && self.ready_enough(&body)
+                && ready_enough(&body, &self.absent())
             {
                 return Ok(started.elapsed());
             }
@@ -457,25 +466,6 @@ impl Platform {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// `ready`, or `degraded` only by the services not started.
-    fn ready_enough(&self, body: &str) -> bool {
-        let Ok(report) = serde_json::from_str::<serde_json::Value>(body) else {
-            return false;
-        };
-        let Some(checks) = report["checks"].as_object() else {
-            return false;
-        };
-        let absent: Vec<&str> = Service::ALL
-            .into_iter()
-            .filter(|s| !self.runs(*s))
-            .map(Service::short_name)
-            .collect();
-        matches!(report["status"].as_str(), Some("ready" | "degraded"))
-            && checks
-                .iter()
-                .all(|(name, up)| up.as_bool() == Some(true) || absent.contains(&name.as_str()))
     }
 
     /// Another gateway replica with the same settings on other ports (replicas share Redis).
@@ -501,6 +491,20 @@ impl Platform {
         }
         clean
     }
+}
+
+/// Whether a gateway `/ready` body says ready, or degraded only by the `absent` services.
+fn ready_enough(body: &str, absent: &[&str]) -> bool {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Some(checks) = report["checks"].as_object() else {
+        return false;
+    };
+    matches!(report["status"].as_str(), Some("ready" | "degraded"))
+        && checks
+            .iter()
+            .all(|(name, up)| up.as_bool() == Some(true) || absent.contains(&name.as_str()))
 }
 
 /// A plain-HTTP GET on loopback (admin ports), without a client library: (status, body).
@@ -542,7 +546,27 @@ pub fn bin_dir() -> PathBuf {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use super::{merge_person_env, metric_value, passed_on_line};
+    use super::{merge_person_env, metric_value, passed_on_line, ready_enough};
+
+    #[test]
+    fn ready_means_every_started_dependency_answers() {
+        let body = |auth: bool, reports: bool, redis: bool| {
+            let status = if auth && reports && redis { "ready" } else { "degraded" };
+            format!(
+                r#"{{"status":"{status}","checks":{{"auth":{auth},"reports":{reports},"analytics":{reports},"redis":{redis}}}}}"#
+            )
+        };
+        assert!(ready_enough(&body(true, true, true), &[]));
+        assert!(!ready_enough(&body(true, false, true), &[]), "reports down");
+        assert!(ready_enough(&body(true, false, true), &["reports", "analytics"]));
+        assert!(
+            !ready_enough(&body(true, false, false), &["reports", "analytics"]),
+            "Redis is always needed"
+        );
+        assert!(!ready_enough(&body(false, false, true), &["reports", "analytics"]));
+        assert!(!ready_enough(r#"{"status":"draining"}"#, &[]));
+        assert!(!ready_enough("not json", &[]));
+    }
 
     #[test]
     fn the_platforms_variables_win_and_the_persons_others_pass_on_by_name_only() {
