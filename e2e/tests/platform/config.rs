@@ -125,3 +125,26 @@ fn help_lists_the_subcommands() {
         }
     }
 }
+
+/// rustls speaks nothing below TLS 1.2, and the gateway says so at start rather than serving a
+/// minimum it cannot honour.
+#[test]
+fn gateway_refuses_a_tls_minimum_below_1_2() {
+    for version in ["1.0", "1.1"] {
+        let (code, stderr) = serve(
+            "gateway",
+            &[
+                ("APP_ENV", "test"),
+                ("TLS_CERT_FILE", "/nonexistent/tls.crt"),
+                ("TLS_KEY_FILE", "/nonexistent/tls.key"),
+                ("TLS_MIN_VERSION", version),
+            ],
+        );
+        assert_eq!(code, 2, "{stderr}");
+        assert_one_line(
+            &stderr,
+            "gateway",
+            &[&format!("TLS_MIN_VERSION must be one of 1.2|1.3, got \"{version}\"")],
+        );
+    }
+}
