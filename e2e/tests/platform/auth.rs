@@ -1391,18 +1391,22 @@ async fn by_default_a_token_revoked_while_redis_is_down_is_refused_at_the_edge_a
     // auth-service answers first; the next requests are answered from the cache.
     let asked = Instant::now();
     assert_eq!(api.me(&access).await.status().as_u16(), 200);
-    let valid = count("valid");
+    let (valid, cached) = (count("valid"), count("cached"));
     assert!(valid >= 1, "auth-service was not asked");
-    let cached = count("cached");
     for _ in 0..3 {
         assert_eq!(api.me(&access).await.status().as_u16(), 200);
     }
-    assert_eq!(
-        count("valid"),
-        valid,
-        "auth-service asked again within the cache's seconds"
+    // At most once more per 5 s since the first answer (none, unless the host is very slow).
+    let asked_again = count("valid") - valid;
+    let seconds = asked.elapsed().as_secs();
+    assert!(
+        asked_again <= seconds / 5,
+        "auth-service asked {asked_again} more times in {seconds} s"
     );
-    assert!(count("cached") >= cached + 3);
+    assert!(
+        count("cached") - cached + asked_again >= 3,
+        "answered without the fallback"
+    );
 
     // The session ends (in PostgreSQL; Redis is down). Until the cached answer is 5 s old the
     // gateway lets the token through to auth-service, which refuses it on its own; then the
