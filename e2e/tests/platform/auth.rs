@@ -1549,10 +1549,12 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
     kill(redis_pid, Signal::SIGSTOP).expect("freeze Redis");
     // Each request waits for Redis at most the timeout, once, then the fallbacks decide: the local
     // limiter (a fresh burst of 3 for this user) and auth-service for revocation.
+    // Well under the request timeout (15 s), which is what would answer a request that waited on
+    // Redis for ever (with 503 too), and far over the 1.1 s the timeouts add up to.
     let timed = |started: Instant| {
         let took = started.elapsed();
         assert!(
-            took < Duration::from_secs(5),
+            took < Duration::from_secs(10),
             "a request waited {took:?} on a frozen Redis"
         );
     };

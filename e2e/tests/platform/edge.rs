@@ -871,8 +871,10 @@ async fn http2_header_bombs_and_stream_floods_are_refused(tp: std::sync::Arc<Tes
             flood.extend(h2raw::headers(1 + 2 * i, &post, false));
         }
         conn.write_all(&flood).expect("flood");
+        // Until the server falls silent: it refuses the streams at once, and answers the others
+        // only at their body deadline (10 s).
         conn.sock
-            .set_read_timeout(Some(Duration::from_secs(2)))
+            .set_read_timeout(Some(Duration::from_secs(4)))
             .expect("timeout");
         let mut refused = 0;
         while let Some(f) = h2raw::read(&mut conn) {
