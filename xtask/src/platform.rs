@@ -260,7 +260,8 @@ pub fn merge_person_env(person: &BTreeMap<String, String>, decided: &BTreeSet<St
 /// Those every shell and cargo set are counted, not listed.
 pub fn passed_on_line<'a>(passed: impl IntoIterator<Item = &'a str>) -> String {
     let ambient = |k: &str| {
-        const NAMES: [&str; 16] = [
+        // Set by cargo and rustup around `cargo xtask`, or by every shell.
+        const NAMES: [&str; 18] = [
             "PATH",
             "HOME",
             "TERM",
@@ -276,6 +277,8 @@ pub fn passed_on_line<'a>(passed: impl IntoIterator<Item = &'a str>) -> String {
             "DISPLAY",
             "COLORTERM",
             "LS_COLORS",
+            "LD_LIBRARY_PATH",
+            "RUST_RECURSION_COUNT",
             "_",
         ];
         const PREFIXES: [&str; 6] = ["CARGO", "RUSTUP_", "LC_", "SSH_", "XDG_", "__CF"];
