@@ -191,17 +191,30 @@ async fn up() -> anyhow::Result<ExitCode> {
     xtask::testkit::migrate(&databases)?;
 
     let bins = root.join("target").join("debug");
-    let mut platform = Platform::start(&PlatformSpec {
-        bin_dir: &bins,
-        secrets: &secrets,
-        databases: &databases,
-        redis_url: &redis_url,
-        ports: Ports::DEFAULT,
-        app_env: "development",
-        log_format: "pretty",
-        gateway_env: &[("ALLOWED_ORIGINS", "http://localhost:3000")],
-        auth_env: &[],
-    })?;
+    // The person's own variables go on to every process (`LOG_LEVEL=debug cargo xtask up`), under
+    // the ones `up` decides: ports, addresses, databases, Redis, secrets and APP_ENV.
+    let options = xtask::platform::StartOptions {
+        person_env: Some(std::env::vars().collect()),
+        ..xtask::platform::StartOptions::default()
+    };
+    let mut platform = Platform::start_with(
+        &PlatformSpec {
+            bin_dir: &bins,
+            secrets: &secrets,
+            databases: &databases,
+            redis_url: &redis_url,
+            ports: Ports::DEFAULT,
+            app_env: "development",
+            log_format: "pretty",
+            gateway_env: &[("ALLOWED_ORIGINS", "http://localhost:3000")],
+            auth_env: &[],
+        },
+        &options,
+    )?;
+    eprintln!(
+        "{}",
+        xtask::platform::passed_on_line(platform.passed_on.iter().map(String::as_str))
+    );
     let waited = platform.wait_ready(Duration::from_secs(60));
     if let Err(e) = waited {
         platform.stop();

@@ -1,7 +1,9 @@
 //! The four platform processes, started from built binaries with the environment an operator
 //! would give them, stopped gracefully (SIGTERM) or killed, and restarted with the same settings.
+//! Tests start them on a cleared environment; `cargo xtask up` passes the person's own variables
+//! on, except the ones it decides itself ([`merge_person_env`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -172,7 +174,60 @@ pub struct Platform {
     pub reports: Process,
     pub analytics: Process,
     pub ports: Ports,
+    services: Vec<Service>,
+    /// The person's variables passed on (names), under `cargo xtask up`.
+    pub passed_on: Vec<String>,
 }
+
+/// The services besides the gateway (which always runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Auth,
+    Reports,
+    Analytics,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Auth, Service::Reports, Service::Analytics];
+
+    /// Its name in the gateway's `/ready` checks and in `provision::SERVICES`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::Reports => "reports",
+            Service::Analytics => "analytics",
+        }
+    }
+}
+
+/// What [`Platform::start_with`] does beyond the [`PlatformSpec`].
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The services started besides the gateway; the others' ports stay closed, so the gateway
+    /// reports them down and their routes answer 503.
+    pub services: Vec<Service>,
+    /// The person's environment (`cargo xtask up`), passed on under the variables the platform
+    /// decides; `None` for tests, which start on a cleared environment.
+    pub person_env: Option<BTreeMap<String, String>>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            services: Service::ALL.to_vec(),
+            person_env: None,
+        }
+    }
+}
+
+/// Settings the platform gives every process that a person may override with their own value
+/// under `cargo xtask up` (everything else the platform sets, it decides).
+pub const PERSON_MAY_OVERRIDE: [&str; 4] = [
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "DATABASE_CHECK_INTERVAL_MS",
+    "ALLOWED_ORIGINS",
+];
 
 fn base_env(spec: &PlatformSpec<'_>) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -183,9 +238,72 @@ fn base_env(spec: &PlatformSpec<'_>) -> BTreeMap<String, String> {
     ])
 }
 
+/// Whether `name` is one of `decided`, or the other spelling of one (`X` and `X_FILE` name the
+/// same setting, and a service refuses both at once).
+fn is_decided(name: &str, decided: &BTreeSet<String>) -> bool {
+    decided.contains(name)
+        || decided.contains(&format!("{name}_FILE"))
+        || name.strip_suffix("_FILE").is_some_and(|n| decided.contains(n))
+}
+
+/// The person's variables that go on to the processes: all but those the platform decides
+/// (`decided`, each with its `_FILE` twin). Names only are ever shown; values stay here.
+pub fn merge_person_env(person: &BTreeMap<String, String>, decided: &BTreeSet<String>) -> BTreeMap<String, String> {
+    person
+        .iter()
+        .filter(|(k, _)| !is_decided(k, decided))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The one line `cargo xtask up` prints: which of the person's variables it passed on, by name.
+/// Those every shell and cargo set are counted, not listed.
+pub fn passed_on_line<'a>(passed: impl IntoIterator<Item = &'a str>) -> String {
+    let ambient = |k: &str| {
+        // Set by cargo and rustup around `cargo xtask`, or by every shell.
+        const NAMES: [&str; 18] = [
+            "PATH",
+            "HOME",
+            "TERM",
+            "SHELL",
+            "USER",
+            "LOGNAME",
+            "PWD",
+            "OLDPWD",
+            "SHLVL",
+            "LANG",
+            "HOSTNAME",
+            "TMPDIR",
+            "DISPLAY",
+            "COLORTERM",
+            "LS_COLORS",
+            "LD_LIBRARY_PATH",
+            "RUST_RECURSION_COUNT",
+            "_",
+        ];
+        const PREFIXES: [&str; 6] = ["CARGO", "RUSTUP_", "LC_", "SSH_", "XDG_", "__CF"];
+        NAMES.contains(&k) || PREFIXES.iter().any(|p| k.starts_with(p))
+    };
+    let (shell, own): (Vec<&str>, Vec<&str>) = passed.into_iter().partition(|k| ambient(k));
+    let listed = if own.is_empty() {
+        "none of yours".to_owned()
+    } else {
+        own.join(", ")
+    };
+    format!(
+        "xtask: passed on from your environment: {listed} (and {} set by the shell or cargo)",
+        shell.len()
+    )
+}
+
 impl Platform {
     /// Starts the three services, then the gateway. Does not wait: see [`Platform::wait_ready`].
     pub fn start(spec: &PlatformSpec<'_>) -> anyhow::Result<Self> {
+        Self::start_with(spec, &StartOptions::default())
+    }
+
+    /// Starts the chosen services, then the gateway, on the environment `options` says.
+    pub fn start_with(spec: &PlatformSpec<'_>, options: &StartOptions) -> anyhow::Result<Self> {
         let db = |service: &str| -> anyhow::Result<String> {
             spec.databases
                 .iter()
@@ -266,7 +384,27 @@ impl Platform {
             env,
             child: None,
         };
-        for process in [&mut auth, &mut reports, &mut analytics, &mut gateway] {
+        let mut passed_on = Vec::new();
+        if let Some(person) = &options.person_env {
+            let decided: BTreeSet<String> = [&auth, &reports, &analytics, &gateway]
+                .iter()
+                .flat_map(|p| p.env.keys().cloned())
+                .filter(|k| !PERSON_MAY_OVERRIDE.contains(&k.as_str()))
+                .collect();
+            let passed = merge_person_env(person, &decided);
+            passed_on = passed.keys().cloned().collect();
+            for process in [&mut auth, &mut reports, &mut analytics, &mut gateway] {
+                process.env.extend(passed.clone());
+            }
+        }
+        let started = |s: Service| options.services.contains(&s);
+        let chosen = [
+            (started(Service::Auth), &mut auth),
+            (started(Service::Reports), &mut reports),
+            (started(Service::Analytics), &mut analytics),
+            (true, &mut gateway),
+        ];
+        for process in chosen.into_iter().filter_map(|(on, p)| on.then_some(p)) {
             if !process.binary.is_file() {
                 bail!(
                     "{} is not built ({}): run `cargo build --workspace --bins`",
@@ -282,10 +420,26 @@ impl Platform {
             reports,
             analytics,
             ports: p,
+            services: options.services.clone(),
+            passed_on,
         })
     }
 
-    /// Waits until the gateway's admin `/ready` says every dependency is up.
+    /// Whether `service` was started (it may have been killed since).
+    pub fn runs(&self, service: Service) -> bool {
+        self.services.contains(&service)
+    }
+
+    /// The services not started, by their names in `/ready`.
+    fn absent(&self) -> Vec<&'static str> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| !self.runs(*s))
+            .map(Service::short_name)
+            .collect()
+    }
+
+    /// Waits until the gateway's admin `/ready` says every dependency that was started is up.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         loop {
@@ -300,7 +454,7 @@ impl Platform {
                 }
             }
             if let Some((200, body)) = http_get(self.ports.gateway_admin, "/ready")
-                && body.contains("\"status\":\"ready\"")
+                && ready_enough(&body, &self.absent())
             {
                 return Ok(started.elapsed());
             }
@@ -342,6 +496,20 @@ impl Platform {
     }
 }
 
+/// Whether a gateway `/ready` body says ready, or degraded only by the `absent` services.
+fn ready_enough(body: &str, absent: &[&str]) -> bool {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Some(checks) = report["checks"].as_object() else {
+        return false;
+    };
+    matches!(report["status"].as_str(), Some("ready" | "degraded"))
+        && checks
+            .iter()
+            .all(|(name, up)| up.as_bool() == Some(true) || absent.contains(&name.as_str()))
+}
+
 /// A plain-HTTP GET on loopback (admin ports), without a client library: (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -379,7 +547,77 @@ pub fn bin_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_value;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::{merge_person_env, metric_value, passed_on_line, ready_enough};
+
+    #[test]
+    fn ready_means_every_started_dependency_answers() {
+        let body = |auth: bool, reports: bool, redis: bool| {
+            let status = if auth && reports && redis { "ready" } else { "degraded" };
+            format!(
+                r#"{{"status":"{status}","checks":{{"auth":{auth},"reports":{reports},"analytics":{reports},"redis":{redis}}}}}"#
+            )
+        };
+        assert!(ready_enough(&body(true, true, true), &[]));
+        assert!(!ready_enough(&body(true, false, true), &[]), "reports down");
+        assert!(ready_enough(&body(true, false, true), &["reports", "analytics"]));
+        assert!(
+            !ready_enough(&body(true, false, false), &["reports", "analytics"]),
+            "Redis is always needed"
+        );
+        assert!(!ready_enough(&body(false, false, true), &["reports", "analytics"]));
+        assert!(!ready_enough(r#"{"status":"draining"}"#, &[]));
+        assert!(!ready_enough("not json", &[]));
+    }
+
+    #[test]
+    fn the_platforms_variables_win_and_the_persons_others_pass_on_by_name_only() {
+        let person: BTreeMap<String, String> = [
+            ("LOG_LEVEL", "debug"),
+            ("RATE_LIMIT_MAX_REQUESTS", "100000"),
+            ("PORT", "18443"),
+            ("DATABASE_URL", "postgres://admin:pg-admin-secret@db/postgres"),
+            ("JWT_SIGNING_KEYS", "-----BEGIN PRIVATE KEY----- key-secret"),
+            ("REDIS_URL_FILE", "/run/secrets/redis"),
+            ("SMTP_PASSWORD", "hunter2"),
+            ("PATH", "/usr/bin"),
+            ("CARGO_PKG_NAME", "platform-package"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let decided: BTreeSet<String> = ["PORT", "DATABASE_URL", "JWT_SIGNING_KEYS_FILE", "REDIS_URL"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let passed = merge_person_env(&person, &decided);
+        let names: Vec<&str> = passed.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "CARGO_PKG_NAME",
+                "LOG_LEVEL",
+                "PATH",
+                "RATE_LIMIT_MAX_REQUESTS",
+                "SMTP_PASSWORD"
+            ],
+            "decided names and their _FILE twins stay the platform's"
+        );
+        assert_eq!(passed["LOG_LEVEL"], "debug");
+        let line = passed_on_line(passed.keys().map(String::as_str));
+        assert_eq!(
+            line,
+            "xtask: passed on from your environment: LOG_LEVEL, RATE_LIMIT_MAX_REQUESTS, SMTP_PASSWORD (and 2 set by the shell or cargo)"
+        );
+        for value in person.values() {
+            assert!(!line.contains(value.as_str()), "a value was printed: {line}");
+        }
+        assert_eq!(
+            passed_on_line([]),
+            "xtask: passed on from your environment: none of yours (and 0 set by the shell or cargo)"
+        );
+    }
 
     #[test]
     fn a_series_is_read_by_its_exact_name_and_labels() {

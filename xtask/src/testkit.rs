@@ -1,6 +1,11 @@
 //! What the e2e tests need: a fresh database with the per-service roles and migrations applied,
-//! fresh secrets, and the four processes on free ports, against the PostgreSQL and Redis that
-//! `cargo xtask test` started (`TEST_PG_URL`, `TEST_REDIS_URL`).
+//! fresh secrets, and the gateway with the services a test asks for on free ports, against the
+//! PostgreSQL and Redis that `cargo xtask test` started (`TEST_PG_URL`, `TEST_REDIS_URL`).
+//!
+//! `TestPlatform::builder("tag").gateway_env(..).auth_env(..).services(..).start()`. cargo-nextest
+//! runs every test in a process of its own, so a platform kept in a static would be started again
+//! by every test; tests that only touch accounts of their own therefore share a platform by being
+//! checks of one test, run in turn (e2e `auth::shared_account_checks`, `edge::shared_edge_checks`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::platform::{Platform, PlatformSpec, Ports, bin_dir};
+pub use crate::platform::Service;
+use crate::platform::{Platform, PlatformSpec, Ports, StartOptions, bin_dir};
 use crate::provision::{self, SERVICES, ServiceDb};
 use crate::secrets::DevSecrets;
 
@@ -104,82 +110,154 @@ pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
     Ok(outputs)
 }
 
-/// Starts the whole platform for one test and waits until it is ready.
-pub async fn start(tag: &str, gateway_env: &[(&str, &str)]) -> anyhow::Result<TestPlatform> {
-    start_with(tag, gateway_env, &[]).await
+/// What a test asks of its platform. The gateway always runs; auth-service unless
+/// [`Builder::services`] leaves it out; reports-service and analytics-service only when asked,
+/// since most tests never reach them (their ports stay closed: the gateway reports them down in
+/// `/ready` and answers their routes 503).
+#[must_use]
+pub struct Builder {
+    tag: String,
+    gateway_env: Vec<(String, String)>,
+    auth_env: Vec<(String, String)>,
+    services: Vec<Service>,
 }
 
-/// The same, with extra variables for auth-service.
-pub async fn start_with(
-    tag: &str,
-    gateway_env: &[(&str, &str)],
-    auth_env: &[(&str, &str)],
-) -> anyhow::Result<TestPlatform> {
-    let redis_url = env_var("TEST_REDIS_URL")?;
-    let (database, admin_url, databases) = fresh_databases(tag).await?;
-    migrate(&databases)?;
-    let dir = crate::workspace_root()
-        .join("target")
-        .join("devstack")
-        .join("tests")
-        .join(&database);
-    let secrets = DevSecrets::load_or_create(&dir)?;
-    let bins = bin_dir();
-    // Keys of this platform live under their own prefix in the shared test Redis.
-    let redis_prefix = format!("{database}:");
-    // Tests log in many times a second; limits are relaxed unless a test sets its own (later
-    // entries win).
-    let relaxed = [
-        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "100000"),
-        ("AUTH_RATE_LIMIT_BURST", "100000"),
-        ("RATE_LIMIT_MAX_REQUESTS", "100000"),
-        ("RATE_LIMIT_BURST", "100000"),
-    ];
-    let gateway_env: Vec<(&str, &str)> = relaxed
-        .into_iter()
-        .chain(gateway_env.iter().copied())
-        .chain([("REDIS_KEY_PREFIX", redis_prefix.as_str())])
-        .collect();
-    let auth_env: Vec<(&str, &str)> = auth_env
-        .iter()
-        .copied()
-        .chain([("REDIS_KEY_PREFIX", redis_prefix.as_str())])
-        .collect();
-    // A port picked free can still be taken by a parallel test before our process binds it;
-    // such a start fails fast (the process exits), and another set of ports is tried.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut platform = Platform::start(&PlatformSpec {
-            bin_dir: &bins,
-            secrets: &secrets,
-            databases: &databases,
-            redis_url: &redis_url,
-            ports: Ports::free()?,
-            app_env: "test",
-            log_format: "json",
-            gateway_env: &gateway_env,
-            auth_env: &auth_env,
-        })?;
-        match platform.wait_ready(Duration::from_secs(60)) {
-            Ok(_) => {
-                return Ok(TestPlatform {
-                    platform,
-                    secrets,
-                    databases,
-                    database,
-                    admin_url,
-                    redis_url,
-                    redis_prefix,
-                    dir,
-                });
-            }
-            Err(e) if attempt < 3 && e.to_string().contains("exited during start-up") => {
-                platform.stop();
-            }
-            Err(e) => return Err(e),
+impl TestPlatform {
+    /// A platform for one test; `tag` names its database (and so its Redis prefix).
+    pub fn builder(tag: &str) -> Builder {
+        Builder {
+            tag: tag.to_owned(),
+            gateway_env: Vec::new(),
+            auth_env: Vec::new(),
+            services: vec![Service::Auth],
         }
     }
+}
+
+impl Builder {
+    /// Variables for the gateway, after the relaxed test limits (so these win).
+    pub fn gateway_env(mut self, env: &[(&str, &str)]) -> Self {
+        self.gateway_env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// Variables for auth-service.
+    pub fn auth_env(mut self, env: &[(&str, &str)]) -> Self {
+        self.auth_env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// The services started besides the gateway (default: auth-service alone).
+    pub fn services(mut self, services: &[Service]) -> Self {
+        self.services = services.to_vec();
+        self
+    }
+
+    /// Every service: for tests that wait on the gateway's `/ready` saying `ready`.
+    pub fn all_services(self) -> Self {
+        self.services(&Service::ALL)
+    }
+
+    /// Starts the platform and waits until it is ready.
+    pub async fn start(self) -> anyhow::Result<TestPlatform> {
+        let redis_url = env_var("TEST_REDIS_URL")?;
+        self.start_on(redis_url).await
+    }
+
+    /// The same, with the gateway and auth-service on a Redis of the test's own (to freeze,
+    /// kill or restart); the `OwnRedis` starts it again.
+    pub async fn start_on_own_redis(self) -> anyhow::Result<(OwnRedis, crate::devstack::Redis, TestPlatform)> {
+        let own = OwnRedis::new(&self.tag)?;
+        let redis = own.start()?;
+        let platform = self.start_on(redis.url()).await?;
+        Ok((own, redis, platform))
+    }
+
+    async fn start_on(self, redis_url: String) -> anyhow::Result<TestPlatform> {
+        let (database, admin_url, databases) = fresh_databases(&self.tag).await?;
+        let started: Vec<ServiceDb> = databases
+            .iter()
+            .filter(|db| self.services.iter().any(|s| s.short_name() == db.service))
+            .cloned()
+            .collect();
+        migrate(&started)?;
+        let dir = crate::workspace_root()
+            .join("target")
+            .join("devstack")
+            .join("tests")
+            .join(&database);
+        let secrets = DevSecrets::load_or_create(&dir)?;
+        let bins = bin_dir();
+        // Keys of this platform live under their own prefix in the shared test Redis.
+        let redis_prefix = format!("{database}:");
+        // Tests log in many times a second; limits are relaxed unless a test sets its own (later
+        // entries win).
+        let relaxed = [
+            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "100000"),
+            ("AUTH_RATE_LIMIT_BURST", "100000"),
+            ("RATE_LIMIT_MAX_REQUESTS", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ];
+        let pairs = |own: &[(String, String)]| -> Vec<(String, String)> {
+            own.iter()
+                .cloned()
+                .chain([("REDIS_KEY_PREFIX".to_owned(), redis_prefix.clone())])
+                .collect()
+        };
+        let gateway_env: Vec<(String, String)> = relaxed
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain(pairs(&self.gateway_env))
+            .collect();
+        let auth_env = pairs(&self.auth_env);
+        let (gateway_env, auth_env) = (borrowed(&gateway_env), borrowed(&auth_env));
+        let options = StartOptions {
+            services: self.services.clone(),
+            person_env: None,
+        };
+        // A port picked free can still be taken by a parallel test before our process binds it;
+        // such a start fails fast (the process exits), and another set of ports is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let spec = PlatformSpec {
+                bin_dir: &bins,
+                secrets: &secrets,
+                databases: &databases,
+                redis_url: &redis_url,
+                ports: Ports::free()?,
+                app_env: "test",
+                log_format: "json",
+                gateway_env: &gateway_env,
+                auth_env: &auth_env,
+            };
+            let mut platform = Platform::start_with(&spec, &options)?;
+            match platform.wait_ready(Duration::from_secs(60)) {
+                Ok(_) => {
+                    return Ok(TestPlatform {
+                        platform,
+                        secrets,
+                        databases,
+                        database,
+                        admin_url,
+                        redis_url,
+                        redis_prefix,
+                        dir,
+                    });
+                }
+                Err(e) if attempt < 3 && e.to_string().contains("exited during start-up") => {
+                    platform.stop();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn borrowed(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
@@ -219,24 +297,6 @@ impl OwnRedis {
     pub fn start(&self) -> anyhow::Result<crate::devstack::Redis> {
         crate::devstack::Redis::start(&self.dir, self.port, false)
     }
-}
-
-/// A platform whose gateway and auth-service use a Redis of their own (for a test to freeze,
-/// kill or restart), with `gateway_env` and `auth_env` added. The `OwnRedis` starts it again.
-pub async fn start_on_own_redis(
-    tag: &str,
-    gateway_env: &[(&str, &str)],
-    auth_env: &[(&str, &str)],
-) -> anyhow::Result<(OwnRedis, crate::devstack::Redis, TestPlatform)> {
-    let own = OwnRedis::new(tag)?;
-    let redis = own.start()?;
-    let url = redis.url();
-    let mut gateway: Vec<(&str, &str)> = vec![("REDIS_URL", url.as_str())];
-    gateway.extend_from_slice(gateway_env);
-    let mut auth: Vec<(&str, &str)> = vec![("REDIS_URL", url.as_str())];
-    auth.extend_from_slice(auth_env);
-    let platform = start_with(tag, &gateway, &auth).await?;
-    Ok((own, redis, platform))
 }
 
 impl Drop for OwnRedis {

@@ -87,7 +87,11 @@ async fn each_role_sees_only_its_own_schema() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_whose_database_is_unreachable_turns_unready_and_recovers() {
-    let tp = xtask::testkit::start("dbdown", &[]).await.expect("platform");
+    let tp = xtask::testkit::TestPlatform::builder("dbdown")
+        .all_services()
+        .start()
+        .await
+        .expect("platform");
     let http = client(&tp);
     let alerts = format!("{}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000", tp.base_url());
     let role = tp

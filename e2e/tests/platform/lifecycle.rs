@@ -3,17 +3,20 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use xtask::testkit::TestPlatform;
 
 use crate::{admin_get, client, error_code, eventually};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_service_degrades_only_its_routes_and_recovers() {
-    let mut tp = xtask::testkit::start(
-        "down",
-        &[("GRPC_REQUEST_TIMEOUT_MS", "2000"), ("REQUEST_TIMEOUT_MS", "4000")],
-    )
-    .await
-    .expect("platform");
+    // The request timeout far above the gRPC deadline, so that an answer before it is the
+    // deadline's, however slow the host.
+    let mut tp = TestPlatform::builder("down")
+        .gateway_env(&[("GRPC_REQUEST_TIMEOUT_MS", "5000"), ("REQUEST_TIMEOUT_MS", "20000")])
+        .all_services()
+        .start()
+        .await
+        .expect("platform");
     let http = client(&tp);
     let base = tp.base_url();
     let alerts = format!("{base}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000");
@@ -26,10 +29,10 @@ async fn a_dead_service_degrades_only_its_routes_and_recovers() {
     let started = Instant::now();
     let res = http.get(&alerts).send().await.expect("answered, not hung");
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
-        "took {waited:?}"
-    );
+    // Not before the deadline; after it, whatever the host's delays, as long as the deadline
+    // answered (the request timeout, 20 s, answers 503 too).
+    assert!(waited >= Duration::from_millis(4900), "took {waited:?}");
+    assert!(waited < Duration::from_secs(20), "took {waited:?}");
     assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
     tp.platform.reports.signal(Signal::SIGCONT);
 
@@ -51,13 +54,11 @@ async fn a_dead_service_degrades_only_its_routes_and_recovers() {
     assert_eq!(body["checks"]["analytics"], true, "{body}");
     assert_eq!(body["checks"]["redis"], true, "{body}");
 
+    // A dead service refuses the connection: answered without waiting for the (5 s) deadline.
     let started = Instant::now();
     let res = http.get(&alerts).send().await.expect("answered, not hung");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        started.elapsed()
-    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "took {waited:?}");
     assert_eq!(
         res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
         Some("5")
@@ -78,12 +79,12 @@ async fn a_dead_service_degrades_only_its_routes_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
-    let mut tp = xtask::testkit::start(
-        "drain",
-        &[("GRPC_REQUEST_TIMEOUT_MS", "20000"), ("REQUEST_TIMEOUT_MS", "25000")],
-    )
-    .await
-    .expect("platform");
+    let mut tp = TestPlatform::builder("drain")
+        .gateway_env(&[("GRPC_REQUEST_TIMEOUT_MS", "20000"), ("REQUEST_TIMEOUT_MS", "25000")])
+        .all_services()
+        .start()
+        .await
+        .expect("platform");
     let http = client(&tp);
     let alerts = format!("{}/v1/alerts/nearby?lat=52.52&lng=13.40&radius_m=1000", tp.base_url());
     // Warm the connection to reports-service so the paused process only delays the answer.

@@ -1,5 +1,11 @@
 //! End-to-end tests: the four real binaries, real PostgreSQL and Redis, HTTPS like a phone.
 //! Run them with `cargo xtask test` (it provides TEST_PG_URL and TEST_REDIS_URL).
+//!
+//! Each test starts the platform it needs (`TestPlatform::builder`: its settings, and only the
+//! services it reaches). Checks that change nothing the others read share one platform as one
+//! test per file (`auth::shared_account_checks`, `edge::shared_edge_checks`): nextest runs every
+//! test in a process of its own, so that is what saves the starts. A test that sets its own
+//! configuration, stops a process or Redis, or reads a platform-wide count starts its own.
 
 mod auth;
 mod config;
@@ -53,6 +59,39 @@ pub fn admin_get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
 pub fn metric(port: u16, series: &str) -> u64 {
     let (_, text) = xtask::platform::http_get(port, "/metrics").expect("metrics");
     xtask::platform::metric_value(&text, series).map_or(0, |v| v as u64)
+}
+
+/// A PEM Ed25519 signing key (PKCS#8) the platform has never seen, made as `cargo xtask` makes
+/// the development one.
+pub fn new_signing_key_pem() -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("e2e-key-{}", uuid::Uuid::new_v4()));
+    let secrets = xtask::secrets::DevSecrets::load_or_create(&dir).expect("secrets");
+    let pem = std::fs::read(secrets.path("jwt_signing_keys.pem")).expect("pem");
+    let _ = std::fs::remove_dir_all(&dir);
+    pem
+}
+
+/// `token` with its header and claims as they are and the signature of another Ed25519 key over
+/// them: well-formed to the last byte, so only the signature check can refuse it.
+pub fn forge(token: &str) -> String {
+    let other = jsonwebtoken::EncodingKey::from_ed_pem(&new_signing_key_pem()).expect("ed key");
+    let (signed, _) = token.rsplit_once('.').expect("a JWT");
+    let signature =
+        jsonwebtoken::crypto::sign(signed.as_bytes(), &other, jsonwebtoken::Algorithm::EdDSA).expect("sign");
+    format!("{signed}.{signature}")
+}
+
+/// The keys of a JSON object, sorted: a body is compared by its exact key set, so a field that
+/// should never be there (a hash, a private key half) is caught whatever it is called.
+pub fn keys(value: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// Asserts the API's one error shape and returns the code.
