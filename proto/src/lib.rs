@@ -3,29 +3,21 @@
 
 #![allow(clippy::all, clippy::pedantic, unreachable_pub, missing_docs)] // generated code
 
-pub mod auth {
-    pub mod v1 {
-        tonic::include_proto!("auth.v1");
-    }
+/// `pub mod NAME { pub mod v1 { … } }` holding the code generated for package `NAME.v1`.
+macro_rules! package_v1 {
+    ($name:ident, $package:literal) => {
+        pub mod $name {
+            pub mod v1 {
+                tonic::include_proto!($package);
+            }
+        }
+    };
 }
 
-pub mod reports {
-    pub mod v1 {
-        tonic::include_proto!("reports.v1");
-    }
-}
-
-pub mod analytics {
-    pub mod v1 {
-        tonic::include_proto!("analytics.v1");
-    }
-}
-
-pub mod events {
-    pub mod v1 {
-        tonic::include_proto!("events.v1");
-    }
-}
+package_v1!(auth, "auth.v1");
+package_v1!(reports, "reports.v1");
+package_v1!(analytics, "analytics.v1");
+package_v1!(events, "events.v1");
 
 /// Encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
