@@ -18,16 +18,19 @@ use crate::error::ApiError;
 use crate::revocation::{RedisLookup, RevocationCheck, Verdict};
 use crate::state::AppState;
 
-/// The verified caller of one request, in its extensions once known.
+/// The verified caller of one request, in its extensions once known. Its fields are private and
+/// [`Caller::after_lookup`] is its only constructor, so no other module can declare a token
+/// unrevoked: every `Verdict` comes from `RevocationCheck::verdict`.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub claims: Arc<AccessClaims>,
-    pub revocation: Verdict,
+    claims: Arc<AccessClaims>,
+    revocation: Verdict,
 }
 
 impl Caller {
     /// The caller of verified `claims`, with what the rate limiter's Redis round trip found
-    /// (`NotAsked` when the limiter did not verify the token: the extractor's own caller).
+    /// (`NotAsked` when there was none for this token: the limiter has no Redis, or the token
+    /// was verified by the extractor rather than the limiter).
     pub fn after_lookup(state: &AppState, claims: Arc<AccessClaims>, lookup: RedisLookup) -> Self {
         let revocation = state.revocation.verdict(&claims, lookup);
         Self { claims, revocation }
