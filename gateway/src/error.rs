@@ -158,7 +158,12 @@ impl ApiError {
             use ErrorCode as E;
             match code {
                 E::ValidationFailed => {}
-                E::Unavailable => return Self::unavailable(&format!("{service} service")),
+                E::Unavailable => {
+                    // The same line whether the service said so itself (its database is down) or
+                    // could not be reached: an operator greps one message for an upstream outage.
+                    tracing::warn!(upstream = service, grpc_code = ?status.code(), grpc_message = status.message(), "upstream unavailable");
+                    return Self::unavailable(&format!("{service} service"));
+                }
                 E::Internal => {
                     tracing::error!(upstream = service, grpc_message = status.message(), "upstream failed");
                     return Self::internal();
