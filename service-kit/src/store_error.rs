@@ -27,19 +27,22 @@ impl StoreError {
     }
 
     /// The status a gRPC handler answers when the use case has nothing more specific to say:
-    /// the cause goes to the log, never to the client.
+    /// the cause goes to the log, never to the client. A conflict that reaches here is one no use
+    /// case expected (those that expect one turn it into their own error by constraint name): a
+    /// bug, so internal. An outage is logged per request at `warn`; the database watcher logs the
+    /// outage itself once, at `error`.
     pub fn into_status(self) -> tonic::Status {
         match self {
             Self::Conflict { constraint } => {
-                tracing::warn!(
+                tracing::error!(
                     constraint,
                     "unique constraint refused a write that no use case expected"
                 );
-                errors::status(ErrorCode::Conflict, "the resource already exists")
+                errors::status(ErrorCode::Internal, "internal error")
             }
             Self::Unavailable(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "database unavailable");
-                errors::status(ErrorCode::Unavailable, "the service is temporarily unavailable")
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+                errors::status(ErrorCode::Unavailable, "Temporarily unavailable; retry shortly.")
             }
             Self::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "unexpected database error");
@@ -98,7 +101,7 @@ mod tests {
             constraint: "users_email_live_key".into(),
         }
         .into_status();
-        assert_eq!(s.code(), tonic::Code::AlreadyExists);
+        assert_eq!(s.code(), tonic::Code::Internal);
         assert!(!s.message().contains("users_email"));
     }
 }

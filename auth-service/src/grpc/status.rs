@@ -13,12 +13,7 @@ use service_kit::store_error::StoreError;
 
 /// A refused input: the sentence for the client, and the field in the status metadata.
 pub fn invalid(i: Invalid) -> Status {
-    let mut s = status(ErrorCode::ValidationFailed, i.issue);
-    s.metadata_mut().insert(
-        service_kit::grpc::FIELD_METADATA,
-        tonic::metadata::MetadataValue::from_static(i.field),
-    );
-    s
+    service_kit::grpc::invalid_field(i.field, i.issue)
 }
 
 fn unavailable(cause: anyhow::Error) -> Status {
@@ -31,14 +26,10 @@ fn unexpected(cause: anyhow::Error) -> Status {
     status(ErrorCode::Internal, "internal error")
 }
 
-/// A database failure no use case acts on: unavailable (worth a retry), or internal. A conflict
-/// here is one no use case expected (the e-mail one is `EmailTaken`).
+/// A database failure no use case acts on: service-kit's one mapping (unavailable is worth a
+/// retry; a conflict here is one no use case expected, since the e-mail one is `EmailTaken`).
 fn store(e: StoreError) -> Status {
-    match e {
-        StoreError::Unavailable(cause) => unavailable(cause),
-        e @ StoreError::Conflict { .. } => unexpected(e.into()),
-        StoreError::Unexpected(cause) => unexpected(cause),
-    }
+    e.into_status()
 }
 
 fn invalid_credentials() -> Status {
