@@ -438,7 +438,7 @@ mod tests {
     }
 
     /// A verifier whose keys come from `GetJwks` over `channel` through [`jwks_over_grpc`], the
-    /// source the gateway builds its own with (`gateway::auth::verifier`).
+    /// source the gateway builds its verifier with (`gateway/src/app.rs`).
     fn verifier(channel: Channel, refetch_interval: Duration) -> Verifier {
         let config = VerifierConfig {
             issuer: "iss".into(),

@@ -9,104 +9,60 @@ use tonic::metadata::MetadataValue;
 pub const ERROR_CODE_METADATA: &str = "x-error-code";
 pub const RETRY_AFTER_METADATA: &str = "x-retry-after";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    ValidationFailed,
-    Unauthenticated,
-    TokenExpired,
-    TokenRevoked,
-    TokenReused,
-    InvalidCredentials,
-    MfaRequired,
-    CaptchaRequired,
-    CaptchaFailed,
-    Forbidden,
-    NotFound,
-    Conflict,
-    AccountLocked,
-    RateLimitExceeded,
-    Unavailable,
-    Internal,
+/// Declares `ErrorCode` and its table from one list, so a variant cannot exist without its row
+/// (name, gRPC code, HTTP status) nor be missing from `ALL`.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($name:literal, $grpc:ident, $http:literal),)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for parsing and for the round-trip test.
+            pub const ALL: &[ErrorCode] = &[$(Self::$variant,)*];
+
+            /// The table: the code's name, its gRPC status code and its HTTP status.
+            fn row(self) -> (&'static str, tonic::Code, u16) {
+                match self {
+                    $(Self::$variant => ($name, tonic::Code::$grpc, $http),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    ValidationFailed => ("VALIDATION_FAILED", InvalidArgument, 400),
+    Unauthenticated => ("UNAUTHENTICATED", Unauthenticated, 401),
+    TokenExpired => ("TOKEN_EXPIRED", Unauthenticated, 401),
+    TokenRevoked => ("TOKEN_REVOKED", Unauthenticated, 401),
+    TokenReused => ("TOKEN_REUSED", Unauthenticated, 401),
+    InvalidCredentials => ("INVALID_CREDENTIALS", Unauthenticated, 401),
+    MfaRequired => ("MFA_REQUIRED", Unauthenticated, 401),
+    CaptchaRequired => ("CAPTCHA_REQUIRED", FailedPrecondition, 400),
+    CaptchaFailed => ("CAPTCHA_FAILED", FailedPrecondition, 400),
+    Forbidden => ("FORBIDDEN", PermissionDenied, 403),
+    NotFound => ("NOT_FOUND", NotFound, 404),
+    Conflict => ("CONFLICT", AlreadyExists, 409),
+    AccountLocked => ("ACCOUNT_LOCKED", FailedPrecondition, 423),
+    RateLimitExceeded => ("RATE_LIMIT_EXCEEDED", ResourceExhausted, 429),
+    Unavailable => ("UNAVAILABLE", Unavailable, 503),
+    Internal => ("INTERNAL", Internal, 500),
     // Answered by the gateway itself, before or around a service call.
     /// The body is not JSON.
-    MalformedJson,
+    MalformedJson => ("MALFORMED_JSON", InvalidArgument, 400),
     /// Not HTTP, or a request no other code describes.
-    BadRequest,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    MethodNotAllowed,
+    BadRequest => ("BAD_REQUEST", InvalidArgument, 400),
+    PayloadTooLarge => ("PAYLOAD_TOO_LARGE", OutOfRange, 413),
+    UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", InvalidArgument, 415),
+    MethodNotAllowed => ("METHOD_NOT_ALLOWED", Unimplemented, 405),
     /// The request (headers or body) did not arrive in time.
-    RequestTimeout,
-    HeadersTooLarge,
-    /// A feature switched off by configuration.
-    FeatureDisabled,
-    /// A scheduled maintenance window.
-    Maintenance,
+    RequestTimeout => ("REQUEST_TIMEOUT", DeadlineExceeded, 408),
+    HeadersTooLarge => ("HEADERS_TOO_LARGE", OutOfRange, 431),
 }
 
 impl ErrorCode {
-    /// Every code, for parsing and for the round-trip test.
-    pub const ALL: [ErrorCode; 25] = [
-        Self::ValidationFailed,
-        Self::Unauthenticated,
-        Self::TokenExpired,
-        Self::TokenRevoked,
-        Self::TokenReused,
-        Self::InvalidCredentials,
-        Self::MfaRequired,
-        Self::CaptchaRequired,
-        Self::CaptchaFailed,
-        Self::Forbidden,
-        Self::NotFound,
-        Self::Conflict,
-        Self::AccountLocked,
-        Self::RateLimitExceeded,
-        Self::Unavailable,
-        Self::Internal,
-        Self::MalformedJson,
-        Self::BadRequest,
-        Self::PayloadTooLarge,
-        Self::UnsupportedMediaType,
-        Self::MethodNotAllowed,
-        Self::RequestTimeout,
-        Self::HeadersTooLarge,
-        Self::FeatureDisabled,
-        Self::Maintenance,
-    ];
-
-    /// The table: the code's name, its gRPC status code and its HTTP status. No wildcard arm, so
-    /// a new variant does not compile until it has its row.
-    fn row(self) -> (&'static str, tonic::Code, u16) {
-        use tonic::Code as G;
-        match self {
-            Self::ValidationFailed => ("VALIDATION_FAILED", G::InvalidArgument, 400),
-            Self::Unauthenticated => ("UNAUTHENTICATED", G::Unauthenticated, 401),
-            Self::TokenExpired => ("TOKEN_EXPIRED", G::Unauthenticated, 401),
-            Self::TokenRevoked => ("TOKEN_REVOKED", G::Unauthenticated, 401),
-            Self::TokenReused => ("TOKEN_REUSED", G::Unauthenticated, 401),
-            Self::InvalidCredentials => ("INVALID_CREDENTIALS", G::Unauthenticated, 401),
-            Self::MfaRequired => ("MFA_REQUIRED", G::Unauthenticated, 401),
-            Self::CaptchaRequired => ("CAPTCHA_REQUIRED", G::FailedPrecondition, 400),
-            Self::CaptchaFailed => ("CAPTCHA_FAILED", G::FailedPrecondition, 400),
-            Self::Forbidden => ("FORBIDDEN", G::PermissionDenied, 403),
-            Self::NotFound => ("NOT_FOUND", G::NotFound, 404),
-            Self::Conflict => ("CONFLICT", G::AlreadyExists, 409),
-            Self::AccountLocked => ("ACCOUNT_LOCKED", G::FailedPrecondition, 423),
-            Self::RateLimitExceeded => ("RATE_LIMIT_EXCEEDED", G::ResourceExhausted, 429),
-            Self::Unavailable => ("UNAVAILABLE", G::Unavailable, 503),
-            Self::Internal => ("INTERNAL", G::Internal, 500),
-            Self::MalformedJson => ("MALFORMED_JSON", G::InvalidArgument, 400),
-            Self::BadRequest => ("BAD_REQUEST", G::InvalidArgument, 400),
-            Self::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", G::OutOfRange, 413),
-            Self::UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", G::InvalidArgument, 415),
-            Self::MethodNotAllowed => ("METHOD_NOT_ALLOWED", G::Unimplemented, 405),
-            Self::RequestTimeout => ("REQUEST_TIMEOUT", G::DeadlineExceeded, 408),
-            Self::HeadersTooLarge => ("HEADERS_TOO_LARGE", G::OutOfRange, 431),
-            Self::FeatureDisabled => ("FEATURE_DISABLED", G::Unimplemented, 404),
-            Self::Maintenance => ("MAINTENANCE", G::Unavailable, 503),
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         self.row().0
     }
@@ -120,7 +76,7 @@ impl ErrorCode {
     }
 
     pub fn parse(code: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == code)
+        Self::ALL.iter().copied().find(|c| c.as_str() == code)
     }
 }
 
@@ -161,7 +117,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_through_the_table() {
         let mut names = std::collections::HashSet::new();
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             let name = code.as_str();
             assert!(names.insert(name), "{name} is in the table twice");
             assert_eq!(ErrorCode::parse(name), Some(code));
