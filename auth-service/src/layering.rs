@@ -6,7 +6,10 @@
 //!   errors are `StoreError`, its transactions come through `store::Transaction`) and no protocol;
 //! - `store/` (the only place with SQL) takes and returns `domain` types: it names no other module
 //!   of the crate, so it applies no rule;
-//! - the rule modules and `domain` do no I/O: they name no store, use case, protocol or diesel.
+//! - the rule modules and `domain` do no I/O: they name no store, use case, protocol or diesel;
+//! - every query lives in `store/`: no other file, entry points (`main`, `admin`) and background
+//!   tasks (`revocation/`) included, builds one;
+//! - the third-party clients (`captcha`, `mailer`) know neither the store nor the protocol.
 
 use std::path::Path;
 
@@ -31,6 +34,18 @@ fn code_lines(dir: &str) -> Vec<(String, String)> {
         }
     }
     lines
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("source folder") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
 }
 
 fn assert_never(dir: &str, forbidden: &[&str]) {
@@ -81,5 +96,34 @@ fn rules_and_domain_do_no_io() {
             "redis",
         ];
         assert_never(module, &forbidden);
+    }
+}
+
+#[test]
+fn every_query_lives_in_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    files_under(&src, &mut files);
+    let outside: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&src).expect("under src").display().to_string())
+        .filter(|f| !f.starts_with("store/") && f != "layering.rs")
+        .collect();
+    // Guards the walk itself: entry points and background tasks are among the files read.
+    for expected in ["main.rs", "admin.rs", "revocation/sync.rs", "service/sessions.rs"] {
+        assert!(outside.iter().any(|f| f == expected), "{expected} not read");
+    }
+    for file in &outside {
+        assert_never(file, &["diesel::", "diesel_async", "RunQueryDsl", "sql_query"]);
+    }
+}
+
+#[test]
+fn third_party_clients_know_neither_store_nor_protocol() {
+    for module in ["captcha.rs", "mailer.rs"] {
+        assert_never(
+            module,
+            &["crate::store", "crate::grpc", "crate::service", "diesel", "tonic"],
+        );
     }
 }
