@@ -147,3 +147,36 @@ async fn a_service_whose_database_is_unreachable_turns_unready_and_recovers() {
     let res = http.get(&alerts).send().await.expect("request");
     assert_eq!(res.status().as_u16(), 200);
 }
+
+/// Every refresh lookup of auth-service is an index lookup: a refresh token that is no session's
+/// current one is looked up as a previous one, and an unknown token (an attacker's guess) must not
+/// cost a scan of every session. The planner is told to avoid sequential scans, so the plan names
+/// an index exactly when one can answer the query.
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_token_lookups_use_an_index() {
+    let (_, _, dbs) = xtask::testkit::fresh_databases("idx").await.expect("databases");
+    xtask::testkit::migrate(&dbs).expect("migrate");
+    let auth = dbs.iter().find(|d| d.service == "auth").expect("auth db");
+    let db = connect(&auth.url).await;
+    db.batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("planner setting");
+    for column in ["refresh_hash", "previous_refresh_hash"] {
+        let plan: Vec<String> = db
+            .query(
+                &format!("EXPLAIN SELECT id FROM auth.sessions WHERE {column} = $1 FOR UPDATE"),
+                &[&vec![0u8; 32]],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index"),
+            "{column} is looked up without an index:\n{plan}"
+        );
+        assert!(!plan.contains("Seq Scan"), "{column}:\n{plan}");
+    }
+}

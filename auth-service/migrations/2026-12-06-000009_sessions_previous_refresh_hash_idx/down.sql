@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY auth.sessions_previous_refresh_hash_idx;
