@@ -425,7 +425,7 @@ mod tests {
         list_audit_logs(ListAuditLogsRequest) -> ListAuditLogsResponse;
         mfa_enroll(MfaEnrollRequest) -> MfaEnrollResponse;
         mfa_confirm(MfaCodeRequest) -> MfaConfirmResponse;
-        mfa_disable(MfaCodeRequest) -> MfaDisableResponse;
+        mfa_disable(MfaDisableRequest) -> MfaDisableResponse;
         check_token(CheckTokenRequest) -> CheckTokenResponse;
     }
 

@@ -277,7 +277,7 @@ impl AuthService for AuthGrpc {
 
     async fn mfa_disable(
         &self,
-        request: Request<pb::MfaCodeRequest>,
+        request: Request<pb::MfaDisableRequest>,
     ) -> Result<Response<pb::MfaDisableResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let code = request.into_inner().code;

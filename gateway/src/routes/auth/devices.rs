@@ -71,6 +71,7 @@ pub async fn remove_device(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::RemoveDeviceRequest {
         device_id: path.into_inner(),
+        reauth: None,
     };
     auth_service
         .by(&auth)

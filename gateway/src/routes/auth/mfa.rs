@@ -50,7 +50,7 @@ pub struct RecoveryCodes {
 pub async fn mfa_enroll(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
     let e = auth_service
         .by(&auth)
-        .send(pb::MfaEnrollRequest {}, async |c, m| c.mfa_enroll(m).await)
+        .send(pb::MfaEnrollRequest::default(), async |c, m| c.mfa_enroll(m).await)
         .await?;
     Ok(HttpResponse::Ok().json(TotpEnrollment {
         secret: e.secret,
@@ -85,7 +85,10 @@ pub async fn mfa_disable(
     auth_service: AuthCall,
     body: BoundedJson<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::MfaCodeRequest::from(body.into_inner());
+    let message = pb::MfaDisableRequest {
+        password: String::new(),
+        code: body.into_inner().code,
+    };
     auth_service
         .by(&auth)
         .send(message, async |c, m| c.mfa_disable(m).await)

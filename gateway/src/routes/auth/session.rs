@@ -244,7 +244,7 @@ pub async fn logout(
 pub async fn logout_all(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
     auth_service
         .by(&auth)
-        .send(pb::LogoutAllRequest {}, async |c, m| c.logout_all(m).await)
+        .send(pb::LogoutAllRequest::default(), async |c, m| c.logout_all(m).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
