@@ -3,11 +3,13 @@
 //! schemas, and the four platform processes.
 
 pub mod bench;
+pub mod certs;
 pub mod devstack;
 pub mod fake_smtp;
 pub mod nginx;
 pub mod platform;
 pub mod provision;
+pub mod schemathesis;
 pub mod secrets;
 pub mod testkit;
 

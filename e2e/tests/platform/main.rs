@@ -9,8 +9,10 @@
 
 mod auth;
 mod config;
+mod contract;
 mod database;
 mod edge;
+mod internal_tls;
 mod lifecycle;
 mod rate_limit;
 

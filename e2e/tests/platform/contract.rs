@@ -1,0 +1,1 @@
+//! Contract fuzzing: schemathesis against a running test platform's /openapi.json (issue 17).
