@@ -221,6 +221,30 @@ pub fn harden(headers: &mut actix_web::http::header::HeaderMap, request_id: &str
     }
 }
 
+/// Why a raw request path is refused, if it is: a percent-encoded unreserved character (RFC 3986
+/// ALPHA / DIGIT / `-._~`, which has a plain spelling: `/v1/auth/%6Cogin` is `/v1/auth/login` to
+/// the router), an escape that is not two hex digits, or an empty segment (`//`).
+pub fn path_refusal(path: &str) -> Option<&'static str> {
+    if path.contains("//") {
+        return Some("The path has an empty segment (//).");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) else {
+            return Some("The path has a malformed percent-escape.");
+        };
+        let decoded = (hi * 16 + lo) as u8;
+        if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+            return Some("The path percent-encodes a character that must be written as is.");
+        }
+        i = at + 3;
+    }
+    None
+}
+
 pub async fn edge(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -270,7 +294,15 @@ pub async fn edge(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let path_problem = path_refusal(req.uri().path());
     let inner = async {
+        // The router matches the decoded path; anything that decodes to another spelling of a
+        // route (or that a proxy in front may normalise differently) is refused before any
+        // policy is chosen from it.
+        if let Some(problem) = path_problem {
+            tracing::info!(problem, "path refused");
+            return Ok(req.into_response(ApiError::coded(ErrorCode::BadRequest, problem).error_response()));
+        }
         // Refuse before reading: the body may be gigabytes.
         if declared_len.is_some_and(|n| n > max_body as u64) {
             return Ok(req.into_response(ApiError::payload_too_large(max_body).error_response()));
@@ -348,6 +380,41 @@ pub async fn edge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_with_another_spelling_are_refused() {
+        for ok in [
+            "/",
+            "/v1/auth/login",
+            "/v1/reports/a%2Fb",
+            "/v1/x%20y",
+            "/v1/%C3%A9",
+            "/v1/auth/login/",
+        ] {
+            assert_eq!(path_refusal(ok), None, "{ok}");
+        }
+        for bad in [
+            "/v1/auth/%6Cogin",
+            "/v1/auth/%6cogin",
+            "/%761/auth/login",
+            "/v1/auth/login%2E",
+            "/v1/%2d",
+            "/v1/%5f",
+            "/v1/%7E",
+            "/v1/%7e",
+            "/v1/%30",
+            "/v1/%41",
+            "/v1/%5A",
+            "//v1/auth/login",
+            "/v1//auth/login",
+            "/v1/auth/login//",
+            "/v1/%",
+            "/v1/%4",
+            "/v1/%zz",
+        ] {
+            assert!(path_refusal(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn request_ids_from_clients_must_be_tokens() {

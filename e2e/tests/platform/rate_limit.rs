@@ -87,6 +87,90 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     );
 }
 
+/// Another spelling of a path (a percent-encoded unreserved character, an empty segment) is
+/// refused at the edge with 400 before any policy is chosen: `POST /v1/auth/%6Cogin` reached the
+/// login handler outside the `auth` policy, and `/%761/auth/login` fell to `global` alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_spellings_of_every_route_class_are_refused_before_the_limits() {
+    let tp = TestPlatform::builder("rlencoded")
+        .gateway_env(&[
+            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+            ("AUTH_RATE_LIMIT_BURST", "3"),
+            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+        ])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let login_body = json!({"email": "x@example.org", "password": "wrong password 1", "device": {"device_id": "d", "platform": "ios"}});
+    // Each route class (auth, events, api, global) with its letters, its version and its
+    // separators spelt otherwise.
+    let posts = [
+        "/v1/auth/%6Cogin",
+        "/v1/auth/%6cogin",
+        "/v1/auth/logi%6E",
+        "/%761/auth/login",
+        "/v%31/auth/login",
+        "/v1/%61uth/login",
+        "//v1/auth/login",
+        "/v1//auth/login",
+        "/v1/auth/login%2D",
+        "/v1/auth/%72egister",
+        "/v1/auth/%72efresh",
+        "/v1/auth/password%2Dreset",
+        "/v1/auth/password-reset/%63onfirm",
+        "/v1/auth/verify%2demail",
+        "/v1/auth/%6Cogout",
+        "/v1/%65vents",
+        "//v1/events",
+        "/v1/me/%70assword",
+    ];
+    for path in posts {
+        let res = http
+            .post(format!("{base}{path}"))
+            .json(&login_body)
+            .send()
+            .await
+            .expect("post");
+        assert!(header(&res, "ratelimit").is_none(), "{path}: no policy is spent");
+        assert_eq!(error_code(res, 400).await, "BAD_REQUEST", "{path}");
+    }
+    let gets = [
+        "/v1/alerts/%6Eearby?lat=52.5&lng=13.4&radius_m=100",
+        "/%761/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
+        "/v1/%6De",
+        "/v1/me%5Fdevices",
+        "/%68ealth",
+        "/health%7E",
+        "//health",
+        "/.well-known/jwks%2Ejson",
+    ];
+    for path in gets {
+        let res = http.get(format!("{base}{path}")).send().await.expect("get");
+        assert!(header(&res, "ratelimit").is_none(), "{path}: no policy is spent");
+        assert_eq!(error_code(res, 400).await, "BAD_REQUEST", "{path}");
+    }
+    // The login bucket of this address is whole: the burst of three is still there.
+    for remaining in [2, 1, 0] {
+        let res = http
+            .post(format!("{base}/v1/auth/login"))
+            .json(&login_body)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(res.status().as_u16(), 401);
+        assert_announced(&res, "\"auth\";q=5;w=3600", remaining);
+    }
+    let res = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&login_body)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+}
+
 /// The old deployment's "skip successful requests": only failed attempts spend the `auth` bucket,
 /// and an address that keeps hitting the wall raises one security event.
 #[tokio::test(flavor = "multi_thread")]

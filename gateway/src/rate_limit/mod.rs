@@ -175,7 +175,9 @@ impl Limiter {
             .get::<ClientAddr>()
             .and_then(|addr| addr.0)
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let path = req.path();
+        // What the router matches (percent-escapes decoded), not the raw path: a policy chosen
+        // from another spelling of the route than the one served would not apply to it.
+        let path = req.match_info().as_str();
         let (kind, who) = user.map_or(("ip:", ip.as_str()), |u| ("user:", u));
         let mut policies = Vec::with_capacity(2);
         // Buckets hold microseconds under `gcra:`; an older gateway's millisecond buckets (`rl:`)
