@@ -113,6 +113,12 @@ impl Application {
             )?,
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
+            upstream_unavailable: service_kit::metrics::counter_vec(
+                &registry,
+                "upstream_unavailable_total",
+                "Calls to a service that got no answer (each answered 503), by service and cause",
+                &["upstream", "cause"],
+            )?,
         };
         let origins = Arc::new(config.allowed_origins.clone());
         let cors_credentials = config.cors_credentials;
@@ -122,6 +128,7 @@ impl Application {
             config.rate_limit.clone(),
             upstreams.redis.clone(),
             config.redis_keys.clone(),
+            edge_state.security.clone(),
             &registry,
         )?;
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;

@@ -28,9 +28,50 @@ pub struct Edge {
     pub trusted_proxies: TrustedProxies,
     pub request_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Security events raised at the edge (refused tokens, 403s, address abuse).
+    pub security: SecurityEvents,
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
+}
+
+/// `security_events_total{event_type,severity}`, the gateway's share of the platform's security
+/// events (auth-service counts its own under the same name), each also logged as one line with
+/// `security_event` naming it.
+#[derive(Clone)]
+pub struct SecurityEvents(IntCounterVec);
+
+impl SecurityEvents {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        counter_vec(
+            registry,
+            "security_events_total",
+            "Security events raised by the gateway, by type and severity",
+            &["event_type", "severity"],
+        )
+        .map(Self)
+    }
+
+    /// Counts one event; the caller logs it with what it knows.
+    pub fn raise(&self, event_type: &str, severity: &str) {
+        self.0.with_label_values(&[event_type, severity]).inc();
+    }
+
+    /// Events counted so far of one type and severity.
+    pub fn count(&self, event_type: &str, severity: &str) -> u64 {
+        self.0.with_label_values(&[event_type, severity]).get()
+    }
+}
+
+/// The user agent as a security event's log line carries it (bounded).
+pub fn user_agent(headers: &header::HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect()
 }
 
 /// Decrements the in-flight gauge however the request ends (even when the client goes away).
@@ -91,6 +132,7 @@ impl Edge {
             trusted_proxies,
             request_timeout,
             body_read_timeout,
+            security: SecurityEvents::new(registry)?,
             requests,
             duration,
             in_flight,
@@ -357,6 +399,11 @@ pub async fn edge(
         Err(api) => ("unmatched".to_owned(), api.code.http_status()),
     };
     let elapsed = started.elapsed();
+    // Read only for a 403 (a security event): most requests never pay for the copy.
+    let agent = match &outcome {
+        Ok(res) if status == 403 => user_agent(res.request().headers()),
+        _ => String::new(),
+    };
     if let Some(edge) = &edge {
         edge.requests
             .with_label_values(&[method, route.as_str(), status.to_string().as_str()])
@@ -367,6 +414,21 @@ pub async fn edge(
     }
     span.in_scope(|| {
         tracing::info!(route = %route, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+        if status == 403
+            && let Some(edge) = &edge
+        {
+            // Someone authenticated asked for what is not theirs (a role they lack, a resource a
+            // service refused them): a probe as often as a bug.
+            edge.security.raise("forbidden", "medium");
+            tracing::warn!(
+                security_event = "forbidden",
+                severity = "medium",
+                route = %route,
+                client_ip = client.0.map(|ip| ip.to_string()).unwrap_or_default(),
+                user_agent = agent,
+                "security event: request refused with 403"
+            );
+        }
     });
     match outcome {
         Ok(mut res) => {

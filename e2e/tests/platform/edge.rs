@@ -890,3 +890,71 @@ async fn http2_header_bombs_and_stream_floods_are_refused(tp: std::sync::Arc<Tes
     .await
     .expect("HTTP/2 limits");
 }
+
+/// Refused tokens (garbage, another key's signature, revoked) and 403s raise security events at
+/// the gateway, counted in `security_events_total` like auth-service's; a request without a token
+/// raises none.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_tokens_and_403s_are_security_events() {
+    let tp = TestPlatform::builder("secevents").start().await.expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let admin = tp.platform.ports.gateway_admin;
+    let res = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"email": "events@example.org", "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    let access = body["tokens"]["access_token"].as_str().expect("token").to_owned();
+    let me = |token: Option<&str>| {
+        let request = http.get(format!("{base}/v1/me"));
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+        .send()
+    };
+    let rejected = "security_events_total{event_type=\"token_rejected\",severity=\"medium\"}";
+    let forbidden = "security_events_total{event_type=\"forbidden\",severity=\"medium\"}";
+    assert_eq!(crate::metric(admin, rejected), 0);
+
+    assert_eq!(me(Some(&access)).await.expect("me").status().as_u16(), 200);
+    assert_eq!(error_code(me(None).await.expect("me"), 401).await, "UNAUTHENTICATED");
+    assert_eq!(crate::metric(admin, rejected), 0, "no token is no refused token");
+    assert_eq!(
+        error_code(me(Some("not-a-jwt")).await.expect("me"), 401).await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        error_code(me(Some(&crate::forge(&access))).await.expect("me"), 401).await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(crate::metric(admin, rejected), 2);
+
+    // A user asking for the administrators' route.
+    let res = http
+        .get(format!("{base}/v1/admin/audit-logs"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("audit logs");
+    assert_eq!(error_code(res, 403).await, "FORBIDDEN");
+    assert_eq!(crate::metric(admin, forbidden), 1);
+
+    let res = http
+        .post(format!("{base}/v1/auth/logout"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(
+        error_code(me(Some(&access)).await.expect("me"), 401).await,
+        "TOKEN_REVOKED"
+    );
+    assert_eq!(crate::metric(admin, rejected), 3);
+}

@@ -39,6 +39,7 @@ use self::gcra::Decision;
 use self::redis::Script;
 use self::redis_clock::RedisClock;
 use crate::client_ip::ClientAddr;
+use crate::edge::SecurityEvents;
 use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::RedisAnswer;
 
@@ -62,7 +63,7 @@ pub struct Limiter {
     violations: IntCounterVec,
     fallbacks: IntCounterVec,
     fallback_log: Arc<OutageLog>,
-    security_events: IntCounterVec,
+    security_events: SecurityEvents,
 }
 
 fn now_us() -> u64 {
@@ -99,6 +100,7 @@ impl Limiter {
         config: RateLimitConfig,
         redis: Option<RedisLink>,
         keys: RedisKeys,
+        security_events: SecurityEvents,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
         let batch_sizes = Histogram::with_opts(
@@ -133,12 +135,7 @@ impl Limiter {
                 &["mode"],
             )?,
             fallback_log: Arc::default(),
-            security_events: counter_vec(
-                registry,
-                "security_events_total",
-                "Security events raised by the gateway, by type and severity",
-                &["event_type", "severity"],
-            )?,
+            security_events,
         };
         Ok(limiter.with_redis(redis))
     }

@@ -70,10 +70,14 @@ fn a_bucket_read_from_how_far_ahead_it_runs_is_the_in_process_decision() {
     }
 }
 
+fn events() -> crate::edge::SecurityEvents {
+    crate::edge::SecurityEvents::new(&Registry::new()).expect("metric")
+}
+
 /// A limiter whose Redis is not there (nothing listens on port 1).
 fn without_redis(mode: FailureMode) -> Limiter {
     let dead = RedisLink::new(&"redis://127.0.0.1:1".into()).ok();
-    Limiter::new(config(mode), dead, RedisKeys::default(), &Registry::new()).expect("limiter")
+    Limiter::new(config(mode), dead, RedisKeys::default(), events(), &Registry::new()).expect("limiter")
 }
 
 #[tokio::test]
@@ -134,13 +138,7 @@ async fn without_redis_refunds_and_abuse_counting_stay_local() {
         local.report_abuse(&checks.config, &checks.ip, &policy, outcome.refusals);
     }
     assert_eq!(counts, vec![1, 2, 3, 4, 5]);
-    assert_eq!(
-        local
-            .security_events
-            .with_label_values(&["rate_limit_abuse", "medium"])
-            .get(),
-        1
-    );
+    assert_eq!(local.security_events.count("rate_limit_abuse", "medium"), 1);
 }
 
 /// A limiter on the test Redis that `cargo xtask test` starts, in the closed mode: a decision
@@ -150,7 +148,14 @@ fn on_test_redis() -> (RedisLink, Limiter) {
     let link = RedisLink::new(&url.into()).expect("url");
     let mut config = config(FailureMode::Closed);
     config.redis_timeout = Duration::from_secs(5);
-    let limiter = Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+    let limiter = Limiter::new(
+        config,
+        Some(link.clone()),
+        RedisKeys::default(),
+        events(),
+        &Registry::new(),
+    )
+    .expect("limiter");
     (link, limiter)
 }
 
