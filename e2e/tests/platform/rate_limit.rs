@@ -488,6 +488,64 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
 }
 
+/// An IPv6 client is one bucket per /64 (a host is handed a whole /64: without this, each of its
+/// 2^64 addresses had a bucket of its own), and addresses compare canonically: the proxies listed
+/// as IPv4-mapped (`::ffff:127.0.0.0/104`) trust the IPv4 peer, and a client forwarded as
+/// `::ffff:a.b.c.d` is `a.b.c.d`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_clients_count_by_their_64_and_mapped_addresses_are_ipv4() {
+    let tp = TestPlatform::builder("rlipv6")
+        .gateway_env(&[
+            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+            ("AUTH_RATE_LIMIT_BURST", "1"),
+            ("TRUSTED_PROXIES", "::ffff:127.0.0.0/104, ::1"),
+        ])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let reset = |xff: &'static str| {
+        http.post(format!("{}/v1/auth/password-reset", tp.base_url()))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": "x@example.org"}))
+            .send()
+    };
+    for (xff, status) in [
+        ("2001:db8:1:2::1", 202),
+        // Another address of the same /64: the same bucket, spent.
+        ("2001:db8:1:2:ffff:ffff:ffff:fffe", 429),
+        // The next /64 is another client.
+        ("2001:db8:1:3::1", 202),
+        ("198.51.100.7", 202),
+        // The same IPv4 client, spelt as a mapped IPv6 address.
+        ("::ffff:198.51.100.7", 429),
+    ] {
+        let res = reset(xff).await.expect("reset");
+        assert_eq!(res.status().as_u16(), status, "{xff}");
+    }
+}
+
+/// `TRUSTED_PROXIES` wider than /8 (IPv4) or /32 (IPv6) would let anyone inside choose the
+/// address it is limited as: the gateway refuses to start, naming the entry.
+#[test]
+fn trusted_proxy_ranges_wider_than_8_or_32_stop_the_gateway() {
+    for wide in ["0.0.0.0/0", "2001:db8::/16", "::ffff:0.0.0.0/96"] {
+        let out = std::process::Command::new(xtask::platform::bin_dir().join("gateway"))
+            .arg("serve")
+            .env_clear()
+            .env("TRUSTED_PROXIES", wide)
+            .output()
+            .expect("gateway runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("TRUSTED_PROXIES lists {wide}, wider than")),
+            "{wide}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_enforce_one_limit_together() {
     let tp = TestPlatform::builder("twogw")

@@ -167,11 +167,12 @@ impl Limiter {
 
     /// The policies a request is subject to, with their bucket keys, most specific first.
     fn policies(&self, config: Arc<RateLimitConfig>, req: &ServiceRequest, user: Option<&str>) -> Checks {
+        // An IPv6 client by its /64 (see `client_ip::bucket`).
         let ip = req
             .extensions()
             .get::<ClientAddr>()
             .and_then(|addr| addr.0)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            .map_or_else(|| "unknown".to_owned(), crate::client_ip::bucket);
         // What the router matches (percent-escapes decoded), not the raw path: a policy chosen
         // from another spelling of the route than the one served would not apply to it.
         let path = req.match_info().as_str();
