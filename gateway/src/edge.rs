@@ -58,6 +58,7 @@ impl SecurityEvents {
     }
 
     /// Events counted so far of one type and severity.
+    #[cfg(test)]
     pub fn count(&self, event_type: &str, severity: &str) -> u64 {
         self.0.with_label_values(&[event_type, severity]).get()
     }

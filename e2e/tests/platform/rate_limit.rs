@@ -728,3 +728,71 @@ async fn scripts_a_frozen_redis_runs_late_spend_nothing() {
     );
     drop(redis);
 }
+
+/// The revocation marker vouches for Redis only when it names this Redis server (its value is
+/// the `run_id` auth-service copied the revocations into). A Redis restored from a snapshot holds
+/// the marker of the server the snapshot was taken on, and may lack revocations made since: the
+/// limiter's script must not count it as complete, so the gateway asks auth-service (frozen here:
+/// 503 after the gRPC deadline, where a vouching Redis would have let the token through).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_marker_naming_another_redis_server_does_not_vouch() {
+    let tp = TestPlatform::builder("rlrunid")
+        .gateway_env(&[("GRPC_REQUEST_TIMEOUT_MS", "1000")])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let res = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": "runid@example.org", "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    let access = body["tokens"]["access_token"].as_str().expect("token").to_owned();
+
+    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
+        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
+        async move {
+            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
+            (value == Some(run_id)).then_some(())
+        }
+    })
+    .await;
+    // An authenticated route that does not call auth-service itself: a user is refused the
+    // administrators' route at the gateway, once the token is known to stand.
+    let audit = || {
+        http.get(format!("{base}/v1/admin/audit-logs"))
+            .bearer_auth(&access)
+            .send()
+    };
+    assert_eq!(error_code(audit().await.expect("audit"), 403).await, "FORBIDDEN");
+
+    // auth-service frozen (it would repair the marker, and it is who the gateway asks next).
+    tp.platform.auth.signal(nix::sys::signal::Signal::SIGSTOP);
+    let _: () = redis::cmd("SET")
+        .arg(&marker)
+        .arg("0000000000000000000000000000000000000000")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("SET");
+    let res = audit().await.expect("audit");
+    tp.platform.auth.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+}

@@ -248,33 +248,55 @@ async fn concurrent_decisions_go_out_in_batches_and_each_sees_the_ones_before_it
     let rev = |what: &str| -> [String; 4] {
         ["jti", "session", "nbf", "marker"].map(|k| format!("test:batch:{test}:{what}:{k}"))
     };
-    let (revoked, session_ended, clean) = (rev("revoked"), rev("session-ended"), rev("clean"));
+    let (revoked, session_ended, clean, restored) =
+        (rev("revoked"), rev("session-ended"), rev("clean"), rev("restored"));
+    // The marker names the server by its run_id (auth-service writes it so).
+    let info: String = ::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
     let _: () = ::redis::pipe()
         .set(&revoked[0], 1)
         .set(&revoked[2], 1_700_000_000)
-        .set(&revoked[3], "run")
+        .set(&revoked[3], &run_id)
         .set(&session_ended[1], 1)
-        .set(&clean[3], "run")
+        .set(&clean[3], &run_id)
+        // A Redis restored from a snapshot holds the marker of the server it was taken on.
+        .set(&restored[3], "0000000000000000000000000000000000000000")
         .query_async(&mut conn)
         .await
         .expect("stored");
-    let (a, b, c, d) = (
+    let (a, b, c, d, e) = (
         checks("192.0.2.11", "a"),
         checks("192.0.2.12", "b"),
         checks("192.0.2.13", "c"),
         checks("192.0.2.14", "d"),
+        checks("192.0.2.15", "e"),
     );
     let calls = limiter.batch_sizes.get_sample_count();
-    let (a, b, c, d) = tokio::join!(
+    let (a, b, c, d, e) = tokio::join!(
         limiter.decide_all(&a, Some(revoked)),
         limiter.decide_all(&b, None),
         limiter.decide_all(&c, Some(clean)),
         limiter.decide_all(&d, Some(session_ended)),
+        limiter.decide_all(&e, Some(restored)),
     );
     assert_eq!(
         limiter.batch_sizes.get_sample_count(),
         calls + 1,
-        "one call for the four"
+        "one call for the five"
+    );
+    let token = e.revocation.expect("asked");
+    assert!(
+        !token.revoked && !token.complete,
+        "a marker naming another server does not vouch"
     );
     let token = a.revocation.expect("asked");
     assert!(token.revoked && token.complete);
