@@ -98,24 +98,22 @@ fn token_rejected(req: &HttpRequest, reason: &'static str) {
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     let user_agent = crate::edge::user_agent(req.headers());
+    macro_rules! log {
+        ($level:ident) => {
+            tracing::$level!(
+                security_event = "token_rejected",
+                severity,
+                reason,
+                client_ip,
+                user_agent,
+                "security event: token refused"
+            )
+        };
+    }
     if reason == "expired" {
-        tracing::info!(
-            security_event = "token_rejected",
-            severity,
-            reason,
-            client_ip,
-            user_agent,
-            "security event: token refused"
-        );
+        log!(info);
     } else {
-        tracing::warn!(
-            security_event = "token_rejected",
-            severity,
-            reason,
-            client_ip,
-            user_agent,
-            "security event: token refused"
-        );
+        log!(warn);
     }
 }
 

@@ -900,15 +900,7 @@ async fn refused_tokens_and_403s_are_security_events() {
     let http = client(&tp);
     let base = tp.base_url();
     let admin = tp.platform.ports.gateway_admin;
-    let res = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&serde_json::json!({"email": "events@example.org", "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status().as_u16(), 201);
-    let body: serde_json::Value = res.json().await.expect("json");
-    let access = body["tokens"]["access_token"].as_str().expect("token").to_owned();
+    let access = crate::rate_limit::registered(&http, &base, "events@example.org").await;
     let me = |token: Option<&str>| {
         let request = http.get(format!("{base}/v1/me"));
         match token {

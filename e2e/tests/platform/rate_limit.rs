@@ -29,14 +29,59 @@ fn assert_announced(res: &reqwest::Response, policy: &str, remaining: u64) {
     assert!(rl.starts_with(&format!("{name};r={remaining};t=")), "{rl}");
 }
 
+/// The `auth` policy at 5 an hour with a burst of 3: nothing is earned back during a test.
+const AUTH_BURST_OF_THREE: [(&str, &str); 3] = [
+    ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+    ("AUTH_RATE_LIMIT_BURST", "3"),
+    ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+];
+
+/// The `auth` policy at 5 an hour with a burst of 1.
+const AUTH_BURST_OF_ONE: [(&str, &str); 3] = [
+    ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+    ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+    ("AUTH_RATE_LIMIT_BURST", "1"),
+];
+
+/// A password-reset request (an `auth` route) said to be forwarded for `xff`.
+fn forwarded_reset(
+    http: &reqwest::Client,
+    base: &str,
+    xff: &'static str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    http.post(format!("{base}/v1/auth/password-reset"))
+        .header("x-forwarded-for", xff)
+        .json(&json!({"email": "x@example.org"}))
+        .send()
+}
+
+/// Registers `email` and answers its access token.
+pub async fn registered(http: &reqwest::Client, base: &str, email: &str) -> String {
+    let res = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": email, "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["tokens"]["access_token"].as_str().expect("token").to_owned()
+}
+
+/// The `run_id` of the Redis server `conn` talks to (what auth-service's marker names).
+async fn run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     let tp = TestPlatform::builder("rlauth")
-        .gateway_env(&[
-            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-            ("AUTH_RATE_LIMIT_BURST", "3"),
-            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-        ])
+        .gateway_env(&AUTH_BURST_OF_THREE)
         .start()
         .await
         .expect("platform");
@@ -93,11 +138,7 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
 #[tokio::test(flavor = "multi_thread")]
 async fn encoded_spellings_of_every_route_class_are_refused_before_the_limits() {
     let tp = TestPlatform::builder("rlencoded")
-        .gateway_env(&[
-            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-            ("AUTH_RATE_LIMIT_BURST", "3"),
-            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-        ])
+        .gateway_env(&AUTH_BURST_OF_THREE)
         .start()
         .await
         .expect("platform");
@@ -429,17 +470,8 @@ async fn api_limits_are_per_user_and_per_address_without_a_user() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
-    let strict = [
-        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-        ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-        ("AUTH_RATE_LIMIT_BURST", "1"),
-    ];
-    let reset = |http: &reqwest::Client, base: &str, xff: &'static str| {
-        http.post(format!("{base}/v1/auth/password-reset"))
-            .header("x-forwarded-for", xff)
-            .json(&json!({"email": "x@example.org"}))
-            .send()
-    };
+    let strict = AUTH_BURST_OF_ONE;
+    let reset = forwarded_reset;
 
     // The test client is an untrusted peer: a new X-Forwarded-For does not buy a new bucket.
     let tp = TestPlatform::builder("xffno")
@@ -495,22 +527,14 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_clients_count_by_their_64_and_mapped_addresses_are_ipv4() {
     let tp = TestPlatform::builder("rlipv6")
-        .gateway_env(&[
-            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-            ("AUTH_RATE_LIMIT_BURST", "1"),
-            ("TRUSTED_PROXIES", "::ffff:127.0.0.0/104, ::1"),
-        ])
+        .gateway_env(&AUTH_BURST_OF_ONE)
+        .gateway_env(&[("TRUSTED_PROXIES", "::ffff:127.0.0.0/104, ::1")])
         .start()
         .await
         .expect("platform");
     let http = client(&tp);
-    let reset = |xff: &'static str| {
-        http.post(format!("{}/v1/auth/password-reset", tp.base_url()))
-            .header("x-forwarded-for", xff)
-            .json(&json!({"email": "x@example.org"}))
-            .send()
-    };
+    let base = tp.base_url();
+    let reset = |xff: &'static str| forwarded_reset(&http, &base, xff);
     for (xff, status) in [
         ("2001:db8:1:2::1", 202),
         // Another address of the same /64: the same bucket, spent.
@@ -534,6 +558,8 @@ fn trusted_proxy_ranges_wider_than_8_or_32_stop_the_gateway() {
         let out = std::process::Command::new(xtask::platform::bin_dir().join("gateway"))
             .arg("serve")
             .env_clear()
+            .env("APP_ENV", "development")
+            .env("ALLOW_PLAIN_HTTP", "true")
             .env("TRUSTED_PROXIES", wide)
             .output()
             .expect("gateway runs");
@@ -743,30 +769,12 @@ async fn a_marker_naming_another_redis_server_does_not_vouch() {
         .expect("platform");
     let http = client(&tp);
     let base = tp.base_url();
-    let res = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"email": "runid@example.org", "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status().as_u16(), 201);
-    let body: serde_json::Value = res.json().await.expect("json");
-    let access = body["tokens"]["access_token"].as_str().expect("token").to_owned();
+    let access = registered(&http, &base, "runid@example.org").await;
 
     let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
     let marker = format!("{}revoked:complete", tp.redis_prefix);
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn.clone())
-        .await
-        .expect("INFO");
-    let run_id = info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("run_id")
-        .trim()
-        .to_owned();
+    let run_id = run_id(&mut conn.clone()).await;
     crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
         let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
         async move {
