@@ -372,6 +372,34 @@ mod tests {
         (status, headers, body)
     }
 
+    /// Another spelling of a route's path never reaches it: 400 in the error shape, hardened.
+    #[actix_web::test]
+    async fn other_spellings_of_a_path_are_refused_before_the_route() {
+        for uri in ["/%65cho", "//echo", "/echo%7E"] {
+            let (status, headers, body) = call(
+                test::TestRequest::post()
+                    .uri(uri)
+                    .insert_header(("content-type", "application/json"))
+                    .set_payload(r#"{"amount": 1}"#),
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("BAD_REQUEST")),
+                "{uri}"
+            );
+            assert!(headers.contains_key("x-request-id"), "{uri}");
+        }
+        let (status, _, _) = call(
+            test::TestRequest::post()
+                .uri("/echo")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(r#"{"amount": 1}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
     #[actix_web::test]
     async fn cors_credentials_only_when_configured() {
         for credentials in [false, true] {

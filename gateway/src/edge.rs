@@ -1,5 +1,7 @@
-//! What every request goes through first: request id, panic guard, body-size and time limits,
-//! the one error shape for anything that failed underneath, security headers, metrics, access log.
+//! What every request goes through first: request id, paths with another spelling refused (400),
+//! panic guard, body-size and time limits, the one error shape for anything that failed
+//! underneath, security headers, metrics, access log, and the gateway's security events
+//! (`SecurityEvents`: refused tokens, 403s, rate-limit abuse).
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;

@@ -804,3 +804,70 @@ async fn a_marker_naming_another_redis_server_does_not_vouch() {
     tp.platform.auth.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
 }
+
+/// While Redis cannot vouch (no marker), the gateway asks auth-service and holds a "valid" answer
+/// at most 2 s: a token revoked meanwhile is refused within that (it was 5 s by default, up to 60).
+/// No timing is assumed: every pass must have been asked within 2 s of the first answer, which
+/// the cached entry cannot outlive.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_vouching_a_valid_answer_is_held_at_most_two_seconds() {
+    let tp = TestPlatform::builder("rlvalidhold")
+        // The marker, once withdrawn below, is not put back during the test.
+        .auth_env(&[("REVOCATION_SYNC_SECONDS", "300")])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let access = registered(&http, &base, "hold@example.org").await;
+    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
+        let (mut conn, marker) = (conn.clone(), marker.clone());
+        async move {
+            let n: u64 = redis::cmd("EXISTS").arg(&marker).query_async(&mut conn).await.ok()?;
+            (n == 1).then_some(())
+        }
+    })
+    .await;
+    let _: u64 = redis::cmd("DEL")
+        .arg(&marker)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("DEL");
+    // An authenticated route that does not call auth-service itself (a user is refused it).
+    let audit = || {
+        http.get(format!("{base}/v1/admin/audit-logs"))
+            .bearer_auth(&access)
+            .send()
+    };
+    assert_eq!(error_code(audit().await.expect("audit"), 403).await, "FORBIDDEN");
+    let answered = Instant::now();
+    let res = http
+        .post(format!("{base}/v1/auth/logout"))
+        .bearer_auth(&access)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "{}", res.status());
+    let code = crate::eventually("the revoked token refused", Duration::from_secs(10), || {
+        let sent = Instant::now();
+        let request = audit();
+        async move {
+            let res = request.await.expect("audit");
+            if res.status().as_u16() == 403 {
+                assert!(
+                    sent < answered + Duration::from_secs(2),
+                    "a revoked token passed {:?} after the valid answer was cached",
+                    sent - answered
+                );
+                return None;
+            }
+            Some(error_code(res, 401).await)
+        }
+    })
+    .await;
+    assert_eq!(code, "TOKEN_REVOKED");
+}
