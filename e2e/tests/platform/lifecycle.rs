@@ -194,4 +194,21 @@ async fn a_service_killed_mid_call_answers_503_never_500() {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     assert_eq!(counted as usize, CALLS, "{text}");
+
+    // The client's way out of "may or may not have happened": the same registration again, once
+    // the service is back, is created (201) or already there (409), either a success.
+    tp.platform.auth.restart().expect("restart");
+    eventually("auth-service back", Duration::from_secs(20), || async move {
+        admin_get(gateway_admin, "/ready").filter(|(_, b)| b["checks"]["auth"] == true)
+    })
+    .await;
+    for i in 1..=CALLS {
+        // A 503 still (a worker's channel reconnecting) is retried, as a client would.
+        let status = eventually("an answer other than 503", Duration::from_secs(10), || {
+            let request = http.post(&register).json(&body(i)).send();
+            async move { Some(request.await.ok()?.status().as_u16()).filter(|s| *s != 503) }
+        })
+        .await;
+        assert!(status == 201 || status == 409, "retry {i}: {status}");
+    }
 }
