@@ -104,7 +104,8 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Allowed clock skew for `exp` and `nbf`.
     pub leeway: Duration,
-    /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
+    /// Minimum time between two JWKS fetches triggered by unknown `kid`s (`JWKS_REFETCH_SECONDS`);
+    /// a `kid` missing from a fetch is refused from memory until that fetch is this old.
     pub refetch_interval: Duration,
 }
 
@@ -138,7 +139,8 @@ struct KeyCache {
     /// Failed fetches in a row, and when the next one may be tried.
     failures: u32,
     retry_at: Option<Instant>,
-    /// `kid`s a fetch did not list, and when: refused without a fetch for `refetch_interval`.
+    /// `kid`s a fetch did not list, with that fetch's time: refused without a fetch (or a wait)
+    /// until it is `refetch_interval` old.
     unknown: HashMap<Box<str>, Instant>,
 }
 
@@ -398,8 +400,11 @@ impl Verifier {
         if let Some(key) = cache.keys.get(kid) {
             return Ok(Some(key.clone()));
         }
-        // A flood of made-up kids must not turn into a flood of JWKS fetches, nor of waits.
-        cache.remember_unknown(kid, Instant::now());
+        // A flood of made-up kids must not turn into a flood of JWKS fetches, nor of waits. The
+        // entry lapses when the fetch it was missing from is `refetch_interval` old, as a new
+        // fetch is allowed then anyway (a key published meanwhile is not refused any longer).
+        let fetched_at = cache.fetched_at.unwrap_or_else(Instant::now);
+        cache.remember_unknown(kid, fetched_at);
         Ok(None)
     }
 }
