@@ -406,6 +406,54 @@ pub(crate) mod tests {
         assert!(!marker_names(Some(""), "# Server\r\n"));
     }
 
+    /// The lookup made without the limiter (one `MGET` and `INFO server` in a pipeline) against
+    /// the test Redis that `cargo xtask test` starts: the marker vouches only with this server's
+    /// `run_id` as its value.
+    #[tokio::test]
+    async fn the_fallback_lookup_checks_the_marker_names_this_server() {
+        let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
+        let link = RedisLink::new(&url.into()).expect("url");
+        let keys = RedisKeys::new(&format!("test:{}:", uuid::Uuid::new_v4()));
+        let check = RevocationCheck::new(
+            Some(link.clone()),
+            keys.clone(),
+            Duration::from_secs(5),
+            nobody_answers().auth,
+            Duration::from_secs(1),
+            &Registry::new(),
+        )
+        .expect("metrics");
+        let mut conn = link.connection().await.expect("connected");
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO");
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .expect("run_id")
+            .trim()
+            .to_owned();
+        for (marker, vouches) in [
+            (run_id.as_str(), true),
+            ("0000000000000000000000000000000000000000", false),
+        ] {
+            let _: () = redis::cmd("SET")
+                .arg(keys.complete())
+                .arg(marker)
+                .query_async(&mut conn)
+                .await
+                .expect("SET");
+            assert_eq!(check.ask_redis(&claims()).await.is_some(), vouches, "{marker}");
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(keys.complete())
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+
     #[tokio::test]
     async fn redis_vouches_only_with_the_marker() {
         let check = nobody_answers();
