@@ -317,8 +317,12 @@ impl RevocationCheck {
 /// Whether the marker names the server whose `INFO server` is `info` (its value is the `run_id`
 /// of the Redis auth-service copied the revocations into; the limiter's script checks the same).
 fn marker_names(marker: Option<&str>, info: &str) -> bool {
-    let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim);
-    marker.is_some_and(|m| Some(m) == run_id)
+    marker.is_some_and(|m| Some(m) == run_id_of(info))
+}
+
+/// The `run_id` line of an `INFO server` answer.
+pub(crate) fn run_id_of(info: &str) -> Option<&str> {
+    info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim)
 }
 
 /// The longest auth-service's "valid" answer is held: a token revoked meanwhile (while Redis
@@ -406,6 +410,12 @@ pub(crate) mod tests {
         assert!(!marker_names(Some(""), "# Server\r\n"));
     }
 
+    /// The `run_id` of the Redis server `conn` talks to.
+    pub(crate) async fn server_run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
+        let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.expect("INFO");
+        run_id_of(&info).expect("run_id").to_owned()
+    }
+
     /// The lookup made without the limiter (one `MGET` and `INFO server` in a pipeline) against
     /// the test Redis that `cargo xtask test` starts: the marker vouches only with this server's
     /// `run_id` as its value.
@@ -424,17 +434,7 @@ pub(crate) mod tests {
         )
         .expect("metrics");
         let mut conn = link.connection().await.expect("connected");
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await
-            .expect("INFO");
-        let run_id = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .expect("run_id")
-            .trim()
-            .to_owned();
+        let run_id = server_run_id(&mut conn).await;
         for (marker, vouches) in [
             (run_id.as_str(), true),
             ("0000000000000000000000000000000000000000", false),

@@ -68,14 +68,61 @@ pub async fn registered(http: &reqwest::Client, base: &str, email: &str) -> Stri
     body["tokens"]["access_token"].as_str().expect("token").to_owned()
 }
 
-/// The `run_id` of the Redis server `conn` talks to (what auth-service's marker names).
-async fn run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.expect("INFO");
-    info.lines()
+/// A user's call of an authenticated route that does not call auth-service itself: the user is
+/// refused the administrators' route (403) by the gateway, once the token is known to stand.
+struct Audit {
+    http: reqwest::Client,
+    url: String,
+    access: String,
+}
+
+impl Audit {
+    async fn call(&self) -> reqwest::Response {
+        self.http
+            .get(&self.url)
+            .bearer_auth(&self.access)
+            .send()
+            .await
+            .expect("audit")
+    }
+}
+
+/// A registered user's [`Audit`], a connection to the platform's Redis and the name of its
+/// revocation marker, once auth-service has set the marker to name this server.
+async fn user_and_marker(tp: &TestPlatform) -> (Audit, redis::aio::MultiplexedConnection, String) {
+    let http = client(tp);
+    let access = registered(&http, &tp.base_url(), "marker@example.org").await;
+    let (conn, marker) = marker_in_place(tp).await;
+    let url = format!("{}/v1/admin/audit-logs", tp.base_url());
+    (Audit { http, url, access }, conn, marker)
+}
+
+/// A connection to the platform's Redis and the name of its revocation marker, once auth-service
+/// has set the marker to name this server (its `run_id`).
+async fn marker_in_place(tp: &TestPlatform) -> (redis::aio::MultiplexedConnection, String) {
+    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let run_id = info
+        .lines()
         .find_map(|l| l.strip_prefix("run_id:"))
         .expect("run_id")
         .trim()
-        .to_owned()
+        .to_owned();
+    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
+        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
+        async move {
+            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
+            (value == Some(run_id)).then_some(())
+        }
+    })
+    .await;
+    (conn, marker)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -767,30 +814,8 @@ async fn a_marker_naming_another_redis_server_does_not_vouch() {
         .start()
         .await
         .expect("platform");
-    let http = client(&tp);
-    let base = tp.base_url();
-    let access = registered(&http, &base, "runid@example.org").await;
-
-    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
-    let conn = client.get_multiplexed_async_connection().await.expect("redis");
-    let marker = format!("{}revoked:complete", tp.redis_prefix);
-    let run_id = run_id(&mut conn.clone()).await;
-    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
-        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
-        async move {
-            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
-            (value == Some(run_id)).then_some(())
-        }
-    })
-    .await;
-    // An authenticated route that does not call auth-service itself: a user is refused the
-    // administrators' route at the gateway, once the token is known to stand.
-    let audit = || {
-        http.get(format!("{base}/v1/admin/audit-logs"))
-            .bearer_auth(&access)
-            .send()
-    };
-    assert_eq!(error_code(audit().await.expect("audit"), 403).await, "FORBIDDEN");
+    let (audit, conn, marker) = user_and_marker(&tp).await;
+    assert_eq!(error_code(audit.call().await, 403).await, "FORBIDDEN");
 
     // auth-service frozen (it would repair the marker, and it is who the gateway asks next).
     tp.platform.auth.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -800,7 +825,7 @@ async fn a_marker_naming_another_redis_server_does_not_vouch() {
         .query_async(&mut conn.clone())
         .await
         .expect("SET");
-    let res = audit().await.expect("audit");
+    let res = audit.call().await;
     tp.platform.auth.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
 }
@@ -817,46 +842,28 @@ async fn without_redis_vouching_a_valid_answer_is_held_at_most_two_seconds() {
         .start()
         .await
         .expect("platform");
-    let http = client(&tp);
-    let base = tp.base_url();
-    let access = registered(&http, &base, "hold@example.org").await;
-    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
-    let conn = client.get_multiplexed_async_connection().await.expect("redis");
-    let marker = format!("{}revoked:complete", tp.redis_prefix);
-    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
-        let (mut conn, marker) = (conn.clone(), marker.clone());
-        async move {
-            let n: u64 = redis::cmd("EXISTS").arg(&marker).query_async(&mut conn).await.ok()?;
-            (n == 1).then_some(())
-        }
-    })
-    .await;
+    let (audit, conn, marker) = user_and_marker(&tp).await;
     let _: u64 = redis::cmd("DEL")
         .arg(&marker)
         .query_async(&mut conn.clone())
         .await
         .expect("DEL");
-    // An authenticated route that does not call auth-service itself (a user is refused it).
-    let audit = || {
-        http.get(format!("{base}/v1/admin/audit-logs"))
-            .bearer_auth(&access)
-            .send()
-    };
-    assert_eq!(error_code(audit().await.expect("audit"), 403).await, "FORBIDDEN");
+    assert_eq!(error_code(audit.call().await, 403).await, "FORBIDDEN");
     let answered = Instant::now();
-    let res = http
-        .post(format!("{base}/v1/auth/logout"))
-        .bearer_auth(&access)
+    let res = audit
+        .http
+        .post(format!("{}/v1/auth/logout", tp.base_url()))
+        .bearer_auth(&audit.access)
         .json(&json!({}))
         .send()
         .await
         .expect("logout");
     assert!(res.status().is_success(), "{}", res.status());
     let code = crate::eventually("the revoked token refused", Duration::from_secs(10), || {
-        let sent = Instant::now();
-        let request = audit();
+        let audit = &audit;
         async move {
-            let res = request.await.expect("audit");
+            let sent = Instant::now();
+            let res = audit.call().await;
             if res.status().as_u16() == 403 {
                 assert!(
                     sent < answered + Duration::from_secs(2),

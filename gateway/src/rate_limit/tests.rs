@@ -251,17 +251,7 @@ async fn concurrent_decisions_go_out_in_batches_and_each_sees_the_ones_before_it
     let (revoked, session_ended, clean, restored) =
         (rev("revoked"), rev("session-ended"), rev("clean"), rev("restored"));
     // The marker names the server by its run_id (auth-service writes it so).
-    let info: String = ::redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .expect("INFO");
-    let run_id = info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("run_id")
-        .trim()
-        .to_owned();
+    let run_id = crate::revocation::tests::server_run_id(&mut conn).await;
     let _: () = ::redis::pipe()
         .set(&revoked[0], 1)
         .set(&revoked[2], 1_700_000_000)
