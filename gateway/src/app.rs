@@ -113,6 +113,12 @@ impl Application {
             )?,
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
+            upstream_unavailable: service_kit::metrics::counter_vec(
+                &registry,
+                "upstream_unavailable_total",
+                "Calls to a service that got no answer (each answered 503), by service and cause",
+                &["upstream", "cause"],
+            )?,
         };
         let origins = Arc::new(config.allowed_origins.clone());
         let cors_credentials = config.cors_credentials;
@@ -122,6 +128,7 @@ impl Application {
             config.rate_limit.clone(),
             upstreams.redis.clone(),
             config.redis_keys.clone(),
+            edge_state.security.clone(),
             &registry,
         )?;
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
@@ -363,6 +370,34 @@ mod tests {
         let headers = res.headers().clone();
         let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap_or(Value::Null);
         (status, headers, body)
+    }
+
+    /// Another spelling of a route's path never reaches it: 400 in the error shape, hardened.
+    #[actix_web::test]
+    async fn other_spellings_of_a_path_are_refused_before_the_route() {
+        for uri in ["/%65cho", "//echo", "/echo%7E"] {
+            let (status, headers, body) = call(
+                test::TestRequest::post()
+                    .uri(uri)
+                    .insert_header(("content-type", "application/json"))
+                    .set_payload(r#"{"amount": 1}"#),
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("BAD_REQUEST")),
+                "{uri}"
+            );
+            assert!(headers.contains_key("x-request-id"), "{uri}");
+        }
+        let (status, _, _) = call(
+            test::TestRequest::post()
+                .uri("/echo")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(r#"{"amount": 1}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
     }
 
     #[actix_web::test]

@@ -85,6 +85,48 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
+/// A token refused (forged or from an unknown key, expired, revoked) is a security event: a
+/// stolen or forged token is tried here first. No token at all is not one (anonymous calls).
+fn token_rejected(req: &HttpRequest, reason: &'static str) {
+    let Some(edge) = req.app_data::<web::Data<crate::edge::Edge>>() else {
+        return;
+    };
+    // An expired token is the daily life of a phone that slept; a forged or revoked one is not.
+    let severity = if reason == "expired" { "low" } else { "medium" };
+    edge.security.raise("token_rejected", severity);
+    let client_ip = crate::client_ip::ClientAddr::of(req)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let user_agent = crate::edge::user_agent(req.headers());
+    macro_rules! log {
+        ($level:ident) => {
+            tracing::$level!(
+                security_event = "token_rejected",
+                severity,
+                reason,
+                client_ip,
+                user_agent,
+                "security event: token refused"
+            )
+        };
+    }
+    if reason == "expired" {
+        log!(info);
+    } else {
+        log!(warn);
+    }
+}
+
+/// The reason a refusal names in its security event, `None` for those that are not one.
+fn rejection_reason(e: &ApiError) -> Option<&'static str> {
+    match e.code {
+        ErrorCode::TokenExpired => Some("expired"),
+        ErrorCode::TokenRevoked => Some("revoked"),
+        ErrorCode::Unauthenticated => Some("invalid"),
+        _ => None,
+    }
+}
+
 impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -97,30 +139,49 @@ impl FromRequest for Authenticated {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let from_limiter = req.extensions().get::<Caller>().cloned();
+        let req = req.clone();
         Box::pin(async move {
-            let state = state.ok_or_else(ApiError::internal)?;
-            let token = service_kit::auth::bearer(header.as_deref())
-                .map_err(token_error)?
-                .to_owned();
-            if !state.verify_tokens {
-                return Ok(Self {
-                    bearer: format!("Bearer {token}"),
-                    claims: None,
-                });
+            let has_token = header.is_some();
+            let result = Self::extract(state, header, from_limiter).await;
+            if let Err(e) = &result
+                && has_token
+                && let Some(reason) = rejection_reason(e)
+            {
+                token_rejected(&req, reason);
             }
-            let caller = match from_limiter {
-                Some(caller) => caller,
-                None => {
-                    let claims = state.verifier.verify(&token).await.map_err(token_error)?;
-                    Caller::after_lookup(&state, claims, RedisLookup::NotAsked)
-                }
-            };
-            admit(&state.revocation, &caller, &token).await?;
-            tracing::Span::current().record("user_id", caller.claims.sub.as_str());
-            Ok(Self {
+            result
+        })
+    }
+}
+
+impl Authenticated {
+    async fn extract(
+        state: Option<web::Data<AppState>>,
+        header: Option<String>,
+        from_limiter: Option<Caller>,
+    ) -> Result<Self, ApiError> {
+        let state = state.ok_or_else(ApiError::internal)?;
+        let token = service_kit::auth::bearer(header.as_deref())
+            .map_err(token_error)?
+            .to_owned();
+        if !state.verify_tokens {
+            return Ok(Self {
                 bearer: format!("Bearer {token}"),
-                claims: Some(caller.claims),
-            })
+                claims: None,
+            });
+        }
+        let caller = match from_limiter {
+            Some(caller) => caller,
+            None => {
+                let claims = state.verifier.verify(&token).await.map_err(token_error)?;
+                Caller::after_lookup(&state, claims, RedisLookup::NotAsked)
+            }
+        };
+        admit(&state.revocation, &caller, &token).await?;
+        tracing::Span::current().record("user_id", caller.claims.sub.as_str());
+        Ok(Self {
+            bearer: format!("Bearer {token}"),
+            claims: Some(caller.claims),
         })
     }
 }

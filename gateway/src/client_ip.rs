@@ -4,8 +4,13 @@
 //! proxy. A client outside the trusted ranges cannot choose its own address (or rate-limit bucket)
 //! by sending these headers. Only the header the proxies actually write is read: a client could
 //! put anything in the other one.
+//!
+//! Addresses are compared canonically (`::ffff:192.0.2.1` is `192.0.2.1`, in `TRUSTED_PROXIES`,
+//! for the peer and for every forwarded hop), and an IPv6 client is one /64 to the rate limiter
+//! ([`bucket`]): a single host is routinely handed a whole /64, and would otherwise have 2^64
+//! buckets to choose from.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use actix_web::dev::ServiceRequest;
 use actix_web::{HttpMessage as _, HttpRequest};
@@ -31,7 +36,15 @@ impl TrustedProxies {
             let parsed = item
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from));
-            match parsed {
+            match parsed.map(canonical_net) {
+                Ok(net) if too_wide(&net) => env.problem(
+                    "TRUSTED_PROXIES",
+                    format!(
+                        "lists {item}, wider than /{} (everyone in it could choose the address they \
+                         are limited as); list your proxies' own ranges",
+                        max_width(&net)
+                    ),
+                ),
                 Ok(net) => nets.push(net),
                 Err(_) => env.problem(
                     "TRUSTED_PROXIES",
@@ -44,6 +57,7 @@ impl TrustedProxies {
         Self { nets, rfc7239 }
     }
 
+    /// `ip` must be canonical (see [`canonical`]); the nets are.
     fn trusts(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(&ip))
     }
@@ -51,7 +65,7 @@ impl TrustedProxies {
     /// The client address of a request that came from `peer` with these values of the configured
     /// header.
     pub fn client(&self, peer: Option<IpAddr>, header_values: &[&str]) -> Option<IpAddr> {
-        let peer = peer?;
+        let peer = canonical(peer?);
         if !self.trusts(peer) {
             return Some(peer);
         }
@@ -70,7 +84,7 @@ impl TrustedProxies {
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
+            match hop.parse::<IpAddr>().map(canonical) {
                 Ok(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
@@ -81,6 +95,48 @@ impl TrustedProxies {
             }
         }
         Some(client)
+    }
+}
+
+/// The one spelling of an address: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
+/// dual-stack socket reports for an IPv4 peer) is the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The same for a range: `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
+fn canonical_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+        && let Ok(mapped) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(mapped.trunc());
+    }
+    net
+}
+
+/// The widest range `TRUSTED_PROXIES` accepts: /8 for IPv4, /32 for IPv6.
+fn max_width(net: &IpNet) -> u8 {
+    match net {
+        IpNet::V4(_) => 8,
+        IpNet::V6(_) => 32,
+    }
+}
+
+fn too_wide(net: &IpNet) -> bool {
+    net.prefix_len() < max_width(net)
+}
+
+/// What the rate limiter counts a client as: an IPv4 address alone, an IPv6 address by its /64
+/// (`2001:db8:1:2::/64`). `ip` is canonical, so an IPv4 client seen through IPv6 is one bucket.
+pub fn bucket(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", Ipv6Addr::from(net))
+        }
     }
 }
 
@@ -189,6 +245,56 @@ mod tests {
             h
         };
         assert!(header_values(&p, &headers).is_empty());
+    }
+
+    #[test]
+    fn mapped_addresses_are_their_ipv4_selves_everywhere() {
+        let env = Env::from_map([("TRUSTED_PROXIES", "::ffff:10.0.0.0/104, 192.168.1.1")]);
+        let p = TrustedProxies::from_env(&env);
+        assert!(env.finish().is_ok());
+        // The range given mapped trusts the plain peer, and a plain range the mapped peer.
+        assert_eq!(
+            p.client(Some(ip("10.1.2.3")), &["198.51.100.7"]),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            p.client(Some(ip("::ffff:192.168.1.1")), &["198.51.100.7"]),
+            Some(ip("198.51.100.7"))
+        );
+        // A mapped hop is a trusted proxy too, and the client comes out canonical.
+        assert_eq!(
+            p.client(Some(ip("10.0.0.1")), &["::ffff:198.51.100.7, ::ffff:10.9.9.9"]),
+            Some(ip("198.51.100.7"))
+        );
+        // An untrusted mapped peer is its IPv4 self.
+        assert_eq!(p.client(Some(ip("::ffff:203.0.113.9")), &[]), Some(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn ipv6_clients_are_one_bucket_per_64() {
+        assert_eq!(bucket(ip("198.51.100.7")), "198.51.100.7");
+        assert_eq!(bucket(ip("::ffff:198.51.100.7")), "198.51.100.7");
+        assert_eq!(bucket(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), "2001:db8:1:2::/64");
+        assert_ne!(bucket(ip("2001:db8:1:3::1")), bucket(ip("2001:db8:1:2::1")));
+    }
+
+    #[test]
+    fn ranges_wider_than_a_slash_8_or_32_are_refused() {
+        for wide in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001:db8::/31", "::ffff:0.0.0.0/96"] {
+            let env = Env::from_map([("TRUSTED_PROXIES", wide)]);
+            TrustedProxies::from_env(&env);
+            let err = env.finish().expect_err(wide).to_string();
+            assert!(
+                err.contains("TRUSTED_PROXIES") && err.contains("wider than"),
+                "{wide}: {err}"
+            );
+        }
+        for narrow in ["10.0.0.0/8", "2001:db8::/32", "::1", "::ffff:10.0.0.0/104"] {
+            let env = Env::from_map([("TRUSTED_PROXIES", narrow)]);
+            TrustedProxies::from_env(&env);
+            assert!(env.finish().is_ok(), "{narrow}");
+        }
     }
 
     #[test]

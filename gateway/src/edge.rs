@@ -1,5 +1,7 @@
-//! What every request goes through first: request id, panic guard, body-size and time limits,
-//! the one error shape for anything that failed underneath, security headers, metrics, access log.
+//! What every request goes through first: request id, paths with another spelling refused (400),
+//! panic guard, body-size and time limits, the one error shape for anything that failed
+//! underneath, security headers, metrics, access log, and the gateway's security events
+//! (`SecurityEvents`: refused tokens, 403s, rate-limit abuse).
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -28,9 +30,51 @@ pub struct Edge {
     pub trusted_proxies: TrustedProxies,
     pub request_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Security events raised at the edge (refused tokens, 403s, address abuse).
+    pub security: SecurityEvents,
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
+}
+
+/// `security_events_total{event_type,severity}`, the gateway's share of the platform's security
+/// events (auth-service counts its own under the same name), each also logged as one line with
+/// `security_event` naming it.
+#[derive(Clone)]
+pub struct SecurityEvents(IntCounterVec);
+
+impl SecurityEvents {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        counter_vec(
+            registry,
+            "security_events_total",
+            "Security events raised by the gateway, by type and severity",
+            &["event_type", "severity"],
+        )
+        .map(Self)
+    }
+
+    /// Counts one event; the caller logs it with what it knows.
+    pub fn raise(&self, event_type: &str, severity: &str) {
+        self.0.with_label_values(&[event_type, severity]).inc();
+    }
+
+    /// Events counted so far of one type and severity.
+    #[cfg(test)]
+    pub fn count(&self, event_type: &str, severity: &str) -> u64 {
+        self.0.with_label_values(&[event_type, severity]).get()
+    }
+}
+
+/// The user agent as a security event's log line carries it (bounded).
+pub fn user_agent(headers: &header::HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect()
 }
 
 /// Decrements the in-flight gauge however the request ends (even when the client goes away).
@@ -91,6 +135,7 @@ impl Edge {
             trusted_proxies,
             request_timeout,
             body_read_timeout,
+            security: SecurityEvents::new(registry)?,
             requests,
             duration,
             in_flight,
@@ -221,6 +266,30 @@ pub fn harden(headers: &mut actix_web::http::header::HeaderMap, request_id: &str
     }
 }
 
+/// Why a raw request path is refused, if it is: a percent-encoded unreserved character (RFC 3986
+/// ALPHA / DIGIT / `-._~`, which has a plain spelling: `/v1/auth/%6Cogin` is `/v1/auth/login` to
+/// the router), an escape that is not two hex digits, or an empty segment (`//`).
+pub fn path_refusal(path: &str) -> Option<&'static str> {
+    if path.contains("//") {
+        return Some("The path has an empty segment (//).");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) else {
+            return Some("The path has a malformed percent-escape.");
+        };
+        let decoded = (hi * 16 + lo) as u8;
+        if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+            return Some("The path percent-encodes a character that must be written as is.");
+        }
+        i = at + 3;
+    }
+    None
+}
+
 pub async fn edge(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -270,7 +339,15 @@ pub async fn edge(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let path_problem = path_refusal(req.uri().path());
     let inner = async {
+        // The router matches the decoded path; anything that decodes to another spelling of a
+        // route (or that a proxy in front may normalise differently) is refused before any
+        // policy is chosen from it.
+        if let Some(problem) = path_problem {
+            tracing::info!(problem, "path refused");
+            return Ok(req.into_response(ApiError::coded(ErrorCode::BadRequest, problem).error_response()));
+        }
         // Refuse before reading: the body may be gigabytes.
         if declared_len.is_some_and(|n| n > max_body as u64) {
             return Ok(req.into_response(ApiError::payload_too_large(max_body).error_response()));
@@ -325,6 +402,11 @@ pub async fn edge(
         Err(api) => ("unmatched".to_owned(), api.code.http_status()),
     };
     let elapsed = started.elapsed();
+    // Read only for a 403 (a security event): most requests never pay for the copy.
+    let agent = match &outcome {
+        Ok(res) if status == 403 => user_agent(res.request().headers()),
+        _ => String::new(),
+    };
     if let Some(edge) = &edge {
         edge.requests
             .with_label_values(&[method, route.as_str(), status.to_string().as_str()])
@@ -335,6 +417,21 @@ pub async fn edge(
     }
     span.in_scope(|| {
         tracing::info!(route = %route, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+        if status == 403
+            && let Some(edge) = &edge
+        {
+            // Someone authenticated asked for what is not theirs (a role they lack, a resource a
+            // service refused them): a probe as often as a bug.
+            edge.security.raise("forbidden", "medium");
+            tracing::warn!(
+                security_event = "forbidden",
+                severity = "medium",
+                route = %route,
+                client_ip = client.0.map(|ip| ip.to_string()).unwrap_or_default(),
+                user_agent = agent,
+                "security event: request refused with 403"
+            );
+        }
     });
     match outcome {
         Ok(mut res) => {
@@ -348,6 +445,41 @@ pub async fn edge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_with_another_spelling_are_refused() {
+        for ok in [
+            "/",
+            "/v1/auth/login",
+            "/v1/reports/a%2Fb",
+            "/v1/x%20y",
+            "/v1/%C3%A9",
+            "/v1/auth/login/",
+        ] {
+            assert_eq!(path_refusal(ok), None, "{ok}");
+        }
+        for bad in [
+            "/v1/auth/%6Cogin",
+            "/v1/auth/%6cogin",
+            "/%761/auth/login",
+            "/v1/auth/login%2E",
+            "/v1/%2d",
+            "/v1/%5f",
+            "/v1/%7E",
+            "/v1/%7e",
+            "/v1/%30",
+            "/v1/%41",
+            "/v1/%5A",
+            "//v1/auth/login",
+            "/v1//auth/login",
+            "/v1/auth/login//",
+            "/v1/%",
+            "/v1/%4",
+            "/v1/%zz",
+        ] {
+            assert!(path_refusal(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn request_ids_from_clients_must_be_tokens() {

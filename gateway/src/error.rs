@@ -148,6 +148,14 @@ impl ApiError {
     /// This is the one place where gRPC codes become HTTP statuses.
     pub fn from_status(service: &'static str, status: &tonic::Status) -> Self {
         use tonic::Code;
+        // No answer from the service at all (connection refused, lost mid-call, deadline): the
+        // call may or may not have happened there, and a retry is the client's way out. Never
+        // 500: tonic reports a connection dropped under a call as `Unknown` "transport error" or
+        // as an h2 reset (`Internal`, `Cancelled`).
+        if let Some(cause) = transport_failure(status) {
+            tracing::warn!(upstream = service, cause, grpc_code = ?status.code(), grpc_message = status.message(), "upstream unavailable");
+            return Self::unavailable(&format!("{service} service"));
+        }
         // A service that names its error code has chosen a message fit for the client.
         let coded = status
             .metadata()
@@ -213,6 +221,21 @@ impl ApiError {
             }
         }
     }
+}
+
+/// Why a call got no answer, when the status was made on our side of the connection rather than
+/// sent by the service: tonic then keeps the transport's error as the status's source (a status
+/// the service sent is decoded from its trailers and has none). `None` for the service's answers.
+pub fn transport_failure(status: &tonic::Status) -> Option<&'static str> {
+    use std::error::Error as _;
+    use tonic::Code;
+    status.source()?;
+    Some(match status.code() {
+        Code::Unavailable => "unreachable",
+        Code::DeadlineExceeded => "deadline",
+        Code::Cancelled if status.message().contains("Timeout expired") => "deadline",
+        _ => "connection_lost",
+    })
 }
 
 impl std::fmt::Display for ApiError {
@@ -283,6 +306,60 @@ mod tests {
                 "upstream detail leaked: {}",
                 e.message
             );
+        }
+    }
+
+    /// A status tonic made on the client's side, with the transport's error as its source: a
+    /// foreign error gives `Unknown` (its "transport error"), an h2 reset or a hyper cancellation
+    /// found in the chain gives its own code.
+    fn local(code: tonic::Code, message: &str) -> tonic::Status {
+        if code == tonic::Code::Unknown {
+            return tonic::Status::from_error(Box::new(std::io::Error::other(message.to_owned())));
+        }
+        tonic::Status::from_error(Box::new(Wrapped(tonic::Status::new(code, message))))
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(tonic::Status);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connection_lost_mid_call_is_unavailable_not_internal() {
+        for (code, cause) in [
+            (tonic::Code::Unknown, "connection_lost"),
+            (tonic::Code::Internal, "connection_lost"),
+            (tonic::Code::Cancelled, "connection_lost"),
+            (tonic::Code::Unavailable, "unreachable"),
+        ] {
+            let status = local(code, "h2 protocol error: broken pipe");
+            assert_eq!(status.code(), code);
+            assert_eq!(transport_failure(&status), Some(cause), "{status:?}");
+            let e = ApiError::from_status("auth", &status);
+            assert_eq!(
+                (e.status().as_u16(), e.code),
+                (503, ErrorCode::Unavailable),
+                "{status:?}"
+            );
+            assert_eq!(e.retry_after, Some(5));
+        }
+        // The same codes sent by the service itself keep their meaning.
+        for (status, http) in [
+            (tonic::Status::unknown("transport error"), 500),
+            (tonic::Status::internal("boom"), 500),
+        ] {
+            assert_eq!(transport_failure(&status), None);
+            assert_eq!(ApiError::from_status("auth", &status).status().as_u16(), http);
         }
     }
 

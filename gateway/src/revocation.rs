@@ -123,6 +123,13 @@ impl RevocationCheck {
         cache_ttl: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
+        if cache_ttl > MAX_VALID_HOLD {
+            tracing::warn!(
+                configured_s = cache_ttl.as_secs(),
+                used_s = MAX_VALID_HOLD.as_secs(),
+                "REVOCATION_CACHE_SECONDS is above the longest a \"valid\" answer may be held; using the maximum"
+            );
+        }
         let fallbacks = counter_vec(
             registry,
             "revocation_fallback_total",
@@ -213,17 +220,20 @@ impl RevocationCheck {
         let keys = keys_for(&self.shared.keys, claims);
         let lookup = link
             .query(self.shared.redis_timeout, |mut conn| async move {
-                redis::cmd("MGET")
+                redis::pipe()
+                    .cmd("MGET")
                     .arg(&keys)
-                    .query_async::<(Option<String>, Option<String>, Option<u64>, Option<String>)>(&mut conn)
+                    .cmd("INFO")
+                    .arg("server")
+                    .query_async::<((Option<String>, Option<String>, Option<u64>, Option<String>), String)>(&mut conn)
                     .await
             })
             .await;
         let answer = match lookup {
-            Ok((jti, sid, nbf, complete)) => RedisAnswer {
+            Ok(((jti, sid, nbf, marker), info)) => RedisAnswer {
                 revoked: jti.is_some() || sid.is_some(),
                 not_before: nbf,
-                complete: complete.is_some(),
+                complete: marker_names(marker.as_deref(), &info),
             },
             Err(miss) => {
                 if self.shared.outage.warn_now() {
@@ -243,7 +253,7 @@ impl RevocationCheck {
     }
 
     /// auth-service's answer from PostgreSQL, cached: a revoked token until it expires (it can
-    /// never come back), a valid one for `REVOCATION_CACHE_SECONDS`.
+    /// never come back), a valid one for `REVOCATION_CACHE_SECONDS` up to [`MAX_VALID_HOLD`].
     async fn ask_auth_service(&self, claims: &AccessClaims, bearer: &str) -> Result<bool, ApiError> {
         let now = Instant::now();
         if let Some((until, revoked)) = self.lock().get(&claims.jti).copied()
@@ -282,12 +292,7 @@ impl RevocationCheck {
             .fallbacks
             .with_label_values(&[if revoked { "revoked" } else { "valid" }])
             .inc();
-        let hold = if revoked {
-            let left = claims.exp.saturating_sub(unix_now());
-            Duration::from_secs(left.max(1))
-        } else {
-            self.shared.cache_ttl
-        };
+        let hold = hold(revoked, claims.exp, unix_now(), self.shared.cache_ttl);
         if !hold.is_zero() {
             let mut cache = self.lock();
             if cache.len() >= CACHE_PRUNE_AT {
@@ -306,6 +311,31 @@ impl RevocationCheck {
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether the marker names the server whose `INFO server` is `info` (its value is the `run_id`
+/// of the Redis auth-service copied the revocations into; the limiter's script checks the same).
+fn marker_names(marker: Option<&str>, info: &str) -> bool {
+    marker.is_some_and(|m| Some(m) == run_id_of(info))
+}
+
+/// The `run_id` line of an `INFO server` answer.
+pub(crate) fn run_id_of(info: &str) -> Option<&str> {
+    info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim)
+}
+
+/// The longest auth-service's "valid" answer is held: a token revoked meanwhile (while Redis
+/// cannot tell) is refused within this. A "revoked" one is held until the token expires.
+pub const MAX_VALID_HOLD: Duration = Duration::from_secs(2);
+
+/// How long an answer of auth-service is cached: a revoked token until it expires (it can never
+/// come back), a valid one for `ttl` but never more than [`MAX_VALID_HOLD`].
+fn hold(revoked: bool, exp: u64, now_unix: u64, ttl: Duration) -> Duration {
+    if revoked {
+        Duration::from_secs(exp.saturating_sub(now_unix).max(1))
+    } else {
+        ttl.min(MAX_VALID_HOLD)
     }
 }
 
@@ -358,6 +388,70 @@ pub(crate) mod tests {
             &Registry::new(),
         )
         .expect("metrics")
+    }
+
+    #[test]
+    fn only_revoked_answers_are_held_long() {
+        let ttl = Duration::from_secs(60);
+        assert_eq!(hold(false, 5000, 1000, ttl), MAX_VALID_HOLD);
+        assert_eq!(hold(false, 5000, 1000, Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(hold(false, 5000, 1000, Duration::ZERO), Duration::ZERO);
+        assert_eq!(hold(true, 5000, 1000, ttl), Duration::from_secs(4000));
+        assert_eq!(hold(true, 5000, 9000, ttl), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_marker_vouches_only_when_it_names_this_server() {
+        let info =
+            "# Server\r\nredis_version:7.0.15\r\nrun_id:daa0d5782c804bd8cc8dc2d88af6b8138e18cfdf\r\ntcp_port:6379\r\n";
+        assert!(marker_names(Some("daa0d5782c804bd8cc8dc2d88af6b8138e18cfdf"), info));
+        assert!(!marker_names(Some("0000000000000000000000000000000000000000"), info));
+        assert!(!marker_names(None, info));
+        assert!(!marker_names(Some(""), "# Server\r\n"));
+    }
+
+    /// The `run_id` of the Redis server `conn` talks to.
+    pub(crate) async fn server_run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
+        let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.expect("INFO");
+        run_id_of(&info).expect("run_id").to_owned()
+    }
+
+    /// The lookup made without the limiter (one `MGET` and `INFO server` in a pipeline) against
+    /// the test Redis that `cargo xtask test` starts: the marker vouches only with this server's
+    /// `run_id` as its value.
+    #[tokio::test]
+    async fn the_fallback_lookup_checks_the_marker_names_this_server() {
+        let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL: run the tests with `cargo xtask test`");
+        let link = RedisLink::new(&url.into()).expect("url");
+        let keys = RedisKeys::new(&format!("test:{}:", uuid::Uuid::new_v4()));
+        let check = RevocationCheck::new(
+            Some(link.clone()),
+            keys.clone(),
+            Duration::from_secs(5),
+            nobody_answers().auth,
+            Duration::from_secs(1),
+            &Registry::new(),
+        )
+        .expect("metrics");
+        let mut conn = link.connection().await.expect("connected");
+        let run_id = server_run_id(&mut conn).await;
+        for (marker, vouches) in [
+            (run_id.as_str(), true),
+            ("0000000000000000000000000000000000000000", false),
+        ] {
+            let _: () = redis::cmd("SET")
+                .arg(keys.complete())
+                .arg(marker)
+                .query_async(&mut conn)
+                .await
+                .expect("SET");
+            assert_eq!(check.ask_redis(&claims()).await.is_some(), vouches, "{marker}");
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(keys.complete())
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use prometheus::IntCounterVec;
 use service_kit::auth::Verifier;
 
 use crate::revocation::RevocationCheck;
@@ -16,4 +17,7 @@ pub struct AppState {
     /// False only in benchmarks (`GATEWAY_VERIFY_TOKENS=false`): the services still verify.
     pub verify_tokens: bool,
     pub started: Instant,
+    /// `upstream_unavailable_total{upstream,cause}`: calls that got no answer from their service
+    /// (`unreachable`, `connection_lost` mid-call, `deadline`), each answered 503.
+    pub upstream_unavailable: IntCounterVec,
 }

@@ -1,14 +1,21 @@
 //! Access-token verification, shared by the gateway and every service.
 //!
 //! Tokens are EdDSA JWTs signed by auth-service. Verification pins the algorithm and `typ`
-//! (`at+jwt`), looks the `kid` up in a JWKS cache (refetched when an unknown `kid` appears, at most
-//! once per `refetch_interval`), and checks `iss`, `aud`, `exp` and `nbf` with a small leeway.
-//! Revocation (logout, "not before") is the caller's second step: the gateway asks Redis.
+//! (`at+jwt`), looks the `kid` up in a JWKS cache, and checks `iss`, `aud`, `exp` and `nbf` with a
+//! small leeway. Revocation (logout, "not before") is the caller's second step: the gateway asks
+//! Redis.
+//!
+//! The JWKS cache: one fetch in flight at most; an unknown `kid` triggers a fetch at most once
+//! per `refetch_interval` and is then refused without one (nor a wait) for as long; a failed fetch
+//! is not retried before a backoff (1 s doubling to a minute), during which calls are answered at
+//! once; and the set is fetched again every `refresh_interval` (default 5 min), so a key
+//! auth-service withdraws stops verifying (with the tokens it signed) without a restart.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -97,7 +104,8 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Allowed clock skew for `exp` and `nbf`.
     pub leeway: Duration,
-    /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
+    /// Minimum time between two JWKS fetches triggered by unknown `kid`s (`JWKS_REFETCH_SECONDS`);
+    /// a `kid` missing from a fetch is refused from memory until that fetch is this old.
     pub refetch_interval: Duration,
 }
 
@@ -116,9 +124,50 @@ impl VerifierConfig {
     }
 }
 
+/// How often the JWKS is fetched again even when every `kid` seen is known.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// The first wait after a failed fetch; doubled per failure in a row, up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Unknown `kid`s remembered at most; past it the memory is emptied (a flood of invented ones
+/// costs no more than the one fetch per interval it already costs).
+const UNKNOWN_KIDS_MAX: usize = 10_000;
+
 struct KeyCache {
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
+    /// Failed fetches in a row, and when the next one may be tried.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// `kid`s a fetch did not list, with that fetch's time: refused without a fetch (or a wait)
+    /// until it is `refetch_interval` old.
+    unknown: HashMap<Box<str>, Instant>,
+}
+
+impl KeyCache {
+    fn backing_off(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|t| now < t)
+    }
+
+    fn known_unknown(&self, kid: &str, now: Instant, interval: Duration) -> bool {
+        self.unknown
+            .get(kid)
+            .is_some_and(|&seen| now.duration_since(seen) < interval)
+    }
+
+    fn remember_unknown(&mut self, kid: &str, now: Instant) {
+        if self.unknown.len() >= UNKNOWN_KIDS_MAX {
+            self.unknown.clear();
+        }
+        self.unknown.insert(kid.into(), now);
+    }
+}
+
+/// The wait after `failures` failed fetches in a row.
+fn backoff(failures: u32) -> Duration {
+    MIN_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
 }
 
 /// Tokens already verified, by their exact text: a phone sends the same token for many requests,
@@ -139,6 +188,11 @@ pub struct Verifier {
     cache: Arc<RwLock<KeyCache>>,
     fetch_lock: Arc<Mutex<()>>,
     verified: Arc<VerifiedCache>,
+    refresh_interval: Duration,
+    /// When the next periodic fetch is due, in milliseconds after `epoch` (read on every
+    /// verification without a lock).
+    refresh_due_ms: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Verifier {
@@ -149,10 +203,98 @@ impl Verifier {
             cache: Arc::new(RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
+                failures: 0,
+                retry_at: None,
+                unknown: HashMap::new(),
             })),
             fetch_lock: Arc::new(Mutex::new(())),
             verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            refresh_due_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            epoch: Instant::now(),
         }
+    }
+
+    /// The same verifier, fetching the JWKS again every `interval` (default
+    /// [`DEFAULT_REFRESH_INTERVAL`]).
+    #[must_use]
+    pub fn with_refresh_interval(self, interval: Duration) -> Self {
+        Self {
+            refresh_interval: interval,
+            ..self
+        }
+    }
+
+    fn millis_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Fetches the JWKS again when the periodic refresh is due and no fetch is under way (a
+    /// caller never waits for another's refresh: the keys it has are still good to use).
+    async fn refresh_if_due(&self) {
+        if self.millis_since_epoch(Instant::now()) < self.refresh_due_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(_guard) = self.fetch_lock.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.millis_since_epoch(now) < self.refresh_due_ms.load(Ordering::Relaxed)
+            || self.cache.read().await.backing_off(now)
+        {
+            return;
+        }
+        // A failure keeps the keys in hand; the next try waits for the backoff.
+        let _ = self.fetch().await;
+    }
+
+    /// One fetch of the JWKS (the caller holds `fetch_lock`): the key set replaced on success,
+    /// the backoff set on failure. Either way the next periodic fetch is scheduled.
+    async fn fetch(&self) -> Result<(), ()> {
+        let fetched = (self.source)().await;
+        let now = Instant::now();
+        let mut cache = self.cache.write().await;
+        let fetched = match fetched {
+            Ok(keys) => keys,
+            Err(e) => {
+                cache.failures = cache.failures.saturating_add(1);
+                let wait = backoff(cache.failures);
+                cache.retry_at = Some(now + wait);
+                self.refresh_due_ms
+                    .store(self.millis_since_epoch(now + wait), Ordering::Relaxed);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    failures = cache.failures,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot fetch the JWKS"
+                );
+                return Err(());
+            }
+        };
+        let mut keys = HashMap::new();
+        for k in fetched {
+            match DecodingKey::from_ed_components(&k.x) {
+                Ok(key) => {
+                    keys.insert(k.kid, key);
+                }
+                Err(e) => tracing::error!(kid = %k.kid, error = %e, "JWKS holds a key that is not Ed25519"),
+            }
+        }
+        if cache.keys.len() != keys.len() || cache.keys.keys().any(|kid| !keys.contains_key(kid)) {
+            // A key may have been withdrawn: tokens it signed must be checked again.
+            self.verified().clear();
+            if cache.fetched_at.is_some() {
+                tracing::info!(keys = keys.len(), "the JWKS changed");
+            }
+        }
+        cache.unknown.retain(|kid, _| !keys.contains_key(&**kid));
+        cache.keys = keys;
+        cache.fetched_at = Some(now);
+        cache.failures = 0;
+        cache.retry_at = None;
+        self.refresh_due_ms
+            .store(self.millis_since_epoch(now + self.refresh_interval), Ordering::Relaxed);
+        Ok(())
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<AccessClaims>>> {
@@ -168,6 +310,7 @@ impl Verifier {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
         }
+        self.refresh_if_due().await;
         let hit = self.verified().get(token).cloned();
         if let Some(claims) = hit {
             let now = jsonwebtoken::get_current_timestamp();
@@ -214,55 +357,55 @@ impl Verifier {
         }
     }
 
-    /// The key for `kid`, refetching the JWKS when it is unknown (rate-limited).
+    /// The key for `kid`, fetching the JWKS when it is unknown (see the module's rules).
     async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, TokenError> {
-        if let Some(key) = self.cache.read().await.keys.get(kid) {
-            return Ok(Some(key.clone()));
+        let interval = self.config.refetch_interval;
+        // Never fetched and backing off: nobody can tell, and nobody waits to learn it.
+        let refuse = |cache: &KeyCache| {
+            if cache.fetched_at.is_none() {
+                Err(TokenError::KeysUnavailable)
+            } else {
+                Ok(None)
+            }
+        };
+        {
+            let cache = self.cache.read().await;
+            if let Some(key) = cache.keys.get(kid) {
+                return Ok(Some(key.clone()));
+            }
+            let now = Instant::now();
+            if cache.known_unknown(kid, now, interval) {
+                return Ok(None);
+            }
+            if cache.backing_off(now) {
+                return refuse(&cache);
+            }
         }
         let _guard = self.fetch_lock.lock().await;
-        // Another caller may have fetched while we waited.
+        // Another caller may have fetched (or failed to) while we waited.
         let recent = {
             let cache = self.cache.read().await;
             if let Some(key) = cache.keys.get(kid) {
                 return Ok(Some(key.clone()));
             }
-            cache
-                .fetched_at
-                .is_some_and(|t| t.elapsed() < self.config.refetch_interval)
-        };
-        if recent {
-            // A flood of made-up kids must not turn into a flood of JWKS fetches.
-            return Ok(None);
-        }
-        let fetched = match (self.source)().await {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot fetch the JWKS");
-                let cache = self.cache.read().await;
-                return if cache.fetched_at.is_none() {
-                    Err(TokenError::KeysUnavailable)
-                } else {
-                    Ok(None)
-                };
+            if cache.backing_off(Instant::now()) {
+                return refuse(&cache);
             }
+            cache.fetched_at.is_some_and(|t| t.elapsed() < interval)
         };
-        let mut keys = HashMap::new();
-        for k in fetched {
-            match DecodingKey::from_ed_components(&k.x) {
-                Ok(key) => {
-                    keys.insert(k.kid, key);
-                }
-                Err(e) => tracing::error!(kid = %k.kid, error = %e, "JWKS holds a key that is not Ed25519"),
-            }
+        if !recent && self.fetch().await.is_err() {
+            return refuse(&*self.cache.read().await);
         }
         let mut cache = self.cache.write().await;
-        if cache.keys.len() != keys.len() || cache.keys.keys().any(|kid| !keys.contains_key(kid)) {
-            // A key may have been withdrawn: tokens it signed must be checked again.
-            self.verified().clear();
+        if let Some(key) = cache.keys.get(kid) {
+            return Ok(Some(key.clone()));
         }
-        cache.keys = keys;
-        cache.fetched_at = Some(Instant::now());
-        Ok(cache.keys.get(kid).cloned())
+        // A flood of made-up kids must not turn into a flood of JWKS fetches, nor of waits. The
+        // entry lapses when the fetch it was missing from is `refetch_interval` old, as a new
+        // fetch is allowed then anyway (a key published meanwhile is not refused any longer).
+        let fetched_at = cache.fetched_at.unwrap_or_else(Instant::now);
+        cache.remember_unknown(kid, fetched_at);
+        Ok(None)
     }
 }
 
@@ -345,9 +488,15 @@ mod tests {
     struct JwksServer {
         keys: Arc<std::sync::Mutex<Vec<PublicKey>>>,
         calls: Arc<AtomicUsize>,
+        /// Answer `UNAVAILABLE` (a database or a restart away), counting the call all the same.
+        failing: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl JwksServer {
+        fn fail(&self, failing: bool) {
+            self.failing.store(failing, Ordering::SeqCst);
+        }
+
         fn serve_keys(&self, keys: Vec<PublicKey>) {
             *self.keys.lock().expect("keys") = keys;
         }
@@ -382,6 +531,9 @@ mod tests {
                     _request: tonic::Request<pb::GetJwksRequest>,
                 ) -> Result<tonic::Response<pb::GetJwksResponse>, tonic::Status> {
                     self.calls.fetch_add(1, Ordering::SeqCst);
+                    if self.failing.load(Ordering::SeqCst) {
+                        return Err(tonic::Status::unavailable("down"));
+                    }
                     let keys = self.keys.lock().expect("keys").clone();
                     let keys = keys
                         .into_iter()
@@ -530,6 +682,98 @@ mod tests {
         assert_eq!(v.verify(&new).await.expect("the new key verifies").sub, "user");
         assert_eq!(server.calls(), 2, "one refetch brought the new key");
         assert!(v.verify(&old).await.is_ok(), "the old key's tokens still verify");
+        assert_eq!(server.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_back_off_and_never_stampede() {
+        let (public, sign) = key(1);
+        let (server, v) = serving(vec![public.clone()], Duration::ZERO).await;
+        server.fail(true);
+        let token = sign(&public.kid, &claims(now() + 3600));
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (v, token) = (v.clone(), token.clone());
+            burst.spawn(async move { v.verify(&token).await });
+        }
+        while let Some(answer) = burst.join_next().await {
+            assert_eq!(answer.expect("task"), Err(TokenError::KeysUnavailable));
+        }
+        assert_eq!(server.calls(), 1, "50 callers while the JWKS fails, one GetJwks");
+        // Inside the backoff nobody asks again, even with the source back.
+        server.fail(false);
+        assert_eq!(v.verify(&token).await, Err(TokenError::KeysUnavailable));
+        assert_eq!(server.calls(), 1);
+        // The backoff is time itself; no readiness signal stands in for it.
+        tokio::time::sleep(MIN_BACKOFF).await;
+        assert_eq!(v.verify(&token).await.expect("valid after the backoff").sub, "user");
+        assert_eq!(server.calls(), 2);
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_refused_without_a_fetch_for_the_interval() {
+        let (public, _) = key(1);
+        let (_, sign_unserved) = key(9);
+        let interval = Duration::from_secs(3600);
+        let (server, v) = serving(vec![public], interval).await;
+        let invented = sign_unserved("invented", &claims(now() + 3600));
+        assert_eq!(v.verify(&invented).await, Err(TokenError::Invalid));
+        assert_eq!(server.calls(), 1);
+        assert!(v.cache.read().await.unknown.contains_key("invented"));
+        // Refused from memory: the fetch lock held elsewhere (a slow fetch) does not hold it up.
+        let _held = v.fetch_lock.lock().await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), v.verify(&invented)).await;
+        assert_eq!(answer.expect("no wait"), Err(TokenError::Invalid));
+        assert_eq!(server.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_jwks_is_refreshed_periodically_so_a_withdrawn_key_stops_verifying() {
+        let (first, sign_first) = key(1);
+        let (second, _) = key(2);
+        let refresh = Duration::from_millis(300);
+        let (server, v) = serving(vec![first.clone()], Duration::from_secs(3600)).await;
+        let v = v.with_refresh_interval(refresh);
+        let token = sign_first(&first.kid, &claims(now() + 3600));
+        assert!(v.verify(&token).await.is_ok());
+        let fetched = Instant::now();
+        assert_eq!(server.calls(), 1);
+        // auth-service withdraws the first key. Until the refresh is due the cached token stands.
+        server.serve_keys(vec![second]);
+        if fetched.elapsed() < refresh {
+            assert!(v.verify(&token).await.is_ok());
+        }
+        // The refresh interval is what is under test: it has to pass.
+        tokio::time::sleep_until((fetched + refresh).into()).await;
+        assert_eq!(v.verify(&token).await, Err(TokenError::Invalid));
+        assert_eq!(server.calls(), 2, "one periodic refresh");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_keys_in_hand() {
+        let (public, sign) = key(1);
+        let refresh = Duration::from_millis(200);
+        let (server, v) = serving(vec![public.clone()], Duration::from_secs(3600)).await;
+        let v = v.with_refresh_interval(refresh);
+        let token = sign(&public.kid, &claims(now() + 3600));
+        assert!(v.verify(&token).await.is_ok());
+        let fetched = Instant::now();
+        server.fail(true);
+        tokio::time::sleep_until((fetched + refresh).into()).await;
+        assert!(
+            v.verify(&token).await.is_ok(),
+            "auth-service down: the keys in hand still verify"
+        );
+        assert_eq!(server.calls(), 2);
+        // The failure backs off: the next verification does not ask again.
+        assert!(v.verify(&token).await.is_ok());
         assert_eq!(server.calls(), 2);
     }
 }

@@ -890,3 +890,87 @@ async fn http2_header_bombs_and_stream_floods_are_refused(tp: std::sync::Arc<Tes
     .await
     .expect("HTTP/2 limits");
 }
+
+/// `token` re-signed with the platform's signing key (its header, so its `kid`, unchanged) and its
+/// times an hour in the past.
+fn expired_copy(tp: &TestPlatform, token: &str) -> String {
+    use base64::Engine as _;
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let payload = token.split('.').nth(1).expect("payload");
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let mut claims: serde_json::Value = serde_json::from_slice(&payload).expect("claims");
+    let now = jsonwebtoken::get_current_timestamp();
+    claims["iat"] = (now - 7200).into();
+    claims["nbf"] = (now - 7200).into();
+    claims["exp"] = (now - 3600).into();
+    let pem = std::fs::read(tp.secrets.path("jwt_signing_keys.pem")).expect("signing key");
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("ed key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+/// Refused tokens (garbage, another key's signature, expired, revoked) and 403s raise security events at
+/// the gateway, counted in `security_events_total` like auth-service's; a request without a token
+/// raises none.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_tokens_and_403s_are_security_events() {
+    let tp = TestPlatform::builder("secevents").start().await.expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let admin = tp.platform.ports.gateway_admin;
+    let access = crate::rate_limit::registered(&http, &base, "events@example.org").await;
+    let me = |token: Option<&str>| {
+        let request = http.get(format!("{base}/v1/me"));
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+        .send()
+    };
+    let rejected = "security_events_total{event_type=\"token_rejected\",severity=\"medium\"}";
+    let forbidden = "security_events_total{event_type=\"forbidden\",severity=\"medium\"}";
+    assert_eq!(crate::metric(admin, rejected), 0);
+
+    assert_eq!(me(Some(&access)).await.expect("me").status().as_u16(), 200);
+    assert_eq!(error_code(me(None).await.expect("me"), 401).await, "UNAUTHENTICATED");
+    assert_eq!(crate::metric(admin, rejected), 0, "no token is no refused token");
+    assert_eq!(
+        error_code(me(Some("not-a-jwt")).await.expect("me"), 401).await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        error_code(me(Some(&crate::forge(&access))).await.expect("me"), 401).await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(crate::metric(admin, rejected), 2);
+    // Signed by the platform's own key, but an hour past its expiry: a routine refusal.
+    let expired = "security_events_total{event_type=\"token_rejected\",severity=\"low\"}";
+    let res = me(Some(&expired_copy(&tp, &access))).await.expect("me");
+    assert_eq!(error_code(res, 401).await, "TOKEN_EXPIRED");
+    assert_eq!(crate::metric(admin, expired), 1);
+
+    // A user asking for the administrators' route.
+    let res = http
+        .get(format!("{base}/v1/admin/audit-logs"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("audit logs");
+    assert_eq!(error_code(res, 403).await, "FORBIDDEN");
+    assert_eq!(crate::metric(admin, forbidden), 1);
+
+    let res = http
+        .post(format!("{base}/v1/auth/logout"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(
+        error_code(me(Some(&access)).await.expect("me"), 401).await,
+        "TOKEN_REVOKED"
+    );
+    assert_eq!(crate::metric(admin, rejected), 3);
+}

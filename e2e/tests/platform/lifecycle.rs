@@ -135,3 +135,80 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
         .expect("gateway exits after draining");
     assert!(status.success(), "gateway exit status {status}");
 }
+
+/// A service killed while calls to it are in flight: the gateway answers each of them 503
+/// `UNAVAILABLE` with `Retry-After` (the write may or may not have happened; the client retries),
+/// never 500, and counts them. The service is frozen first so the calls are surely waiting on it
+/// when the kill comes (no timing involved).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_killed_mid_call_answers_503_never_500() {
+    const CALLS: usize = 6;
+    let mut tp = TestPlatform::builder("midcall")
+        .gateway_env(&[("GRPC_REQUEST_TIMEOUT_MS", "20000"), ("REQUEST_TIMEOUT_MS", "25000")])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let register = format!("{}/v1/auth/register", tp.base_url());
+    let body = |i: usize| serde_json::json!({"email": format!("midcall{i}@example.org"), "password": "correct horse battery staple", "first_name": "A", "last_name": "B"});
+    // Warm the connection to auth-service: the calls below go over it, not a new one.
+    let res = http.post(&register).json(&body(0)).send().await.expect("warm");
+    assert_eq!(res.status().as_u16(), 201);
+    let gateway_admin = tp.platform.ports.gateway_admin;
+
+    tp.platform.auth.signal(Signal::SIGSTOP);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 1..=CALLS {
+        let request = http.post(&register).json(&body(i)).send();
+        calls.spawn(request);
+    }
+    eventually("every call to be in flight", Duration::from_secs(10), || async move {
+        let (_, text) = xtask::platform::http_get(gateway_admin, "/metrics")?;
+        text.lines()
+            .any(|l| l == format!("http_requests_in_flight {CALLS}"))
+            .then_some(())
+    })
+    .await;
+    // SIGKILL (a crash): the connection the calls wait on is reset under them.
+    tp.platform.auth.kill();
+
+    while let Some(res) = calls.join_next().await {
+        let res = res.expect("task").expect("answered");
+        let status = res.status().as_u16();
+        assert!(
+            res.status().is_success() || status == 503,
+            "a call in flight when its service died got {status}"
+        );
+        if status == 503 {
+            assert_eq!(
+                res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                Some("5")
+            );
+            assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+        }
+    }
+    let (_, text) = xtask::platform::http_get(gateway_admin, "/metrics").expect("metrics");
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("upstream_unavailable_total{") && l.contains("upstream=\"auth\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted as usize, CALLS, "{text}");
+
+    // The client's way out of "may or may not have happened": the same registration again, once
+    // the service is back, is created (201) or already there (409), either a success.
+    tp.platform.auth.restart().expect("restart");
+    eventually("auth-service back", Duration::from_secs(20), || async move {
+        admin_get(gateway_admin, "/ready").filter(|(_, b)| b["checks"]["auth"] == true)
+    })
+    .await;
+    for i in 1..=CALLS {
+        // A 503 still (a worker's channel reconnecting) is retried, as a client would.
+        let status = eventually("an answer other than 503", Duration::from_secs(10), || {
+            let request = http.post(&register).json(&body(i)).send();
+            async move { Some(request.await.ok()?.status().as_u16()).filter(|s| *s != 503) }
+        })
+        .await;
+        assert!(status == 201 || status == 409, "retry {i}: {status}");
+    }
+}

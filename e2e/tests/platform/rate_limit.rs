@@ -29,14 +29,106 @@ fn assert_announced(res: &reqwest::Response, policy: &str, remaining: u64) {
     assert!(rl.starts_with(&format!("{name};r={remaining};t=")), "{rl}");
 }
 
+/// The `auth` policy at 5 an hour with a burst of 3: nothing is earned back during a test.
+const AUTH_BURST_OF_THREE: [(&str, &str); 3] = [
+    ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+    ("AUTH_RATE_LIMIT_BURST", "3"),
+    ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+];
+
+/// The `auth` policy at 5 an hour with a burst of 1.
+const AUTH_BURST_OF_ONE: [(&str, &str); 3] = [
+    ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
+    ("AUTH_RATE_LIMIT_WINDOW", "3600"),
+    ("AUTH_RATE_LIMIT_BURST", "1"),
+];
+
+/// A password-reset request (an `auth` route) said to be forwarded for `xff`.
+fn forwarded_reset(
+    http: &reqwest::Client,
+    base: &str,
+    xff: &'static str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    http.post(format!("{base}/v1/auth/password-reset"))
+        .header("x-forwarded-for", xff)
+        .json(&json!({"email": "x@example.org"}))
+        .send()
+}
+
+/// Registers `email` and answers its access token.
+pub async fn registered(http: &reqwest::Client, base: &str, email: &str) -> String {
+    let res = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": email, "password": "correct horse battery staple", "first_name": "A", "last_name": "B"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["tokens"]["access_token"].as_str().expect("token").to_owned()
+}
+
+/// A user's call of an authenticated route that does not call auth-service itself: the user is
+/// refused the administrators' route (403) by the gateway, once the token is known to stand.
+struct Audit {
+    http: reqwest::Client,
+    url: String,
+    access: String,
+}
+
+impl Audit {
+    async fn call(&self) -> reqwest::Response {
+        self.http
+            .get(&self.url)
+            .bearer_auth(&self.access)
+            .send()
+            .await
+            .expect("audit")
+    }
+}
+
+/// A registered user's [`Audit`], a connection to the platform's Redis and the name of its
+/// revocation marker, once auth-service has set the marker to name this server.
+async fn user_and_marker(tp: &TestPlatform) -> (Audit, redis::aio::MultiplexedConnection, String) {
+    let http = client(tp);
+    let access = registered(&http, &tp.base_url(), "marker@example.org").await;
+    let (conn, marker) = marker_in_place(tp).await;
+    let url = format!("{}/v1/admin/audit-logs", tp.base_url());
+    (Audit { http, url, access }, conn, marker)
+}
+
+/// A connection to the platform's Redis and the name of its revocation marker, once auth-service
+/// has set the marker to name this server (its `run_id`).
+async fn marker_in_place(tp: &TestPlatform) -> (redis::aio::MultiplexedConnection, String) {
+    let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
+    let conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
+        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
+        async move {
+            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
+            (value == Some(run_id)).then_some(())
+        }
+    })
+    .await;
+    (conn, marker)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     let tp = TestPlatform::builder("rlauth")
-        .gateway_env(&[
-            ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-            ("AUTH_RATE_LIMIT_BURST", "3"),
-            ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-        ])
+        .gateway_env(&AUTH_BURST_OF_THREE)
         .start()
         .await
         .expect("platform");
@@ -85,6 +177,86 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
         metrics.contains("rate_limit_violations_total{policy=\"auth\"} 1"),
         "{metrics}"
     );
+}
+
+/// Another spelling of a path (a percent-encoded unreserved character, an empty segment) is
+/// refused at the edge with 400 before any policy is chosen: `POST /v1/auth/%6Cogin` reached the
+/// login handler outside the `auth` policy, and `/%761/auth/login` fell to `global` alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_spellings_of_every_route_class_are_refused_before_the_limits() {
+    let tp = TestPlatform::builder("rlencoded")
+        .gateway_env(&AUTH_BURST_OF_THREE)
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let login_body = json!({"email": "x@example.org", "password": "wrong password 1", "device": {"device_id": "d", "platform": "ios"}});
+    // Each route class (auth, events, api, global) with its letters, its version and its
+    // separators spelt otherwise.
+    let posts = [
+        "/v1/auth/%6Cogin",
+        "/v1/auth/%6cogin",
+        "/v1/auth/logi%6E",
+        "/%761/auth/login",
+        "/v%31/auth/login",
+        "/v1/%61uth/login",
+        "//v1/auth/login",
+        "/v1//auth/login",
+        "/v1/auth/login%2D",
+        "/v1/auth/%72egister",
+        "/v1/auth/%72efresh",
+        "/v1/auth/password%2Dreset",
+        "/v1/auth/password-reset/%63onfirm",
+        "/v1/auth/verify%2demail",
+        "/v1/auth/%6Cogout",
+        "/v1/%65vents",
+        "//v1/events",
+        "/v1/me/%70assword",
+    ];
+    for path in posts {
+        let res = http
+            .post(format!("{base}{path}"))
+            .json(&login_body)
+            .send()
+            .await
+            .expect("post");
+        assert!(header(&res, "ratelimit").is_none(), "{path}: no policy is spent");
+        assert_eq!(error_code(res, 400).await, "BAD_REQUEST", "{path}");
+    }
+    let gets = [
+        "/v1/alerts/%6Eearby?lat=52.5&lng=13.4&radius_m=100",
+        "/%761/alerts/nearby?lat=52.5&lng=13.4&radius_m=100",
+        "/v1/%6De",
+        "/v1/me%5Fdevices",
+        "/%68ealth",
+        "/health%7E",
+        "//health",
+        "/.well-known/jwks%2Ejson",
+    ];
+    for path in gets {
+        let res = http.get(format!("{base}{path}")).send().await.expect("get");
+        assert!(header(&res, "ratelimit").is_none(), "{path}: no policy is spent");
+        assert_eq!(error_code(res, 400).await, "BAD_REQUEST", "{path}");
+    }
+    // The login bucket of this address is whole: the burst of three is still there.
+    for remaining in [2, 1, 0] {
+        let res = http
+            .post(format!("{base}/v1/auth/login"))
+            .json(&login_body)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(res.status().as_u16(), 401);
+        assert_announced(&res, "\"auth\";q=5;w=3600", remaining);
+    }
+    let res = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&login_body)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
 }
 
 /// The old deployment's "skip successful requests": only failed attempts spend the `auth` bucket,
@@ -345,17 +517,8 @@ async fn api_limits_are_per_user_and_per_address_without_a_user() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
-    let strict = [
-        ("AUTH_RATE_LIMIT_MAX_REQUESTS", "5"),
-        ("AUTH_RATE_LIMIT_WINDOW", "3600"),
-        ("AUTH_RATE_LIMIT_BURST", "1"),
-    ];
-    let reset = |http: &reqwest::Client, base: &str, xff: &'static str| {
-        http.post(format!("{base}/v1/auth/password-reset"))
-            .header("x-forwarded-for", xff)
-            .json(&json!({"email": "x@example.org"}))
-            .send()
-    };
+    let strict = AUTH_BURST_OF_ONE;
+    let reset = forwarded_reset;
 
     // The test client is an untrusted peer: a new X-Forwarded-For does not buy a new bucket.
     let tp = TestPlatform::builder("xffno")
@@ -402,6 +565,58 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     );
     let res = reset(&http, &tp.base_url(), "1.2.3.4").await.expect("req");
     assert_eq!(error_code(res, 429).await, "RATE_LIMIT_EXCEEDED");
+}
+
+/// An IPv6 client is one bucket per /64 (a host is handed a whole /64: without this, each of its
+/// 2^64 addresses had a bucket of its own), and addresses compare canonically: the proxies listed
+/// as IPv4-mapped (`::ffff:127.0.0.0/104`) trust the IPv4 peer, and a client forwarded as
+/// `::ffff:a.b.c.d` is `a.b.c.d`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_clients_count_by_their_64_and_mapped_addresses_are_ipv4() {
+    let tp = TestPlatform::builder("rlipv6")
+        .gateway_env(&AUTH_BURST_OF_ONE)
+        .gateway_env(&[("TRUSTED_PROXIES", "::ffff:127.0.0.0/104, ::1")])
+        .start()
+        .await
+        .expect("platform");
+    let http = client(&tp);
+    let base = tp.base_url();
+    let reset = |xff: &'static str| forwarded_reset(&http, &base, xff);
+    for (xff, status) in [
+        ("2001:db8:1:2::1", 202),
+        // Another address of the same /64: the same bucket, spent.
+        ("2001:db8:1:2:ffff:ffff:ffff:fffe", 429),
+        // The next /64 is another client.
+        ("2001:db8:1:3::1", 202),
+        ("198.51.100.7", 202),
+        // The same IPv4 client, spelt as a mapped IPv6 address.
+        ("::ffff:198.51.100.7", 429),
+    ] {
+        let res = reset(xff).await.expect("reset");
+        assert_eq!(res.status().as_u16(), status, "{xff}");
+    }
+}
+
+/// `TRUSTED_PROXIES` wider than /8 (IPv4) or /32 (IPv6) would let anyone inside choose the
+/// address it is limited as: the gateway refuses to start, naming the entry.
+#[test]
+fn trusted_proxy_ranges_wider_than_8_or_32_stop_the_gateway() {
+    for wide in ["0.0.0.0/0", "2001:db8::/16", "::ffff:0.0.0.0/96"] {
+        let out = std::process::Command::new(xtask::platform::bin_dir().join("gateway"))
+            .arg("serve")
+            .env_clear()
+            .env("APP_ENV", "development")
+            .env("ALLOW_PLAIN_HTTP", "true")
+            .env("TRUSTED_PROXIES", wide)
+            .output()
+            .expect("gateway runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("TRUSTED_PROXIES lists {wide}, wider than")),
+            "{wide}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -585,4 +800,81 @@ async fn scripts_a_frozen_redis_runs_late_spend_nothing() {
         "{left} left after {before} requests before the freeze and {after} after it"
     );
     drop(redis);
+}
+
+/// The revocation marker vouches for Redis only when it names this Redis server (its value is
+/// the `run_id` auth-service copied the revocations into). A Redis restored from a snapshot holds
+/// the marker of the server the snapshot was taken on, and may lack revocations made since: the
+/// limiter's script must not count it as complete, so the gateway asks auth-service (frozen here:
+/// 503 after the gRPC deadline, where a vouching Redis would have let the token through).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_marker_naming_another_redis_server_does_not_vouch() {
+    let tp = TestPlatform::builder("rlrunid")
+        .gateway_env(&[("GRPC_REQUEST_TIMEOUT_MS", "1000")])
+        .start()
+        .await
+        .expect("platform");
+    let (audit, conn, marker) = user_and_marker(&tp).await;
+    assert_eq!(error_code(audit.call().await, 403).await, "FORBIDDEN");
+
+    // auth-service frozen (it would repair the marker, and it is who the gateway asks next).
+    tp.platform.auth.signal(nix::sys::signal::Signal::SIGSTOP);
+    let _: () = redis::cmd("SET")
+        .arg(&marker)
+        .arg("0000000000000000000000000000000000000000")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("SET");
+    let res = audit.call().await;
+    tp.platform.auth.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(error_code(res, 503).await, "UNAVAILABLE");
+}
+
+/// While Redis cannot vouch (no marker), the gateway asks auth-service and holds a "valid" answer
+/// at most 2 s: a token revoked meanwhile is refused within that (it was 5 s by default, up to 60).
+/// No timing is assumed: every pass must have been asked within 2 s of the first answer, which
+/// the cached entry cannot outlive.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_vouching_a_valid_answer_is_held_at_most_two_seconds() {
+    let tp = TestPlatform::builder("rlvalidhold")
+        // The marker, once withdrawn below, is not put back during the test.
+        .auth_env(&[("REVOCATION_SYNC_SECONDS", "300")])
+        .start()
+        .await
+        .expect("platform");
+    let (audit, conn, marker) = user_and_marker(&tp).await;
+    let _: u64 = redis::cmd("DEL")
+        .arg(&marker)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("DEL");
+    assert_eq!(error_code(audit.call().await, 403).await, "FORBIDDEN");
+    let answered = Instant::now();
+    let res = audit
+        .http
+        .post(format!("{}/v1/auth/logout", tp.base_url()))
+        .bearer_auth(&audit.access)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "{}", res.status());
+    let code = crate::eventually("the revoked token refused", Duration::from_secs(10), || {
+        let audit = &audit;
+        async move {
+            let sent = Instant::now();
+            let res = audit.call().await;
+            if res.status().as_u16() == 403 {
+                assert!(
+                    sent < answered + Duration::from_secs(2),
+                    "a revoked token passed {:?} after the valid answer was cached",
+                    sent - answered
+                );
+                return None;
+            }
+            Some(error_code(res, 401).await)
+        }
+    })
+    .await;
+    assert_eq!(code, "TOKEN_REVOKED");
 }

@@ -144,6 +144,17 @@ local stored = redis.call('MGET', unpack(KEYS))
 -- Per KEYS index: the bucket's TAT as this batch leaves it (read once), and whether it was spent.
 local tat, spent, out = {}, {}, {}
 local o, p, now = 0, 2, 0
+-- The marker vouches only when it names this server: a Redis restored from a snapshot (or a
+-- promoted replica) holds the marker of the one it was copied from, and may lack revocations
+-- made since. INFO is read once per call, and only for a marker that is there.
+local run_id
+local function current(marker)
+  if not marker then return false end
+  if run_id == nil then
+    run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or false
+  end
+  return marker == run_id
+end
 for d = 1, v[1] do
   local clock = redis.call('TIME')
   now = clock[1] * 1000000 + clock[2]
@@ -184,7 +195,7 @@ for d = 1, v[1] do
       end
     end
     if with_rev == 1 then
-      out[o + 1] = (stored[v[p]] and 1 or 0) + (stored[v[p + 1]] and 2 or 0) + (stored[v[p + 3]] and 4 or 0)
+      out[o + 1] = (stored[v[p]] and 1 or 0) + (stored[v[p + 1]] and 2 or 0) + (current(stored[v[p + 3]]) and 4 or 0)
       out[o + 2] = tonumber(stored[v[p + 2]] or -1) or -1
       o = o + 2
       p = p + 4

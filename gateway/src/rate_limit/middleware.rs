@@ -130,9 +130,7 @@ impl Limiter {
         if refusals != config.abuse_threshold {
             return;
         }
-        self.security_events
-            .with_label_values(&["rate_limit_abuse", "medium"])
-            .inc();
+        self.security_events.raise("rate_limit_abuse", "medium");
         tracing::warn!(
             event_type = "rate_limit_abuse",
             severity = "medium",

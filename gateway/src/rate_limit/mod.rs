@@ -39,6 +39,7 @@ use self::gcra::Decision;
 use self::redis::Script;
 use self::redis_clock::RedisClock;
 use crate::client_ip::ClientAddr;
+use crate::edge::SecurityEvents;
 use crate::redis_link::{Miss, OutageLog, RedisLink};
 use crate::revocation::RedisAnswer;
 
@@ -62,7 +63,7 @@ pub struct Limiter {
     violations: IntCounterVec,
     fallbacks: IntCounterVec,
     fallback_log: Arc<OutageLog>,
-    security_events: IntCounterVec,
+    security_events: SecurityEvents,
 }
 
 fn now_us() -> u64 {
@@ -99,6 +100,7 @@ impl Limiter {
         config: RateLimitConfig,
         redis: Option<RedisLink>,
         keys: RedisKeys,
+        security_events: SecurityEvents,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
         let batch_sizes = Histogram::with_opts(
@@ -133,12 +135,7 @@ impl Limiter {
                 &["mode"],
             )?,
             fallback_log: Arc::default(),
-            security_events: counter_vec(
-                registry,
-                "security_events_total",
-                "Security events raised by the gateway, by type and severity",
-                &["event_type", "severity"],
-            )?,
+            security_events,
         };
         Ok(limiter.with_redis(redis))
     }
@@ -170,12 +167,15 @@ impl Limiter {
 
     /// The policies a request is subject to, with their bucket keys, most specific first.
     fn policies(&self, config: Arc<RateLimitConfig>, req: &ServiceRequest, user: Option<&str>) -> Checks {
+        // An IPv6 client by its /64 (see `client_ip::bucket`).
         let ip = req
             .extensions()
             .get::<ClientAddr>()
             .and_then(|addr| addr.0)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let path = req.path();
+            .map_or_else(|| "unknown".to_owned(), crate::client_ip::bucket);
+        // What the router matches (percent-escapes decoded), not the raw path: a policy chosen
+        // from another spelling of the route than the one served would not apply to it.
+        let path = req.match_info().as_str();
         let (kind, who) = user.map_or(("ip:", ip.as_str()), |u| ("user:", u));
         let mut policies = Vec::with_capacity(2);
         // Buckets hold microseconds under `gcra:`; an older gateway's millisecond buckets (`rl:`)

@@ -70,10 +70,14 @@ fn a_bucket_read_from_how_far_ahead_it_runs_is_the_in_process_decision() {
     }
 }
 
+fn events() -> crate::edge::SecurityEvents {
+    crate::edge::SecurityEvents::new(&Registry::new()).expect("metric")
+}
+
 /// A limiter whose Redis is not there (nothing listens on port 1).
 fn without_redis(mode: FailureMode) -> Limiter {
     let dead = RedisLink::new(&"redis://127.0.0.1:1".into()).ok();
-    Limiter::new(config(mode), dead, RedisKeys::default(), &Registry::new()).expect("limiter")
+    Limiter::new(config(mode), dead, RedisKeys::default(), events(), &Registry::new()).expect("limiter")
 }
 
 #[tokio::test]
@@ -134,13 +138,7 @@ async fn without_redis_refunds_and_abuse_counting_stay_local() {
         local.report_abuse(&checks.config, &checks.ip, &policy, outcome.refusals);
     }
     assert_eq!(counts, vec![1, 2, 3, 4, 5]);
-    assert_eq!(
-        local
-            .security_events
-            .with_label_values(&["rate_limit_abuse", "medium"])
-            .get(),
-        1
-    );
+    assert_eq!(local.security_events.count("rate_limit_abuse", "medium"), 1);
 }
 
 /// A limiter on the test Redis that `cargo xtask test` starts, in the closed mode: a decision
@@ -150,7 +148,14 @@ fn on_test_redis() -> (RedisLink, Limiter) {
     let link = RedisLink::new(&url.into()).expect("url");
     let mut config = config(FailureMode::Closed);
     config.redis_timeout = Duration::from_secs(5);
-    let limiter = Limiter::new(config, Some(link.clone()), RedisKeys::default(), &Registry::new()).expect("limiter");
+    let limiter = Limiter::new(
+        config,
+        Some(link.clone()),
+        RedisKeys::default(),
+        events(),
+        &Registry::new(),
+    )
+    .expect("limiter");
     (link, limiter)
 }
 
@@ -243,33 +248,45 @@ async fn concurrent_decisions_go_out_in_batches_and_each_sees_the_ones_before_it
     let rev = |what: &str| -> [String; 4] {
         ["jti", "session", "nbf", "marker"].map(|k| format!("test:batch:{test}:{what}:{k}"))
     };
-    let (revoked, session_ended, clean) = (rev("revoked"), rev("session-ended"), rev("clean"));
+    let (revoked, session_ended, clean, restored) =
+        (rev("revoked"), rev("session-ended"), rev("clean"), rev("restored"));
+    // The marker names the server by its run_id (auth-service writes it so).
+    let run_id = crate::revocation::tests::server_run_id(&mut conn).await;
     let _: () = ::redis::pipe()
         .set(&revoked[0], 1)
         .set(&revoked[2], 1_700_000_000)
-        .set(&revoked[3], "run")
+        .set(&revoked[3], &run_id)
         .set(&session_ended[1], 1)
-        .set(&clean[3], "run")
+        .set(&clean[3], &run_id)
+        // A Redis restored from a snapshot holds the marker of the server it was taken on.
+        .set(&restored[3], "0000000000000000000000000000000000000000")
         .query_async(&mut conn)
         .await
         .expect("stored");
-    let (a, b, c, d) = (
+    let (a, b, c, d, e) = (
         checks("192.0.2.11", "a"),
         checks("192.0.2.12", "b"),
         checks("192.0.2.13", "c"),
         checks("192.0.2.14", "d"),
+        checks("192.0.2.15", "e"),
     );
     let calls = limiter.batch_sizes.get_sample_count();
-    let (a, b, c, d) = tokio::join!(
+    let (a, b, c, d, e) = tokio::join!(
         limiter.decide_all(&a, Some(revoked)),
         limiter.decide_all(&b, None),
         limiter.decide_all(&c, Some(clean)),
         limiter.decide_all(&d, Some(session_ended)),
+        limiter.decide_all(&e, Some(restored)),
     );
     assert_eq!(
         limiter.batch_sizes.get_sample_count(),
         calls + 1,
-        "one call for the four"
+        "one call for the five"
+    );
+    let token = e.revocation.expect("asked");
+    assert!(
+        !token.revoked && !token.complete,
+        "a marker naming another server does not vouch"
     );
     let token = a.revocation.expect("asked");
     assert!(token.revoked && token.complete);

@@ -96,7 +96,17 @@ impl<C> Call<C> {
         let request = self.request(message);
         match rpc(&mut self.client, request).await {
             Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(ApiError::from_status(self.service, &status)),
+            Err(status) => {
+                if let Some(cause) = crate::error::transport_failure(&status)
+                    && let Some(state) = self.req.app_data::<web::Data<AppState>>()
+                {
+                    state
+                        .upstream_unavailable
+                        .with_label_values(&[self.service, cause])
+                        .inc();
+                }
+                Err(ApiError::from_status(self.service, &status))
+            }
         }
     }
 
