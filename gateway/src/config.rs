@@ -77,7 +77,7 @@ pub struct GatewayConfig {
     /// `REDIS_KEY_PREFIX`
     pub redis_keys: service_kit::revocation::RedisKeys,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
-    /// `REVOCATION_CACHE_SECONDS` (default 5, 0 to 60): how long auth-service's "not revoked" is
+    /// `REVOCATION_CACHE_SECONDS` (default and most 2, 0 to turn off): how long auth-service's "not revoked" is
     /// trusted while Redis is unreachable.
     pub revocation_cache: Duration,
     /// `TRUSTED_PROXIES`
@@ -189,7 +189,7 @@ impl GatewayConfig {
             verifier: service_kit::auth::VerifierConfig::from_env(env),
             redis_keys: service_kit::revocation::RedisKeys::from_env(env),
             rate_limit,
-            revocation_cache: env.seconds_in("REVOCATION_CACHE_SECONDS", 5, 0, 60),
+            revocation_cache: env.seconds_in("REVOCATION_CACHE_SECONDS", 2, 0, 2),
             trusted_proxies: crate::client_ip::TrustedProxies::from_env(env),
             verify_tokens,
         })

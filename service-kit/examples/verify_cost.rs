@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             audience: claims.aud.clone(),
             leeway: Duration::from_secs(30),
             refetch_interval: Duration::from_secs(5),
+            refresh_interval: service_kit::auth::DEFAULT_REFRESH_INTERVAL,
         },
         source,
     );

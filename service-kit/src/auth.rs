@@ -107,6 +107,9 @@ pub struct VerifierConfig {
     /// Minimum time between two JWKS fetches triggered by unknown `kid`s (`JWKS_REFETCH_SECONDS`);
     /// a `kid` missing from a fetch is refused from memory until that fetch is this old.
     pub refetch_interval: Duration,
+    /// How often the JWKS is fetched again even when every `kid` seen is known
+    /// (`JWKS_REFRESH_SECONDS`), so a key withdrawn by auth-service stops verifying.
+    pub refresh_interval: Duration,
 }
 
 impl VerifierConfig {
@@ -120,6 +123,7 @@ impl VerifierConfig {
                 .unwrap_or_else(|| "platform-api".to_owned()),
             leeway: env.seconds_in("JWT_LEEWAY_SECONDS", 30, 0, 300),
             refetch_interval: env.seconds_in("JWKS_REFETCH_SECONDS", 5, 1, 3600),
+            refresh_interval: env.seconds_in("JWKS_REFRESH_SECONDS", DEFAULT_REFRESH_INTERVAL.as_secs(), 10, 86_400),
         }
     }
 }
@@ -198,6 +202,7 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(config: VerifierConfig, source: KeySource) -> Self {
         Self {
+            refresh_interval: config.refresh_interval,
             config: Arc::new(config),
             source,
             cache: Arc::new(RwLock::new(KeyCache {
@@ -209,7 +214,6 @@ impl Verifier {
             })),
             fetch_lock: Arc::new(Mutex::new(())),
             verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            refresh_interval: DEFAULT_REFRESH_INTERVAL,
             refresh_due_ms: Arc::new(AtomicU64::new(u64::MAX)),
             epoch: Instant::now(),
         }
@@ -597,6 +601,7 @@ mod tests {
             audience: "aud".into(),
             leeway: Duration::ZERO,
             refetch_interval,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
         };
         Verifier::new(config, jwks_over_grpc(channel))
     }
