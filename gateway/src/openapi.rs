@@ -33,7 +33,14 @@ pub struct Ready {
             VALIDATION_FAILED naming the field); a body larger than the limit is 413 PAYLOAD_TOO_LARGE, \
             and one that does not arrive in time is 408 REQUEST_TIMEOUT. Over HTTP/1.1, request headers \
             that do not arrive in time are 408 REQUEST_TIMEOUT, more than 96 headers 431 \
-            HEADERS_TOO_LARGE, and bytes that are not HTTP 400 BAD_REQUEST, in the same shape.",
+            HEADERS_TOO_LARGE, and bytes that are not HTTP 400 BAD_REQUEST, in the same shape. A path with a \
+            percent-encoded unreserved character (a letter, a digit, `-`, `.`, `_`, `~`) or an empty segment \
+            (`//`) is 400 BAD_REQUEST: each resource has one spelling. Every route is rate-limited (429) and \
+            can answer 503 UNAVAILABLE with Retry-After when what it needs is down or slow. A write answered \
+            503 may or may not have happened: retry it with the same Idempotency-Key, and for a registration \
+            treat a 409 CONFLICT on the retry as success (log in). Requests documented as schema-valid are \
+            accepted unless a rule no schema states refuses them (a token that was never mailed, a password \
+            on the breach list), which is 400, 401, 404 or 409 with its code.",
     ),
     paths(
         crate::routes::ops::health,
@@ -59,7 +66,7 @@ pub struct Ready {
         crate::routes::auth::mfa_disable,
         crate::routes::auth::audit_logs,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeAnswers, &Links),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::FieldIssue)),
     tags(
         (name = "operations", description = "Liveness, readiness, this document"),
@@ -85,5 +92,164 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers the edge can give on any route, before or around its handler (`edge`,
+/// `rate_limit`, `body`, the `Authenticated` extractor): declared once here rather than on each
+/// route, so that a new route cannot forget them. A route's own description of a status wins.
+struct EdgeAnswers;
+
+/// Every route: what the edge answers whatever the route.
+const ANY_ROUTE: [(&str, &str); 5] = [
+    (
+        "400",
+        "BAD_REQUEST (a path with a percent-encoded unreserved character or `//`), or \
+         VALIDATION_FAILED naming the parameter or field at fault",
+    ),
+    ("408", "REQUEST_TIMEOUT: the request did not arrive in time"),
+    ("429", "RATE_LIMIT_EXCEEDED, with Retry-After"),
+    ("431", "HEADERS_TOO_LARGE"),
+    (
+        "503",
+        "UNAVAILABLE, with Retry-After: a dependency is down or the request took too long. A write \
+         may or may not have happened",
+    ),
+];
+
+/// Routes with a JSON body.
+const WITH_BODY: [(&str, &str); 2] = [
+    ("413", "PAYLOAD_TOO_LARGE"),
+    ("415", "UNSUPPORTED_MEDIA_TYPE: send Content-Type: application/json"),
+];
+
+/// Routes that need a user.
+const WITH_TOKEN: [(&str, &str); 1] = [(
+    "401",
+    "UNAUTHENTICATED, TOKEN_EXPIRED or TOKEN_REVOKED: log in or refresh",
+)];
+
+impl utoipa::Modify for EdgeAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let body = op.request_body.is_some();
+                let token = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let answers = ANY_ROUTE
+                    .iter()
+                    .chain(WITH_BODY.iter().filter(|_| body))
+                    .chain(WITH_TOKEN.iter().filter(|_| token));
+                for (status, description) in answers {
+                    op.responses.responses.entry((*status).to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(*description)
+                            .content("application/json", error())
+                            .into()
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// OpenAPI links: which answer feeds which next request (an account's tokens, a listed device),
+/// so that clients, and schemathesis' stateful phase, can follow a session from registration on.
+struct Links;
+
+/// The access token of a `SessionBody` (register, login), as the next request's header.
+const SESSION_BEARER: &str = "Bearer {$response.body#/tokens/access_token}";
+/// The refresh token of a `SessionBody` or `RefreshedBody`, as the next request's body.
+const REFRESH_TOKEN: &str = "$response.body#/tokens/refresh_token";
+
+/// A link to `operation_id`. utoipa 5.5 writes `Link`'s own fields in snake case
+/// (`operation_id`, `request_body`), which no OpenAPI reader knows; its extensions are written as
+/// they are named, so the link's members go there under their names in the specification.
+fn link(
+    operation_id: &str,
+    parameters: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> utoipa::openapi::link::Link {
+    use serde_json::Value;
+    let mut members = vec![("operationId", Value::from(operation_id))];
+    if !parameters.is_empty() {
+        let map: serde_json::Map<String, Value> = parameters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        members.push(("parameters", Value::Object(map)));
+    }
+    if let Some(body) = body {
+        members.push(("requestBody", body));
+    }
+    let mut link = utoipa::openapi::link::Link::default();
+    link.extensions = Some(members.into_iter().collect());
+    link
+}
+
+impl utoipa::Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use serde_json::json;
+        let bearer = [("header.Authorization", SESSION_BEARER)];
+        let refresh = || link("refresh", &[], Some(json!({"refresh_token": REFRESH_TOKEN})));
+        let session = || {
+            vec![
+                ("GetMe", link("me", &bearer, None)),
+                ("UpdateMe", link("update_me", &bearer, None)),
+                ("ListDevices", link("devices", &bearer, None)),
+                ("EnrollTotp", link("mfa_enroll", &bearer, None)),
+                ("Refresh", refresh()),
+                (
+                    "Logout",
+                    link("logout", &bearer, Some(json!({"refresh_token": REFRESH_TOKEN}))),
+                ),
+                ("LogoutAll", link("logout_all", &bearer, None)),
+            ]
+        };
+        let mut registered = session();
+        registered.push((
+            "Login",
+            link(
+                "login",
+                &[],
+                Some(json!({"email": "$request.body#/email", "password": "$request.body#/password"})),
+            ),
+        ));
+        let listed_device = link(
+            "remove_device",
+            &[("path.device_id", "$response.body#/items/0/device_id")],
+            None,
+        );
+        let links = [
+            ("/v1/auth/register", "201", registered),
+            ("/v1/auth/login", "200", session()),
+            ("/v1/auth/refresh", "200", vec![("Refresh", refresh())]),
+            ("/v1/me/devices", "200", vec![("RemoveDevice", listed_device)]),
+        ];
+        for (path, status, links) in links {
+            let response = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut().or(item.get.as_mut()))
+                .and_then(|op| op.responses.responses.get_mut(status));
+            if let Some(utoipa::openapi::RefOr::T(response)) = response {
+                for (name, link) in links {
+                    response.links.insert(name.to_owned(), link.into());
+                }
+            }
+        }
     }
 }

@@ -32,6 +32,19 @@ const CODE: usize = 64;
 const DEVICE_ID: usize = 256;
 const INCOME_TIER: usize = 32;
 
+/// An account's income tier, for the document only: bodies carry it as a string, which
+/// auth-service checks against the same list (`domain::INCOME_TIERS`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IncomeTier {
+    Low,
+    LowerMiddle,
+    Middle,
+    UpperMiddle,
+    High,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokensBody {
     pub access_token: String,
