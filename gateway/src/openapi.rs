@@ -253,3 +253,84 @@ impl utoipa::Modify for Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("serialises")
+    }
+
+    fn operations(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+        let paths = doc["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .iter()
+                    .map(move |(method, op)| (format!("{method} {path}"), op))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_route_documents_what_the_edge_can_answer() {
+        let doc = document();
+        for (name, op) in operations(&doc) {
+            let statuses = op["responses"].as_object().expect("responses");
+            for status in ["400", "408", "429", "431", "503"] {
+                assert!(statuses.contains_key(status), "{name} lacks {status}");
+            }
+            if op.get("requestBody").is_some() {
+                assert!(statuses.contains_key("413") && statuses.contains_key("415"), "{name}");
+            }
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                assert!(statuses.contains_key("401"), "{name} needs a token but lacks 401");
+            }
+            assert!(!statuses.contains_key("500"), "{name}: a 500 is a bug, not a contract");
+        }
+    }
+
+    #[test]
+    fn a_route_keeps_its_own_description_of_a_status() {
+        let doc = document();
+        let alerts = &doc["paths"]["/v1/alerts/nearby"]["get"]["responses"];
+        assert_eq!(alerts["503"]["description"], "reports-service is unavailable");
+    }
+
+    #[test]
+    fn links_use_the_specification_names_and_reach_real_operations() {
+        let doc = document();
+        let ids: Vec<&str> = operations(&doc)
+            .iter()
+            .filter_map(|(_, op)| op["operationId"].as_str())
+            .collect();
+        let mut links = 0;
+        for (name, op) in operations(&doc) {
+            for response in op["responses"].as_object().expect("responses").values() {
+                for (link_name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    assert!(ids.contains(&target), "{name} → {link_name}: no operation {target:?}");
+                    for member in link.as_object().expect("link").keys() {
+                        assert!(
+                            ["operationId", "parameters", "requestBody", "description"].contains(&member.as_str()),
+                            "{name} → {link_name}: {member} is not a Link member"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(links >= 10, "only {links} links");
+    }
+
+    #[test]
+    fn the_description_says_what_a_503_means_for_a_write() {
+        let doc = document();
+        let text = doc["info"]["description"].as_str().expect("description");
+        assert!(text.contains("may or may not have happened") && text.contains("409"));
+        assert!(text.contains("`//`"));
+    }
+}

@@ -24,19 +24,9 @@ pub async fn me(auth: Authenticated, auth_service: AuthCall) -> Result<HttpRespo
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeBody {
-    /// 1..=100 characters, not only spaces, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = Option<super::PersonName>)]
     pub first_name: Option<String>,
-    /// 1..=100 characters, not only spaces, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = Option<super::PersonName>)]
     pub last_name: Option<String>,
     /// null clears it.
     #[serde(default, deserialize_with = "present")]
