@@ -131,12 +131,27 @@ const WITH_TOKEN: [(&str, &str); 1] = [(
 
 impl utoipa::Modify for EdgeAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::{Header, HeaderBuilder};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
         let error = || {
             ContentBuilder::new()
                 .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
                 .build()
         };
+        let header = |kind: Type, description: &str| -> Header {
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(kind))
+                .description(Some(description))
+                .build()
+        };
+        let request_id = || {
+            header(
+                Type::String,
+                "The request's id (the client's when it sent a sane one); quote it to support",
+            )
+        };
+        let retry_after = || header(Type::Integer, "Seconds to wait before trying again");
         for item in openapi.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
@@ -154,11 +169,19 @@ impl utoipa::Modify for EdgeAnswers {
                     .chain(WITH_TOKEN.iter().filter(|_| token));
                 for (status, description) in answers {
                     op.responses.responses.entry((*status).to_owned()).or_insert_with(|| {
-                        ResponseBuilder::new()
+                        let mut response = ResponseBuilder::new()
                             .description(*description)
-                            .content("application/json", error())
-                            .into()
+                            .content("application/json", error());
+                        if ["429", "503"].contains(status) {
+                            response = response.header("Retry-After", retry_after());
+                        }
+                        response.into()
                     });
+                }
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert("X-Request-Id".to_owned(), request_id());
+                    }
                 }
             }
         }
@@ -290,6 +313,10 @@ mod tests {
                 assert!(statuses.contains_key("401"), "{name} needs a token but lacks 401");
             }
             assert!(!statuses.contains_key("500"), "{name}: a 500 is a bug, not a contract");
+            for (status, response) in statuses {
+                assert!(response["headers"]["X-Request-Id"].is_object(), "{name} {status}");
+            }
+            assert!(statuses["429"]["headers"]["Retry-After"].is_object(), "{name}");
         }
     }
 
