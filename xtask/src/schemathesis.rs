@@ -71,9 +71,11 @@ fn make_venv(python: &Path, venv: &Path) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("running {} -m venv", python.display()))?;
     if !out.status.success() {
+        // Debian's message about ensurepip comes on standard output.
         bail!(
-            "`python3 -m venv` failed: {}",
-            String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim()
+            "`python3 -m venv` failed: {} {}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(())
