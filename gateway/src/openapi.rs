@@ -38,9 +38,10 @@ pub struct Ready {
             (`//`) is 400 BAD_REQUEST: each resource has one spelling. Every route is rate-limited (429) and \
             can answer 503 UNAVAILABLE with Retry-After when what it needs is down or slow. A write answered \
             503 may or may not have happened: retry it with the same Idempotency-Key, and for a registration \
-            treat a 409 CONFLICT on the retry as success (log in). Requests documented as schema-valid are \
-            accepted unless a rule no schema states refuses them (a token that was never mailed, a password \
-            on the breach list), which is 400, 401, 404 or 409 with its code.",
+            treat a 409 CONFLICT on the retry as success (log in). A request valid by this document is \
+            accepted unless a rule no schema can state refuses it (a token that was never mailed, a password \
+            that is too common, an account locked after failed logins), with 400, 401, 404, 409 or 423 and \
+            its code.",
     ),
     paths(
         crate::routes::ops::health,
