@@ -70,8 +70,8 @@ fn grant_admin(tp: &TestPlatform, email: &str) {
 /// they do not log the rest out. Routes whose schema-valid requests can still be refused for what
 /// no schema can say (a mailed token or a cursor that was never handed out, a password that is
 /// too common) accept that 400, and login accepts the lock the fuzzer's own wrong passwords
-/// bring about. The one server
-/// error allowed is the documented 503 (a slow upstream on a loaded host); a 500 fails.
+/// bring about. The one server error allowed is the documented 503 (a slow upstream on a loaded
+/// host); a 500 fails.
 fn config(admin: &str, leaver: &str, remover: &str) -> String {
     format!(
         r#"
