@@ -117,12 +117,12 @@ fn schemathesis(dir: &Path, base_url: &str, report: &Path) -> (bool, String) {
         .env("NO_COLOR", "1")
         .output()
         .expect("running schemathesis");
-    let report = format!(
+    let output = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), report)
+    (out.status.success(), output)
 }
 
 /// Every check of schemathesis passes against the whole API: no server error, no undocumented
@@ -157,12 +157,15 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
         .join("report");
     let _ = std::fs::remove_dir_all(&report);
     let base_url = tp.base_url();
-    let (passed, report) = tokio::task::spawn_blocking(move || {
+    let (passed, output) = tokio::task::spawn_blocking(move || {
         let result = schemathesis(&dir, &base_url, &report);
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
     .await
     .expect("schemathesis task");
-    assert!(passed, "schemathesis found contract failures:\n{report}");
+    assert!(
+        passed,
+        "schemathesis found contract failures (every request and answer: target/schemathesis/report/):\n{output}"
+    );
 }
