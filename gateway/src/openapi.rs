@@ -191,90 +191,81 @@ impl utoipa::Modify for EdgeAnswers {
 
 /// OpenAPI links: which answer feeds which next request (an account's tokens, a listed device),
 /// so that clients, and schemathesis' stateful phase, can follow a session from registration on.
+///
+/// Each link is defined once under `components/links` and referenced from the answers. utoipa
+/// 5.5 writes its own `Link` type's members in snake case (`operation_id`), which no OpenAPI
+/// reader knows, and has no `links` among its components; so the definitions are written as JSON
+/// under that name through the components' extensions (one key, so the document's bytes do not
+/// change from one start to the next).
 struct Links;
 
 /// The access token of a `SessionBody` (register, login), as the next request's header.
 const SESSION_BEARER: &str = "Bearer {$response.body#/tokens/access_token}";
-/// The refresh token of a `SessionBody` or `RefreshedBody`, as the next request's body.
-const REFRESH_TOKEN: &str = "$response.body#/tokens/refresh_token";
-
-/// A link to `operation_id`. utoipa 5.5 writes `Link`'s own fields in snake case
-/// (`operation_id`, `request_body`), which no OpenAPI reader knows; its extensions are written as
-/// they are named, so the link's members go there under their names in the specification.
-fn link(
-    operation_id: &str,
-    parameters: &[(&str, &str)],
-    body: Option<serde_json::Value>,
-) -> utoipa::openapi::link::Link {
-    use serde_json::Value;
-    let mut members = vec![("operationId", Value::from(operation_id))];
-    if !parameters.is_empty() {
-        let map: serde_json::Map<String, Value> = parameters
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
-            .collect();
-        members.push(("parameters", Value::Object(map)));
-    }
-    if let Some(body) = body {
-        members.push(("requestBody", body));
-    }
-    let mut link = utoipa::openapi::link::Link::default();
-    link.extensions = Some(members.into_iter().collect());
-    link
-}
 
 impl utoipa::Modify for Links {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use serde_json::json;
-        let bearer = [("header.Authorization", SESSION_BEARER)];
-        let refresh = || link("refresh", &[], Some(json!({"refresh_token": REFRESH_TOKEN})));
-        let session = || {
-            vec![
-                ("GetMe", link("me", &bearer, None)),
-                ("UpdateMe", link("update_me", &bearer, None)),
-                ("ListDevices", link("devices", &bearer, None)),
-                ("EnrollTotp", link("mfa_enroll", &bearer, None)),
-                ("Refresh", refresh()),
-                (
-                    "Logout",
-                    link("logout", &bearer, Some(json!({"refresh_token": REFRESH_TOKEN}))),
-                ),
-                ("LogoutAll", link("logout_all", &bearer, None)),
-            ]
-        };
-        let mut registered = session();
-        registered.push((
-            "Login",
-            link(
-                "login",
-                &[],
-                Some(json!({"email": "$request.body#/email", "password": "$request.body#/password"})),
-            ),
-        ));
-        let listed_device = link(
-            "remove_device",
-            &[("path.device_id", "$response.body#/items/0/device_id")],
-            None,
-        );
-        let links = [
-            ("/v1/auth/register", "201", registered),
-            ("/v1/auth/login", "200", session()),
-            ("/v1/auth/refresh", "200", vec![("Refresh", refresh())]),
-            ("/v1/me/devices", "200", vec![("RemoveDevice", listed_device)]),
+        use utoipa::openapi::{Ref, RefOr};
+        let bearer = json!({"header.Authorization": SESSION_BEARER});
+        let definitions = json!({
+            "GetMe": {"operationId": "me", "parameters": bearer},
+            "UpdateMe": {"operationId": "update_me", "parameters": bearer},
+            "ListDevices": {"operationId": "devices", "parameters": bearer},
+            "EnrollTotp": {"operationId": "mfa_enroll", "parameters": bearer},
+            "LogoutAll": {"operationId": "logout_all", "parameters": bearer},
+            "Logout": {
+                "operationId": "logout",
+                "parameters": bearer,
+                "requestBody": {"refresh_token": "$response.body#/tokens/refresh_token"},
+            },
+            "Refresh": {
+                "operationId": "refresh",
+                "requestBody": {"refresh_token": "$response.body#/tokens/refresh_token"},
+            },
+            "LoginAsRegistered": {
+                "operationId": "login",
+                "requestBody": {"email": "$request.body#/email", "password": "$request.body#/password"},
+            },
+            "RemoveListedDevice": {
+                "operationId": "remove_device",
+                "parameters": {"path.device_id": "$response.body#/items/0/device_id"},
+            },
+        });
+        let session = [
+            "GetMe",
+            "UpdateMe",
+            "ListDevices",
+            "EnrollTotp",
+            "Refresh",
+            "Logout",
+            "LogoutAll",
         ];
-        for (path, status, links) in links {
+        let uses: [(&str, &str, &[&str]); 5] = [
+            ("/v1/auth/register", "201", &session),
+            ("/v1/auth/register", "201", &["LoginAsRegistered"]),
+            ("/v1/auth/login", "200", &session),
+            ("/v1/auth/refresh", "200", &["Refresh"]),
+            ("/v1/me/devices", "200", &["RemoveListedDevice"]),
+        ];
+        for (path, status, names) in uses {
             let response = openapi
                 .paths
                 .paths
                 .get_mut(path)
                 .and_then(|item| item.post.as_mut().or(item.get.as_mut()))
                 .and_then(|op| op.responses.responses.get_mut(status));
-            if let Some(utoipa::openapi::RefOr::T(response)) = response {
-                for (name, link) in links {
-                    response.links.insert(name.to_owned(), link.into());
+            if let Some(RefOr::T(response)) = response {
+                for name in names {
+                    let reference = Ref::new(format!("#/components/links/{name}"));
+                    response.links.insert((*name).to_owned(), RefOr::Ref(reference));
                 }
             }
         }
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert("links".to_owned(), definitions);
     }
 }
 
@@ -335,23 +326,37 @@ mod tests {
             .iter()
             .filter_map(|(_, op)| op["operationId"].as_str())
             .collect();
-        let mut links = 0;
+        let definitions = doc["components"]["links"].as_object().expect("components/links");
+        for (name, link) in definitions {
+            let target = link["operationId"].as_str().unwrap_or_default();
+            assert!(ids.contains(&target), "{name}: no operation {target:?}");
+            for member in link.as_object().expect("link").keys() {
+                assert!(
+                    ["operationId", "parameters", "requestBody", "description"].contains(&member.as_str()),
+                    "{name}: {member} is not a Link member"
+                );
+            }
+        }
+        let mut uses = 0;
         for (name, op) in operations(&doc) {
             for response in op["responses"].as_object().expect("responses").values() {
                 for (link_name, link) in response["links"].as_object().into_iter().flatten() {
-                    links += 1;
-                    let target = link["operationId"].as_str().unwrap_or_default();
-                    assert!(ids.contains(&target), "{name} → {link_name}: no operation {target:?}");
-                    for member in link.as_object().expect("link").keys() {
-                        assert!(
-                            ["operationId", "parameters", "requestBody", "description"].contains(&member.as_str()),
-                            "{name} → {link_name}: {member} is not a Link member"
-                        );
-                    }
+                    uses += 1;
+                    let reference = link["$ref"].as_str().expect("a reference");
+                    let target = reference.strip_prefix("#/components/links/").unwrap_or(reference);
+                    assert!(definitions.contains_key(target), "{name} → {link_name}: {reference}");
                 }
             }
         }
-        assert!(links >= 10, "only {links} links");
+        assert!(uses >= 10, "only {uses} links");
+    }
+
+    #[test]
+    fn the_document_is_the_same_bytes_every_time() {
+        let first = ApiDoc::openapi().to_json().expect("json");
+        for _ in 0..5 {
+            assert_eq!(ApiDoc::openapi().to_json().expect("json"), first);
+        }
     }
 
     #[test]
