@@ -39,10 +39,10 @@ pub struct CoarseLocation {
 /// can see what happens around them before signing up.
 #[utoipa::path(get, path = "/v1/alerts/nearby", tag = "reports",
     params(
-        ("lat" = f64, Query, description = "Latitude, -90..=90"),
-        ("lng" = f64, Query, description = "Longitude, -180..=180"),
-        ("radius_m" = u32, Query, description = "1..=5000"),
-        ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
+        ("lat" = f64, Query, minimum = -90, maximum = 90, description = "Latitude, -90..=90"),
+        ("lng" = f64, Query, minimum = -180, maximum = 180, description = "Longitude, -180..=180"),
+        ("radius_m" = u32, Query, minimum = 1, maximum = 5000, description = "Metres, 1..=5000"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1..=100, default 20"),
     ),
     responses(
         (status = 200, description = "Alerts, newest first", body = NearbyAlerts),
@@ -55,11 +55,8 @@ pub async fn nearby(req: HttpRequest, reports_service: ReportsCall) -> Result<Ht
         lat: q.required("lat", "a number between -90 and 90")?,
         lng: q.required("lng", "a number between -180 and 180")?,
         radius_m: q.required("radius_m", "an integer between 1 and 5000")?,
-        limit: q.optional("limit", "an integer between 1 and 100")?.unwrap_or(0),
+        limit: super::page_limit(&q)?,
     };
-    if q.optional::<u32>("limit", "")? == Some(0) {
-        return Err(ApiError::validation("limit", "must be an integer between 1 and 100"));
-    }
     let alerts = reports_service
         .send(message, async |c, m| c.list_nearby_alerts(m).await)
         .await?

@@ -78,6 +78,17 @@ async fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, actix_w
     Ok(res)
 }
 
+/// A list's `limit` query parameter: 1..=100 as documented, or 0 (the services' "default") when
+/// absent. Checked here so that 0 or 101 is refused whatever the service would make of it.
+pub fn page_limit(q: &crate::query::StrictQuery) -> Result<u32, ApiError> {
+    const EXPECTED: &str = "an integer between 1 and 100";
+    match q.optional::<u32>("limit", EXPECTED)? {
+        None => Ok(0),
+        Some(n @ 1..=100) => Ok(n),
+        Some(_) => Err(ApiError::validation("limit", &format!("must be {EXPECTED}"))),
+    }
+}
+
 /// Unknown paths.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())

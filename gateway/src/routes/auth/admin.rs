@@ -32,11 +32,12 @@ pub struct AuditPage {
 /// with their own issues).
 #[utoipa::path(get, path = "/v1/admin/audit-logs", tag = "auth", security(("bearer" = [])),
     params(
-        ("user_id" = Option<String>, Query, description = "Only this actor"),
-        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-        ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("user_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            description = "Only this actor (a UUID)"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "RFC 3339, exclusive"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1..=100, default 20"),
+        ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]*$", description = "next_cursor of the previous page"),
     ),
     responses((status = 200, description = "A page", body = AuditPage),
         (status = 403, description = "Not an administrator", body = crate::error::ErrorBody)))]
@@ -52,10 +53,13 @@ pub async fn audit_logs(
             .map(service_kit::proto_time::to_timestamp))
     };
     let message = pb::ListAuditLogsRequest {
-        user_id: q.optional("user_id", "a UUID")?.unwrap_or_default(),
+        user_id: q
+            .optional::<uuid::Uuid>("user_id", "a UUID")?
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         from: bound("from")?,
         to: bound("to")?,
-        limit: q.optional("limit", "an integer between 1 and 100")?.unwrap_or(0),
+        limit: crate::routes::page_limit(&q)?,
         cursor: q.optional("cursor", "a cursor")?.unwrap_or_default(),
     };
     let r = auth_service

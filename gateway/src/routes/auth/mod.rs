@@ -32,6 +32,42 @@ const CODE: usize = 64;
 const DEVICE_ID: usize = 256;
 const INCOME_TIER: usize = 32;
 
+/// A first or last name, for the document only (bodies carry a string): as auth-service takes
+/// it (`domain::PersonName`), 1..=100 characters, no control characters, not only white space.
+pub struct PersonName;
+
+impl utoipa::PartialSchema for PersonName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // Control characters are written as themselves: schemathesis (Python) cannot use `\u`
+        // escapes in a pattern.
+        const NOT_CONTROL: &str = "[^\u{0}-\u{1f}\u{7f}-\u{9f}]";
+        const NOT_BLANK: &str = "[^\\s\u{0}-\u{1f}\u{7f}-\u{9f}]";
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(100))
+            .pattern(Some(format!("^{NOT_CONTROL}*{NOT_BLANK}{NOT_CONTROL}*$")))
+            .description(Some("1..=100 characters, not only white space, no control characters"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PersonName {}
+
+/// An account's income tier, for the document only: bodies carry it as a string, which
+/// auth-service checks against the same list (`domain::INCOME_TIERS`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IncomeTier {
+    Low,
+    LowerMiddle,
+    Middle,
+    UpperMiddle,
+    High,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokensBody {
     pub access_token: String,

@@ -24,11 +24,13 @@ pub async fn me(auth: Authenticated, auth_service: AuthCall) -> Result<HttpRespo
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeBody {
+    #[schema(value_type = Option<super::PersonName>)]
     pub first_name: Option<String>,
+    #[schema(value_type = Option<super::PersonName>)]
     pub last_name: Option<String>,
-    /// low | lower_middle | middle | upper_middle | high; null clears it.
+    /// null clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::IncomeTier>)]
     pub income_tier: Option<Option<String>>,
 }
 
@@ -69,7 +71,15 @@ pub async fn update_me(
     auth_service: AuthCall,
     body: BoundedJson<UpdateMeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::UpdateMeRequest::from(body.into_inner());
+    let body = body.into_inner();
+    // The service reads "" as "clear it"; the contract says null does that.
+    if body.income_tier.as_ref().is_some_and(|t| t.as_deref() == Some("")) {
+        return Err(ApiError::validation(
+            "income_tier",
+            "must be one of low, lower_middle, middle, upper_middle, high, or null",
+        ));
+    }
+    let message = pb::UpdateMeRequest::from(body);
     let u = auth_service
         .by(&auth)
         .send(message, async |c, m| c.update_me(m).await)
@@ -81,6 +91,7 @@ pub async fn update_me(
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     /// The token from the e-mail's link.
+    #[schema(min_length = 1, max_length = 1024)]
     pub token: String,
 }
 
