@@ -52,12 +52,32 @@ impl<T: DeserializeOwned + Bounded + 'static> FromRequest for BoundedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = web::Json::<T>::from_request(req, payload);
+        let json = web::Json::<Object<T>>::from_request(req, payload);
         Box::pin(async move {
-            let body = json.await?.into_inner();
+            let body = json.await?.into_inner().0;
             check(&body)?;
             Ok(Self(body))
         })
+    }
+}
+
+/// `T` from a JSON object only: serde's derive also reads a struct from an array of its fields
+/// in order (`[null, null]`), which no client means and the contract does not allow.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData)).map(Object)
     }
 }
 
@@ -102,6 +122,22 @@ mod tests {
     impl Bounded for Body {
         fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
             vec![("name", Some(&self.name), 4), ("note", self.note.as_deref(), 2)]
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Pair {
+        first: Option<String>,
+        second: Option<String>,
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_body() {
+        let from = |json: &str| serde_json::from_str::<Object<Pair>>(json).map(|o| o.0);
+        let pair = from(r#"{"first": "a"}"#).expect("an object");
+        assert_eq!((pair.first.as_deref(), pair.second), (Some("a"), None));
+        for not_an_object in ["[null, null]", r#"["a", "b"]"#, "null", "\"a\"", "1"] {
+            assert!(from(not_an_object).is_err(), "{not_an_object} was read as a body");
         }
     }
 
