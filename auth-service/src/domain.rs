@@ -177,21 +177,11 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// The PHC string (argon2id, or bcrypt for accounts imported from the old system).
     pub password_hash: String,
-    pub login: LoginState,
     pub mfa: MfaState,
 }
 
-/// Failed passwords and the lock they lead to.
-#[derive(Debug, Clone)]
-pub struct LoginState {
-    /// Failures since the last success or lock.
-    pub attempts: i32,
-    /// Locks since the last success: each one lasts twice as long as the one before.
-    pub lock_count: i32,
-    pub locked_until: Option<DateTime<Utc>>,
-}
-
-/// The second factor: a TOTP seed (sealed), and its own failure count and lock.
+/// The second factor: a TOTP seed (sealed). Its failure count and lock are reserved atomically
+/// in the store (`reserve_mfa_attempt`), never judged from a copy read earlier.
 #[derive(Debug, Clone)]
 pub struct MfaState {
     pub enabled: bool,
@@ -199,8 +189,6 @@ pub struct MfaState {
     /// A seed waiting for its first code to confirm the enrollment.
     pub pending_secret: Option<Vec<u8>>,
     pub last_step: Option<i64>,
-    pub failures: i32,
-    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// A new account, from validated values.
