@@ -64,7 +64,10 @@ pub fn check_new_password(password: &str, personal: &[String]) -> Result<(), Inv
         return Err(invalid("password", "is too common; choose a less predictable password"));
     }
     if personal.iter().any(|part| lower.contains(part.as_str())) {
-        return Err(invalid("password", "must not contain your name or the name part of your e-mail address"));
+        return Err(invalid(
+            "password",
+            "must not contain your name or the name part of your e-mail address",
+        ));
     }
     Ok(())
 }
@@ -92,7 +95,18 @@ mod tests {
     #[test]
     fn passwords_with_the_users_names_or_email_are_refused() {
         let ada = personal_parts("Ada.Lovelace+news@example.org", "Ada", "King-Noel");
-        assert_eq!(ada, ["ada", "ada.lovelace+news", "king", "king-noel", "lovelace", "news", "noel"]);
+        assert_eq!(
+            ada,
+            [
+                "ada",
+                "ada.lovelace+news",
+                "king",
+                "king-noel",
+                "lovelace",
+                "news",
+                "noel"
+            ]
+        );
         for bad in [
             "my name is LOVELACE really",
             "correct ada horse battery",

@@ -198,7 +198,10 @@ mod tests {
         // The legacy derivation is the one the recovery codes of before were peppered with.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[7u8; 32]).expect("key");
         mac.update(b"auth/recovery-codes/v1");
-        assert_eq!(s.legacy_derive("auth/recovery-codes/v1"), mac.finalize().into_bytes().to_vec());
+        assert_eq!(
+            s.legacy_derive("auth/recovery-codes/v1"),
+            mac.finalize().into_bytes().to_vec()
+        );
     }
 
     #[test]

@@ -7,8 +7,7 @@ use tonic::Status;
 
 use crate::domain::Invalid;
 use crate::service::{
-    AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, ReauthError, SessionError,
-    ThrottleError,
+    AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, ReauthError, SessionError, ThrottleError,
 };
 use service_kit::store_error::StoreError;
 
@@ -466,5 +465,46 @@ mod tests {
             None,
         );
         expect_store_failures::<AuditError>();
+    }
+
+    #[test]
+    fn reauthentication_errors_name_what_to_send_and_count_like_logins() {
+        let (code, error_code, message, _) = parts(ReauthError::Missing.into());
+        assert_eq!(
+            (code, error_code.as_str()),
+            (Code::InvalidArgument, "VALIDATION_FAILED")
+        );
+        assert!(message.contains("is required to confirm it is you"), "{message}");
+        // Every use case that re-authenticates answers the same.
+        for s in [
+            Status::from(DeviceError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(MfaError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(SessionError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(ProfileError::Reauth(ReauthError::InvalidCredentials)),
+        ] {
+            assert_eq!(
+                parts(s),
+                (
+                    Code::Unauthenticated,
+                    "INVALID_CREDENTIALS".to_owned(),
+                    "E-mail or password is wrong.".to_owned(),
+                    None
+                )
+            );
+        }
+        expect(
+            ReauthError::WrongCode,
+            Code::Unauthenticated,
+            "MFA_REQUIRED",
+            "The code is not valid; try the current one.",
+            None,
+        );
+        expect(
+            ReauthError::Throttled(ThrottleError::Locked { retry_after: 60 }),
+            Code::FailedPrecondition,
+            "ACCOUNT_LOCKED",
+            "Too many failed attempts; the account is locked for a while.",
+            Some("60"),
+        );
     }
 }

@@ -144,7 +144,14 @@ impl Auth {
                 if last.is_some_and(|t| Utc::now() - t < cooldown) {
                     let details = serde_json::json!({});
                     self.events
-                        .record(conn, Some(user_id), "password_reset_throttled", "low", ip.as_deref(), details)
+                        .record(
+                            conn,
+                            Some(user_id),
+                            "password_reset_throttled",
+                            "low",
+                            ip.as_deref(),
+                            details,
+                        )
                         .await?;
                     return Ok(false);
                 }

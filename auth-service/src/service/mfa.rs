@@ -190,7 +190,7 @@ impl Auth {
         if user.mfa.enabled {
             return Err(MfaError::AlreadyOn);
         }
-        self.require_password(&user, password, &actor).await?;
+        self.require_password(&mut conn, &user, password, &actor).await?;
         let seed = totp::new_secret();
         // Authenticator apps show "issuer: account"; a colon in an e-mail would break that label.
         let label = user.email.replace(':', "_");
@@ -246,7 +246,7 @@ impl Auth {
         if !user.mfa.enabled {
             return Err(MfaError::NotOn);
         }
-        self.require_password(&user, password, &actor).await?;
+        self.require_password(&mut conn, &user, password, &actor).await?;
         self.check_mfa(&mut conn, &user, code, &actor).await?;
         let user_id = user.id;
         let ended = conn

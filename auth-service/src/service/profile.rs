@@ -95,7 +95,7 @@ impl Auth {
         let (row, sid, mut conn) = self.caller_account(claims).await?;
         let personal = account::personal_parts(&row.email, &row.first_name, &row.last_name);
         account::check_new_password(new.expose_secret(), &personal)?;
-        self.require_password(&row, current, &actor).await?;
+        self.require_password(&mut conn, &row, current, &actor).await?;
         let user = row.id;
         let hash = self.passwords.hash(new).await?;
         let ended = conn

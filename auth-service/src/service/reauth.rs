@@ -4,7 +4,7 @@
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::throttle::PasswordCheck;
+use super::throttle::{PasswordCheck, PasswordGuess};
 use super::{Auth, MfaError, ThrottleError};
 use crate::domain::{Actor, User};
 use crate::store::{Conn, StoreError};
@@ -44,7 +44,7 @@ impl Auth {
         actor: &Actor,
     ) -> Result<(), ReauthError> {
         if !reauth.password.expose_secret().is_empty() {
-            return self.require_password(user, &reauth.password, actor).await;
+            return self.require_password(conn, user, &reauth.password, actor).await;
         }
         if user.mfa.enabled && !reauth.totp_code.trim().is_empty() {
             return self
@@ -64,6 +64,7 @@ impl Auth {
     /// The account's current password, counted for (account, address) like a login.
     pub(super) async fn require_password(
         &self,
+        conn: &mut Conn,
         user: &User,
         password: &SecretString,
         actor: &Actor,
@@ -71,11 +72,13 @@ impl Auth {
         if password.expose_secret().is_empty() {
             return Err(ReauthError::Missing);
         }
-        let stored = Some(user.password_hash.clone());
-        match self
-            .check_password(&user.email, Some(user.id), stored, password, "", actor)
-            .await?
-        {
+        let guess = PasswordGuess {
+            email: &user.email,
+            account: Some(user),
+            password,
+            captcha_token: "",
+        };
+        match self.check_password(conn, guess, actor).await? {
             PasswordCheck::Right { .. } => Ok(()),
             PasswordCheck::Wrong {
                 locked: Some(retry_after),

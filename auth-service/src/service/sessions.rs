@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::devices::record_device;
 use super::email::{VERIFY_EMAIL, email_token};
-use super::throttle::PasswordCheck;
+use super::throttle::{PasswordCheck, PasswordGuess};
 use super::{Auth, CallerError, MfaError, Reauth, ReauthError, ThrottleError, ids};
 use crate::account;
 use crate::domain::{
@@ -159,19 +159,21 @@ impl Auth {
             Some(e) => store::user_by_email(&mut conn, e.as_str()).await?,
             None => None,
         };
-        let check = self
-            .check_password(
-                &input.email,
-                user.as_ref().map(|u| u.id),
-                user.as_ref().map(|u| u.password_hash.clone()),
-                &input.password,
-                &input.captcha_token,
-                &actor,
-            )
-            .await?;
+        let guess = PasswordGuess {
+            email: &input.email,
+            account: user.as_ref(),
+            password: &input.password,
+            captcha_token: &input.captcha_token,
+        };
+        let check = self.check_password(&mut conn, guess, &actor).await?;
         let (user, rehash) = match (user, check) {
             (Some(user), PasswordCheck::Right { rehash }) => (user, rehash),
-            (_, PasswordCheck::Wrong { locked: Some(retry_after) }) => {
+            (
+                _,
+                PasswordCheck::Wrong {
+                    locked: Some(retry_after),
+                },
+            ) => {
                 return Err(ThrottleError::Locked { retry_after }.into());
             }
             _ => return Err(SessionError::InvalidCredentials),

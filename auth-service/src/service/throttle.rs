@@ -18,9 +18,9 @@ use sha2::Sha256;
 
 use super::Auth;
 use crate::captcha::CaptchaError;
-use crate::domain::{Actor, UserId};
+use crate::domain::{Actor, User, UserId};
 use crate::password::Verdict;
-use crate::store::{self, Reserved, StoreError, Transaction as _};
+use crate::store::{self, Conn, Reserved, StoreError, Transaction as _};
 
 /// Why a password is not even checked.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +46,14 @@ pub enum ThrottleError {
 
 /// What checking a password (after its attempt was admitted) found.
 pub(super) enum PasswordCheck {
-    Right { rehash: bool },
+    Right {
+        rehash: bool,
+    },
     /// Wrong, or no such account; `locked` is the lock's remaining seconds when the pair is
     /// (now) locked.
-    Wrong { locked: Option<u64> },
+    Wrong {
+        locked: Option<u64>,
+    },
 }
 
 /// Failed logins of a pair after which a CAPTCHA is required (before the lock at
@@ -101,13 +105,23 @@ pub fn address_key(ip: Option<&str>) -> String {
     }
 }
 
+/// A password presented for an account name.
+pub(super) struct PasswordGuess<'a> {
+    /// As typed: counted under its normalised form whether or not an account has it.
+    pub email: &'a str,
+    /// The account with that e-mail, if any.
+    pub account: Option<&'a User>,
+    pub password: &'a SecretString,
+    /// Empty when none was sent.
+    pub captcha_token: &'a str,
+}
+
 /// An attempt admitted to have its password checked.
 pub(super) struct Attempt {
     subject: Vec<u8>,
     address: String,
+    /// `counted` is false while the pair is locked: a soft-lock attempt.
     reserved: Reserved,
-    /// Counted in the pair's row (false while the pair is locked: a soft-lock attempt).
-    counted: bool,
     /// Counted in Redis for the address.
     ip_counted: bool,
 }
@@ -115,7 +129,7 @@ pub(super) struct Attempt {
 impl Attempt {
     /// The pair's lock, when this attempt passes one with a solved CAPTCHA.
     fn soft_lock(&self) -> Option<DateTime<Utc>> {
-        self.reserved.locked_until.filter(|_| !self.counted)
+        self.reserved.locked_until.filter(|_| !self.reserved.counted)
     }
 }
 
@@ -123,38 +137,42 @@ impl Auth {
     /// The counter key of an account name: HMAC-SHA256 of the normalised e-mail (trimmed, lower
     /// case), whether or not an account has it.
     pub(super) fn login_subject(&self, email: &str) -> Vec<u8> {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.subject_key).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.subject_key).expect("HMAC takes any key length");
         mac.update(email.trim().to_lowercase().as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// Checks `password` for the account named `email` (`stored`: its hash; `None` when there is
-    /// none, which costs the same time), counting the attempt for (account, address) first.
+    /// Checks a password for the account named `guess.email` (`guess.account`: that account; a
+    /// name with none costs the same time), counting the attempt for (account, address) first.
     pub(super) async fn check_password(
         &self,
-        email: &str,
-        user: Option<UserId>,
-        stored: Option<String>,
-        password: &SecretString,
-        captcha_token: &str,
+        conn: &mut Conn,
+        guess: PasswordGuess<'_>,
         actor: &Actor,
     ) -> Result<PasswordCheck, ThrottleError> {
-        let attempt = self.reserve(email, user, captcha_token, actor).await?;
+        let PasswordGuess {
+            email,
+            account,
+            password,
+            captcha_token,
+        } = guess;
+        let user = account.map(|u| u.id);
+        let stored = account.map(|u| u.password_hash.clone());
+        let attempt = self.reserve(conn, email, user, captcha_token, actor).await?;
         let verdict = match self.passwords.verify(password, stored).await {
             Ok(v) => v,
             Err(e) => {
-                self.release(&attempt).await;
+                self.release(conn, &attempt).await;
                 return Err(e.into());
             }
         };
         match verdict {
             Verdict::Match { rehash } if user.is_some() => {
-                self.succeeded(&attempt).await?;
+                self.succeeded(conn, &attempt).await?;
                 Ok(PasswordCheck::Right { rehash })
             }
             _ => Ok(PasswordCheck::Wrong {
-                locked: self.failed(&attempt, user, actor).await?,
+                locked: self.failed(conn, &attempt, user, actor).await?,
             }),
         }
     }
@@ -163,6 +181,7 @@ impl Auth {
     /// password may be checked; a refused attempt is given back.
     async fn reserve(
         &self,
+        conn: &mut Conn,
         email: &str,
         user: Option<UserId>,
         captcha_token: &str,
@@ -171,11 +190,7 @@ impl Auth {
         let subject = self.login_subject(email);
         let address = address_key(actor.ip.as_deref());
         let ip = self.count_ip_attempt(&address).await;
-        let reserved = match self.conn().await {
-            Ok(mut conn) => store::reserve_login_attempt(&mut conn, &subject, &address).await,
-            Err(e) => Err(e),
-        };
-        let reserved = match reserved {
+        let reserved = match store::reserve_login_attempt(conn, &subject, &address).await {
             Ok(r) => r,
             Err(e) => {
                 if ip.is_some() {
@@ -187,14 +202,13 @@ impl Auth {
         let attempt = Attempt {
             subject,
             address,
-            counted: reserved.locked_until.is_none_or(|t| t <= Utc::now()),
             reserved,
             ip_counted: ip.is_some(),
         };
         match self.admit(&attempt, ip, captcha_token, actor, user).await {
             Ok(()) => Ok(attempt),
             Err(e) => {
-                self.release(&attempt).await;
+                self.release(conn, &attempt).await;
                 Err(e)
             }
         }
@@ -245,10 +259,9 @@ impl Auth {
 
     /// Gives back an attempt refused before its password was checked (best effort: a failure
     /// leaves it counted, erring on the safe side).
-    async fn release(&self, attempt: &Attempt) {
-        if attempt.counted
-            && let Ok(mut conn) = self.conn().await
-            && let Err(e) = store::release_login_attempt(&mut conn, &attempt.subject, &attempt.address).await
+    async fn release(&self, conn: &mut Conn, attempt: &Attempt) {
+        if attempt.reserved.counted
+            && let Err(e) = store::release_login_attempt(conn, &attempt.subject, &attempt.address).await
         {
             tracing::warn!(error = format!("{e:#}"), "could not give back a login attempt");
         }
@@ -259,9 +272,8 @@ impl Auth {
 
     /// The right password: the pair starts over (a soft lock ends), and the address's count
     /// takes this attempt back.
-    async fn succeeded(&self, attempt: &Attempt) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        store::clear_login_attempts(&mut conn, &attempt.subject, &attempt.address).await?;
+    async fn succeeded(&self, conn: &mut Conn, attempt: &Attempt) -> Result<(), StoreError> {
+        store::clear_login_attempts(conn, &attempt.subject, &attempt.address).await?;
         if attempt.ip_counted {
             self.uncount_ip_attempt(&attempt.address).await;
         }
@@ -271,14 +283,19 @@ impl Auth {
     /// A wrong password (or no such account): a security event; the attempt that reaches
     /// `LOGIN_MAX_ATTEMPTS` locks the pair. Returns the lock's remaining seconds when the pair is
     /// locked (by this failure, or already: a soft-lock attempt).
-    async fn failed(&self, attempt: &Attempt, user: Option<UserId>, actor: &Actor) -> Result<Option<u64>, StoreError> {
+    async fn failed(
+        &self,
+        conn: &mut Conn,
+        attempt: &Attempt,
+        user: Option<UserId>,
+        actor: &Actor,
+    ) -> Result<Option<u64>, StoreError> {
         let soft = attempt.soft_lock();
         let lock = (soft.is_none() && attempt.reserved.attempt >= self.policy.max_attempts)
             .then(|| lock_duration(self.policy.lockout, attempt.reserved.lock_count));
         let until = lock.map(lock_end);
         let ip = actor.ip.clone();
         let n = attempt.reserved.attempt;
-        let mut conn = self.conn().await?;
         conn.transaction::<_, StoreError, _>(async move |conn| {
             if let Some(until) = until {
                 store::lock_login(conn, &attempt.subject, &attempt.address, until).await?;
@@ -380,7 +397,12 @@ impl Auth {
                 .await
                 .ok()
         };
-        if tokio::time::timeout(REDIS_TIMEOUT, write).await.ok().flatten().is_none() {
+        if tokio::time::timeout(REDIS_TIMEOUT, write)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
             tracing::warn!("could not take back a login attempt per address (Redis unavailable)");
         }
     }
@@ -404,7 +426,10 @@ mod tests {
     fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
         assert_eq!(address_key(Some("203.0.113.7")), "203.0.113.7");
         assert_eq!(address_key(Some("::ffff:203.0.113.7")), "203.0.113.7");
-        assert_eq!(address_key(Some("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), "2001:db8:1:2::/64");
+        assert_eq!(
+            address_key(Some("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            "2001:db8:1:2::/64"
+        );
         assert_eq!(address_key(Some("2001:db8:1:2::1")), "2001:db8:1:2::/64");
         assert_ne!(address_key(Some("2001:db8:1:3::1")), "2001:db8:1:2::/64");
         assert_eq!(address_key(Some("::1")), "::/64");

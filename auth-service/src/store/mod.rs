@@ -31,8 +31,8 @@ pub use throttle::{
     mfa_locked_until, release_login_attempt, release_mfa_attempt, reserve_login_attempt, reserve_mfa_attempt,
 };
 pub use users::{
-    EMAIL_TAKEN, insert_user, live_session_user, record_success, set_password, set_roles,
-    set_tokens_not_before, update_profile, user_by_email, user_by_id,
+    EMAIL_TAKEN, insert_user, live_session_user, record_success, set_password, set_roles, set_tokens_not_before,
+    update_profile, user_by_email, user_by_id,
 };
 
 /// The connection every query runs on: a pooled one, or the one of a caller's transaction.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bytea, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Bool, Bytea, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 
 use super::schema::{login_throttle, users};
@@ -22,6 +22,9 @@ pub struct Reserved {
     pub lock_count: i32,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub locked_until: Option<DateTime<Utc>>,
+    /// The attempt was counted: the counter was not locked (by PostgreSQL's clock).
+    #[diesel(sql_type = Bool)]
+    pub counted: bool,
 }
 
 /// Counts an attempt of `subject` from `address` (nothing while the pair is locked).
@@ -31,7 +34,8 @@ pub async fn reserve_login_attempt(conn: &mut Conn, subject: &[u8], address: &st
          ON CONFLICT (subject, address) DO UPDATE SET \
            attempts = CASE WHEN t.locked_until > now() THEN t.attempts ELSE t.attempts + 1 END, \
            updated_at = now() \
-         RETURNING attempts AS attempt, lock_count, locked_until",
+         RETURNING attempts AS attempt, lock_count, locked_until, \
+           (locked_until IS NULL OR locked_until <= now()) AS counted",
     )
     .bind::<Bytea, _>(subject)
     .bind::<Text, _>(address)
@@ -88,7 +92,8 @@ pub async fn reserve_mfa_attempt(conn: &mut Conn, user: UserId) -> Result<Option
     Ok(diesel::sql_query(
         "UPDATE auth.users SET mfa_failures = mfa_failures + 1 \
          WHERE id = $1 AND (mfa_locked_until IS NULL OR mfa_locked_until <= now()) \
-         RETURNING mfa_failures AS attempt, mfa_lock_count AS lock_count, mfa_locked_until AS locked_until",
+         RETURNING mfa_failures AS attempt, mfa_lock_count AS lock_count, mfa_locked_until AS locked_until, \
+           true AS counted",
     )
     .bind::<SqlUuid, _>(user.0)
     .get_result(conn)
