@@ -385,3 +385,41 @@ pub async fn logout_all(
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    /// The rules auth-service enforces on these bodies are in the document, so a contract fuzzer
+    /// generates only what the product accepts (issue 17, contract fuzzing).
+    #[test]
+    fn the_document_states_the_body_rules() {
+        let doc = serde_json::to_value(crate::openapi::ApiDoc::openapi()).expect("json");
+        let schema = |name: &str| doc["components"]["schemas"][name].clone();
+        let register = schema("RegisterBody");
+        assert_eq!(register["properties"]["password"]["minLength"], 12, "{register}");
+        assert_eq!(register["properties"]["password"]["maxLength"], 128, "{register}");
+        assert_eq!(register["properties"]["email"]["format"], "email", "{register}");
+        assert_eq!(schema("Platform")["enum"], serde_json::json!(["ios", "android", "web"]));
+        assert_eq!(schema("ChangePasswordBody")["properties"]["new_password"]["minLength"], 12);
+        assert_eq!(schema("ResetConfirmBody")["properties"]["new_password"]["maxLength"], 128);
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            let responses = doc["paths"][path][method]["responses"].as_object().expect("responses");
+            responses.keys().cloned().collect()
+        };
+        for (path, method) in [
+            ("/v1/auth/login", "post"),
+            ("/v1/auth/logout-all", "post"),
+            ("/v1/me/devices/{device_id}", "delete"),
+            ("/v1/me/mfa/totp", "post"),
+            ("/v1/me/mfa/totp", "delete"),
+            ("/v1/me/password", "post"),
+            ("/v1/auth/password-reset", "post"),
+        ] {
+            let got = statuses(path, method);
+            for status in ["400", "408", "413", "429", "503"] {
+                assert!(got.iter().any(|s| s == status), "{method} {path} lacks {status}: {got:?}");
+            }
+        }
+    }
+}
