@@ -2,7 +2,8 @@
 -- locks only their own address out (issue 17). `subject` is HMAC-SHA256 of the normalised e-mail
 -- under a key derived from ENCRYPTION_KEY: addresses with no account are counted the same way, so
 -- a locked account and an unknown one answer alike, and no e-mail is stored here. `address` is the
--- client address (an IPv6 one as its /64). An attempt is counted (reserved) before the password
+-- client address (an IPv6 one as its /64), or '*' for the account across all addresses (a CAPTCHA
+-- after many failures from anywhere, never a lock). An attempt is counted (reserved) before the password
 -- is checked, so concurrent guesses cannot all be judged against one snapshot.
 CREATE TABLE auth.login_throttle (
     subject      bytea       NOT NULL CHECK (octet_length(subject) = 32),

@@ -1,8 +1,10 @@
 //! What slows a password guess down, counted per (account, client address) so that an attacker
 //! locks out only their own address: a CAPTCHA after a few failures of the pair, then a lock of
 //! the pair (doubling with each lock, up to a day) that the right password with a solved CAPTCHA
-//! still passes (a soft lock); across accounts, a CAPTCHA (or, with no CAPTCHA provider, a wait)
-//! for an address with many failures (credential stuffing), counted in Redis. E-mails with no
+//! still passes (a soft lock); across addresses, a CAPTCHA (never a lock) for an account with
+//! many failures (guessing spread over many addresses); across accounts, a CAPTCHA (or, with no
+//! CAPTCHA provider, a wait) for an address with many failures (credential stuffing), counted in
+//! Redis. E-mails with no
 //! account are counted alike, under the same keyed hash, so a locked account and an unknown one
 //! answer the same. Every attempt is counted before the password is checked and given back when
 //! it is refused unjudged, so concurrent guesses cannot all be judged against one snapshot.
@@ -59,6 +61,13 @@ pub(super) enum PasswordCheck {
 /// Failed logins of a pair after which a CAPTCHA is required (before the lock at
 /// `LOGIN_MAX_ATTEMPTS`): escalation goes CAPTCHA first, then lock.
 const CAPTCHA_AFTER_FAILURES: i32 = 3;
+
+/// The counter row of an account across all its addresses (no address key looks like this).
+const ACCOUNT_WIDE: &str = "*";
+
+/// Failed logins of an account from all addresses together after which every attempt needs a
+/// CAPTCHA: a spread-out guess costs a CAPTCHA each, while the owner is never locked out by it.
+const ACCOUNT_CAPTCHA_AFTER_FAILURES: i32 = 10;
 
 /// How long Redis may take to count or tell an address's failures before the login goes on
 /// without (the per-pair lock still holds).
@@ -122,6 +131,8 @@ pub(super) struct Attempt {
     address: String,
     /// `counted` is false while the pair is locked: a soft-lock attempt.
     reserved: Reserved,
+    /// This attempt's number across all addresses (0: not counted there).
+    across: i32,
     /// Counted in Redis for the address.
     ip_counted: bool,
 }
@@ -199,12 +210,20 @@ impl Auth {
                 return Err(e.into());
             }
         };
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             subject,
             address,
             reserved,
+            across: 0,
             ip_counted: ip.is_some(),
         };
+        match store::reserve_login_attempt(conn, &attempt.subject, ACCOUNT_WIDE).await {
+            Ok(across) => attempt.across = across.attempt,
+            Err(e) => {
+                self.release(conn, &attempt).await;
+                return Err(e.into());
+            }
+        }
         match self.admit(&attempt, ip, captcha_token, actor, user).await {
             Ok(()) => Ok(attempt),
             Err(e) => {
@@ -251,7 +270,7 @@ impl Auth {
                 });
             }
             self.check_captcha(captcha_token, actor, user).await?;
-        } else if r.attempt > CAPTCHA_AFTER_FAILURES {
+        } else if r.attempt > CAPTCHA_AFTER_FAILURES || attempt.across > ACCOUNT_CAPTCHA_AFTER_FAILURES {
             self.check_captcha(captcha_token, actor, user).await?;
         }
         Ok(())
@@ -265,15 +284,21 @@ impl Auth {
         {
             tracing::warn!(error = format!("{e:#}"), "could not give back a login attempt");
         }
+        if attempt.across > 0
+            && let Err(e) = store::release_login_attempt(conn, &attempt.subject, ACCOUNT_WIDE).await
+        {
+            tracing::warn!(error = format!("{e:#}"), "could not give back a login attempt");
+        }
         if attempt.ip_counted {
             self.uncount_ip_attempt(&attempt.address).await;
         }
     }
 
-    /// The right password: the pair starts over (a soft lock ends), and the address's count
-    /// takes this attempt back.
+    /// The right password: the pair and the account-wide count start over (a soft lock ends),
+    /// and the address's count takes this attempt back.
     async fn succeeded(&self, conn: &mut Conn, attempt: &Attempt) -> Result<(), StoreError> {
         store::clear_login_attempts(conn, &attempt.subject, &attempt.address).await?;
+        store::clear_login_attempts(conn, &attempt.subject, ACCOUNT_WIDE).await?;
         if attempt.ip_counted {
             self.uncount_ip_attempt(&attempt.address).await;
         }
