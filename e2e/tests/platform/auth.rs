@@ -782,6 +782,7 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
         .await;
     let url = format!("{}/siteverify", siteverify.uri());
     let tp = TestPlatform::builder("captcha")
+        .gateway_env(&LOOPBACK_IS_A_PROXY)
         .auth_env(&[
             ("CAPTCHA_PROVIDER", "turnstile"),
             ("CAPTCHA_SECRET", "test-captcha-secret"),
@@ -826,6 +827,62 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
     );
     let body = json!({"email": "captcha@example.org", "password": PASSWORD, "device": {"device_id": "d", "platform": "ios"}, "captcha_token": "good-token"});
     assert_eq!(api.post("/v1/auth/login", body, None).await.status().as_u16(), 200);
+
+    // A soft lock (issue 17, item 4): an address that locked the account waits, unless the right
+    // password comes with a solved CAPTCHA; a wrong one with a CAPTCHA still meets the lock.
+    let login = |from: &'static str, password: &'static str, captcha: Option<&'static str>| {
+        let mut body = json!({"email": "captcha@example.org", "password": password,
+            "device": {"device_id": "d", "platform": "ios"}});
+        if let Some(t) = captcha {
+            body["captcha_token"] = json!(t);
+        }
+        let api = &api;
+        async move { api.post_from(from, "/v1/auth/login", body).await }
+    };
+    let from = "203.0.113.80";
+    for attempt in 1..=4 {
+        let res = login(from, "wrong password!", Some("good-token")).await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    let res = login(from, "wrong password!", Some("good-token")).await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    assert_eq!(
+        error_code(login(from, PASSWORD, None).await, 423).await,
+        "ACCOUNT_LOCKED"
+    );
+    let res = login(from, "wrong password!", Some("good-token")).await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    assert_eq!(login(from, PASSWORD, Some("good-token")).await.status().as_u16(), 200);
+
+    // Guesses spread over many addresses, one each: after ten, every attempt on the account needs
+    // a CAPTCHA, from anywhere, even with the right password; it is never a lock.
+    let spread = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.5",
+        "198.51.100.6",
+        "198.51.100.7",
+        "198.51.100.8",
+        "198.51.100.9",
+        "198.51.100.10",
+    ];
+    for from in spread {
+        let res = login(from, "wrong password!", None).await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "from {from}");
+    }
+    let res = login("198.51.100.11", PASSWORD, None).await;
+    assert_eq!(error_code(res, 400).await, "CAPTCHA_REQUIRED");
+    assert_eq!(
+        login("198.51.100.11", PASSWORD, Some("good-token"))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    // The owner's login started the count over.
+    assert_eq!(login("198.51.100.12", PASSWORD, None).await.status().as_u16(), 200);
 }
 
 async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
