@@ -181,6 +181,7 @@ impl service_kit::service::Service for AuthService {
             app_base_url: config.app_base_url,
         };
         let auth = service::Auth::new(parts, registry)?;
+        tokio::spawn(auth.clone().purge_idle_login_counters());
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(
             proto::auth::v1::auth_service_server::AuthServiceServer::new(grpc),

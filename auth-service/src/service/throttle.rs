@@ -69,6 +69,13 @@ const ACCOUNT_WIDE: &str = "*";
 /// CAPTCHA: a spread-out guess costs a CAPTCHA each, while the owner is never locked out by it.
 const ACCOUNT_CAPTCHA_AFTER_FAILURES: i32 = 10;
 
+/// A login counter untouched this long (and not locked) is deleted; a lock lasts a day at most,
+/// so no escalation outlives it by more than this.
+const IDLE_COUNTER_HOURS: i64 = 24;
+
+/// How often idle login counters are looked for.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long Redis may take to count or tell an address's failures before the login goes on
 /// without (the per-pair lock still holds).
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -370,6 +377,22 @@ impl Auth {
             }
             Err(CaptchaError::Unavailable(e)) => {
                 Err(ThrottleError::CaptchaUnavailable(e.context("verifying the CAPTCHA")))
+            }
+        }
+    }
+
+    /// Deletes idle login counters every hour, for ever (spawned once at start).
+    pub async fn purge_idle_login_counters(self) {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            let purged = match self.conn().await {
+                Ok(mut conn) => store::purge_idle_login_attempts(&mut conn, TimeDelta::hours(IDLE_COUNTER_HOURS)).await,
+                Err(e) => Err(e),
+            };
+            match purged {
+                Ok(n) => tracing::debug!(purged = n, "idle login counters deleted"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "could not delete idle login counters"),
             }
         }
     }

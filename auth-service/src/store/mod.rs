@@ -28,7 +28,8 @@ pub use sessions::{
 };
 pub use throttle::{
     Reserved, clear_all_login_attempts, clear_login_attempts, clear_mfa_attempts, lock_login, lock_mfa,
-    mfa_locked_until, release_login_attempt, release_mfa_attempt, reserve_login_attempt, reserve_mfa_attempt,
+    mfa_locked_until, purge_idle_login_attempts, release_login_attempt, release_mfa_attempt, reserve_login_attempt,
+    reserve_mfa_attempt,
 };
 pub use users::{
     EMAIL_TAKEN, insert_user, live_session_user, record_success, set_password, set_roles, set_tokens_not_before,

@@ -142,3 +142,20 @@ pub async fn clear_mfa_attempts(conn: &mut Conn, user: UserId) -> Result<(), Sto
         .await?;
     Ok(())
 }
+
+/// Deletes the login counters untouched for `idle` and not locked: rows for e-mails nobody has
+/// (anyone can make those) do not pile up. Returns how many went.
+pub async fn purge_idle_login_attempts(conn: &mut Conn, idle: chrono::TimeDelta) -> Result<usize, StoreError> {
+    let before = Utc::now() - idle;
+    Ok(diesel::delete(
+        login_throttle::table
+            .filter(login_throttle::updated_at.lt(before))
+            .filter(
+                login_throttle::locked_until
+                    .is_null()
+                    .or(login_throttle::locked_until.lt(diesel::dsl::now)),
+            ),
+    )
+    .execute(conn)
+    .await?)
+}
