@@ -80,12 +80,12 @@ impl Api {
         req.send().await.expect("request")
     }
 
-    /// A DELETE with a JSON body.
-    async fn delete(&self, path: &str, body: Value, bearer: &str) -> reqwest::Response {
+    /// `DELETE /v1/me/mfa/totp`: MFA off with the password and a code.
+    async fn mfa_off(&self, bearer: &str, password: &str, code: &str) -> reqwest::Response {
         self.http
-            .delete(format!("{}{path}", self.base))
+            .delete(format!("{}/v1/me/mfa/totp", self.base))
             .bearer_auth(bearer)
-            .json(&body)
+            .json(&json!({"password": password, "code": code}))
             .send()
             .await
             .expect("request")
@@ -992,21 +992,9 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
     );
 
     // Turning MFA off takes the password and a valid code; then a password alone logs in again.
-    let res = api
-        .delete(
-            "/v1/me/mfa/totp",
-            json!({"password": PASSWORD, "code": "123456"}),
-            &access,
-        )
-        .await;
+    let res = api.mfa_off(&access, PASSWORD, "123456").await;
     assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
-    let res = api
-        .delete(
-            "/v1/me/mfa/totp",
-            json!({"password": PASSWORD, "code": codes[1]}),
-            &access,
-        )
-        .await;
+    let res = api.mfa_off(&access, PASSWORD, &codes[1]).await;
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(login(None).await.status().as_u16(), 200);
 }
@@ -1112,6 +1100,25 @@ async fn operators_grant_and_revoke_roles_and_import_old_accounts(tp: &TestPlatf
     );
 }
 
+/// A platform whose auth-service mails through a fake SMTP relay (and `env` besides).
+async fn with_fake_relay(tag: &str, env: &[(&str, &str)]) -> (xtask::fake_smtp::FakeSmtp, TestPlatform) {
+    let relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
+    let port = relay.port.to_string();
+    let tp = TestPlatform::builder(tag)
+        .auth_env(&[
+            ("MAILER", "smtp"),
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", &port),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "Platform <no-reply@example.org>"),
+        ])
+        .auth_env(env)
+        .start()
+        .await
+        .expect("platform");
+    (relay, tp)
+}
+
 /// The token in a mailed link `…?token=XYZ`.
 fn token_in(mail: &xtask::fake_smtp::Mail) -> String {
     let start = mail.data.find("token=").expect("a link with a token") + "token=".len();
@@ -1125,20 +1132,7 @@ fn token_in(mail: &xtask::fake_smtp::Mail) -> String {
 async fn email_verification_and_password_reset_through_a_fake_relay() {
     use std::time::Duration;
 
-    let mut relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
-    let port = relay.port.to_string();
-    let tp = TestPlatform::builder("mail")
-        .auth_env(&[
-            ("MAILER", "smtp"),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &port),
-            ("SMTP_TLS", "none"),
-            ("SMTP_FROM", "Platform <no-reply@example.org>"),
-            ("APP_BASE_URL", "https://app.example.org"),
-        ])
-        .start()
-        .await
-        .expect("platform");
+    let (mut relay, tp) = with_fake_relay("mail", &[("APP_BASE_URL", "https://app.example.org")]).await;
     let api = Api::new(&tp);
     let wait = Duration::from_secs(10);
 
@@ -2135,19 +2129,7 @@ async fn a_lock_holds_for_the_address_that_earned_it_and_unknown_emails_answer_a
 async fn factor_changes_need_the_password_again_and_end_the_other_sessions() {
     use std::time::Duration;
 
-    let mut relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
-    let port = relay.port.to_string();
-    let tp = TestPlatform::builder("reauth")
-        .auth_env(&[
-            ("MAILER", "smtp"),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &port),
-            ("SMTP_TLS", "none"),
-            ("SMTP_FROM", "Platform <no-reply@example.org>"),
-        ])
-        .start()
-        .await
-        .expect("platform");
+    let (mut relay, tp) = with_fake_relay("reauth", &[]).await;
     let api = Api::new(&tp);
     let db = db(&tp).await;
     let wait = Duration::from_secs(10);
@@ -2235,21 +2217,9 @@ async fn factor_changes_need_the_password_again_and_end_the_other_sessions() {
     // Disable: the password and a code; the other sessions end and the user is told.
     let res = login_with(codes[2].clone()).await;
     let tablet = tokens(&res.json().await.expect("json")).0;
-    let res = api
-        .delete(
-            "/v1/me/mfa/totp",
-            json!({"password": "wrong wrong wrong", "code": codes[3]}),
-            &access,
-        )
-        .await;
+    let res = api.mfa_off(&access, "wrong wrong wrong", &codes[3]).await;
     assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS");
-    let res = api
-        .delete(
-            "/v1/me/mfa/totp",
-            json!({"password": PASSWORD, "code": codes[3]}),
-            &access,
-        )
-        .await;
+    let res = api.mfa_off(&access, PASSWORD, &codes[3]).await;
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(error_code(api.me(&tablet).await, 401).await, "TOKEN_REVOKED");
     assert_eq!(api.me(&access).await.status().as_u16(), 200);
@@ -2292,19 +2262,7 @@ async fn factor_changes_need_the_password_again_and_end_the_other_sessions() {
 async fn password_resets_mail_once_per_cooldown_and_answer_alike() {
     use std::time::Duration;
 
-    let mut relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
-    let port = relay.port.to_string();
-    let tp = TestPlatform::builder("resetflood")
-        .auth_env(&[
-            ("MAILER", "smtp"),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &port),
-            ("SMTP_TLS", "none"),
-            ("SMTP_FROM", "Platform <no-reply@example.org>"),
-        ])
-        .start()
-        .await
-        .expect("platform");
+    let (mut relay, tp) = with_fake_relay("resetflood", &[]).await;
     let api = Api::new(&tp);
     let db = db(&tp).await;
     let wait = Duration::from_secs(10);
