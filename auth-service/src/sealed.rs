@@ -105,6 +105,12 @@ impl Sealer {
         cipher.decrypt(nonce, payload).map_err(|_| SealError::Corrupt)
     }
 
+    /// Whether `sealed` was sealed before the HKDF split (under the master key itself): worth
+    /// sealing again once it has been opened.
+    pub fn is_legacy(sealed: &[u8]) -> bool {
+        sealed.first() == Some(&LEGACY_VERSION)
+    }
+
     /// A 32-byte key for another purpose (`label` names it), split from the master key by HKDF.
     pub fn derive(&self, label: &str) -> Vec<u8> {
         let mut key = vec![0u8; 32];
@@ -174,10 +180,12 @@ mod tests {
     fn seeds_sealed_before_the_split_still_open_and_new_ones_use_the_derived_key() {
         let s = sealer(7);
         let old = sealed_v1([7; 32], b"old seed", b"user-1");
+        assert!(Sealer::is_legacy(&old));
         assert_eq!(s.open(&old, b"user-1").as_deref(), Ok(&b"old seed"[..]));
         assert_eq!(s.open(&old, b"user-2"), Err(SealError::Corrupt));
         let new = s.seal(b"new seed", b"user-1");
         assert_eq!(new[0], VERSION);
+        assert!(!Sealer::is_legacy(&new));
         // Not sealed under the master key: relabelled as version 1 it does not open.
         let mut relabelled = new.clone();
         relabelled[0] = LEGACY_VERSION;
@@ -185,6 +193,28 @@ mod tests {
         let mut unknown = new;
         unknown[0] = 9;
         assert_eq!(s.open(&unknown, b"user-1"), Err(SealError::Corrupt));
+    }
+
+    /// The values e2e `database::totp_seeds_and_recovery_codes_from_before_the_key_split_still_work`
+    /// writes into the database (made with Python's `cryptography`, independent of this code).
+    #[test]
+    fn the_legacy_test_vectors_open() {
+        let s = sealer(0x42);
+        let user = uuid::Uuid::parse_str("00000000-0000-4000-8000-000000000017").expect("uuid");
+        let blob = hex("01000102030405060708090a0b34eca2e9841ac533a4367521e2e96e0d05a5f75ac0f39948289bd4759492a0baa929fb02");
+        assert_eq!(s.open(&blob, user.as_bytes()).as_deref(), Ok(&b"12345678901234567890"[..]));
+        let pepper = s.legacy_derive("auth/recovery-codes/v1");
+        assert_eq!(
+            crate::mfa::recovery_code_hash(&pepper, "ABCDE-FGHJK"),
+            hex("17ff97a79f1e37142511628807adc9ec39f1ed32d5fe5708786fc809f0e5e52e")
+        );
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     #[test]

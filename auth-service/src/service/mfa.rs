@@ -13,6 +13,7 @@ use super::{Auth, CallerError, ReauthError};
 use crate::domain::{Actor, Invalid, SessionId, User, UserId};
 use crate::mfa::{self as totp, Enrollment};
 use crate::password::Verdict;
+use crate::sealed::Sealer;
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// What enrolling, turning off, or presenting a second factor can fail with.
@@ -147,12 +148,17 @@ impl Auth {
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("MFA on without a seed"))?;
         let seed = self.open_seed(sealed, user)?;
-        Ok(
-            match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, user.mfa.last_step) {
-                Ok(step) => store::claim_totp_step(conn, user.id, step).await?,
-                Err(_) => false,
-            },
-        )
+        let accepted = match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, user.mfa.last_step) {
+            Ok(step) => store::claim_totp_step(conn, user.id, step).await?,
+            Err(_) => false,
+        };
+        // A seed sealed before the HKDF split moves to the derived key the first time it is used.
+        if accepted && Sealer::is_legacy(sealed) {
+            let resealed = self.sealer.seal(&seed, user.id.0.as_bytes());
+            store::reseal_mfa_secret(conn, user.id, sealed, &resealed).await?;
+            tracing::info!(user_id = %user.id, "TOTP seed sealed again under the derived key");
+        }
+        Ok(accepted)
     }
 
     /// Spends a recovery code: one stored before argon2id by its keyed hash, else one of the

@@ -62,6 +62,16 @@ async fn set_mfa(conn: &mut Conn, user: UserId, on: Option<(&[u8], i64)>) -> Res
     Ok(())
 }
 
+/// Replaces the sealed TOTP seed of `user` with the same seed sealed anew, unless it changed
+/// meanwhile (MFA turned off or re-enrolled by a concurrent request).
+pub async fn reseal_mfa_secret(conn: &mut Conn, user: UserId, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+    diesel::update(users::table.find(user.0).filter(users::mfa_secret.eq(old)))
+        .set(users::mfa_secret.eq(new))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Records `step` as the last accepted TOTP step, atomically: false when this or a later step was
 /// already used (a replay, or two requests racing with the same code).
 pub async fn claim_totp_step(conn: &mut Conn, user: UserId, step: i64) -> Result<bool, StoreError> {

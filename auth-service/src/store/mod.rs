@@ -18,8 +18,8 @@ pub use email_tokens::{
     email_token_owner, insert_email_token, last_email_token_locked, mark_email_verified, spend_email_token,
 };
 pub use mfa::{
-    claim_totp_step, disable_mfa, enable_mfa, set_pending_mfa, spend_recovery_code, unused_recovery_codes,
-    use_legacy_recovery_code,
+    claim_totp_step, disable_mfa, enable_mfa, reseal_mfa_secret, set_pending_mfa, spend_recovery_code,
+    unused_recovery_codes, use_legacy_recovery_code,
 };
 pub use service_kit::store_error::StoreError;
 pub use sessions::{
