@@ -2050,6 +2050,40 @@ async fn concurrent_guesses_are_judged_at_most_login_max_attempts_times() {
     assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
 }
 
+/// Issue 17, item 2, the per-address count: 24 guesses at once from one address, each at another
+/// account, are counted in Redis before they are judged, so only `LOGIN_IP_MAX_FAILURES` (3) are
+/// checked and the rest wait (429). Before, all 24 read a count of 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_across_accounts_are_judged_at_most_login_ip_max_failures_times() {
+    let tp = TestPlatform::builder("stuffrace")
+        .auth_env(&FAST_ARGON2)
+        .auth_env(&[("LOGIN_IP_MAX_FAILURES", "3")])
+        .start()
+        .await
+        .expect("platform");
+    let api = &Api::new(&tp);
+    let guesses = (0..24).map(|i| async move {
+        api.login(&format!("stuffed-{i}@example.org"), "leaked password 1", "d")
+            .await
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    let judged: i64 = db(&tp)
+        .await
+        .query_one(
+            "SELECT count(*) FROM auth.security_events WHERE event_type = 'login_failed'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        (1..=3).contains(&judged),
+        "{judged} of 24 concurrent guesses were judged"
+    );
+}
+
 /// Issue 17, items 4 and 6: failed logins count per (account, client address), an IPv6 client by
 /// its /64. An attacker who locks an account from their address does not lock its owner out from
 /// another; an e-mail with no account locks and answers exactly like one that has.
