@@ -100,7 +100,8 @@ pub struct Device {
 impl Device {
     pub fn parse(device_id: &str, platform: &str, model: &str, os_version: &str) -> Result<Self, Invalid> {
         let id = device_id.trim();
-        if id.is_empty() || id.len() > 128 || has_control(id) {
+        // Characters, as the column's CHECK (char_length) and the API document count them.
+        if id.is_empty() || id.chars().count() > 128 || has_control(id) {
             return Err(invalid("device.device_id", "must be 1 to 128 characters"));
         }
         let platform = ["ios", "android", "web"]

@@ -62,7 +62,7 @@ impl Auth {
         actor: Actor,
     ) -> Result<(), DeviceError> {
         let (account, _, mut conn) = self.caller_account(claims).await?;
-        if device_id.is_empty() || device_id.len() > 128 {
+        if device_id.is_empty() || device_id.chars().count() > 128 {
             return Err(DeviceError::NotFound);
         }
         self.reauthenticate(&mut conn, &account, &reauth, &actor).await?;
