@@ -14,13 +14,17 @@ use crate::routes::call::AuthCall;
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
     /// A stable random id the app generates once per install (1..128 characters).
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub device_id: String,
     #[schema(value_type = Platform)]
     pub platform: String,
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub model: Option<String>,
-    #[schema(max_length = 50)]
+    #[schema(max_length = 50, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub os_version: Option<String>,
 }
 
@@ -33,6 +37,18 @@ pub enum Platform {
     Ios,
     Android,
     Web,
+}
+
+/// An income tier (the schema of `income_tier`; the body keeps a string, checked by auth-service).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // a schema only
+pub enum IncomeTier {
+    Low,
+    LowerMiddle,
+    Middle,
+    UpperMiddle,
+    High,
 }
 
 /// Proof that the caller is the account's owner, for changes that a stolen access token alone
@@ -88,17 +104,30 @@ fn device(d: DeviceBody) -> pb::Device {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
-    #[schema(format = Email, max_length = 254)]
+    /// An address with one `@`, a dot in the domain, no spaces (the document states the ASCII
+    /// subset; auth-service also takes international addresses).
+    #[schema(format = Email, max_length = 254,
+        pattern = r"^[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x2d\x2f-\x3f\x41-\x7e]+(\.[\x21-\x2d\x2f-\x3f\x41-\x7e]+)+$")]
     pub email: String,
     /// 12..128 characters, not a common password, not containing the name or the e-mail's local
     /// part.
     #[schema(min_length = 12, max_length = 128)]
     pub password: String,
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1..100 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub first_name: String,
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1..100 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub last_name: String,
-    /// low | lower_middle | middle | upper_middle | high
+    #[schema(value_type = Option<IncomeTier>)]
     pub income_tier: Option<String>,
     #[schema(max_length = 8192)]
     pub captcha_token: Option<String>,
@@ -401,8 +430,22 @@ mod tests {
         assert_eq!(register["properties"]["password"]["maxLength"], 128, "{register}");
         assert_eq!(register["properties"]["email"]["format"], "email", "{register}");
         assert_eq!(schema("Platform")["enum"], serde_json::json!(["ios", "android", "web"]));
-        assert_eq!(schema("ChangePasswordBody")["properties"]["new_password"]["minLength"], 12);
-        assert_eq!(schema("ResetConfirmBody")["properties"]["new_password"]["maxLength"], 128);
+        assert_eq!(
+            schema("IncomeTier")["enum"],
+            serde_json::json!(["low", "lower_middle", "middle", "upper_middle", "high"])
+        );
+        assert!(
+            register["properties"]["first_name"]["pattern"].is_string(),
+            "{register}"
+        );
+        assert_eq!(
+            schema("ChangePasswordBody")["properties"]["new_password"]["minLength"],
+            12
+        );
+        assert_eq!(
+            schema("ResetConfirmBody")["properties"]["new_password"]["maxLength"],
+            128
+        );
         let statuses = |path: &str, method: &str| -> Vec<String> {
             let responses = doc["paths"][path][method]["responses"].as_object().expect("responses");
             responses.keys().cloned().collect()
@@ -418,7 +461,10 @@ mod tests {
         ] {
             let got = statuses(path, method);
             for status in ["400", "408", "413", "429", "503"] {
-                assert!(got.iter().any(|s| s == status), "{method} {path} lacks {status}: {got:?}");
+                assert!(
+                    got.iter().any(|s| s == status),
+                    "{method} {path} lacks {status}: {got:?}"
+                );
             }
         }
     }
