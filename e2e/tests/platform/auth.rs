@@ -312,20 +312,8 @@ async fn a_spent_refresh_token_ends_its_session_but_a_quick_retry_does_not(tp: &
     assert_eq!(error_code(res, 401).await, "TOKEN_REUSED");
 
     // Reuse was recorded as a security event.
-    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
-        .await
-        .expect("db");
-    tokio::spawn(conn);
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM auth.security_events WHERE event_type = 'token_reuse_detected' \
-             AND user_id = (SELECT id FROM auth.users WHERE email = 'grace@example.org')",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(n, 3);
+    let db = db(tp).await;
+    assert_eq!(events_of(&db, "token_reuse_detected", "grace@example.org").await, 3);
     let last = db
         .query_one(
             "SELECT ip, details->>'user_agent' FROM auth.security_events \
@@ -341,16 +329,7 @@ async fn a_spent_refresh_token_ends_its_session_but_a_quick_retry_does_not(tp: &
     );
     assert_eq!(agent.as_deref(), Some("thief-app/6.6"));
     // The retry served within the grace is on record too (issue 17, item 8).
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM auth.security_events WHERE event_type = 'refresh_retry_grace' \
-             AND user_id = (SELECT id FROM auth.users WHERE email = 'grace@example.org')",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(events_of(&db, "refresh_retry_grace", "grace@example.org").await, 1);
 }
 
 async fn wrong_password_and_unknown_email_look_the_same_and_five_failures_lock(tp: &TestPlatform) {
