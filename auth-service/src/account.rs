@@ -1,5 +1,6 @@
 //! The password policy for new passwords: 12..=128 characters, not a common password (the shipped
-//! list), not one with decoration. Pure rules, no I/O.
+//! list), not one with decoration, not one containing the user's name or e-mail local part. Pure
+//! rules, no I/O.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -13,8 +14,33 @@ static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Checks a new password against the policy. The password itself never leaves this function.
-pub fn check_new_password(password: &str) -> Result<(), Invalid> {
+/// Parts of a user's identity shorter than this are not looked for in a password: "Al" or "li"
+/// occur in too many good passphrases.
+const MIN_PERSONAL_PART: usize = 3;
+
+/// What a password must not contain: the e-mail's local part and the names, whole and split at
+/// the separators people use (`ada.lovelace+news` → `ada.lovelace+news`, `ada`, `lovelace`,
+/// `news`), lower-cased, each of at least [`MIN_PERSONAL_PART`] characters.
+pub fn personal_parts(email: &str, first_name: &str, last_name: &str) -> Vec<String> {
+    let local = email.trim().split('@').next().unwrap_or_default();
+    let mut parts = Vec::new();
+    for whole in [local, first_name.trim(), last_name.trim()] {
+        parts.push(whole.to_lowercase());
+        parts.extend(
+            whole
+                .split(|c: char| c.is_whitespace() || matches!(c, '.' | '_' | '-' | '+' | '\''))
+                .map(str::to_lowercase),
+        );
+    }
+    parts.retain(|p| p.chars().count() >= MIN_PERSONAL_PART);
+    parts.sort_unstable();
+    parts.dedup();
+    parts
+}
+
+/// Checks a new password against the policy; `personal` is what [`personal_parts`] gives for the
+/// account. The password itself never leaves this function.
+pub fn check_new_password(password: &str, personal: &[String]) -> Result<(), Invalid> {
     let chars = password.chars().count();
     if !(12..=128).contains(&chars) {
         return Err(invalid("password", "must be 12 to 128 characters"));
@@ -37,6 +63,12 @@ pub fn check_new_password(password: &str) -> Result<(), Invalid> {
     {
         return Err(invalid("password", "is too common; choose a less predictable password"));
     }
+    if personal.iter().any(|part| lower.contains(part.as_str())) {
+        return Err(invalid(
+            "password",
+            "must not contain your name or the name part of your e-mail address",
+        ));
+    }
     Ok(())
 }
 
@@ -46,16 +78,51 @@ mod tests {
 
     #[test]
     fn password_policy() {
-        assert!(check_new_password("short").is_err());
-        assert!(check_new_password(&"x".repeat(129)).is_err());
+        let none: &[String] = &[];
+        assert!(check_new_password("short", none).is_err());
+        assert!(check_new_password(&"x".repeat(129), none).is_err());
         assert_eq!(
-            check_new_password("password1234").map_err(|e| e.issue),
+            check_new_password("password1234", none).map_err(|e| e.issue),
             Err("is too common; choose a less predictable password")
         );
-        assert!(check_new_password("PASSWORD1234!").is_err());
-        assert!(check_new_password("aaaaaaaaaaaaaaa").is_err());
-        assert!(check_new_password("1234567890123").is_err());
-        assert!(check_new_password("correct horse battery staple").is_ok());
-        assert!(check_new_password("Tr4in-Lamp-Orbit").is_ok());
+        assert!(check_new_password("PASSWORD1234!", none).is_err());
+        assert!(check_new_password("aaaaaaaaaaaaaaa", none).is_err());
+        assert!(check_new_password("1234567890123", none).is_err());
+        assert!(check_new_password("correct horse battery staple", none).is_ok());
+        assert!(check_new_password("Tr4in-Lamp-Orbit", none).is_ok());
+    }
+
+    #[test]
+    fn passwords_with_the_users_names_or_email_are_refused() {
+        let ada = personal_parts("Ada.Lovelace+news@example.org", "Ada", "King-Noel");
+        assert_eq!(
+            ada,
+            [
+                "ada",
+                "ada.lovelace+news",
+                "king",
+                "king-noel",
+                "lovelace",
+                "news",
+                "noel"
+            ]
+        );
+        for bad in [
+            "my name is LOVELACE really",
+            "correct ada horse battery",
+            "kingdom of staples",
+            "Ada.Lovelace+news forever",
+        ] {
+            assert_eq!(
+                check_new_password(bad, &ada).map_err(|e| e.issue),
+                Err("must not contain your name or the name part of your e-mail address"),
+                "{bad}"
+            );
+        }
+        assert!(check_new_password("correct horse battery staple", &ada).is_ok());
+        // Parts under three characters are ignored: "Al" and "Li" are in many good passphrases.
+        let al = personal_parts("al@example.org", "Al", "Li");
+        assert!(al.is_empty(), "{al:?}");
+        assert!(check_new_password("almost a lively passphrase", &al).is_ok());
     }
 }

@@ -100,7 +100,8 @@ pub struct Device {
 impl Device {
     pub fn parse(device_id: &str, platform: &str, model: &str, os_version: &str) -> Result<Self, Invalid> {
         let id = device_id.trim();
-        if id.is_empty() || id.len() > 128 || has_control(id) {
+        // Characters, as the column's CHECK (char_length) and the API document count them.
+        if id.is_empty() || id.chars().count() > 128 || has_control(id) {
             return Err(invalid("device.device_id", "must be 1 to 128 characters"));
         }
         let platform = ["ios", "android", "web"]
@@ -177,21 +178,11 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// The PHC string (argon2id, or bcrypt for accounts imported from the old system).
     pub password_hash: String,
-    pub login: LoginState,
     pub mfa: MfaState,
 }
 
-/// Failed passwords and the lock they lead to.
-#[derive(Debug, Clone)]
-pub struct LoginState {
-    /// Failures since the last success or lock.
-    pub attempts: i32,
-    /// Locks since the last success: each one lasts twice as long as the one before.
-    pub lock_count: i32,
-    pub locked_until: Option<DateTime<Utc>>,
-}
-
-/// The second factor: a TOTP seed (sealed), and its own failure count and lock.
+/// The second factor: a TOTP seed (sealed). Its failure count and lock are reserved atomically
+/// in the store (`reserve_mfa_attempt`), never judged from a copy read earlier.
 #[derive(Debug, Clone)]
 pub struct MfaState {
     pub enabled: bool,
@@ -199,8 +190,6 @@ pub struct MfaState {
     /// A seed waiting for its first code to confirm the enrollment.
     pub pending_secret: Option<Vec<u8>>,
     pub last_step: Option<i64>,
-    pub failures: i32,
-    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// A new account, from validated values.

@@ -89,7 +89,8 @@ impl service_kit::service::Service for AuthService {
         let policy = service::Policy {
             max_attempts: env.int_in("LOGIN_MAX_ATTEMPTS", 5, 1, 100),
             lockout: env.seconds_in("LOCKOUT_SECONDS", 900, 1, 86_400),
-            refresh_grace: env.seconds_in("REFRESH_RETRY_GRACE", 10, 0, 300),
+            refresh_grace: env.seconds_in("REFRESH_RETRY_GRACE", 5, 0, 300),
+            reset_cooldown: env.seconds_in("PASSWORD_RESET_COOLDOWN", 60, 0, 86_400),
             ip_max_failures: env.int_in("LOGIN_IP_MAX_FAILURES", 20, 1, 100_000),
         };
         // Every parser runs before the first `?`, so one start reports every problem.
@@ -180,6 +181,7 @@ impl service_kit::service::Service for AuthService {
             app_base_url: config.app_base_url,
         };
         let auth = service::Auth::new(parts, registry)?;
+        tokio::spawn(auth.clone().purge_idle_login_counters());
         let grpc = grpc::AuthGrpc::new(keys, auth, verifier);
         Ok(Routes::new(
             proto::auth::v1::auth_service_server::AuthServiceServer::new(grpc),

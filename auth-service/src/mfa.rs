@@ -14,9 +14,10 @@ const SECRET_BYTES: usize = 20;
 /// other values in the URI and silently use these instead, so the codes would never match.
 const DIGITS: usize = 6;
 const STEP_SECS: u64 = 30;
-/// One step either side absorbs a phone clock up to ~30 s off and the time spent typing
-/// (RFC 6238 §5.2 recommends at most one).
-const SKEW_STEPS: u64 = 1;
+/// One step back absorbs the time spent typing and a phone clock a little behind (RFC 6238 §5.2
+/// recommends at most one). No step forward: a code the app will only show later is not accepted,
+/// which halves the codes an attacker can be right with at any moment.
+const SKEW_BACK_STEPS: u64 = 1;
 
 /// Recovery code characters: no 0/O, 1/I/L, which are confused when read aloud or copied from
 /// paper. 31 symbols, so 10 of them carry 10 × log2(31) ≈ 49.5 bits.
@@ -57,7 +58,7 @@ fn builder(secret: &[u8]) -> Builder {
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS as u8)
         .with_step_duration(STEP_SECS)
-        .with_skew(SKEW_STEPS as u16)
+        .with_skew(SKEW_BACK_STEPS as u16)
         .with_secret(secret)
 }
 
@@ -90,7 +91,7 @@ fn describe(e: TotpError) -> anyhow::Error {
     }
 }
 
-/// Checks `code` against the steps around `now_unix` and returns the matched time step
+/// Checks `code` against the current step of `now_unix` and the one before and returns the matched time step
 /// (`unix / 30`), which the caller stores as the new `last_used_step`. A step at or before
 /// `last_used_step` is refused, so a code works once, and an observed code cannot be replayed
 /// within its validity window (RFC 6238 §5.2).
@@ -107,7 +108,7 @@ pub fn verify(secret: &[u8], code: &str, now_unix: u64, last_used_step: Option<i
     // Every step in the window is computed and compared, without stopping at the first match.
     // The highest matching step is kept: were a code to match two steps (a 1 in 10^6
     // coincidence), storing the later one keeps it from being accepted a second time.
-    for step in now.saturating_sub(SKEW_STEPS)..=now.saturating_add(SKEW_STEPS) {
+    for step in now.saturating_sub(SKEW_BACK_STEPS)..=now {
         if let Some(expected) = code_at(&totp, step)
             && bool::from(expected.as_bytes().ct_eq(code.as_bytes()))
         {
@@ -169,14 +170,10 @@ pub fn normalize_recovery_code(input: &str) -> Option<String> {
     (code.len() == RECOVERY_LEN && code.bytes().all(|b| RECOVERY_ALPHABET.contains(&b))).then_some(code)
 }
 
-/// What is stored for a recovery code: HMAC-SHA256 of its canonical form keyed with the server
-/// pepper. Anything that does not normalize still hashes, to a value no stored code has.
-///
-/// Why not argon2 as for passwords: a slow salted hash protects low-entropy secrets people choose.
-/// These codes carry ~49.5 bits from a CSPRNG, and the pepper lives outside the database, so a
-/// leaked table alone allows no guessing at all. A deterministic hash can also be looked up by
-/// value (one indexed query, a unique constraint), where salted argon2 would need up to ten slow
-/// verifications per attempt, an easy way to load the service.
+/// What was stored for a recovery code before they were hashed with argon2id (the caller does
+/// that now, ASVS 6.5.2): HMAC-SHA256 of its canonical form keyed with the server pepper. Kept to
+/// spend the codes handed out before. Anything that does not normalize still hashes, to a value no
+/// stored code has.
 pub fn recovery_code_hash(pepper: &[u8], code: &str) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper).expect("HMAC takes any key length");
     mac.update(canonical(code).as_bytes());
@@ -224,21 +221,22 @@ mod tests {
     }
 
     #[test]
-    fn one_step_of_skew_accepted_two_refused() {
+    fn the_current_step_and_one_back_are_accepted_not_forward() {
         let (t, eight) = RFC_VECTORS[1];
         let code = six(eight);
-        for now in [t - 30, t + 30] {
-            assert_eq!(verify(RFC_SECRET, code, now, None), Ok(step(t)), "now={now}");
-        }
-        for now in [t - 60, t + 60] {
+        // Typed a little late: the code of the step before is still good.
+        assert_eq!(verify(RFC_SECRET, code, t + 30, None), Ok(step(t)));
+        // A code of the next step (the phone ahead, or a guess at a later code) is refused.
+        for now in [t - 30, t - 60, t + 60] {
             assert_eq!(verify(RFC_SECRET, code, now, None), Err(MfaError::Invalid), "now={now}");
         }
     }
 
     #[test]
     fn first_step_has_no_underflow() {
-        let (t, eight) = RFC_VECTORS[0];
-        assert_eq!(verify(RFC_SECRET, six(eight), 0, None), Ok(step(t)));
+        let totp = builder(RFC_SECRET).build().expect("totp");
+        let first = code_at(&totp, 0).expect("code");
+        assert_eq!(verify(RFC_SECRET, &first, 0, None), Ok(0));
     }
 
     #[test]
@@ -260,11 +258,12 @@ mod tests {
         assert_eq!(verify(RFC_SECRET, code, t + 30, Some(used)), Err(MfaError::Replayed));
         // A code of an earlier step than the last one used.
         assert_eq!(verify(RFC_SECRET, code, t, Some(used + 1)), Err(MfaError::Replayed));
-        // The next step's code, generated the way an app would.
+        // The next step's code, generated the way an app would, once that step has come.
         let next = totp_rs::Totp::from_url(enrollment(RFC_SECRET, "a@b.c", "Test").expect("enroll").otpauth_uri)
             .expect("uri")
             .generate(t + 30)
             .to_string();
+        assert_eq!(verify(RFC_SECRET, &next, t, Some(used)), Err(MfaError::Invalid));
         assert_eq!(verify(RFC_SECRET, &next, t + 30, Some(used)), Ok(used + 1));
     }
 

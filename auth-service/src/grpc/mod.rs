@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{Actor, AuditEntry, Device, Invalid, KnownDevice, User};
 use crate::keys::SigningKeys;
-use crate::service::{AuditQuery, Auth, LoginInput, ProfileUpdate, RegisterInput, Tokens};
+use crate::service::{AuditQuery, Auth, LoginInput, ProfileUpdate, Reauth, RegisterInput, Tokens};
 
 pub struct AuthGrpc {
     keys: Arc<SigningKeys>,
@@ -60,6 +60,15 @@ fn device(d: Option<pb::Device>) -> Result<Option<Device>, Status> {
     d.map(|d| Device::parse(&d.device_id, &d.platform, &d.model, &d.os_version))
         .transpose()
         .map_err(status::invalid)
+}
+
+/// What the caller sent to prove it is them again (absent: nothing).
+fn reauth(r: Option<pb::Reauthentication>) -> Reauth {
+    let r = r.unwrap_or_default();
+    Reauth {
+        password: SecretString::from(r.password),
+        totp_code: r.totp_code,
+    }
 }
 
 fn user_pb(u: User) -> pb::User {
@@ -174,8 +183,9 @@ impl AuthService for AuthGrpc {
     }
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::Tokens>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
-        let tokens = self.auth.refresh(&r.refresh_token, &r.device_id).await?;
+        let tokens = self.auth.refresh(&r.refresh_token, &r.device_id, actor).await?;
         Ok(Response::new(tokens_pb(tokens)))
     }
 
@@ -188,7 +198,10 @@ impl AuthService for AuthGrpc {
 
     async fn logout_all(&self, request: Request<pb::LogoutAllRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
-        self.auth.logout_all(&claims, actor).await?;
+        let r = request.into_inner();
+        self.auth
+            .logout_all(&claims, r.keep_current, reauth(r.reauth), actor)
+            .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -249,7 +262,9 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let r = request.into_inner();
-        self.auth.remove_device(&claims, &r.device_id, actor).await?;
+        self.auth
+            .remove_device(&claims, &r.device_id, reauth(r.reauth), actor)
+            .await?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 
@@ -257,8 +272,9 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::MfaEnrollRequest>,
     ) -> Result<Response<pb::MfaEnrollResponse>, Status> {
-        let claims = self.claims(&request).await?;
-        let e = self.auth.mfa_enroll(&claims).await?;
+        let (claims, actor) = self.caller(&request).await?;
+        let password = SecretString::from(request.into_inner().password);
+        let e = self.auth.mfa_enroll(&claims, &password, actor).await?;
         Ok(Response::new(pb::MfaEnrollResponse {
             secret: e.secret_base32,
             otpauth_uri: e.otpauth_uri,
@@ -280,8 +296,9 @@ impl AuthService for AuthGrpc {
         request: Request<pb::MfaDisableRequest>,
     ) -> Result<Response<pb::MfaDisableResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
-        let code = request.into_inner().code;
-        self.auth.mfa_disable(&claims, &code, actor).await?;
+        let r = request.into_inner();
+        let password = SecretString::from(r.password);
+        self.auth.mfa_disable(&claims, &password, &r.code, actor).await?;
         Ok(Response::new(pb::MfaDisableResponse {}))
     }
 
@@ -301,7 +318,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::PasswordResetResponse>, Status> {
         let actor = actor(&request);
         let email = request.into_inner().email;
-        self.auth.request_password_reset(&email, actor).await?;
+        self.auth.request_password_reset(&email, actor);
         Ok(Response::new(pb::PasswordResetResponse {}))
     }
 

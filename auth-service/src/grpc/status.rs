@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::domain::Invalid;
 use crate::service::{
-    AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, SessionError, ThrottleError,
+    AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, ReauthError, SessionError, ThrottleError,
 };
 use service_kit::store_error::StoreError;
 
@@ -69,6 +69,30 @@ impl From<ThrottleError> for Status {
             ThrottleError::CaptchaFailed => status(ErrorCode::CaptchaFailed, "The CAPTCHA was not solved; try again."),
             ThrottleError::CaptchaUnavailable(cause) => unavailable(cause),
             ThrottleError::Store(e) => store(e),
+            ThrottleError::Unexpected(cause) => unexpected(cause),
+        }
+    }
+}
+
+/// The field a missing re-authentication names.
+const REAUTH_MISSING: Invalid = Invalid {
+    field: "password",
+    issue: "is required to confirm it is you (or totp_code, when two-step verification is on)",
+};
+
+fn wrong_code() -> Status {
+    status(ErrorCode::MfaRequired, "The code is not valid; try the current one.")
+}
+
+impl From<ReauthError> for Status {
+    fn from(e: ReauthError) -> Self {
+        match e {
+            ReauthError::Missing => invalid(REAUTH_MISSING),
+            ReauthError::InvalidCredentials => invalid_credentials(),
+            ReauthError::WrongCode => wrong_code(),
+            ReauthError::Throttled(e) => e.into(),
+            ReauthError::Store(e) => store(e),
+            ReauthError::Unexpected(cause) => unexpected(cause),
         }
     }
 }
@@ -85,8 +109,9 @@ impl From<MfaError> for Status {
                 ErrorCode::MfaRequired,
                 "A code from your authenticator app (or a recovery code) is required.",
             ),
-            MfaError::WrongCode => status(ErrorCode::MfaRequired, "The code is not valid; try the current one."),
+            MfaError::WrongCode => wrong_code(),
             MfaError::Locked { retry_after } => locked(retry_after),
+            MfaError::Reauth(e) => e.into(),
             MfaError::Caller(e) => e.into(),
             MfaError::Store(e) => store(e),
             MfaError::Unexpected(cause) => unexpected(cause),
@@ -107,6 +132,7 @@ impl From<SessionError> for Status {
                 "This refresh token was already used; the session has ended.",
             ),
             SessionError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
+            SessionError::Reauth(e) => e.into(),
             SessionError::Caller(e) => e.into(),
             SessionError::Store(e) => store(e),
             SessionError::Unexpected(cause) => unexpected(cause),
@@ -118,7 +144,7 @@ impl From<ProfileError> for Status {
     fn from(e: ProfileError) -> Self {
         match e {
             ProfileError::Invalid(i) => invalid(i),
-            ProfileError::InvalidCredentials => invalid_credentials(),
+            ProfileError::Reauth(e) => e.into(),
             ProfileError::Caller(e) => e.into(),
             ProfileError::Store(e) => store(e),
             ProfileError::Unexpected(cause) => unexpected(cause),
@@ -130,6 +156,7 @@ impl From<DeviceError> for Status {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::NotFound => status(ErrorCode::NotFound, "No such resource."),
+            DeviceError::Reauth(e) => e.into(),
             DeviceError::Caller(e) => e.into(),
             DeviceError::Store(e) => store(e),
         }
@@ -366,7 +393,7 @@ mod tests {
     fn profile_device_email_and_audit_errors() {
         let wrong = "E-mail or password is wrong.";
         expect(
-            ProfileError::InvalidCredentials,
+            ProfileError::Reauth(ReauthError::InvalidCredentials),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
             wrong,
@@ -438,5 +465,46 @@ mod tests {
             None,
         );
         expect_store_failures::<AuditError>();
+    }
+
+    #[test]
+    fn reauthentication_errors_name_what_to_send_and_count_like_logins() {
+        let (code, error_code, message, _) = parts(ReauthError::Missing.into());
+        assert_eq!(
+            (code, error_code.as_str()),
+            (Code::InvalidArgument, "VALIDATION_FAILED")
+        );
+        assert!(message.contains("is required to confirm it is you"), "{message}");
+        // Every use case that re-authenticates answers the same.
+        for s in [
+            Status::from(DeviceError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(MfaError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(SessionError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(ProfileError::Reauth(ReauthError::InvalidCredentials)),
+        ] {
+            assert_eq!(
+                parts(s),
+                (
+                    Code::Unauthenticated,
+                    "INVALID_CREDENTIALS".to_owned(),
+                    "E-mail or password is wrong.".to_owned(),
+                    None
+                )
+            );
+        }
+        expect(
+            ReauthError::WrongCode,
+            Code::Unauthenticated,
+            "MFA_REQUIRED",
+            "The code is not valid; try the current one.",
+            None,
+        );
+        expect(
+            ReauthError::Throttled(ThrottleError::Locked { retry_after: 60 }),
+            Code::FailedPrecondition,
+            "ACCOUNT_LOCKED",
+            "Too many failed attempts; the account is locked for a while.",
+            Some("60"),
+        );
     }
 }

@@ -78,7 +78,7 @@ impl Auth {
         claims: &AccessClaims,
         query: AuditQuery,
     ) -> Result<(Vec<AuditEntry>, Option<String>), AuditError> {
-        let (user, mut conn) = self.caller_account(claims).await?;
+        let (user, _, mut conn) = self.caller_account(claims).await?;
         if !claims.has_role("admin") || !user.roles.iter().any(|r| r == "admin") {
             return Err(AuditError::Forbidden);
         }

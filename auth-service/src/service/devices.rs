@@ -2,7 +2,7 @@
 
 use service_kit::auth::AccessClaims;
 
-use super::{Auth, CallerError};
+use super::{Auth, CallerError, Reauth, ReauthError};
 use crate::domain::{Actor, Device, KnownDevice, UserId};
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
@@ -12,6 +12,9 @@ pub enum DeviceError {
     /// The caller has no device with this id.
     #[error("not found")]
     NotFound,
+    /// Removing a device needs the password (or a code) again.
+    #[error(transparent)]
+    Reauth(#[from] ReauthError),
     #[error(transparent)]
     Caller(#[from] CallerError),
     #[error(transparent)]
@@ -49,16 +52,23 @@ impl Auth {
         Ok(store::devices(&mut conn, user).await?)
     }
 
-    /// Forgets one of the caller's devices and ends its sessions. Another user's device id is
-    /// simply not found: it names nothing of the caller's.
-    pub async fn remove_device(&self, claims: &AccessClaims, device_id: &str, actor: Actor) -> Result<(), DeviceError> {
-        let (user, _) = self.live_session(claims).await?;
-        if device_id.is_empty() || device_id.len() > 128 {
+    /// Forgets one of the caller's devices and ends its sessions, after the password (or a code)
+    /// again. Another user's device id is simply not found: it names nothing of the caller's.
+    pub async fn remove_device(
+        &self,
+        claims: &AccessClaims,
+        device_id: &str,
+        reauth: Reauth,
+        actor: Actor,
+    ) -> Result<(), DeviceError> {
+        let (account, _, mut conn) = self.caller_account(claims).await?;
+        if device_id.is_empty() || device_id.chars().count() > 128 {
             return Err(DeviceError::NotFound);
         }
+        self.reauthenticate(&mut conn, &account, &reauth, &actor).await?;
+        let user = account.id;
         let fingerprint = self.fingerprint(device_id);
         let device = device_id.to_owned();
-        let mut conn = self.conn().await?;
         let ended = conn
             .transaction::<_, StoreError, _>(async move |conn| {
                 if !store::delete_device(conn, user, &fingerprint).await? {

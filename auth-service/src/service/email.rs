@@ -1,7 +1,8 @@
 //! The flows by mailed token: address verification (mailed at registration) and password reset.
 //! Only a token's hash is stored; a token works once, for one purpose, until it expires. Mails go
 //! out in the background, so neither a slow relay nor the answer's timing tells whether an account
-//! exists.
+//! exists; a reset request does all its work there (the answer comes before any database query),
+//! and mails an account at most once per `PASSWORD_RESET_COOLDOWN`.
 
 use chrono::{TimeDelta, Utc};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -73,7 +74,7 @@ pub(super) fn email_token() -> (String, Vec<u8>) {
 impl Auth {
     /// Sends an e-mail in the background: a slow or failing relay must neither delay the answer
     /// nor reveal, by timing, whether an account exists.
-    fn send_later(&self, email: crate::mailer::Email) {
+    pub(super) fn send_later(&self, email: crate::mailer::Email) {
         let mailer = self.mailer.clone();
         tokio::spawn(async move {
             if let Err(e) = mailer.send(&email).await {
@@ -113,9 +114,20 @@ impl Auth {
         if verified { Ok(()) } else { Err(BAD_TOKEN.into()) }
     }
 
-    /// Mails a reset link when the address has an account; the caller answers the same either way.
-    pub async fn request_password_reset(&self, email: &str, actor: Actor) -> Result<(), EmailError> {
-        let Ok(email) = Email::parse(email) else { return Ok(()) };
+    /// Mails a reset link when the address has an account and none was mailed within
+    /// `PASSWORD_RESET_COOLDOWN`. Everything happens in the background: the caller answers the
+    /// same, at once, whether or not the address has an account.
+    pub fn request_password_reset(&self, email: &str, actor: Actor) {
+        let Ok(email) = Email::parse(email) else { return };
+        let auth = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = auth.reset_in_background(email, actor).await {
+                tracing::error!(error = format!("{e:#}"), "could not handle a password-reset request");
+            }
+        });
+    }
+
+    async fn reset_in_background(&self, email: Email, actor: Actor) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let Some(user) = store::user_by_email(&mut conn, email.as_str()).await? else {
             tracing::info!("password reset requested for an unknown address");
@@ -123,28 +135,58 @@ impl Auth {
         };
         let (token, hash) = email_token();
         let expires = Utc::now() + TimeDelta::hours(1);
+        let cooldown = TimeDelta::from_std(self.policy.reset_cooldown).unwrap_or(TimeDelta::minutes(1));
         let user_id = user.id;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::insert_email_token(conn, user_id, PASSWORD_RESET, &hash, expires).await?;
-            audit_user(conn, actor, user_id, "user.password_reset_request", &[]).await
-        })
-        .await?;
-        self.send_link(&user, &RESET_MAIL, &token);
+        let ip = actor.ip.clone();
+        let issued = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let last = store::last_email_token_locked(conn, user_id, PASSWORD_RESET).await?;
+                if last.is_some_and(|t| Utc::now() - t < cooldown) {
+                    let details = serde_json::json!({});
+                    self.events
+                        .record(
+                            conn,
+                            Some(user_id),
+                            "password_reset_throttled",
+                            "low",
+                            ip.as_deref(),
+                            details,
+                        )
+                        .await?;
+                    return Ok(false);
+                }
+                store::insert_email_token(conn, user_id, PASSWORD_RESET, &hash, expires).await?;
+                audit_user(conn, actor, user_id, "user.password_reset_request", &[]).await?;
+                Ok(true)
+            })
+            .await?;
+        if issued {
+            self.send_link(&user, &RESET_MAIL, &token);
+        } else {
+            tracing::info!(user_id = %user.id, "password reset mail not sent: one went out within the cooldown");
+        }
         Ok(())
     }
 
-    /// Sets a new password with a mailed token; every session ends.
+    /// Sets a new password with a mailed token; every session ends, and the login counters of the
+    /// account start over.
     pub async fn confirm_password_reset(
         &self,
         token: &str,
         new: &SecretString,
         actor: Actor,
     ) -> Result<(), EmailError> {
-        // Check the password first, so a refused password does not burn the token.
-        account::check_new_password(new.expose_secret())?;
-        let hash = self.passwords.hash(new).await?;
         let token_hash = refresh_hash(token.trim());
         let mut conn = self.conn().await?;
+        let owner = store::email_token_owner(&mut conn, PASSWORD_RESET, &token_hash)
+            .await?
+            .ok_or(BAD_TOKEN)?;
+        let owner = store::user_by_id(&mut conn, owner).await?.ok_or(BAD_TOKEN)?;
+        // Check the password before spending the token, so a refused password does not burn it.
+        let personal = account::personal_parts(&owner.email, &owner.first_name, &owner.last_name);
+        account::check_new_password(new.expose_secret(), &personal)?;
+        let hash = self.passwords.hash(new).await?;
+        let subject = self.login_subject(&owner.email);
         let reset = conn
             .transaction::<_, StoreError, _>(async move |conn| {
                 let Some(user) = store::spend_email_token(conn, PASSWORD_RESET, &token_hash).await? else {
@@ -152,7 +194,7 @@ impl Auth {
                 };
                 store::set_password(conn, user, &hash).await?;
                 // Whoever knew the old password is out; the lockout is over for the owner.
-                store::record_success(conn, user, None).await?;
+                store::clear_all_login_attempts(conn, &subject).await?;
                 let ended = store::revoke_sessions(conn, user, None, None, "password_reset").await?;
                 store::set_tokens_not_before(conn, user).await?;
                 self.user_change(

@@ -1,14 +1,19 @@
-//! The second factor: TOTP enrollment (a pending seed, confirmed by a first code, which turns MFA
-//! on and hands out recovery codes), turning it off, and the check at login. Wrong codes count and
-//! lock apart from password failures; a TOTP code is accepted once.
+//! The second factor: TOTP enrollment (password first; a pending seed, confirmed by a first code,
+//! which turns MFA on and hands out recovery codes), turning it off (password and a code), and the
+//! check at login. Wrong codes are counted before they are judged and lock apart from password
+//! failures, escalating like them; a TOTP code is accepted once. Turning MFA on or off ends the
+//! caller's other sessions and tells the user by mail.
 
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
+use secrecy::SecretString;
 use service_kit::auth::AccessClaims;
 
-use super::throttle::retry_after;
-use super::{Auth, CallerError};
-use crate::domain::{Actor, Invalid, User};
+use super::throttle::{lock_duration, lock_end, retry_after};
+use super::{Auth, CallerError, ReauthError};
+use crate::domain::{Actor, Invalid, SessionId, User, UserId};
 use crate::mfa::{self as totp, Enrollment};
+use crate::password::Verdict;
+use crate::sealed::Sealer;
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
 /// What enrolling, turning off, or presenting a second factor can fail with.
@@ -36,6 +41,9 @@ pub enum MfaError {
     /// Too many wrong codes.
     #[error("mfa locked")]
     Locked { retry_after: u64 },
+    /// The password, needed to change the factor, is missing or wrong.
+    #[error(transparent)]
+    Reauth(#[from] ReauthError),
     #[error(transparent)]
     Caller(#[from] CallerError),
     #[error(transparent)]
@@ -44,8 +52,32 @@ pub enum MfaError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// Labels of the recovery-code pepper of codes stored before argon2id (see `sealed`).
+const LEGACY_RECOVERY_PEPPER: &str = "auth/recovery-codes/v1";
+
+/// The mail a user gets when MFA of their account is turned on or off.
+fn factor_changed_mail(user: &User, on: bool) -> crate::mailer::Email {
+    let (subject, what) = if on {
+        ("Two-step verification is on", "turned on")
+    } else {
+        ("Two-step verification is off", "turned off")
+    };
+    crate::mailer::Email {
+        to: user.email.clone(),
+        subject: subject.to_owned(),
+        text: format!(
+            "Hello {},\n\ntwo-step verification (an authenticator app) was just {what} for your account, \
+             and every other session was signed out.\n\nIf this was not you, reset your password at once and \
+             contact support.\n",
+            user.first_name
+        ),
+    }
+}
+
 impl Auth {
-    /// Checks a TOTP or recovery code of a user with MFA on.
+    /// Checks a TOTP or recovery code of a user with MFA on; the attempt is counted before the
+    /// code is judged, and the attempt that reaches `LOGIN_MAX_ATTEMPTS` locks MFA (doubling with
+    /// each lock, up to a day).
     pub(super) async fn check_mfa(
         &self,
         conn: &mut Conn,
@@ -53,39 +85,42 @@ impl Auth {
         code: &str,
         actor: &Actor,
     ) -> Result<(), MfaError> {
-        if let Some(until) = user.mfa.locked_until.filter(|t| *t > Utc::now()) {
-            return Err(MfaError::Locked {
-                retry_after: retry_after(until),
-            });
-        }
         if code.trim().is_empty() {
             return Err(MfaError::Required);
         }
-        let accepted = if let Some(recovery) = totp::normalize_recovery_code(code) {
-            let hash = totp::recovery_code_hash(&self.recovery_pepper(), &recovery);
-            store::use_recovery_code(conn, user.id, &hash).await?
-        } else {
-            let sealed = user
-                .mfa
-                .secret
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("MFA on without a seed"))?;
-            let seed = self.open_seed(sealed, user)?;
-            match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, user.mfa.last_step) {
-                Ok(step) => store::claim_totp_step(conn, user.id, step).await?,
-                Err(_) => false,
+        let Some(reserved) = store::reserve_mfa_attempt(conn, user.id).await? else {
+            let until = store::mfa_locked_until(conn, user.id).await?.unwrap_or_else(Utc::now);
+            return Err(MfaError::Locked {
+                retry_after: retry_after(until),
+            });
+        };
+        if reserved.attempt > self.policy.max_attempts {
+            // The attempt that reached the limit is being judged and locks MFA if wrong.
+            store::release_mfa_attempt(conn, user.id).await?;
+            return Err(MfaError::Locked {
+                retry_after: lock_duration(self.policy.lockout, reserved.lock_count).as_secs(),
+            });
+        }
+        let accepted = match self.judge_code(conn, user, code).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                store::release_mfa_attempt(conn, user.id).await?;
+                return Err(e);
             }
         };
         if accepted {
+            store::clear_mfa_attempts(conn, user.id).await?;
             return Ok(());
         }
-        let failures = user.mfa.failures + 1;
-        let until = (failures >= self.policy.max_attempts)
-            .then(|| Utc::now() + TimeDelta::from_std(self.policy.lockout).unwrap_or(TimeDelta::minutes(15)));
-        let (user_id, ip) = (user.id, actor.ip.clone());
+        let lock = (reserved.attempt >= self.policy.max_attempts)
+            .then(|| lock_duration(self.policy.lockout, reserved.lock_count));
+        let until = lock.map(lock_end);
+        let (user_id, ip, attempt) = (user.id, actor.ip.clone(), reserved.attempt);
         conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::record_mfa_failure(conn, user_id, until).await?;
-            let details = serde_json::json!({"attempt": failures, "locked": until.is_some()});
+            if let Some(until) = until {
+                store::lock_mfa(conn, user_id, until).await?;
+            }
+            let details = serde_json::json!({"attempt": attempt, "locked": until.is_some()});
             self.events
                 .record(conn, Some(user_id), "mfa_failed", "medium", ip.as_deref(), details)
                 .await?;
@@ -93,16 +128,54 @@ impl Auth {
         })
         .await?;
         tracing::warn!(user_id = %user.id, event_type = "mfa_failed", locked = until.is_some(), "wrong MFA code");
-        match until {
-            Some(until) => Err(MfaError::Locked {
-                retry_after: retry_after(until),
+        match lock {
+            Some(d) => Err(MfaError::Locked {
+                retry_after: d.as_secs(),
             }),
             None => Err(MfaError::WrongCode),
         }
     }
 
-    fn recovery_pepper(&self) -> Vec<u8> {
-        self.sealer.derive("auth/recovery-codes/v1")
+    /// Whether `code` is a current TOTP code (then its step is claimed) or an unused recovery code
+    /// (then it is spent).
+    async fn judge_code(&self, conn: &mut Conn, user: &User, code: &str) -> Result<bool, MfaError> {
+        if let Some(recovery) = totp::normalize_recovery_code(code) {
+            return self.spend_recovery_code(conn, user.id, recovery).await;
+        }
+        let sealed = user
+            .mfa
+            .secret
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("MFA on without a seed"))?;
+        let seed = self.open_seed(sealed, user)?;
+        let accepted = match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, user.mfa.last_step) {
+            Ok(step) => store::claim_totp_step(conn, user.id, step).await?,
+            Err(_) => false,
+        };
+        // A seed sealed before the HKDF split moves to the derived key the first time it is used.
+        if accepted && Sealer::is_legacy(sealed) {
+            let resealed = self.sealer.seal(&seed, user.id.0.as_bytes());
+            store::reseal_mfa_secret(conn, user.id, sealed, &resealed).await?;
+            tracing::info!(user_id = %user.id, "TOTP seed sealed again under the derived key");
+        }
+        Ok(accepted)
+    }
+
+    /// Spends a recovery code: one stored before argon2id by its keyed hash, else one of the
+    /// argon2id-hashed ones (at most ten slow checks, and only for an attempt the MFA counter
+    /// admitted).
+    async fn spend_recovery_code(&self, conn: &mut Conn, user: UserId, code: String) -> Result<bool, MfaError> {
+        let legacy = totp::recovery_code_hash(&self.sealer.legacy_derive(LEGACY_RECOVERY_PEPPER), &code);
+        if store::use_legacy_recovery_code(conn, user, &legacy).await? {
+            return Ok(true);
+        }
+        let code = SecretString::from(code);
+        for (id, phc) in store::unused_recovery_codes(conn, user).await? {
+            if matches!(self.passwords.verify(&code, Some(phc)).await?, Verdict::Match { .. }) {
+                return Ok(store::spend_recovery_code(conn, id).await?);
+            }
+        }
+        Ok(false)
     }
 
     /// The TOTP seed, sealed with the user's id as associated data.
@@ -112,12 +185,18 @@ impl Auth {
             .map_err(|e| anyhow::anyhow!("opening the TOTP seed: {e}"))
     }
 
-    /// Starts TOTP enrollment: a new seed, kept pending until a code confirms it.
-    pub async fn mfa_enroll(&self, claims: &AccessClaims) -> Result<Enrollment, MfaError> {
-        let (user, mut conn) = self.caller_account(claims).await?;
+    /// Starts TOTP enrollment after the password: a new seed, kept pending until a code confirms it.
+    pub async fn mfa_enroll(
+        &self,
+        claims: &AccessClaims,
+        password: &SecretString,
+        actor: Actor,
+    ) -> Result<Enrollment, MfaError> {
+        let (user, _, mut conn) = self.caller_account(claims).await?;
         if user.mfa.enabled {
             return Err(MfaError::AlreadyOn);
         }
+        self.require_password(&mut conn, &user, password, &actor).await?;
         let seed = totp::new_secret();
         // Authenticator apps show "issuer: account"; a colon in an e-mail would break that label.
         let label = user.email.replace(':', "_");
@@ -128,7 +207,7 @@ impl Auth {
 
     /// Confirms enrollment with a first code; returns the recovery codes, shown this once.
     pub async fn mfa_confirm(&self, claims: &AccessClaims, code: &str, actor: Actor) -> Result<Vec<String>, MfaError> {
-        let (user, mut conn) = self.caller_account(claims).await?;
+        let (user, sid, mut conn) = self.caller_account(claims).await?;
         if user.mfa.enabled {
             return Err(MfaError::AlreadyConfirmed);
         }
@@ -145,52 +224,67 @@ impl Auth {
             Err(_) => return Err(MfaError::WrongCode),
         };
         let codes = totp::new_recovery_codes();
-        let pepper = self.recovery_pepper();
-        let hashes: Vec<Vec<u8>> = codes
-            .iter()
-            .filter_map(|c| totp::normalize_recovery_code(c))
-            .map(|c| totp::recovery_code_hash(&pepper, &c))
-            .collect();
+        let mut hashes = Vec::with_capacity(codes.len());
+        for code in codes.iter().filter_map(|c| totp::normalize_recovery_code(c)) {
+            hashes.push(self.passwords.hash(&SecretString::from(code)).await?);
+        }
         let user_id = user.id;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
-            self.user_change(
-                conn,
-                user_id,
-                actor,
-                "mfa_enabled",
-                "info",
-                "user.mfa_enable",
-                &["mfa_enabled"],
-            )
-            .await
-        })
-        .await?;
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                store::enable_mfa(conn, user_id, &sealed, step, &hashes).await?;
+                self.factor_changed(conn, user_id, sid, actor, true).await
+            })
+            .await?;
+        self.revocations.revoke(None, &ended).await;
+        self.send_later(factor_changed_mail(&user, true));
         Ok(codes)
     }
 
-    /// Turns MFA off; needs a valid TOTP or recovery code.
-    pub async fn mfa_disable(&self, claims: &AccessClaims, code: &str, actor: Actor) -> Result<(), MfaError> {
-        let (user, mut conn) = self.caller_account(claims).await?;
+    /// Turns MFA off; needs the password and a valid TOTP or recovery code.
+    pub async fn mfa_disable(
+        &self,
+        claims: &AccessClaims,
+        password: &SecretString,
+        code: &str,
+        actor: Actor,
+    ) -> Result<(), MfaError> {
+        let (user, sid, mut conn) = self.caller_account(claims).await?;
         if !user.mfa.enabled {
             return Err(MfaError::NotOn);
         }
+        self.require_password(&mut conn, &user, password, &actor).await?;
         self.check_mfa(&mut conn, &user, code, &actor).await?;
         let user_id = user.id;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::disable_mfa(conn, user_id).await?;
-            self.user_change(
-                conn,
-                user_id,
-                actor,
-                "mfa_disabled",
-                "medium",
-                "user.mfa_disable",
-                &["mfa_enabled"],
-            )
-            .await
-        })
-        .await?;
+        let ended = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                store::disable_mfa(conn, user_id).await?;
+                self.factor_changed(conn, user_id, sid, actor, false).await
+            })
+            .await?;
+        self.revocations.revoke(None, &ended).await;
+        self.send_later(factor_changed_mail(&user, false));
         Ok(())
+    }
+
+    /// In the transaction of an MFA change: every session but the caller's ends, and the event
+    /// and audit row are written. Returns the ended sessions.
+    async fn factor_changed(
+        &self,
+        conn: &mut Conn,
+        user: UserId,
+        keep: SessionId,
+        actor: Actor,
+        on: bool,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let ended = store::revoke_sessions(conn, user, Some(keep), None, "mfa_changed").await?;
+        let (event, severity, action) = if on {
+            ("mfa_enabled", "info", "user.mfa_enable")
+        } else {
+            ("mfa_disabled", "medium", "user.mfa_disable")
+        };
+        self.user_change(conn, user, actor, event, severity, action, &["mfa_enabled"])
+            .await?;
+        tracing::info!(user_id = %user, event_type = event, sessions_ended = ended.len(), "MFA changed; other sessions ended");
+        Ok(ended)
     }
 }

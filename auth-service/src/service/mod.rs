@@ -1,6 +1,7 @@
 //! The use cases of auth-service, one module per group: `sessions` (register, login, refresh,
-//! logout, `CheckToken`), `throttle` (what slows a login down: locks, per-address failures,
-//! CAPTCHA), `profile` (read and change the account), `devices`, `mfa` (TOTP enrollment and the
+//! logout, `CheckToken`), `throttle` (what slows a password guess down: per (account, address)
+//! locks, per-address failures, CAPTCHA), `reauth` (proving again who one is before a factor or a
+//! session changes), `profile` (read and change the account), `devices`, `mfa` (TOTP enrollment and the
 //! second factor at login), `email` (address verification and password reset by mailed token) and
 //! `audit` (the administrators' audit log). Each use case validates into domain types, does its
 //! writes in one transaction with the audit row, and only then touches Redis (revocation) and signs
@@ -12,6 +13,7 @@ mod email;
 mod events;
 mod mfa;
 mod profile;
+mod reauth;
 mod sessions;
 mod throttle;
 
@@ -31,6 +33,7 @@ pub use self::email::EmailError;
 use self::events::SecurityEvents;
 pub use self::mfa::MfaError;
 pub use self::profile::{ProfileError, ProfileUpdate};
+pub use self::reauth::{Reauth, ReauthError};
 pub use self::sessions::{LoginInput, RegisterInput, SessionError, Tokens};
 pub use self::throttle::ThrottleError;
 use crate::domain::{Actor, SessionId, User, UserId};
@@ -46,8 +49,10 @@ pub struct Policy {
     pub max_attempts: i32,
     /// `LOCKOUT_SECONDS` (900), doubled on each further lock up to 24 h.
     pub lockout: Duration,
-    /// `REFRESH_RETRY_GRACE` (10 s)
+    /// `REFRESH_RETRY_GRACE` (5 s); every retry served within it is a security event.
     pub refresh_grace: Duration,
+    /// `PASSWORD_RESET_COOLDOWN` (60 s): at most one reset mail per account within it.
+    pub reset_cooldown: Duration,
     /// `LOGIN_IP_MAX_FAILURES` (20): failed logins from one client address, across accounts,
     /// within `LOCKOUT_SECONDS`, after which that address must solve a CAPTCHA (or, with no
     /// CAPTCHA provider, waits): credential stuffing.
@@ -89,6 +94,8 @@ pub struct Auth {
     mailer: crate::mailer::Mailer,
     events: SecurityEvents,
     app_base_url: String,
+    /// HMAC key (split from `ENCRYPTION_KEY`) of the e-mail hashes the login counters are kept under.
+    subject_key: Vec<u8>,
 }
 
 /// Why the caller's token (access or refresh) names no live session of a live account.
@@ -118,11 +125,12 @@ impl Auth {
             policy: parts.policy,
             device_salt: parts.device_salt,
             captcha: parts.captcha,
-            sealer: parts.sealer,
+            sealer: parts.sealer.clone(),
             mfa_issuer: parts.mfa_issuer,
             mailer: parts.mailer,
             events: SecurityEvents::register(registry)?,
             app_base_url: parts.app_base_url,
+            subject_key: parts.sealer.derive(self::throttle::SUBJECT_KEY_LABEL),
         })
     }
 
@@ -147,14 +155,18 @@ impl Auth {
         }
     }
 
-    /// The caller's account, which must have a live session, and the connection it was read on.
-    async fn caller_account(&self, claims: &AccessClaims) -> Result<(User, PooledConnection<Conn>), CallerError> {
-        let (user_id, _) = self.live_session(claims).await?;
+    /// The caller's account, which must have a live session, the session, and the connection
+    /// they were read on.
+    async fn caller_account(
+        &self,
+        claims: &AccessClaims,
+    ) -> Result<(User, SessionId, PooledConnection<Conn>), CallerError> {
+        let (user_id, sid) = self.live_session(claims).await?;
         let mut conn = self.conn().await?;
         let user = store::user_by_id(&mut conn, user_id)
             .await?
             .ok_or(CallerError::Revoked)?;
-        Ok((user, conn))
+        Ok((user, sid, conn))
     }
 
     /// A change to a user's account that is also a security event: the event and the audit row,

@@ -3,10 +3,9 @@
 use secrecy::{ExposeSecret as _, SecretString};
 use service_kit::auth::AccessClaims;
 
-use super::{Auth, CallerError, audit_user, ids};
+use super::{Auth, CallerError, ReauthError, audit_user, ids};
 use crate::account;
 use crate::domain::{Actor, Invalid, PersonName, User, income_tier};
-use crate::password::Verdict;
 use crate::store::{self, StoreError, Transaction as _};
 
 /// What reading or changing one's own account can fail with.
@@ -14,9 +13,10 @@ use crate::store::{self, StoreError, Transaction as _};
 pub enum ProfileError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    /// The current password given to change it is wrong.
-    #[error("invalid credentials")]
-    InvalidCredentials,
+    /// The current password given to change it is missing or wrong (a failed login), or the
+    /// account is locked for this address.
+    #[error(transparent)]
+    Reauth(#[from] ReauthError),
     #[error(transparent)]
     Caller(#[from] CallerError),
     #[error(transparent)]
@@ -92,16 +92,11 @@ impl Auth {
         new: &SecretString,
         actor: Actor,
     ) -> Result<(), ProfileError> {
-        let (user, sid) = self.live_session(claims).await?;
-        account::check_new_password(new.expose_secret())?;
-        let mut conn = self.conn().await?;
-        let row = store::user_by_id(&mut conn, user).await?.ok_or(CallerError::Revoked)?;
-        if !matches!(
-            self.passwords.verify(current, Some(row.password_hash)).await?,
-            Verdict::Match { .. }
-        ) {
-            return Err(ProfileError::InvalidCredentials);
-        }
+        let (row, sid, mut conn) = self.caller_account(claims).await?;
+        let personal = account::personal_parts(&row.email, &row.first_name, &row.last_name);
+        account::check_new_password(new.expose_secret(), &personal)?;
+        self.require_password(&mut conn, &row, current, &actor).await?;
+        let user = row.id;
         let hash = self.passwords.hash(new).await?;
         let ended = conn
             .transaction::<_, StoreError, _>(async move |conn| {

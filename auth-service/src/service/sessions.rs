@@ -8,12 +8,12 @@ use uuid::Uuid;
 
 use super::devices::record_device;
 use super::email::{VERIFY_EMAIL, email_token};
-use super::{Auth, CallerError, MfaError, ThrottleError, ids};
+use super::throttle::{PasswordCheck, PasswordGuess};
+use super::{Auth, CallerError, MfaError, Reauth, ReauthError, ThrottleError, ids};
 use crate::account;
 use crate::domain::{
     Actor, Device, Email, Invalid, NewUser, PersonName, Session, SessionId, User, UserId, income_tier,
 };
-use crate::password::Verdict;
 use crate::store::{self, Conn, StoreError, Transaction as _};
 use crate::tokens::{TokenIssuer, refresh_hash};
 
@@ -38,6 +38,9 @@ pub enum SessionError {
     TokenReused,
     #[error("refresh token expired")]
     Expired,
+    /// Ending the other sessions needs the password (or a code) again.
+    #[error(transparent)]
+    Reauth(#[from] ReauthError),
     #[error(transparent)]
     Caller(#[from] CallerError),
     #[error(transparent)]
@@ -100,9 +103,10 @@ impl Auth {
 
     pub async fn register(&self, input: RegisterInput, actor: Actor) -> Result<(User, Tokens), SessionError> {
         let email = Email::parse(&input.email)?;
-        account::check_new_password(input.password.expose_secret())?;
         let first = PersonName::parse(&input.first_name, "first_name")?;
         let last = PersonName::parse(&input.last_name, "last_name")?;
+        let personal = account::personal_parts(email.as_str(), first.as_str(), last.as_str());
+        account::check_new_password(input.password.expose_secret(), &personal)?;
         let tier = income_tier(&input.income_tier)?;
         self.check_captcha(&input.captcha_token, &actor, None).await?;
         let hash = self.passwords.hash(&input.password).await?;
@@ -155,19 +159,24 @@ impl Auth {
             Some(e) => store::user_by_email(&mut conn, e.as_str()).await?,
             None => None,
         };
-        self.admit_login(user.as_ref(), &input.captcha_token, &actor).await?;
-        let verdict = self
-            .passwords
-            .verify(&input.password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
-        let (user, rehash) = match (user, verdict) {
-            (Some(user), Verdict::Match { rehash }) => (user, rehash),
-            (user, _) => {
-                return Err(match self.count_failed_login(&mut conn, user.as_ref(), &actor).await? {
-                    Some(retry_after) => ThrottleError::Locked { retry_after }.into(),
-                    None => SessionError::InvalidCredentials,
-                });
+        let guess = PasswordGuess {
+            email: &input.email,
+            account: user.as_ref(),
+            password: &input.password,
+            captcha_token: &input.captcha_token,
+        };
+        let check = self.check_password(&mut conn, guess, &actor).await?;
+        let (user, rehash) = match (user, check) {
+            (Some(user), PasswordCheck::Right { rehash }) => (user, rehash),
+            (
+                _,
+                PasswordCheck::Wrong {
+                    locked: Some(retry_after),
+                },
+            ) => {
+                return Err(ThrottleError::Locked { retry_after }.into());
             }
+            _ => return Err(SessionError::InvalidCredentials),
         };
         if user.mfa.enabled {
             self.check_mfa(&mut conn, &user, &input.mfa_code, &actor).await?;
@@ -218,7 +227,7 @@ impl Auth {
         Ok((user, tokens))
     }
 
-    pub async fn refresh(&self, token: &str, device_id: &str) -> Result<Tokens, SessionError> {
+    pub async fn refresh(&self, token: &str, device_id: &str, actor: Actor) -> Result<Tokens, SessionError> {
         if token.is_empty() || token.len() > 128 {
             return Err(CallerError::Unauthenticated.into());
         }
@@ -261,6 +270,9 @@ impl Auth {
                 Ok(Refreshed::Unknown)
             })
             .await?;
+        if let Refreshed::Retried(s, _) = &outcome {
+            self.record_grace_hit(&mut conn, s, &actor).await?;
+        }
         match outcome {
             Refreshed::Rotated(s, new) | Refreshed::Retried(s, new) => {
                 let user = store::user_by_id(&mut conn, s.user_id)
@@ -269,7 +281,7 @@ impl Auth {
                 Ok(self.tokens_for(&user, s.id, &s.device_id, new)?)
             }
             Refreshed::Reused(session, user) => {
-                self.revoke_for_reuse(&mut conn, session, user).await?;
+                self.revoke_for_reuse(&mut conn, session, user, actor).await?;
                 Err(SessionError::TokenReused)
             }
             Refreshed::Revoked => Err(CallerError::Revoked.into()),
@@ -278,16 +290,45 @@ impl Auth {
         }
     }
 
-    async fn revoke_for_reuse(&self, conn: &mut Conn, session: SessionId, user: UserId) -> Result<(), StoreError> {
+    /// A refresh retried within `REFRESH_RETRY_GRACE` was served the same new pair: legitimate
+    /// after a lost response, but also what a thief racing the owner would do, so it is recorded.
+    async fn record_grace_hit(&self, conn: &mut Conn, session: &Session, actor: &Actor) -> Result<(), StoreError> {
+        let details = serde_json::json!({
+            "session_id": session.id.0,
+            "user_agent": actor.user_agent,
+        });
+        self.events
+            .record(
+                conn,
+                Some(session.user_id),
+                "refresh_retry_grace",
+                "low",
+                actor.ip.as_deref(),
+                details,
+            )
+            .await?;
+        tracing::warn!(user_id = %session.user_id, session_id = %session.id, event_type = "refresh_retry_grace", client_ip = actor.ip.as_deref(), "a spent refresh token was retried within the grace");
+        Ok(())
+    }
+
+    async fn revoke_for_reuse(
+        &self,
+        conn: &mut Conn,
+        session: SessionId,
+        user: UserId,
+        actor: Actor,
+    ) -> Result<(), StoreError> {
+        let ip = actor.ip.clone();
+        let ip_for_log = ip.clone();
+        let details = serde_json::json!({"session_id": session.0, "user_agent": actor.user_agent});
         conn.transaction::<_, StoreError, _>(async move |conn| {
             store::revoke_session(conn, session, "token_reuse_detected").await?;
-            let details = serde_json::json!({"session_id": session.0});
             self.events
-                .record(conn, Some(user), "token_reuse_detected", "high", None, details)
+                .record(conn, Some(user), "token_reuse_detected", "high", ip.as_deref(), details)
                 .await?;
             store::audit(
                 conn,
-                &Actor::default().acting_as(user),
+                &actor.acting_as(user),
                 "session.revoke",
                 "session",
                 Some(session.to_string()),
@@ -297,7 +338,7 @@ impl Auth {
             Ok(())
         })
         .await?;
-        tracing::warn!(user_id = %user, session_id = %session, event_type = "token_reuse_detected", "a spent refresh token was presented; session revoked");
+        tracing::warn!(user_id = %user, session_id = %session, event_type = "token_reuse_detected", client_ip = ip_for_log.as_deref(), "a spent refresh token was presented; session revoked");
         // PostgreSQL already holds the revocation; the client hears TOKEN_REUSED either way.
         self.revocations.revoke(None, &[session]).await;
         Ok(())
@@ -349,13 +390,29 @@ impl Auth {
         Ok(())
     }
 
-    pub async fn logout_all(&self, claims: &AccessClaims, actor: Actor) -> Result<(), SessionError> {
-        let (user, _) = ids(claims)?;
-        let mut conn = self.conn().await?;
+    /// Ends every session of the caller, its own too; with `keep_current`, every other one, which
+    /// needs the password (or a code) again: a stolen access token alone must not lock the owner
+    /// out of their other devices.
+    pub async fn logout_all(
+        &self,
+        claims: &AccessClaims,
+        keep_current: bool,
+        reauth: Reauth,
+        actor: Actor,
+    ) -> Result<(), SessionError> {
+        let (user, keep, mut conn) = if keep_current {
+            let (user, sid, mut conn) = self.caller_account(claims).await?;
+            self.reauthenticate(&mut conn, &user, &reauth, &actor).await?;
+            (user.id, Some(sid), conn)
+        } else {
+            (ids(claims)?.0, None, self.conn().await?)
+        };
         let ended = conn
             .transaction::<_, StoreError, _>(async move |conn| {
-                let ended = store::revoke_sessions(conn, user, None, None, "logout_all").await?;
-                store::set_tokens_not_before(conn, user).await?;
+                let ended = store::revoke_sessions(conn, user, keep, None, "logout_all").await?;
+                if keep.is_none() {
+                    store::set_tokens_not_before(conn, user).await?;
+                }
                 super::audit_user(conn, actor, user, "session.logout_all", &["revoked_at"]).await?;
                 Ok(ended)
             })

@@ -1,22 +1,33 @@
-//! What slows a login down, in the order it escalates: a CAPTCHA after a few failures of an
-//! account, then a lock of that account (doubling with each lock, up to a day); across accounts,
-//! a CAPTCHA (or, with no CAPTCHA provider, a wait) for an address with many failures (credential
-//! stuffing), counted in Redis.
+//! What slows a password guess down, counted per (account, client address) so that an attacker
+//! locks out only their own address: a CAPTCHA after a few failures of the pair, then a lock of
+//! the pair (doubling with each lock, up to a day) that the right password with a solved CAPTCHA
+//! still passes (a soft lock); across addresses, a CAPTCHA (never a lock) for an account with
+//! many failures (guessing spread over many addresses); across accounts, a CAPTCHA (or, with no
+//! CAPTCHA provider, a wait) for an address with many failures (credential stuffing), counted in
+//! Redis. E-mails with no
+//! account are counted alike, under the same keyed hash, so a locked account and an unknown one
+//! answer the same. Every attempt is counted before the password is checked and given back when
+//! it is refused unjudged, so concurrent guesses cannot all be judged against one snapshot.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_redis::redis;
+use hmac::{Hmac, Mac};
+use secrecy::SecretString;
+use sha2::Sha256;
 
 use super::Auth;
 use crate::captcha::CaptchaError;
 use crate::domain::{Actor, User, UserId};
-use crate::store::{self, Conn, StoreError, Transaction as _};
+use crate::password::Verdict;
+use crate::store::{self, Conn, Reserved, StoreError, Transaction as _};
 
-/// Why a login (or a registration) is not even tried.
+/// Why a password is not even checked.
 #[derive(Debug, thiserror::Error)]
 pub enum ThrottleError {
-    /// The account is locked after repeated failures.
+    /// Repeated failures for this account from this address.
     #[error("account locked")]
     Locked { retry_after: u64 },
     /// Too many failures from this address, and no CAPTCHA to offer instead.
@@ -31,15 +42,51 @@ pub enum ThrottleError {
     CaptchaUnavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
 }
 
-/// Failed logins of an account after which a CAPTCHA is required (before the lock at
+/// What checking a password (after its attempt was admitted) found.
+pub(super) enum PasswordCheck {
+    Right {
+        rehash: bool,
+    },
+    /// Wrong, or no such account; `locked` is the lock's remaining seconds when the pair is
+    /// (now) locked.
+    Wrong {
+        locked: Option<u64>,
+    },
+}
+
+/// Failed logins of a pair after which a CAPTCHA is required (before the lock at
 /// `LOGIN_MAX_ATTEMPTS`): escalation goes CAPTCHA first, then lock.
 const CAPTCHA_AFTER_FAILURES: i32 = 3;
 
+/// The counter row of an account across all its addresses (no address key looks like this).
+const ACCOUNT_WIDE: &str = "*";
+
+/// Failed logins of an account from all addresses together after which every attempt needs a
+/// CAPTCHA: a spread-out guess costs a CAPTCHA each, while the owner is never locked out by it.
+const ACCOUNT_CAPTCHA_AFTER_FAILURES: i32 = 10;
+
+/// A login counter untouched this long (and not locked) is deleted; a lock lasts a day at most,
+/// so no escalation outlives it by more than this.
+const IDLE_COUNTER_HOURS: i64 = 24;
+
+/// How often idle login counters are looked for.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long Redis may take to count or tell an address's failures before the login goes on
-/// without (the per-account lock still holds).
+/// without (the per-pair lock still holds).
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// DECR that deletes the key at zero: a count taken back after its window expired must not
+/// leave a negative count (or a key without expiry) behind.
+const UNCOUNT_SCRIPT: &str =
+    "local n = redis.call('DECR', KEYS[1]) if n <= 0 then redis.call('DEL', KEYS[1]) end return n";
+
+/// HKDF label of the key that hashes e-mails into counter keys.
+pub(super) const SUBJECT_KEY_LABEL: &str = "auth/login-throttle/v1";
 
 /// Whole seconds until `until`, at least one: the `Retry-After` of a lock.
 pub(super) fn retry_after(until: DateTime<Utc>) -> u64 {
@@ -52,67 +99,261 @@ pub fn lock_duration(base: Duration, earlier_locks: i32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(24 * 3600))
 }
 
+/// When a lock of `duration` from now ends.
+pub(super) fn lock_end(duration: Duration) -> DateTime<Utc> {
+    Utc::now() + TimeDelta::from_std(duration).unwrap_or(TimeDelta::hours(24))
+}
+
+/// The key a client address is counted under: an IPv4 address as is (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address as its /64 (what one customer gets, so rotating
+/// through it buys nothing), anything else as given (cut to 64 characters), "" for none.
+pub fn address_key(ip: Option<&str>) -> String {
+    let Some(ip) = ip.map(str::trim).filter(|s| !s.is_empty()) else {
+        return String::new();
+    };
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        Err(_) => ip.chars().take(64).collect(),
+    }
+}
+
+/// A password presented for an account name.
+pub(super) struct PasswordGuess<'a> {
+    /// As typed: counted under its normalised form whether or not an account has it.
+    pub email: &'a str,
+    /// The account with that e-mail, if any.
+    pub account: Option<&'a User>,
+    pub password: &'a SecretString,
+    /// Empty when none was sent.
+    pub captcha_token: &'a str,
+}
+
+/// An attempt admitted to have its password checked.
+pub(super) struct Attempt {
+    subject: Vec<u8>,
+    address: String,
+    /// `counted` is false while the pair is locked: a soft-lock attempt.
+    reserved: Reserved,
+    /// This attempt's number across all addresses (0: not counted there).
+    across: i32,
+    /// Counted in Redis for the address.
+    ip_counted: bool,
+}
+
+impl Attempt {
+    /// The pair's lock, when this attempt passes one with a solved CAPTCHA.
+    fn soft_lock(&self) -> Option<DateTime<Utc>> {
+        self.reserved.locked_until.filter(|_| !self.reserved.counted)
+    }
+}
+
 impl Auth {
-    /// Before a password is checked: a locked account waits; an address with many failures solves
-    /// a CAPTCHA (or waits, with no CAPTCHA provider); an account with a few failures solves one.
-    pub(super) async fn admit_login(
+    /// The counter key of an account name: HMAC-SHA256 of the normalised e-mail (trimmed, lower
+    /// case), whether or not an account has it.
+    pub(super) fn login_subject(&self, email: &str) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.subject_key).expect("HMAC takes any key length");
+        mac.update(email.trim().to_lowercase().as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Checks a password for the account named `guess.email` (`guess.account`: that account; a
+    /// name with none costs the same time), counting the attempt for (account, address) first.
+    pub(super) async fn check_password(
         &self,
-        user: Option<&User>,
+        conn: &mut Conn,
+        guess: PasswordGuess<'_>,
+        actor: &Actor,
+    ) -> Result<PasswordCheck, ThrottleError> {
+        let PasswordGuess {
+            email,
+            account,
+            password,
+            captcha_token,
+        } = guess;
+        let user = account.map(|u| u.id);
+        let stored = account.map(|u| u.password_hash.clone());
+        let attempt = self.reserve(conn, email, user, captcha_token, actor).await?;
+        let verdict = match self.passwords.verify(password, stored).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.release(conn, &attempt).await;
+                return Err(e.into());
+            }
+        };
+        match verdict {
+            Verdict::Match { rehash } if user.is_some() => {
+                self.succeeded(conn, &attempt).await?;
+                Ok(PasswordCheck::Right { rehash })
+            }
+            _ => Ok(PasswordCheck::Wrong {
+                locked: self.failed(conn, &attempt, user, actor).await?,
+            }),
+        }
+    }
+
+    /// Counts the attempt (address in Redis, pair in PostgreSQL), then decides whether its
+    /// password may be checked; a refused attempt is given back.
+    async fn reserve(
+        &self,
+        conn: &mut Conn,
+        email: &str,
+        user: Option<UserId>,
         captcha_token: &str,
         actor: &Actor,
+    ) -> Result<Attempt, ThrottleError> {
+        let subject = self.login_subject(email);
+        let address = address_key(actor.ip.as_deref());
+        let ip = self.count_ip_attempt(&address).await;
+        let reserved = match store::reserve_login_attempt(conn, &subject, &address).await {
+            Ok(r) => r,
+            Err(e) => {
+                if ip.is_some() {
+                    self.uncount_ip_attempt(&address).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let mut attempt = Attempt {
+            subject,
+            address,
+            reserved,
+            across: 0,
+            ip_counted: ip.is_some(),
+        };
+        match store::reserve_login_attempt(conn, &attempt.subject, ACCOUNT_WIDE).await {
+            Ok(across) => attempt.across = across.attempt,
+            Err(e) => {
+                self.release(conn, &attempt).await;
+                return Err(e.into());
+            }
+        }
+        match self.admit(&attempt, ip, captcha_token, actor, user).await {
+            Ok(()) => Ok(attempt),
+            Err(e) => {
+                self.release(conn, &attempt).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A locked pair passes only with a solved CAPTCHA; an attempt beyond `LOGIN_MAX_ATTEMPTS`
+    /// (others are being judged) waits; an address with many failures, or a pair with a few,
+    /// solves a CAPTCHA.
+    async fn admit(
+        &self,
+        attempt: &Attempt,
+        ip: Option<(u64, u64)>,
+        captcha_token: &str,
+        actor: &Actor,
+        user: Option<UserId>,
     ) -> Result<(), ThrottleError> {
-        if let Some(until) = user.and_then(|u| u.login.locked_until).filter(|t| *t > Utc::now()) {
+        let r = attempt.reserved;
+        if let Some(until) = attempt.soft_lock() {
+            if self.captcha.is_disabled() || captcha_token.is_empty() {
+                return Err(ThrottleError::Locked {
+                    retry_after: retry_after(until),
+                });
+            }
+            return self.check_captcha(captcha_token, actor, user).await;
+        }
+        if r.attempt > self.policy.max_attempts {
+            // The attempt that reached the limit is being judged and locks the pair if wrong.
             return Err(ThrottleError::Locked {
-                retry_after: retry_after(until),
+                retry_after: lock_duration(self.policy.lockout, r.lock_count).as_secs(),
             });
         }
-        let ip_failures = self.ip_failures(actor.ip.as_deref()).await;
-        if ip_failures.is_some_and(|(n, _)| n >= self.policy.ip_max_failures) {
-            if !self.captcha.is_disabled() {
-                self.check_captcha(captcha_token, actor, user.map(|u| u.id)).await?;
-            } else {
-                let retry_after = ip_failures.map_or(60, |(_, ttl)| ttl.max(1));
+        if let Some((_, ttl)) = ip.filter(|(n, _)| *n > self.policy.ip_max_failures) {
+            if self.captcha.is_disabled() {
                 tracing::warn!(
                     client_ip = actor.ip.as_deref(),
                     "login refused: too many failures from this address"
                 );
-                return Err(ThrottleError::TooManyFailures { retry_after });
+                return Err(ThrottleError::TooManyFailures {
+                    retry_after: ttl.max(1),
+                });
             }
-        } else if let Some(u) = user.filter(|u| u.login.attempts >= CAPTCHA_AFTER_FAILURES) {
-            self.check_captcha(captcha_token, actor, Some(u.id)).await?;
+            self.check_captcha(captcha_token, actor, user).await?;
+        } else if r.attempt > CAPTCHA_AFTER_FAILURES || attempt.across > ACCOUNT_CAPTCHA_AFTER_FAILURES {
+            self.check_captcha(captcha_token, actor, user).await?;
         }
         Ok(())
     }
 
-    /// After a wrong password: counts it for the account (a security event; the account locks at
-    /// `LOGIN_MAX_ATTEMPTS`) and for the address. Returns the lock's remaining seconds when this
-    /// failure locked the account.
-    pub(super) async fn count_failed_login(
+    /// Gives back an attempt refused before its password was checked (best effort: a failure
+    /// leaves it counted, erring on the safe side).
+    async fn release(&self, conn: &mut Conn, attempt: &Attempt) {
+        if attempt.reserved.counted
+            && let Err(e) = store::release_login_attempt(conn, &attempt.subject, &attempt.address).await
+        {
+            tracing::warn!(error = format!("{e:#}"), "could not give back a login attempt");
+        }
+        if attempt.across > 0
+            && let Err(e) = store::release_login_attempt(conn, &attempt.subject, ACCOUNT_WIDE).await
+        {
+            tracing::warn!(error = format!("{e:#}"), "could not give back a login attempt");
+        }
+        if attempt.ip_counted {
+            self.uncount_ip_attempt(&attempt.address).await;
+        }
+    }
+
+    /// The right password: the pair and the account-wide count start over (a soft lock ends),
+    /// and the address's count takes this attempt back.
+    async fn succeeded(&self, conn: &mut Conn, attempt: &Attempt) -> Result<(), StoreError> {
+        store::clear_login_attempts(conn, &attempt.subject, &attempt.address).await?;
+        store::clear_login_attempts(conn, &attempt.subject, ACCOUNT_WIDE).await?;
+        if attempt.ip_counted {
+            self.uncount_ip_attempt(&attempt.address).await;
+        }
+        Ok(())
+    }
+
+    /// A wrong password (or no such account): a security event; the attempt that reaches
+    /// `LOGIN_MAX_ATTEMPTS` locks the pair. Returns the lock's remaining seconds when the pair is
+    /// locked (by this failure, or already: a soft-lock attempt).
+    async fn failed(
         &self,
         conn: &mut Conn,
-        user: Option<&User>,
+        attempt: &Attempt,
+        user: Option<UserId>,
         actor: &Actor,
     ) -> Result<Option<u64>, StoreError> {
-        let locked = match user {
-            Some(user) => self.fail(conn, user, actor).await?,
-            None => {
-                // Recorded too, in a transaction of its own: operators see attempts on
-                // addresses that have no account, and the answer takes as long as for a
-                // wrong password (the benchmark measures the two).
-                let ip = actor.ip.clone();
-                conn.transaction::<_, StoreError, _>(async move |conn| {
-                    let details = serde_json::json!({"account": "unknown"});
-                    self.events
-                        .record(conn, None, "login_failed", "low", ip.as_deref(), details)
-                        .await
-                })
-                .await?;
-                None
+        let soft = attempt.soft_lock();
+        let lock = (soft.is_none() && attempt.reserved.attempt >= self.policy.max_attempts)
+            .then(|| lock_duration(self.policy.lockout, attempt.reserved.lock_count));
+        let until = lock.map(lock_end);
+        let ip = actor.ip.clone();
+        let n = attempt.reserved.attempt;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            if let Some(until) = until {
+                store::lock_login(conn, &attempt.subject, &attempt.address, until).await?;
             }
-        };
+            // Operators see attempts on addresses that have no account too.
+            let details = match user {
+                Some(_) => serde_json::json!({"attempt": n}),
+                None => serde_json::json!({"account": "unknown"}),
+            };
+            self.events
+                .record(conn, user, "login_failed", "low", ip.as_deref(), details)
+                .await?;
+            if let Some(until) = until {
+                let details = serde_json::json!({"until": until.to_rfc3339(), "known_account": user.is_some()});
+                self.events
+                    .record(conn, user, "account_locked", "high", ip.as_deref(), details)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await?;
         tracing::info!(known_account = user.is_some(), "login failed");
-        self.count_ip_failure(actor.ip.as_deref()).await;
-        Ok(locked)
+        if let Some(d) = lock {
+            tracing::warn!(user_id = ?user, event_type = "account_locked", lock_seconds = d.as_secs(), "account locked for this address after repeated failures");
+        }
+        Ok(lock.map(|d| d.as_secs()).or(soft.map(retry_after)))
     }
 
     /// Verifies a CAPTCHA token when a provider is configured; a failure is a security event.
@@ -140,70 +381,67 @@ impl Auth {
         }
     }
 
-    /// Counts a failed password; returns the lock's remaining seconds when this failure locked it.
-    async fn fail(&self, conn: &mut Conn, user: &User, actor: &Actor) -> Result<Option<u64>, StoreError> {
-        let attempts = user.login.attempts + 1;
-        let lock =
-            (attempts >= self.policy.max_attempts).then(|| lock_duration(self.policy.lockout, user.login.lock_count));
-        let until = lock.map(|d| Utc::now() + TimeDelta::from_std(d).unwrap_or(TimeDelta::hours(24)));
-        let user_id = user.id;
-        let ip = actor.ip.clone();
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            store::record_failure(conn, user_id, until).await?;
-            let details = serde_json::json!({"attempt": attempts});
-            self.events
-                .record(conn, Some(user_id), "login_failed", "low", ip.as_deref(), details)
-                .await?;
-            if let Some(until) = until {
-                let details = serde_json::json!({"until": until.to_rfc3339()});
-                self.events
-                    .record(conn, Some(user_id), "account_locked", "high", ip.as_deref(), details)
-                    .await?;
+    /// Deletes idle login counters every hour, for ever (spawned once at start).
+    pub async fn purge_idle_login_counters(self) {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            let purged = match self.conn().await {
+                Ok(mut conn) => store::purge_idle_login_attempts(&mut conn, TimeDelta::hours(IDLE_COUNTER_HOURS)).await,
+                Err(e) => Err(e),
+            };
+            match purged {
+                Ok(n) => tracing::debug!(purged = n, "idle login counters deleted"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "could not delete idle login counters"),
             }
-            Ok(())
-        })
-        .await?;
-        if let Some(d) = lock {
-            tracing::warn!(user_id = %user.id, event_type = "account_locked", lock_seconds = d.as_secs(), "account locked after repeated failures");
         }
-        Ok(lock.map(|d| d.as_secs()))
     }
 
-    fn ip_failure_key(&self, ip: &str) -> String {
-        self.redis_keys.other(&format!("auth:login-failures:ip:{ip}"))
+    fn ip_failure_key(&self, address: &str) -> String {
+        self.redis_keys.other(&format!("auth:login-failures:ip:{address}"))
     }
 
-    /// Failed logins from this address in the current window, and the window's remaining seconds.
-    /// Redis down means "unknown": the per-account lockout still holds.
-    async fn ip_failures(&self, ip: Option<&str>) -> Option<(u64, u64)> {
-        let ip = ip?;
-        let read = async {
-            let mut conn = self.redis.get().await.ok()?;
-            let (n, ttl): (Option<u64>, i64) = redis::pipe()
-                .get(self.ip_failure_key(ip))
-                .ttl(self.ip_failure_key(ip))
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            Some((n.unwrap_or(0), ttl.max(0) as u64))
-        };
-        tokio::time::timeout(REDIS_TIMEOUT, read).await.ok().flatten()
-    }
-
-    async fn count_ip_failure(&self, ip: Option<&str>) {
-        let Some(ip) = ip else { return };
+    /// Counts an attempt from `address` first (INCR, then the window's expiry when the key is
+    /// new) and returns the count and the window's remaining seconds. Redis down means "unknown":
+    /// the per-pair lock still holds.
+    async fn count_ip_attempt(&self, address: &str) -> Option<(u64, u64)> {
+        if address.is_empty() {
+            return None;
+        }
+        let key = self.ip_failure_key(address);
         let window = self.policy.lockout.as_secs().max(1);
         let write = async {
             let mut conn = self.redis.get().await.ok()?;
-            // INCR, then set the expiry only when the key is new: a steady trickle cannot keep
-            // the window open for ever.
-            redis::pipe()
-                .incr(self.ip_failure_key(ip), 1)
+            // EXPIRE NX: a steady trickle cannot keep the window open for ever.
+            let (n, _, ttl): (u64, i64, i64) = redis::pipe()
+                .incr(&key, 1)
                 .cmd("EXPIRE")
-                .arg(self.ip_failure_key(ip))
+                .arg(&key)
                 .arg(window)
                 .arg("NX")
-                .query_async::<(u64, i64)>(&mut conn)
+                .ttl(&key)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            Some((n, ttl.max(0) as u64))
+        };
+        let counted = tokio::time::timeout(REDIS_TIMEOUT, write).await.ok().flatten();
+        if counted.is_none() {
+            tracing::warn!("could not count a login attempt per address (Redis unavailable)");
+        }
+        counted
+    }
+
+    /// Takes back an attempt counted for `address` (a success, or a refusal before the check).
+    async fn uncount_ip_attempt(&self, address: &str) {
+        let key = self.ip_failure_key(address);
+        let write = async {
+            let mut conn = self.redis.get().await.ok()?;
+            redis::cmd("EVAL")
+                .arg(UNCOUNT_SCRIPT)
+                .arg(1)
+                .arg(&key)
+                .query_async::<i64>(&mut conn)
                 .await
                 .ok()
         };
@@ -213,7 +451,7 @@ impl Auth {
             .flatten()
             .is_none()
         {
-            tracing::warn!("could not count a failed login per address (Redis unavailable)");
+            tracing::warn!("could not take back a login attempt per address (Redis unavailable)");
         }
     }
 }
@@ -230,5 +468,21 @@ mod tests {
         assert_eq!(lock_duration(base, 3), Duration::from_secs(7200));
         assert_eq!(lock_duration(base, 7), Duration::from_secs(86_400));
         assert_eq!(lock_duration(base, 1000), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(address_key(Some("203.0.113.7")), "203.0.113.7");
+        assert_eq!(address_key(Some("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(
+            address_key(Some("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(address_key(Some("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_ne!(address_key(Some("2001:db8:1:3::1")), "2001:db8:1:2::/64");
+        assert_eq!(address_key(Some("::1")), "::/64");
+        assert_eq!(address_key(None), "");
+        assert_eq!(address_key(Some("  ")), "");
+        assert_eq!(address_key(Some(&"x".repeat(100))).len(), 64);
     }
 }

@@ -66,3 +66,42 @@ pub async fn mark_email_verified(conn: &mut Conn, user: UserId) -> Result<(), St
         .await?;
     Ok(())
 }
+
+/// The user a mailed token belongs to while it is good (unknown, expired, used or for another
+/// purpose: None), without spending it.
+pub async fn email_token_owner(conn: &mut Conn, purpose: &str, hash: &[u8]) -> Result<Option<UserId>, StoreError> {
+    use super::schema::email_tokens as t;
+    let user: Option<Uuid> = t::table
+        .find(hash)
+        .filter(t::purpose.eq(purpose))
+        .filter(t::used_at.is_null())
+        .filter(t::expires_at.gt(diesel::dsl::now))
+        .select(t::user_id)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(user.map(UserId))
+}
+
+/// When the last token of `purpose` was made for `user`, read with the user's row locked (in the
+/// caller's transaction), so that two concurrent requests see each other's token.
+pub async fn last_email_token_locked(
+    conn: &mut Conn,
+    user: UserId,
+    purpose: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    use super::schema::email_tokens as t;
+    users::table
+        .find(user.0)
+        .select(users::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .await
+        .optional()?;
+    Ok(t::table
+        .filter(t::user_id.eq(user.0))
+        .filter(t::purpose.eq(purpose))
+        .select(diesel::dsl::max(t::created_at))
+        .first::<Option<DateTime<Utc>>>(conn)
+        .await?)
+}

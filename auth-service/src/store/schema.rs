@@ -24,15 +24,18 @@ diesel::table! {
         mfa_last_step -> Nullable<Int8>,
         mfa_failures -> Int4,
         mfa_locked_until -> Nullable<Timestamptz>,
+        mfa_lock_count -> Int4,
     }
 }
 
 diesel::table! {
-    auth.recovery_codes (user_id, code_hash) {
+    auth.recovery_codes (id) {
         user_id -> Uuid,
-        code_hash -> Bytea,
+        code_hash -> Nullable<Bytea>,
         created_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
+        id -> Uuid,
+        code_phc -> Nullable<Text>,
     }
 }
 
@@ -109,6 +112,17 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         changed_fields -> Array<Text>,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    auth.login_throttle (subject, address) {
+        subject -> Bytea,
+        address -> Text,
+        attempts -> Int4,
+        lock_count -> Int4,
+        locked_until -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
     }
 }
 

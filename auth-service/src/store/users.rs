@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::schema::{sessions, users};
 use super::{Conn, StoreError};
-use crate::domain::{LoginState, MfaState, NewUser, SessionId, User, UserId};
+use crate::domain::{MfaState, NewUser, SessionId, User, UserId};
 
 /// The unique index on live e-mail addresses: a conflict on it means "e-mail already registered".
 pub const EMAIL_TAKEN: &str = "users_email_live_key";
@@ -23,16 +23,11 @@ struct UserRow {
     income_tier: Option<String>,
     email_verified: bool,
     roles: Vec<String>,
-    login_attempts: i32,
-    locked_until: Option<DateTime<Utc>>,
     mfa_enabled: bool,
     created_at: DateTime<Utc>,
-    lock_count: i32,
     mfa_secret: Option<Vec<u8>>,
     mfa_pending_secret: Option<Vec<u8>>,
     mfa_last_step: Option<i64>,
-    mfa_failures: i32,
-    mfa_locked_until: Option<DateTime<Utc>>,
 }
 
 impl From<UserRow> for User {
@@ -47,18 +42,11 @@ impl From<UserRow> for User {
             roles: r.roles,
             created_at: r.created_at,
             password_hash: r.password_hash,
-            login: LoginState {
-                attempts: r.login_attempts,
-                lock_count: r.lock_count,
-                locked_until: r.locked_until,
-            },
             mfa: MfaState {
                 enabled: r.mfa_enabled,
                 secret: r.mfa_secret,
                 pending_secret: r.mfa_pending_secret,
                 last_step: r.mfa_last_step,
-                failures: r.mfa_failures,
-                locked_until: r.mfa_locked_until,
             },
         }
     }
@@ -125,33 +113,6 @@ pub async fn live_session_user(conn: &mut Conn, sid: SessionId, user: UserId) ->
         .await
         .optional()?;
     Ok(row.map(User::from))
-}
-
-/// Records a failed password; with `locked_until`, locks the account and resets the count.
-pub async fn record_failure(
-    conn: &mut Conn,
-    user: UserId,
-    locked_until: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    let q = diesel::update(users::table.find(user.0));
-    match locked_until {
-        Some(until) => {
-            q.set((
-                users::login_attempts.eq(0),
-                users::locked_until.eq(until),
-                users::lock_count.eq(users::lock_count + 1),
-                users::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?
-        }
-        None => {
-            q.set(users::login_attempts.eq(users::login_attempts + 1))
-                .execute(conn)
-                .await?
-        }
-    };
-    Ok(())
 }
 
 /// A successful login: counters reset, optional rehash, last login time.

@@ -62,11 +62,30 @@ impl Api {
         res.json().await.expect("json")
     }
 
-    /// `DELETE /v1/me/devices/{device}`.
+    /// `DELETE /v1/me/devices/{device}`, confirmed with the account's password.
     async fn remove_device(&self, bearer: &str, device: &str) -> reqwest::Response {
-        self.http
+        self.remove_device_with(bearer, device, Some(json!({"password": PASSWORD})))
+            .await
+    }
+
+    /// `DELETE /v1/me/devices/{device}` with this body (or none).
+    async fn remove_device_with(&self, bearer: &str, device: &str, body: Option<Value>) -> reqwest::Response {
+        let mut req = self
+            .http
             .delete(format!("{}/v1/me/devices/{device}", self.base))
+            .bearer_auth(bearer);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// `DELETE /v1/me/mfa/totp`: MFA off with the password and a code.
+    async fn mfa_off(&self, bearer: &str, password: &str, code: &str) -> reqwest::Response {
+        self.http
+            .delete(format!("{}/v1/me/mfa/totp", self.base))
             .bearer_auth(bearer)
+            .json(&json!({"password": password, "code": code}))
             .send()
             .await
             .expect("request")
@@ -273,21 +292,44 @@ async fn a_spent_refresh_token_ends_its_session_but_a_quick_retry_does_not(tp: &
         "UNAUTHENTICATED"
     );
 
-    // Reuse was recorded as a security event.
-    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+    // Whoever presents a spent token is on record: address and user agent (issue 17, item 9).
+    let (_, r0) = tokens(
+        &api.login("grace@example.org", PASSWORD, "dev-d")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    api.refresh(&r0, Some("dev-d")).await;
+    let res = api
+        .http
+        .post(format!("{}/v1/auth/refresh", api.base))
+        .header("user-agent", "thief-app/6.6")
+        .json(&json!({"refresh_token": r0, "device_id": "dev-x"}))
+        .send()
         .await
-        .expect("db");
-    tokio::spawn(conn);
-    let n: i64 = db
+        .expect("request");
+    assert_eq!(error_code(res, 401).await, "TOKEN_REUSED");
+
+    // Reuse was recorded as a security event.
+    let db = db(tp).await;
+    assert_eq!(events_of(&db, "token_reuse_detected", "grace@example.org").await, 3);
+    let last = db
         .query_one(
-            "SELECT count(*) FROM auth.security_events WHERE event_type = 'token_reuse_detected' \
-             AND user_id = (SELECT id FROM auth.users WHERE email = 'grace@example.org')",
+            "SELECT ip, details->>'user_agent' FROM auth.security_events \
+             WHERE event_type = 'token_reuse_detected' ORDER BY created_at DESC LIMIT 1",
             &[],
         )
         .await
-        .expect("count")
-        .get(0);
-    assert_eq!(n, 2);
+        .expect("event");
+    let (ip, agent): (Option<String>, Option<String>) = (last.get(0), last.get(1));
+    assert!(
+        ip.is_some_and(|ip| !ip.is_empty()),
+        "no client address on the reuse event"
+    );
+    assert_eq!(agent.as_deref(), Some("thief-app/6.6"));
+    // The retry served within the grace is on record too (issue 17, item 8).
+    assert_eq!(events_of(&db, "refresh_retry_grace", "grace@example.org").await, 1);
 }
 
 async fn wrong_password_and_unknown_email_look_the_same_and_five_failures_lock(tp: &TestPlatform) {
@@ -431,6 +473,16 @@ async fn hostile_input_is_refused_and_changes_nothing(tp: &TestPlatform) {
         .expect("count")
         .get(0);
     assert_eq!(n, 0, "a refused registration created an account");
+}
+
+/// The current TOTP step, once at least 5 s of it remain: a check that needs codes of one step
+/// waits (at most 5 s) for the next step rather than straddle two.
+async fn early_in_a_step() -> u64 {
+    let into_step = now() % 30;
+    if into_step >= 25 {
+        tokio::time::sleep(std::time::Duration::from_secs(30 - into_step)).await;
+    }
+    now() / 30
 }
 
 fn now() -> u64 {
@@ -709,6 +761,7 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
         .await;
     let url = format!("{}/siteverify", siteverify.uri());
     let tp = TestPlatform::builder("captcha")
+        .gateway_env(&LOOPBACK_IS_A_PROXY)
         .auth_env(&[
             ("CAPTCHA_PROVIDER", "turnstile"),
             ("CAPTCHA_SECRET", "test-captcha-secret"),
@@ -753,6 +806,62 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
     );
     let body = json!({"email": "captcha@example.org", "password": PASSWORD, "device": {"device_id": "d", "platform": "ios"}, "captcha_token": "good-token"});
     assert_eq!(api.post("/v1/auth/login", body, None).await.status().as_u16(), 200);
+
+    // A soft lock (issue 17, item 4): an address that locked the account waits, unless the right
+    // password comes with a solved CAPTCHA; a wrong one with a CAPTCHA still meets the lock.
+    let login = |from: &'static str, password: &'static str, captcha: Option<&'static str>| {
+        let mut body = json!({"email": "captcha@example.org", "password": password,
+            "device": {"device_id": "d", "platform": "ios"}});
+        if let Some(t) = captcha {
+            body["captcha_token"] = json!(t);
+        }
+        let api = &api;
+        async move { api.post_from(from, "/v1/auth/login", body).await }
+    };
+    let from = "203.0.113.80";
+    for attempt in 1..=4 {
+        let res = login(from, "wrong password!", Some("good-token")).await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    let res = login(from, "wrong password!", Some("good-token")).await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    assert_eq!(
+        error_code(login(from, PASSWORD, None).await, 423).await,
+        "ACCOUNT_LOCKED"
+    );
+    let res = login(from, "wrong password!", Some("good-token")).await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    assert_eq!(login(from, PASSWORD, Some("good-token")).await.status().as_u16(), 200);
+
+    // Guesses spread over many addresses, one each: after ten, every attempt on the account needs
+    // a CAPTCHA, from anywhere, even with the right password; it is never a lock.
+    let spread = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.5",
+        "198.51.100.6",
+        "198.51.100.7",
+        "198.51.100.8",
+        "198.51.100.9",
+        "198.51.100.10",
+    ];
+    for from in spread {
+        let res = login(from, "wrong password!", None).await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "from {from}");
+    }
+    let res = login("198.51.100.11", PASSWORD, None).await;
+    assert_eq!(error_code(res, 400).await, "CAPTCHA_REQUIRED");
+    assert_eq!(
+        login("198.51.100.11", PASSWORD, Some("good-token"))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    // The owner's login started the count over.
+    assert_eq!(login("198.51.100.12", PASSWORD, None).await.status().as_u16(), 200);
 }
 
 async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
@@ -761,7 +870,9 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
     let api = Api::new(tp);
     let (access, _) = tokens(&api.register("mfa@example.org").await);
 
-    let res = api.post("/v1/me/mfa/totp", json!({}), Some(&access)).await;
+    let res = api
+        .post("/v1/me/mfa/totp", json!({"password": PASSWORD}), Some(&access))
+        .await;
     assert_eq!(res.status().as_u16(), 200);
     let enrollment: Value = res.json().await.expect("json");
     assert!(
@@ -772,13 +883,25 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
     );
     // The app's side: what an authenticator does with the otpauth URI.
     let totp = Totp::from_url(enrollment["otpauth_uri"].as_str().expect("uri")).expect("otpauth uri");
-    let code_at = |offset_steps: u64| totp.generate(now() + offset_steps * 30).to_string();
+    let code_at = |step: u64| totp.generate(step * 30).to_string();
+    // A code is accepted in its step and the next one, never before; the confirmation uses the
+    // step before and the login the current one, so both must fall in one step.
+    let step = early_in_a_step().await;
 
     let res = api
         .post("/v1/me/mfa/totp/confirm", json!({"code": "000000"}), Some(&access))
         .await;
     assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
-    let confirm_code = code_at(0);
+    // The app's code of the next step (a clock ahead) is not accepted.
+    let res = api
+        .post(
+            "/v1/me/mfa/totp/confirm",
+            json!({"code": code_at(step + 1)}),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(error_code(res, 401).await, "MFA_REQUIRED", "a code from the future");
+    let confirm_code = code_at(step - 1);
     let res = api
         .post("/v1/me/mfa/totp/confirm", json!({"code": confirm_code}), Some(&access))
         .await;
@@ -799,8 +922,8 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
     assert_eq!(error_code(login(None).await, 401).await, "MFA_REQUIRED");
     // The code that confirmed the enrollment was used once: a replay is refused.
     assert_eq!(error_code(login(Some(confirm_code)).await, 401).await, "MFA_REQUIRED");
-    // A fresh code (the next step, within the allowed skew) works once, then is refused.
-    let fresh = code_at(1);
+    // A fresh code (the current step) works once, then is refused.
+    let fresh = code_at(step);
     assert_eq!(login(Some(fresh.clone())).await.status().as_u16(), 200);
     assert_eq!(
         error_code(login(Some(fresh)).await, 401).await,
@@ -828,25 +951,29 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
         !stored.windows(raw.len()).any(|w| w == raw.as_slice()),
         "TOTP seed stored in clear"
     );
+    // Recovery codes are kept as argon2id hashes only (ASVS 6.5.2).
+    let phcs: Vec<Option<String>> = db
+        .query(
+            "SELECT code_phc FROM auth.recovery_codes WHERE user_id = \
+             (SELECT id FROM auth.users WHERE email = 'mfa@example.org')",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(phcs.len(), 10);
+    assert!(
+        phcs.iter()
+            .all(|p| p.as_deref().is_some_and(|p| p.starts_with("$argon2id$"))),
+        "{phcs:?}"
+    );
 
-    // Turning MFA off takes a valid code; then a password alone logs in again.
-    let res = api
-        .http
-        .delete(format!("{}/v1/me/mfa/totp", api.base))
-        .bearer_auth(&access)
-        .json(&json!({"code": "123456"}))
-        .send()
-        .await
-        .expect("delete");
+    // Turning MFA off takes the password and a valid code; then a password alone logs in again.
+    let res = api.mfa_off(&access, PASSWORD, "123456").await;
     assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
-    let res = api
-        .http
-        .delete(format!("{}/v1/me/mfa/totp", api.base))
-        .bearer_auth(&access)
-        .json(&json!({"code": codes[1]}))
-        .send()
-        .await
-        .expect("delete");
+    let res = api.mfa_off(&access, PASSWORD, &codes[1]).await;
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(login(None).await.status().as_u16(), 200);
 }
@@ -952,6 +1079,25 @@ async fn operators_grant_and_revoke_roles_and_import_old_accounts(tp: &TestPlatf
     );
 }
 
+/// A platform whose auth-service mails through a fake SMTP relay (and `env` besides).
+async fn with_fake_relay(tag: &str, env: &[(&str, &str)]) -> (xtask::fake_smtp::FakeSmtp, TestPlatform) {
+    let relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
+    let port = relay.port.to_string();
+    let tp = TestPlatform::builder(tag)
+        .auth_env(&[
+            ("MAILER", "smtp"),
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", &port),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "Platform <no-reply@example.org>"),
+        ])
+        .auth_env(env)
+        .start()
+        .await
+        .expect("platform");
+    (relay, tp)
+}
+
 /// The token in a mailed link `…?token=XYZ`.
 fn token_in(mail: &xtask::fake_smtp::Mail) -> String {
     let start = mail.data.find("token=").expect("a link with a token") + "token=".len();
@@ -965,20 +1111,7 @@ fn token_in(mail: &xtask::fake_smtp::Mail) -> String {
 async fn email_verification_and_password_reset_through_a_fake_relay() {
     use std::time::Duration;
 
-    let mut relay = xtask::fake_smtp::FakeSmtp::start().await.expect("fake smtp");
-    let port = relay.port.to_string();
-    let tp = TestPlatform::builder("mail")
-        .auth_env(&[
-            ("MAILER", "smtp"),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &port),
-            ("SMTP_TLS", "none"),
-            ("SMTP_FROM", "Platform <no-reply@example.org>"),
-            ("APP_BASE_URL", "https://app.example.org"),
-        ])
-        .start()
-        .await
-        .expect("platform");
+    let (mut relay, tp) = with_fake_relay("mail", &[("APP_BASE_URL", "https://app.example.org")]).await;
     let api = Api::new(&tp);
     let wait = Duration::from_secs(10);
 
@@ -1767,4 +1900,410 @@ fn claims_of(token: &str) -> Value {
 /// One string claim of a JWT, read without verifying it.
 fn claim(token: &str, name: &str) -> String {
     claims_of(token)[name].as_str().expect("a string claim").to_owned()
+}
+
+/// Argon2 at its floor, so that hashing (a few at a time on a 2-CPU host) does not line the
+/// concurrent requests up one after the other and hide the race.
+const FAST_ARGON2: [(&str, &str); 2] = [("ARGON2_MEMORY_KIB", "8192"), ("ARGON2_ITERATIONS", "1")];
+
+/// The loopback peer (the test client) is a trusted proxy, so `X-Forwarded-For` picks the
+/// client address each request comes from.
+const LOOPBACK_IS_A_PROXY: [(&str, &str); 1] = [("TRUSTED_PROXIES", "127.0.0.0/8, ::1")];
+
+impl Api {
+    /// `POST path` from client address `from` (through the trusted loopback proxy).
+    async fn post_from(&self, from: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("x-forwarded-for", from)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn login_from(&self, from: &str, email: &str, password: &str) -> reqwest::Response {
+        let body = json!({"email": email, "password": password, "device": {"device_id": "d", "platform": "ios"}});
+        self.post_from(from, "/v1/auth/login", body).await
+    }
+}
+
+async fn db(tp: &TestPlatform) -> tokio_postgres::Client {
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    db
+}
+
+/// Security events of one type for the account with this e-mail.
+async fn events_of(db: &tokio_postgres::Client, event_type: &str, email: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM auth.security_events WHERE event_type = $1 \
+         AND user_id = (SELECT id FROM auth.users WHERE lower(email) = lower($2))",
+        &[&event_type, &email],
+    )
+    .await
+    .expect("count")
+    .get(0)
+}
+
+/// Enrolls and confirms TOTP for the holder of `access`; returns the app's side and the recovery
+/// codes. The confirming code is the step before `early_in_a_step`'s, so the current step's code
+/// is still unused.
+async fn turn_mfa_on(api: &Api, access: &str) -> (totp_rs::Totp, u64, Vec<String>) {
+    let res = api
+        .post("/v1/me/mfa/totp", json!({"password": PASSWORD}), Some(access))
+        .await;
+    assert_eq!(res.status().as_u16(), 200, "enroll");
+    let enrollment: Value = res.json().await.expect("json");
+    let totp = totp_rs::Totp::from_url(enrollment["otpauth_uri"].as_str().expect("uri")).expect("uri");
+    let step = early_in_a_step().await;
+    let code = totp.generate((step - 1) * 30).to_string();
+    let res = api
+        .post("/v1/me/mfa/totp/confirm", json!({"code": code}), Some(access))
+        .await;
+    assert_eq!(res.status().as_u16(), 200, "confirm");
+    let body: Value = res.json().await.expect("json");
+    let codes = serde_json::from_value(body["recovery_codes"].clone()).expect("codes");
+    (totp, step, codes)
+}
+
+/// Issue 17, item 2: 24 guesses at once against one account each reserve an attempt before they
+/// are judged, so at most `LOGIN_MAX_ATTEMPTS` (5) of them are checked; the others are refused as
+/// locked. Before, all 24 read the same count (0) and all were checked. The same for 24 wrong
+/// TOTP codes, each after the right password from an address of its own (so the per-address
+/// password counter does not stand in for the MFA one).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_are_judged_at_most_login_max_attempts_times() {
+    let tp = TestPlatform::builder("guessrace")
+        .auth_env(&FAST_ARGON2)
+        .auth_env(&[("LOGIN_IP_MAX_FAILURES", "100000")])
+        .gateway_env(&LOOPBACK_IS_A_PROXY)
+        .start()
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let db = db(&tp).await;
+
+    api.register("race@example.org").await;
+    let api = &api;
+    let guesses = (0..24).map(|i| async move {
+        api.login_from("203.0.113.50", "race@example.org", &format!("wrong guess {i:02}"))
+            .await
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert!(statuses.iter().all(|s| [401, 423].contains(s)), "{statuses:?}");
+    let judged = events_of(&db, "login_failed", "race@example.org").await;
+    assert!(
+        (1..=5).contains(&judged),
+        "{judged} of 24 concurrent guesses were judged"
+    );
+    assert!(statuses.contains(&423), "{statuses:?}");
+
+    let (access, _) = tokens(&api.register("race-mfa@example.org").await);
+    let (totp, step, _) = turn_mfa_on(api, &access).await;
+    // A code that is neither this step's nor the one before: wrong whenever it arrives.
+    let valid = [step - 1, step, step + 1].map(|s| totp.generate(s * 30).to_string());
+    let wrong = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .expect("a wrong code");
+    let guesses = (0..24).map(|i| {
+        let body = json!({"email": "race-mfa@example.org", "password": PASSWORD, "totp_code": wrong,
+            "device": {"device_id": "d", "platform": "ios"}});
+        let from = format!("198.51.100.{}", i + 1);
+        async move { api.post_from(&from, "/v1/auth/login", body).await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| [401, 423].contains(s)), "{statuses:?}");
+    let judged = events_of(&db, "mfa_failed", "race-mfa@example.org").await;
+    assert!((1..=5).contains(&judged), "{judged} of 24 concurrent codes were judged");
+    // MFA is locked now, even for the right code.
+    let body = json!({"email": "race-mfa@example.org", "password": PASSWORD, "totp_code": totp.generate(step * 30).to_string(),
+        "device": {"device_id": "d", "platform": "ios"}});
+    let res = api.post_from("198.51.100.200", "/v1/auth/login", body).await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+}
+
+/// Issue 17, item 2, the per-address count: 24 guesses at once from one address, each at another
+/// account, are counted in Redis before they are judged, so only `LOGIN_IP_MAX_FAILURES` (3) are
+/// checked and the rest wait (429). Before, all 24 read a count of 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_across_accounts_are_judged_at_most_login_ip_max_failures_times() {
+    let tp = TestPlatform::builder("stuffrace")
+        .auth_env(&FAST_ARGON2)
+        .auth_env(&[("LOGIN_IP_MAX_FAILURES", "3")])
+        .start()
+        .await
+        .expect("platform");
+    let api = &Api::new(&tp);
+    let guesses = (0..24).map(|i| async move {
+        api.login(&format!("stuffed-{i}@example.org"), "leaked password 1", "d")
+            .await
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    let judged: i64 = db(&tp)
+        .await
+        .query_one(
+            "SELECT count(*) FROM auth.security_events WHERE event_type = 'login_failed'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        (1..=3).contains(&judged),
+        "{judged} of 24 concurrent guesses were judged"
+    );
+}
+
+/// Issue 17, items 4 and 6: failed logins count per (account, client address), an IPv6 client by
+/// its /64. An attacker who locks an account from their address does not lock its owner out from
+/// another; an e-mail with no account locks and answers exactly like one that has.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_holds_for_the_address_that_earned_it_and_unknown_emails_answer_alike() {
+    let tp = TestPlatform::builder("pairlock")
+        .auth_env(&[("LOGIN_IP_MAX_FAILURES", "100000")])
+        .gateway_env(&LOOPBACK_IS_A_PROXY)
+        .start()
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    api.register("owner@example.org").await;
+
+    let attacker = "203.0.113.66";
+    for attempt in 1..=4 {
+        let res = api.login_from(attacker, "owner@example.org", "guess guess guess").await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    let res = api.login_from(attacker, "owner@example.org", "guess guess guess").await;
+    assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED");
+    let res = api.login_from(attacker, "owner@example.org", PASSWORD).await;
+    assert_eq!(
+        error_code(res, 423).await,
+        "ACCOUNT_LOCKED",
+        "the attacker's address stays locked"
+    );
+    // The owner, elsewhere, logs in.
+    let res = api.login_from("198.51.100.23", "owner@example.org", PASSWORD).await;
+    assert_eq!(res.status().as_u16(), 200, "the owner was locked out by someone else");
+
+    // IPv6: the whole /64 of the attacker is one address; the next /64 is another.
+    for _ in 1..=5 {
+        api.login_from("2001:db8:1:2::1", "owner@example.org", "guess guess guess")
+            .await;
+    }
+    let res = api
+        .login_from("2001:db8:1:2:ffff:ffff:ffff:fffe", "owner@example.org", PASSWORD)
+        .await;
+    assert_eq!(
+        error_code(res, 423).await,
+        "ACCOUNT_LOCKED",
+        "another address of the same /64"
+    );
+    let res = api.login_from("2001:db8:1:3::1", "owner@example.org", PASSWORD).await;
+    assert_eq!(res.status().as_u16(), 200, "the next /64 is someone else");
+
+    // An unknown e-mail locks like a known one; the answers are the same, word for word.
+    let from = "192.0.2.44";
+    for email in ["owner@example.org", "ghost@example.org"] {
+        for _ in 1..=5 {
+            api.login_from(from, email, "guess guess guess").await;
+        }
+    }
+    let answer = |email: &'static str| {
+        let api = &api;
+        async move {
+            let res = api.login_from(from, email, "one more guess").await;
+            let status = res.status().as_u16();
+            let retry_after = res.headers().contains_key("retry-after");
+            let mut body: Value = res.json().await.expect("json");
+            body["error"]["request_id"] = Value::Null;
+            (status, retry_after, body)
+        }
+    };
+    let (known, unknown) = (answer("owner@example.org").await, answer("GHOST@example.org").await);
+    assert_eq!(known.0, 423, "{known:?}");
+    assert_eq!(known.2["error"]["code"], "ACCOUNT_LOCKED");
+    assert_eq!(known, unknown);
+}
+
+/// Issue 17, items 5 and 10: changing a factor or ending the other sessions needs the password
+/// (or, with MFA on, a code) again, and a wrong password there is a failed login; turning MFA on
+/// or off ends the other sessions and mails the user; logout-all without `keep_current` ends
+/// every session, the caller's too. Passwords with the user's names are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn factor_changes_need_the_password_again_and_end_the_other_sessions() {
+    use std::time::Duration;
+
+    let (mut relay, tp) = with_fake_relay("reauth", &[]).await;
+    let api = Api::new(&tp);
+    let db = db(&tp).await;
+    let wait = Duration::from_secs(10);
+    let email = "factor@example.org";
+
+    // Item 10: a password with the user's name or the e-mail's local part is refused.
+    for password in ["ada lovelace forever!", "my factor passphrase"] {
+        let mut body = registration(email);
+        body["password"] = json!(password);
+        let res = api.post("/v1/auth/register", body, None).await;
+        assert_eq!(res.status().as_u16(), 400, "{password}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+        assert!(body.to_string().contains("must not contain your name"), "{body}");
+    }
+
+    let (access, _) = tokens(&api.register(email).await);
+    relay.next(wait).await.expect("verification mail");
+    let other = || async { tokens(&api.login(email, PASSWORD, "tablet").await.json().await.expect("json")).0 };
+    let tablet = other().await;
+
+    // Enroll: no password is a clear 400; a wrong one a failed login; the right one works.
+    let res = api
+        .post("/v1/me/mfa/totp", json!({"password": ""}), Some(&access))
+        .await;
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+    let res = api
+        .post("/v1/me/mfa/totp", json!({"password": "not my password"}), Some(&access))
+        .await;
+    assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS");
+    assert_eq!(events_of(&db, "login_failed", email).await, 1);
+    let (totp, step, codes) = turn_mfa_on(&api, &access).await;
+    // MFA on: the other session ends, this one goes on, and the user is told.
+    assert_eq!(error_code(api.me(&tablet).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&access).await.status().as_u16(), 200);
+    let mail = relay.next(wait).await.expect("MFA-on mail");
+    assert_eq!(mail.recipients, vec![email]);
+    assert!(mail.data.contains("Two-step verification is on"), "{}", mail.data);
+
+    // Device removal: nothing, or a wrong password, is refused; a current TOTP code will do.
+    let login_with = |code: String| {
+        let body = json!({"email": email, "password": PASSWORD, "totp_code": code,
+            "device": {"device_id": "tablet", "platform": "ios"}});
+        api.post("/v1/auth/login", body, None)
+    };
+    let res = login_with(codes[0].clone()).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let tablet = tokens(&res.json().await.expect("json")).0;
+    let res = api.remove_device_with(&access, "tablet", None).await;
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+    let res = api
+        .remove_device_with(&access, "tablet", Some(json!({"password": "wrong wrong wrong"})))
+        .await;
+    assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS");
+    let res = api
+        .remove_device_with(&access, "tablet", Some(json!({"totp_code": "000000"})))
+        .await;
+    assert_eq!(error_code(res, 401).await, "MFA_REQUIRED");
+    let code = totp.generate(step * 30).to_string();
+    let res = api
+        .remove_device_with(&access, "tablet", Some(json!({"totp_code": code})))
+        .await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&tablet).await, 401).await, "TOKEN_REVOKED");
+
+    // Logout of the others: needs the password; this session goes on.
+    let res = login_with(codes[1].clone()).await;
+    let tablet = tokens(&res.json().await.expect("json")).0;
+    let res = api
+        .post("/v1/auth/logout-all", json!({"keep_current": true}), Some(&access))
+        .await;
+    assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
+    assert_eq!(api.me(&tablet).await.status().as_u16(), 200);
+    let res = api
+        .post(
+            "/v1/auth/logout-all",
+            json!({"keep_current": true, "password": PASSWORD}),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&tablet).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&access).await.status().as_u16(), 200);
+
+    // Disable: the password and a code; the other sessions end and the user is told.
+    let res = login_with(codes[2].clone()).await;
+    let tablet = tokens(&res.json().await.expect("json")).0;
+    let res = api.mfa_off(&access, "wrong wrong wrong", &codes[3]).await;
+    assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS");
+    let res = api.mfa_off(&access, PASSWORD, &codes[3]).await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&tablet).await, 401).await, "TOKEN_REVOKED");
+    assert_eq!(api.me(&access).await.status().as_u16(), 200);
+    let mail = relay.next(wait).await.expect("MFA-off mail");
+    assert!(mail.data.contains("Two-step verification is off"), "{}", mail.data);
+
+    // A wrong current password on a password change is a failed login: the fifth in a row locks
+    // the account for this address, and a login from here then waits too.
+    let change = |current: &'static str| {
+        api.post(
+            "/v1/me/password",
+            json!({"current_password": current, "new_password": "a brand new passphrase"}),
+            Some(&access),
+        )
+    };
+    for _ in 1..=4 {
+        assert_eq!(
+            error_code(change("wrong wrong wrong").await, 401).await,
+            "INVALID_CREDENTIALS"
+        );
+    }
+    assert_eq!(
+        error_code(change("wrong wrong wrong").await, 423).await,
+        "ACCOUNT_LOCKED"
+    );
+    assert_eq!(
+        error_code(api.login(email, PASSWORD, "x").await, 423).await,
+        "ACCOUNT_LOCKED"
+    );
+
+    // Logout-all without keep_current ends every session, the caller's too, and needs nothing.
+    let res = api.post("/v1/auth/logout-all", json!({}), Some(&access)).await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(error_code(api.me(&access).await, 401).await, "TOKEN_REVOKED");
+}
+
+/// Issue 17, item 7: one reset mail per account per `PASSWORD_RESET_COOLDOWN`, and the same answer
+/// for an address with an account and one without.
+#[tokio::test(flavor = "multi_thread")]
+async fn password_resets_mail_once_per_cooldown_and_answer_alike() {
+    use std::time::Duration;
+
+    let (mut relay, tp) = with_fake_relay("resetflood", &[]).await;
+    let api = Api::new(&tp);
+    let db = db(&tp).await;
+    let wait = Duration::from_secs(10);
+    api.register("flood@example.org").await;
+    relay.next(wait).await.expect("verification mail");
+
+    let reset = |email: &'static str| {
+        let api = &api;
+        async move {
+            let res = api.post("/v1/auth/password-reset", json!({"email": email}), None).await;
+            let status = res.status().as_u16();
+            let length = res.headers().get("content-length").cloned();
+            (status, length, res.bytes().await.expect("body"))
+        }
+    };
+    let known = reset("flood@example.org").await;
+    let unknown = reset("nobody-here@example.org").await;
+    assert_eq!(known.0, 202);
+    assert_eq!(known, unknown, "known and unknown addresses answer alike");
+    let mail = relay.next(wait).await.expect("reset mail");
+    assert_eq!(mail.recipients, vec!["flood@example.org"]);
+
+    // Again within the cooldown: the same answer, and no second mail.
+    assert_eq!(reset("FLOOD@example.org").await, known);
+    crate::eventually("the throttled reset", wait, || {
+        let db = &db;
+        async move { (events_of(db, "password_reset_throttled", "flood@example.org").await == 1).then_some(()) }
+    })
+    .await;
+    assert!(relay.is_empty(), "a second reset mail within the cooldown");
 }

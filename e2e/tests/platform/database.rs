@@ -180,3 +180,88 @@ async fn refresh_token_lookups_use_an_index() {
         assert!(!plan.contains("Seq Scan"), "{column}:\n{plan}");
     }
 }
+
+/// Issue 17, item 8: after the master key was split by HKDF and recovery codes moved to argon2id,
+/// a TOTP seed sealed under the master key itself (format version 1) still opens, and is sealed
+/// again under the derived key on first use; a recovery code stored as a keyed HMAC still works,
+/// once. The stored values were made with Python's `cryptography` for a fixed key and user id
+/// (auth-service's `sealed::tests::the_legacy_test_vectors_open` checks the same vectors).
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_seeds_and_recovery_codes_from_before_the_key_split_still_work() {
+    const KEY: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
+    const USER: &str = "00000000-0000-4000-8000-000000000017";
+    const SEALED_V1: &str =
+        "01000102030405060708090a0b34eca2e9841ac533a4367521e2e96e0d05a5f75ac0f39948289bd4759492a0baa929fb02";
+    const RECOVERY_HMAC: &str = "17ff97a79f1e37142511628807adc9ec39f1ed32d5fe5708786fc809f0e5e52e";
+    const PASSWORD: &str = "correct horse battery staple";
+
+    let key_file = std::env::temp_dir().join(format!("e2e-legacy-key-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&key_file, KEY).expect("key file");
+    let key_path = key_file.to_string_lossy().into_owned();
+    let tp = xtask::testkit::TestPlatform::builder("legacyseed")
+        .auth_env(&[("ENCRYPTION_KEY_FILE", &key_path)])
+        .start()
+        .await
+        .expect("platform");
+    let _ = std::fs::remove_file(&key_file);
+    let http = client(&tp);
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{}{path}", tp.base_url())).json(&body).send();
+    let res = post(
+        "/v1/auth/register",
+        serde_json::json!({"email": "donor@example.org", "password": PASSWORD, "first_name": "Don", "last_name": "Or"}),
+    )
+    .await
+    .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+
+    // An account as it was stored before: MFA on with a version-1 seed and a keyed-HMAC code.
+    let db = connect(&tp.admin_url).await;
+    db.batch_execute(&format!(
+        "INSERT INTO auth.users (id, email, password_hash, first_name, last_name, mfa_enabled, mfa_secret) \
+         SELECT '{USER}', 'legacy@example.org', password_hash, 'Old', 'Seed', true, decode('{SEALED_V1}', 'hex') \
+         FROM auth.users WHERE email = 'donor@example.org'; \
+         INSERT INTO auth.recovery_codes (user_id, code_hash) VALUES ('{USER}', decode('{RECOVERY_HMAC}', 'hex'));"
+    ))
+    .await
+    .expect("legacy rows");
+
+    // RFC 6238's seed "12345678901234567890", as an authenticator app holds it.
+    let app = totp_rs::Totp::from_url(
+        "otpauth://totp/Old:legacy%40example.org?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Old",
+    )
+    .expect("otpauth");
+    let login = |code: String| {
+        post(
+            "/v1/auth/login",
+            serde_json::json!({"email": "legacy@example.org", "password": PASSWORD, "totp_code": code,
+                "device": {"device_id": "d", "platform": "ios"}}),
+        )
+    };
+    let code = app.generate_current().to_string();
+    assert_eq!(
+        login(code).await.expect("login").status().as_u16(),
+        200,
+        "a version-1 seed"
+    );
+    let version: i32 = db
+        .query_one(
+            &format!("SELECT get_byte(mfa_secret, 0) FROM auth.users WHERE id = '{USER}'"),
+            &[],
+        )
+        .await
+        .expect("seed")
+        .get(0);
+    assert_eq!(version, 2, "the seed was not sealed again under the derived key");
+
+    assert_eq!(
+        login("abcde fghjk".to_owned()).await.expect("login").status().as_u16(),
+        200,
+        "a recovery code stored before argon2id"
+    );
+    let res = login("ABCDE-FGHJK".to_owned()).await.expect("login");
+    assert_eq!(
+        error_code(res, 401).await,
+        "MFA_REQUIRED",
+        "a recovery code worked twice"
+    );
+}

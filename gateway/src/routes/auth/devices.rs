@@ -1,7 +1,9 @@
 //! The devices the caller has logged in from.
 
+use super::session::ReauthBody;
 use super::{non_empty, time};
 use crate::auth::Authenticated;
+use crate::body::BoundedJson;
 use crate::error::ApiError;
 use crate::routes::call::AuthCall;
 use actix_web::{HttpResponse, web};
@@ -33,7 +35,11 @@ pub struct DeviceList {
 
 /// The devices the caller has logged in from, most recent first.
 #[utoipa::path(get, path = "/v1/me/devices", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, description = "Known devices", body = DeviceList)))]
+    responses((status = 200, description = "Known devices", body = DeviceList),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = crate::error::ErrorBody),
+        (status = 429, description = "RATE_LIMIT_EXCEEDED, with Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "UNAVAILABLE, with Retry-After", body = crate::error::ErrorBody)))]
 pub async fn devices(auth: Authenticated, auth_service: AuthCall) -> Result<HttpResponse, ApiError> {
     let r = auth_service
         .by(&auth)
@@ -60,18 +66,31 @@ pub async fn devices(auth: Authenticated, auth_service: AuthCall) -> Result<Http
     }))
 }
 
-/// Forget a device; its sessions end at once. 404 for a device the caller does not have.
+/// Forget a device, with the password (or, with two-step verification on, a TOTP code) in the
+/// body; its sessions end at once. 404 for a device the caller does not have.
 #[utoipa::path(delete, path = "/v1/me/devices/{device_id}", tag = "auth", security(("bearer" = [])),
     params(("device_id" = String, Path, description = "As listed by GET /v1/me/devices")),
-    responses((status = 204, description = "Removed"), (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
+    request_body(content = ReauthBody, description = "`password`, or `totp_code` when two-step verification is on"),
+    responses((status = 204, description = "Removed"),
+        (status = 400, description = "VALIDATION_FAILED (neither password nor totp_code: names `password`), MALFORMED_JSON, or CAPTCHA_REQUIRED after failed passwords", body = crate::error::ErrorBody),
+        (status = 401, description = "Not authenticated; INVALID_CREDENTIALS (a wrong password counts as a failed login); MFA_REQUIRED (a wrong code)", body = crate::error::ErrorBody),
+        (status = 404, description = "No such device", body = crate::error::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = crate::error::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = crate::error::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = crate::error::ErrorBody),
+        (status = 423, description = "ACCOUNT_LOCKED, with Retry-After: too many wrong passwords or codes", body = crate::error::ErrorBody),
+        (status = 429, description = "RATE_LIMIT_EXCEEDED, with Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "UNAVAILABLE, with Retry-After", body = crate::error::ErrorBody)))]
 pub async fn remove_device(
     auth: Authenticated,
     auth_service: AuthCall,
     path: web::Path<String>,
+    body: Option<BoundedJson<ReauthBody>>,
 ) -> Result<HttpResponse, ApiError> {
+    let reauth = body.map(BoundedJson::into_inner).unwrap_or_default();
     let message = pb::RemoveDeviceRequest {
         device_id: path.into_inner(),
-        reauth: None,
+        reauth: Some(reauth.into()),
     };
     auth_service
         .by(&auth)
