@@ -201,8 +201,12 @@ mod tests {
     fn the_legacy_test_vectors_open() {
         let s = sealer(0x42);
         let user = uuid::Uuid::parse_str("00000000-0000-4000-8000-000000000017").expect("uuid");
-        let blob = hex("01000102030405060708090a0b34eca2e9841ac533a4367521e2e96e0d05a5f75ac0f39948289bd4759492a0baa929fb02");
-        assert_eq!(s.open(&blob, user.as_bytes()).as_deref(), Ok(&b"12345678901234567890"[..]));
+        let blob =
+            hex("01000102030405060708090a0b34eca2e9841ac533a4367521e2e96e0d05a5f75ac0f39948289bd4759492a0baa929fb02");
+        assert_eq!(
+            s.open(&blob, user.as_bytes()).as_deref(),
+            Ok(&b"12345678901234567890"[..])
+        );
         let pepper = s.legacy_derive("auth/recovery-codes/v1");
         assert_eq!(
             crate::mfa::recovery_code_hash(&pepper, "ABCDE-FGHJK"),

@@ -28,10 +28,10 @@ pub struct TokenIssuer {
     refresh_secret: SecretString,
 }
 
-fn now_secs() -> u64 {
+fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }
 
@@ -60,7 +60,8 @@ impl TokenIssuer {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.to_owned());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        let now = now_secs();
+        let now_ms = now_millis();
+        let now = now_ms / 1000;
         let jti = Uuid::new_v4();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -69,6 +70,7 @@ impl TokenIssuer {
             exp: now + self.access_ttl.as_secs(),
             iat: now,
             nbf: now,
+            iat_ms: now_ms,
             jti: jti.to_string(),
             sid: session.to_string(),
             did: device.to_owned(),

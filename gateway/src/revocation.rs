@@ -57,7 +57,7 @@ pub fn keys_for(keys: &RedisKeys, claims: &AccessClaims) -> [String; 4] {
 
 impl RedisAnswer {
     pub fn revokes(&self, claims: &AccessClaims) -> bool {
-        self.revoked || revoked_by_not_before(claims.iat, self.not_before)
+        self.revoked || revoked_by_not_before(claims.issued_at_ms(), self.not_before)
     }
 }
 
@@ -367,6 +367,7 @@ pub(crate) mod tests {
             exp: u64::MAX,
             iat: 1000,
             nbf: 1000,
+            iat_ms: 1_000_000,
             jti: "jti".to_owned(),
             sid: "sid".to_owned(),
             did: "phone-1".to_owned(),
@@ -466,9 +467,12 @@ pub(crate) mod tests {
         };
         let cases = [
             (answer(false, None, true), Verdict::Stands),
-            (answer(false, Some(999), true), Verdict::Stands),
+            // "Not before" is in milliseconds; the token was issued at 1 000 000 ms.
+            (answer(false, Some(999_999), true), Verdict::Stands),
+            (answer(false, Some(1_000_000), true), Verdict::Stands),
             (answer(true, None, true), Verdict::Revoked),
-            (answer(false, Some(1001), true), Verdict::Revoked),
+            // Later in the same second as the token: the token came first, so it is revoked.
+            (answer(false, Some(1_000_001), true), Verdict::Revoked),
             (answer(true, None, false), Verdict::Ask(Source::AuthService)),
             (answer(false, None, false), Verdict::Ask(Source::AuthService)),
             (RedisLookup::Failed, Verdict::Ask(Source::AuthService)),

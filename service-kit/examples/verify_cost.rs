@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         exp: now + 3600,
         iat: now,
         nbf: now,
+        iat_ms: now * 1000,
         jti: "00000000-0000-0000-0000-000000000002".into(),
         sid: "00000000-0000-0000-0000-000000000003".into(),
         did: "bench".into(),

@@ -37,6 +37,11 @@ pub struct AccessClaims {
     pub exp: u64,
     pub iat: u64,
     pub nbf: u64,
+    /// The issue time in Unix milliseconds, so a "not before" set in the same second as a
+    /// login tells the tokens issued before it from those issued after. Absent from older tokens
+    /// (then `iat`, the start of its second, stands in: such a token is judged early, never late).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub iat_ms: u64,
     /// Token id (UUID), the key of per-token revocation.
     pub jti: String,
     /// Session id (UUID): one per login.
@@ -50,6 +55,19 @@ impl AccessClaims {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+
+    /// When the token was issued, in Unix milliseconds (see [`Self::iat_ms`]).
+    pub fn issued_at_ms(&self) -> u64 {
+        if self.iat_ms != 0 {
+            self.iat_ms
+        } else {
+            self.iat.saturating_mul(1000)
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -458,6 +476,7 @@ mod tests {
             exp,
             iat: now(),
             nbf: now(),
+            iat_ms: 0,
             jti: "jti".into(),
             sid: "sid".into(),
             did: "device".into(),

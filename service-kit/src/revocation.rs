@@ -40,9 +40,11 @@ impl RedisKeys {
         self.key(&["revoked:sid:", sid])
     }
 
-    /// Unix seconds: tokens of this user issued before it are revoked (account deletion).
+    /// Unix milliseconds: tokens of this user issued before it are revoked (logout-all, password
+    /// change, account deletion). The name says the unit: the whole seconds kept before under
+    /// `revoked:nbf:` would read as a time in 1970.
     pub fn not_before(&self, user_id: &str) -> String {
-        self.key(&["revoked:nbf:", user_id])
+        self.key(&["revoked:nbf_ms:", user_id])
     }
 
     /// Present when this Redis holds every revocation in force: auth-service sets it after copying
@@ -75,9 +77,10 @@ impl RedisKeys {
     }
 }
 
-/// Whether claims issued at `iat` fall before a stored "not before".
-pub fn revoked_by_not_before(iat: u64, not_before: Option<u64>) -> bool {
-    not_before.is_some_and(|nbf| iat < nbf)
+/// Whether a token issued at `issued_at_ms` falls before a stored "not before" (both Unix
+/// milliseconds; see [`crate::auth::AccessClaims::issued_at_ms`]).
+pub fn revoked_by_not_before(issued_at_ms: u64, not_before_ms: Option<u64>) -> bool {
+    not_before_ms.is_some_and(|nbf| issued_at_ms < nbf)
 }
 
 #[cfg(test)]
@@ -90,14 +93,14 @@ mod tests {
         assert_eq!(k.jti("a"), "t1:revoked:jti:a");
         assert_eq!(k.session("s"), "t1:revoked:sid:s");
         assert_eq!(k.complete(), "t1:revoked:complete");
-        assert_eq!(k.not_before("u"), "t1:revoked:nbf:u");
+        assert_eq!(k.not_before("u"), "t1:revoked:nbf_ms:u");
         assert_eq!(k.seeding(), "t1:revoked:seeding");
         assert_eq!(k.other("x:y"), "t1:x:y");
         assert_eq!(k.key(&["gcra:api:", "user:", "u"]), "t1:gcra:api:user:u");
         assert_eq!(RedisKeys::default().key(&["a", "", "b"]), "ab");
-        assert!(revoked_by_not_before(10, Some(11)));
-        assert!(!revoked_by_not_before(11, Some(11)));
-        assert!(!revoked_by_not_before(11, None));
+        assert!(revoked_by_not_before(10_999, Some(11_000)));
+        assert!(!revoked_by_not_before(11_000, Some(11_000)));
+        assert!(!revoked_by_not_before(11_000, None));
         let env = Env::from_map([("REDIS_KEY_PREFIX", "a b")]);
         RedisKeys::from_env(&env);
         assert!(

@@ -310,7 +310,7 @@ impl RevocationSync {
         for (user, not_before) in &found.not_before {
             writes.push((
                 self.keys.not_before(&user.to_string()),
-                not_before.timestamp().to_string(),
+                not_before.timestamp_millis().to_string(),
                 left(*not_before + session_ttl),
             ));
         }

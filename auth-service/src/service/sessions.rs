@@ -349,9 +349,9 @@ impl Auth {
     pub async fn token_revoked(&self, claims: &AccessClaims) -> Result<bool, SessionError> {
         let (user, sid) = ids(claims)?;
         let jti = Uuid::parse_str(&claims.jti).map_err(|_| CallerError::Unauthenticated)?;
-        let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
+        let issued_at_ms = i64::try_from(claims.issued_at_ms()).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
-        Ok(store::token_revoked(&mut conn, jti, sid, user, iat).await?)
+        Ok(store::token_revoked(&mut conn, jti, sid, user, issued_at_ms).await?)
     }
 
     pub async fn logout(&self, claims: &AccessClaims, refresh: Option<&str>, actor: Actor) -> Result<(), SessionError> {

@@ -124,14 +124,14 @@ pub async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Session>, 
 }
 
 /// Whether an access token has been revoked, from PostgreSQL alone: its jti blacklisted, its
-/// session ended (or not the user's), the user's "not before" later than `iat` (whole seconds, as
-/// the gateway compares), or the account gone.
+/// session ended (or not the user's), the user's "not before" later than the issue time
+/// (`issued_at_ms`, Unix milliseconds, as the gateway compares), or the account gone.
 pub async fn token_revoked(
     conn: &mut Conn,
     jti: Uuid,
     sid: SessionId,
     user: UserId,
-    iat: i64,
+    issued_at_ms: i64,
 ) -> Result<bool, StoreError> {
     let blacklisted: bool = diesel::select(diesel::dsl::exists(token_blacklist::table.find(jti)))
         .get_result(conn)
@@ -159,7 +159,7 @@ pub async fn token_revoked(
         .await
         .optional()?;
     Ok(match account {
-        Some((not_before, None)) => not_before.is_some_and(|nbf| iat < nbf.timestamp()),
+        Some((not_before, None)) => not_before.is_some_and(|nbf| issued_at_ms < nbf.timestamp_millis()),
         _ => true,
     })
 }
