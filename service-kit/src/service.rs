@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use crate::admin::{AdminServer, Readiness, ReadyReport};
 use crate::config::{CommonConfig, Env};
 use crate::db::{self, DatabaseConfig, Pool};
-use crate::grpc::GrpcServer;
+use crate::grpc::{GrpcServer, ServerSecurity};
 use crate::metrics::GrpcMetrics;
 use crate::shutdown::Shutdown;
 
@@ -99,17 +99,30 @@ fn command_line<S: Service>() -> Command {
 pub struct ServiceSettings {
     pub common: CommonConfig,
     pub database: DatabaseConfig,
+    /// `GRPC_HOST` (default 0.0.0.0 in production, loopback elsewhere) and `GRPC_PORT`.
     pub grpc_addr: SocketAddr,
+    pub grpc_security: ServerSecurity,
 }
 
 impl ServiceSettings {
     pub fn from_env<S: Service>(env: &Env, common: CommonConfig) -> Option<Self> {
-        let grpc_addr = env.listen_addr("GRPC_HOST", "GRPC_PORT", S::DEFAULT_GRPC_PORT);
-        let database = DatabaseConfig::from_env(env)?;
+        let default_host = if common.environment == crate::config::Environment::Production {
+            std::net::Ipv4Addr::UNSPECIFIED
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        };
+        let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host.into(), S::DEFAULT_GRPC_PORT);
+        let database = DatabaseConfig::from_env(env);
+        let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
+        let allowed_clients = crate::grpc_tls::allowed_clients(env);
         Some(Self {
             common,
-            database,
+            database: database?,
             grpc_addr,
+            grpc_security: ServerSecurity {
+                tls: tls?,
+                allowed_clients,
+            },
         })
     }
 }
@@ -169,7 +182,7 @@ pub fn main<S: Service>() -> ExitCode {
 }
 
 async fn migrate<S: Service>(database: &DatabaseConfig) -> anyhow::Result<()> {
-    let applied = db::run_migrations(&database.url, S::SCHEMA, S::MIGRATIONS).await?;
+    let applied = db::run_migrations(database, S::SCHEMA, S::MIGRATIONS).await?;
     if applied.is_empty() {
         tracing::info!("database schema is up to date; nothing applied");
     } else {
@@ -221,8 +234,16 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     );
     let routes = S::routes(own, pool, &registry)?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
-    grpc.run(routes, health, S::FILE_DESCRIPTOR_SET, grpc_metrics, shutdown)
-        .await?;
+    grpc.run(
+        routes,
+        S::GRPC_SERVICES,
+        health,
+        S::FILE_DESCRIPTOR_SET,
+        settings.grpc_security,
+        grpc_metrics,
+        shutdown,
+    )
+    .await?;
     admin_task.await??;
     tracing::info!("{} stopped", S::NAME);
     Ok(())
