@@ -101,11 +101,12 @@ pub struct ServiceSettings {
     pub database: DatabaseConfig,
     /// `GRPC_HOST` (default 0.0.0.0 in production, loopback elsewhere) and `GRPC_PORT`.
     pub grpc_addr: SocketAddr,
-    pub grpc_security: ServerSecurity,
+    /// Read for `serve` only (`migrate` and operator commands speak no gRPC).
+    pub grpc_security: Option<ServerSecurity>,
 }
 
 impl ServiceSettings {
-    pub fn from_env<S: Service>(env: &Env, common: CommonConfig) -> Option<Self> {
+    pub fn from_env<S: Service>(env: &Env, common: CommonConfig, serving: bool) -> Option<Self> {
         let default_host = if common.environment == crate::config::Environment::Production {
             std::net::Ipv4Addr::UNSPECIFIED
         } else {
@@ -113,16 +114,21 @@ impl ServiceSettings {
         };
         let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host.into(), S::DEFAULT_GRPC_PORT);
         let database = DatabaseConfig::from_env(env);
-        let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
-        let allowed_clients = crate::grpc_tls::allowed_clients(env);
+        let grpc_security = if serving {
+            let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
+            let allowed_clients = crate::grpc_tls::allowed_clients(env);
+            Some(ServerSecurity {
+                tls: tls?,
+                allowed_clients,
+            })
+        } else {
+            None
+        };
         Some(Self {
             common,
             database: database?,
             grpc_addr,
-            grpc_security: ServerSecurity {
-                tls: tls?,
-                allowed_clients,
-            },
+            grpc_security,
         })
     }
 }
@@ -136,7 +142,7 @@ pub fn main<S: Service>() -> ExitCode {
         Command::Serve => S::config(&env, &common),
         Command::Migrate | Command::Extra(..) => None,
     };
-    let settings = ServiceSettings::from_env::<S>(&env, common);
+    let settings = ServiceSettings::from_env::<S>(&env, common, matches!(command, Command::Serve));
     if let Err(e) = env.finish() {
         eprintln!("{}: {e}", S::NAME);
         return ExitCode::from(2);
@@ -239,7 +245,9 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
         S::GRPC_SERVICES,
         health,
         S::FILE_DESCRIPTOR_SET,
-        settings.grpc_security,
+        settings
+            .grpc_security
+            .ok_or_else(|| anyhow::anyhow!("gRPC settings are read for serve"))?,
         grpc_metrics,
         shutdown,
     )
