@@ -252,7 +252,8 @@ mod tests {
 
     #[test]
     fn production_refuses_plain_http() {
-        let err = parse(&[("ALLOW_PLAIN_HTTP", "true"), ("GRPC_INSECURE", "true")]).expect_err("production is the default");
+        let err =
+            parse(&[("ALLOW_PLAIN_HTTP", "true"), ("GRPC_INSECURE", "true")]).expect_err("production is the default");
         assert!(
             err.contains("ALLOW_PLAIN_HTTP is refused when APP_ENV=production"),
             "{err}"
@@ -296,7 +297,11 @@ mod tests {
 
     #[test]
     fn the_body_deadline_defaults_below_the_request_timeout() {
-        let base = [("ALLOW_PLAIN_HTTP", "1"), ("APP_ENV", "development"), ("GRPC_INSECURE", "1")];
+        let base = [
+            ("ALLOW_PLAIN_HTTP", "1"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
+        ];
         let config = parse(&base).expect("defaults");
         assert_eq!(config.body_read_timeout, Duration::from_secs(10));
         let short = [base[0], base[1], base[2], ("REQUEST_TIMEOUT_MS", "6000")];

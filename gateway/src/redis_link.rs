@@ -65,11 +65,13 @@ enum State {
 
 impl RedisLink {
     /// A link that connects on first use (the gateway starts while Redis is down).
+    #[cfg(test)]
     pub fn new(url: &secrecy::SecretString) -> anyhow::Result<Self> {
         Self::with_ca(url, None)
     }
 
-    /// The same; a `rediss://` server is verified against `ca_file` (`REDIS_TLS_CA_FILE`).
+    /// A link that connects on first use; a `rediss://` server is verified against `ca_file`
+    /// (`REDIS_TLS_CA_FILE`).
     pub fn with_ca(url: &secrecy::SecretString, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         Ok(Self::with_client(service_kit::redis::client(url, ca_file)?))
     }

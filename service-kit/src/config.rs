@@ -210,7 +210,13 @@ impl Env {
     }
 
     /// The same with another default host (the services' gRPC port: loopback outside production).
-    pub fn listen_addr_or(&self, host_var: &str, port_var: &str, default_host: IpAddr, default_port: u16) -> SocketAddr {
+    pub fn listen_addr_or(
+        &self,
+        host_var: &str,
+        port_var: &str,
+        default_host: IpAddr,
+        default_port: u16,
+    ) -> SocketAddr {
         let host: IpAddr = self.parse_or(host_var, default_host, "an IP address");
         let port = self.int_in(port_var, default_port, 0, u16::MAX);
         SocketAddr::new(host, port)

@@ -38,7 +38,9 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn from_env(env: &Env) -> Option<Self> {
         let url = env.secret("DATABASE_URL");
-        let ca_file = env.optional_string("DATABASE_TLS_CA_FILE").map(std::path::PathBuf::from);
+        let ca_file = env
+            .optional_string("DATABASE_TLS_CA_FILE")
+            .map(std::path::PathBuf::from);
         let mut tls = DbTls::Plain;
         let mut driver_url = None;
         if let Some(url) = &url {

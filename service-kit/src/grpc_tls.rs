@@ -87,7 +87,10 @@ impl GrpcTls {
         let read = |name: &str, path: &PathBuf| match std::fs::read(path) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                env.problem(name, format!("names a file that cannot be read ({}: {e})", path.display()));
+                env.problem(
+                    name,
+                    format!("names a file that cannot be read ({}: {e})", path.display()),
+                );
                 None
             }
         };
@@ -180,7 +183,10 @@ pub fn allowed_clients(env: &Env) -> Vec<String> {
         .collect();
     for name in &names {
         if ServerName::try_from(name.as_str()).is_err() {
-            env.problem("GRPC_ALLOWED_CLIENTS", format!("must list names like gateway, got {name:?}"));
+            env.problem(
+                "GRPC_ALLOWED_CLIENTS",
+                format!("must list names like gateway, got {name:?}"),
+            );
         }
     }
     if names.is_empty() {
@@ -323,7 +329,10 @@ mod tests {
             ],
             Environment::Production,
         );
-        assert!(err.contains("GRPC_TLS_CERT_FILE names a file that cannot be read"), "{err}");
+        assert!(
+            err.contains("GRPC_TLS_CERT_FILE names a file that cannot be read"),
+            "{err}"
+        );
         let dir = std::env::temp_dir().join(format!("svc-kit-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let junk = dir.join("junk");

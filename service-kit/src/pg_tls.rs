@@ -267,7 +267,10 @@ mod tests {
             SslMode::from_url("postgres://h/db?sslmode=require").map(|m| m.0),
             Some(SslMode::Require)
         );
-        assert_eq!(SslMode::from_url("postgres://h/db?sslmode=prefer").map(|m| m.0), Some(SslMode::Plain));
+        assert_eq!(
+            SslMode::from_url("postgres://h/db?sslmode=prefer").map(|m| m.0),
+            Some(SslMode::Plain)
+        );
         assert_eq!(SslMode::from_url("postgres://h/db?sslmode=sometimes"), None);
     }
 

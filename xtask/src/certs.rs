@@ -43,7 +43,12 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
 impl InternalCa {
     /// The checkout's CA (`target/devstack/internal-ca`), made on first use.
     pub fn shared() -> anyhow::Result<Self> {
-        Self::load_or_create(&crate::workspace_root().join("target").join("devstack").join("internal-ca"))
+        Self::load_or_create(
+            &crate::workspace_root()
+                .join("target")
+                .join("devstack")
+                .join("internal-ca"),
+        )
     }
 
     /// The CA kept in `dir` (`ca.crt`, `ca.key`), made there if missing. Parallel callers agree:
@@ -94,10 +99,7 @@ impl InternalCa {
         params.distinguished_name = dn;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().context("generating a certificate key")?;
         let cert = params
             .signed_by(&key, &self.issuer)

@@ -336,20 +336,13 @@ impl Redis {
         } else {
             cmd.args(["--port", &port.to_string()]);
         }
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--protected-mode",
-            "yes",
-            "--daemonize",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--appendonly", "no", "--loglevel", "warning"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["--bind", "127.0.0.1", "--protected-mode", "yes", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if persist {
             cmd.args(["--save", "60 1"]);
         } else {

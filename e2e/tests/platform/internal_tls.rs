@@ -87,10 +87,10 @@ async fn audited_with_ip(tp: &TestPlatform, ip: &str) -> i64 {
 
 macro_rules! list_services {
     ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
         use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::$version::ServerReflectionRequest;
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -135,11 +135,18 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
     register_directly(&tp, Some("reports-service"), "allowed@example.org", "203.0.113.3")
         .await
         .expect("an allowed caller is served");
-    assert_eq!(audited_with_ip(&tp, "203.0.113.3").await, 0, "x-client-ip believed from reports-service");
+    assert_eq!(
+        audited_with_ip(&tp, "203.0.113.3").await,
+        0,
+        "x-client-ip believed from reports-service"
+    );
     register_directly(&tp, Some("gateway"), "gateway@example.org", "203.0.113.4")
         .await
         .expect("the gateway is served");
-    assert!(audited_with_ip(&tp, "203.0.113.4").await > 0, "the gateway's x-client-ip was lost");
+    assert!(
+        audited_with_ip(&tp, "203.0.113.4").await > 0,
+        "the gateway's x-client-ip was lost"
+    );
 
     // A service's own caller list: reports-service admits the gateway only.
     let to_reports = channel(&tp, tp.platform.ports.reports, Some("auth-service"))
@@ -173,7 +180,11 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
     // Every service reaches PostgreSQL with sslmode=verify-full, over TLS only.
     let admin = xtask::provision::connect(&tp.admin_url).await.expect("admin");
     for db in &tp.databases {
-        assert!(db.url.ends_with("?sslmode=verify-full"), "{} connects without verify-full", db.service);
+        assert!(
+            db.url.ends_with("?sslmode=verify-full"),
+            "{} connects without verify-full",
+            db.service
+        );
         let row = admin
             .query_one(
                 "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
@@ -198,7 +209,11 @@ async fn the_platform_works_over_tls_to_redis_and_postgresql() {
         .expect("platform");
     assert!(redis.url().starts_with("rediss://"));
     let (status, ready) = admin_get(tp.platform.ports.gateway_admin, "/ready").expect("ready");
-    assert_eq!((status, ready["checks"]["redis"].as_bool()), (200, Some(true)), "{ready}");
+    assert_eq!(
+        (status, ready["checks"]["redis"].as_bool()),
+        (200, Some(true)),
+        "{ready}"
+    );
 
     let http = client(&tp);
     let base = tp.base_url();
@@ -226,9 +241,8 @@ async fn the_platform_works_over_tls_to_redis_and_postgresql() {
         .expect("login");
     assert_eq!(res.status().as_u16(), 200);
     let session: serde_json::Value = res.json().await.expect("json");
-    let access = session["data"]["access_token"]
+    let access = session["tokens"]["access_token"]
         .as_str()
-        .or_else(|| session["access_token"].as_str())
         .expect("an access token")
         .to_owned();
     // Logout writes the revocation to Redis (auth-service) and the gateway reads it back.
@@ -252,7 +266,11 @@ async fn the_platform_works_over_tls_to_redis_and_postgresql() {
 /// Plain gRPC is a development shortcut: production (the default) and test refuse it at start.
 #[test]
 fn plain_grpc_is_refused_outside_development() {
-    for (binary, app_env) in [("reports-service", None), ("gateway", None), ("analytics-service", Some("test"))] {
+    for (binary, app_env) in [
+        ("reports-service", None),
+        ("gateway", None),
+        ("analytics-service", Some("test")),
+    ] {
         let mut command = Command::new(xtask::platform::bin_dir().join(binary));
         command
             .arg("serve")
