@@ -107,12 +107,8 @@ pub struct ServiceSettings {
 
 impl ServiceSettings {
     pub fn from_env<S: Service>(env: &Env, common: CommonConfig, serving: bool) -> Option<Self> {
-        let default_host = if common.environment == crate::config::Environment::Production {
-            std::net::Ipv4Addr::UNSPECIFIED
-        } else {
-            std::net::Ipv4Addr::LOCALHOST
-        };
-        let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host.into(), S::DEFAULT_GRPC_PORT);
+        let default_host = default_grpc_host(common.environment);
+        let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host, S::DEFAULT_GRPC_PORT);
         let database = DatabaseConfig::from_env(env);
         let grpc_security = if serving {
             let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
@@ -130,6 +126,16 @@ impl ServiceSettings {
             grpc_addr,
             grpc_security,
         })
+    }
+}
+
+/// Where gRPC listens unless `GRPC_HOST` says: every interface in production (behind the
+/// cluster's network policy), loopback elsewhere, so a laptop's services are not on the LAN.
+pub fn default_grpc_host(environment: crate::config::Environment) -> std::net::IpAddr {
+    if environment == crate::config::Environment::Production {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
     }
 }
 
@@ -292,5 +298,26 @@ async fn follow_database<S: Service>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
+
+    #[test]
+    fn grpc_listens_on_loopback_outside_production() {
+        assert!(default_grpc_host(Environment::Development).is_loopback());
+        assert!(default_grpc_host(Environment::Test).is_loopback());
+        assert!(default_grpc_host(Environment::Production).is_unspecified());
+        let env = Env::from_map([("GRPC_HOST", "10.0.0.7")]);
+        let addr = env.listen_addr_or(
+            "GRPC_HOST",
+            "GRPC_PORT",
+            default_grpc_host(Environment::Development),
+            50051,
+        );
+        assert_eq!(addr.to_string(), "10.0.0.7:50051", "GRPC_HOST wins");
     }
 }
