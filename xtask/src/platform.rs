@@ -331,7 +331,7 @@ impl Platform {
             env.insert("GRPC_HOST".into(), "127.0.0.1".into());
             env.insert("GRPC_PORT".into(), grpc.to_string());
             env.insert("METRICS_PORT".into(), admin.to_string());
-            env.insert("DATABASE_URL".into(), database.url.clone());
+            env.insert("DATABASE_URL".into(), database.service_url());
             if let Some(ca) = &database.tls_ca {
                 env.insert("DATABASE_TLS_CA_FILE".into(), ca.to_string_lossy().into_owned());
             }

@@ -11,10 +11,21 @@ pub const SERVICES: [&str; 3] = ["auth", "reports", "analytics"];
 pub struct ServiceDb {
     pub service: &'static str,
     pub role: String,
-    /// With `sslmode=verify-full` when the server is our own TLS PostgreSQL.
+    /// The URL as a plain client (tokio-postgres, psql) takes it.
     pub url: String,
-    /// `DATABASE_TLS_CA_FILE` for that URL: the internal CA's certificate.
+    /// `DATABASE_TLS_CA_FILE` for [`ServiceDb::service_url`]: the internal CA's certificate, when
+    /// the server is our own TLS PostgreSQL.
     pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl ServiceDb {
+    /// The service's `DATABASE_URL`: with `sslmode=verify-full` when [`ServiceDb::tls_ca`] is set.
+    pub fn service_url(&self) -> String {
+        match &self.tls_ca {
+            Some(_) => format!("{}?sslmode=verify-full", self.url),
+            None => self.url.clone(),
+        }
+    }
 }
 
 /// The internal CA's certificate when the server offers TLS with the certificate
@@ -87,10 +98,9 @@ pub async fn provision_service(
         .await
         .with_context(|| format!("provisioning role and schema for {service}"))?;
     let tls_ca = our_tls(&client).await?;
-    let sslmode = if tls_ca.is_some() { "?sslmode=verify-full" } else { "" };
     Ok(ServiceDb {
         service,
-        url: format!("postgres://{role}:{password}@{host}:{port}/{database}{sslmode}"),
+        url: format!("postgres://{role}:{password}@{host}:{port}/{database}"),
         role,
         tls_ca,
     })

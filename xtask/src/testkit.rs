@@ -102,7 +102,7 @@ pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
             command.env("DATABASE_TLS_CA_FILE", ca);
         }
         let out = command
-            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_URL", db.service_url())
             .env("LOG_FORMAT", "json")
             .env("APP_ENV", "test")
             .output()

@@ -181,7 +181,7 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
     let admin = xtask::provision::connect(&tp.admin_url).await.expect("admin");
     for db in &tp.databases {
         assert!(
-            db.url.ends_with("?sslmode=verify-full"),
+            db.service_url().ends_with("?sslmode=verify-full"),
             "{} connects without verify-full",
             db.service
         );
