@@ -12,7 +12,7 @@ use serde_json::json;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use xtask::testkit::{Service, TestPlatform};
 
-use crate::{admin_get, client};
+use crate::{admin_get, client, eventually};
 
 /// A channel to a service on `port`, trusting the internal CA, presenting `as_process`'s
 /// certificate (from the platform's secrets) or none.
@@ -214,6 +214,34 @@ async fn the_platform_works_over_tls_to_redis_and_postgresql() {
         (200, Some(true)),
         "{ready}"
     );
+    // auth-service reached it too: its revocation marker is there (read over TLS, trusting the
+    // internal CA only).
+    let ca = std::fs::read(tp.secrets.grpc("ca", "crt")).expect("CA");
+    let tls_client = redis::Client::build_with_tls(
+        redis.url(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca),
+        },
+    )
+    .expect("rediss client");
+    let conn = tls_client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a TLS connection to Redis");
+    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    eventually(
+        "auth-service's revocation marker in the TLS Redis",
+        Duration::from_secs(15),
+        || {
+            let (mut conn, marker) = (conn.clone(), marker.clone());
+            async move {
+                let n: i64 = redis::cmd("EXISTS").arg(&marker).query_async(&mut conn).await.ok()?;
+                (n == 1).then_some(())
+            }
+        },
+    )
+    .await;
 
     let http = client(&tp);
     let base = tp.base_url();
