@@ -34,6 +34,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// `GRPC_REQUEST_TIMEOUT_MS`: the deadline of each call to a service.
     pub request_timeout: Duration,
+    /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`: the gateway's client
+    /// certificate and the internal CA (or `GRPC_INSECURE=true`, development only).
+    pub tls: service_kit::grpc_tls::GrpcTls,
+    /// `REDIS_TLS_CA_FILE`: the CA of a `rediss://` Redis.
+    pub redis_tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,12 +136,17 @@ impl GatewayConfig {
                 );
             }
         }
+        let grpc_tls = service_kit::grpc_tls::GrpcTls::from_env(env, common.environment);
+        // Without valid TLS settings (already reported) the URLs are checked as https ones.
+        let scheme = grpc_tls.as_ref().map_or("https", |t| t.scheme());
         let upstreams = UpstreamConfig {
-            auth_url: grpc_url(env, "AUTH_SERVICE_URL", "http://127.0.0.1:50051"),
-            reports_url: grpc_url(env, "REPORTS_SERVICE_URL", "http://127.0.0.1:50052"),
-            analytics_url: grpc_url(env, "ANALYTICS_SERVICE_URL", "http://127.0.0.1:50053"),
+            auth_url: grpc_url(env, "AUTH_SERVICE_URL", scheme, 50051),
+            reports_url: grpc_url(env, "REPORTS_SERVICE_URL", scheme, 50052),
+            analytics_url: grpc_url(env, "ANALYTICS_SERVICE_URL", scheme, 50053),
             connect_timeout: env.millis_in("GRPC_CONNECT_TIMEOUT_MS", 1000, 10, 60_000),
             request_timeout: env.millis_in("GRPC_REQUEST_TIMEOUT_MS", 5000, 10, 120_000),
+            tls: grpc_tls.unwrap_or(service_kit::grpc_tls::GrpcTls::Insecure),
+            redis_tls_ca: service_kit::redis::tls_ca_file(env),
         };
         let request_timeout = env.millis_in("REQUEST_TIMEOUT_MS", 15_000, 100, 300_000);
         if request_timeout <= upstreams.request_timeout {
@@ -196,10 +206,19 @@ impl GatewayConfig {
     }
 }
 
-fn grpc_url(env: &Env, name: &str, default: &str) -> String {
-    let url = env.optional_string(name).unwrap_or_else(|| default.to_owned());
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        env.problem(name, format!("must be an http:// or https:// URL, got {url:?}"));
+/// A service's URL: `https://` with mTLS, `http://` only with `GRPC_INSECURE` (tonic would speak
+/// plain HTTP/2 to an `http://` URL even with TLS configured).
+fn grpc_url(env: &Env, name: &str, scheme: &str, default_port: u16) -> String {
+    let url = env
+        .optional_string(name)
+        .unwrap_or_else(|| format!("{scheme}://127.0.0.1:{default_port}"));
+    if !url.starts_with(&format!("{scheme}://")) {
+        let why = if scheme == "https" {
+            "gRPC to the services is mTLS"
+        } else {
+            "GRPC_INSECURE=true"
+        };
+        env.problem(name, format!("must be a {scheme}:// URL ({why}), got {url:?}"));
     }
     url
 }
@@ -217,18 +236,24 @@ mod tests {
 
     #[test]
     fn tls_files_are_required_unless_plain_http_is_asked_for() {
-        let err = parse(&[]).expect_err("no TLS files");
+        let err = parse(&[("APP_ENV", "development"), ("GRPC_INSECURE", "1")]).expect_err("no TLS files");
         assert_eq!(
             err,
             "invalid configuration: TLS_CERT_FILE is missing; TLS_KEY_FILE is missing"
         );
-        let config = parse(&[("ALLOW_PLAIN_HTTP", "true"), ("APP_ENV", "development")]).expect("plain http in dev");
+        let config = parse(&[
+            ("ALLOW_PLAIN_HTTP", "true"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "true"),
+        ])
+        .expect("plain http in dev");
         assert!(config.tls.is_none());
     }
 
     #[test]
     fn production_refuses_plain_http() {
-        let err = parse(&[("ALLOW_PLAIN_HTTP", "true")]).expect_err("production is the default");
+        let err =
+            parse(&[("ALLOW_PLAIN_HTTP", "true"), ("GRPC_INSECURE", "true")]).expect_err("production is the default");
         assert!(
             err.contains("ALLOW_PLAIN_HTTP is refused when APP_ENV=production"),
             "{err}"
@@ -239,7 +264,8 @@ mod tests {
     fn wildcard_origin_and_bad_urls_are_refused() {
         let err = parse(&[
             ("ALLOW_PLAIN_HTTP", "1"),
-            ("APP_ENV", "test"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
             ("ALLOWED_ORIGINS", "https://a.example, *"),
             ("AUTH_SERVICE_URL", "auth:50051"),
         ])
@@ -249,7 +275,7 @@ mod tests {
         assert_eq!(
             err,
             "invalid configuration: ALLOWED_ORIGINS must list exact origins like https://app.example.com, got \"*\"; \
-             AUTH_SERVICE_URL must be an http:// or https:// URL, got \"auth:50051\""
+             AUTH_SERVICE_URL must be a http:// URL (GRPC_INSECURE=true), got \"auth:50051\""
         );
     }
 
@@ -257,7 +283,8 @@ mod tests {
     fn request_timeout_must_exceed_the_grpc_deadline() {
         let err = parse(&[
             ("ALLOW_PLAIN_HTTP", "1"),
-            ("APP_ENV", "test"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
             ("REQUEST_TIMEOUT_MS", "1000"),
             ("GRPC_REQUEST_TIMEOUT_MS", "2000"),
         ])
@@ -270,15 +297,20 @@ mod tests {
 
     #[test]
     fn the_body_deadline_defaults_below_the_request_timeout() {
-        let base = [("ALLOW_PLAIN_HTTP", "1"), ("APP_ENV", "test")];
+        let base = [
+            ("ALLOW_PLAIN_HTTP", "1"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
+        ];
         let config = parse(&base).expect("defaults");
         assert_eq!(config.body_read_timeout, Duration::from_secs(10));
-        let short = [base[0], base[1], ("REQUEST_TIMEOUT_MS", "6000")];
+        let short = [base[0], base[1], base[2], ("REQUEST_TIMEOUT_MS", "6000")];
         let config = parse(&short).expect("a short request timeout");
         assert_eq!(config.body_read_timeout, Duration::from_secs(4));
         let err = parse(&[
             base[0],
             base[1],
+            base[2],
             ("REQUEST_TIMEOUT_MS", "6000"),
             ("BODY_READ_TIMEOUT_MS", "6000"),
         ])
@@ -290,11 +322,27 @@ mod tests {
     }
 
     #[test]
+    fn grpc_to_the_services_is_mtls_over_https_urls() {
+        let err = parse(&[("ALLOW_PLAIN_HTTP", "1"), ("APP_ENV", "test")]).expect_err("no gRPC TLS files");
+        assert!(err.contains("GRPC_TLS_CERT_FILE is missing"), "{err}");
+        let err = parse(&[
+            ("ALLOW_PLAIN_HTTP", "1"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
+            ("AUTH_SERVICE_URL", "https://127.0.0.1:50051"),
+        ])
+        .expect_err("https without TLS");
+        assert!(err.contains("AUTH_SERVICE_URL must be a http:// URL"), "{err}");
+    }
+
+    #[test]
     fn tls_min_version_13() {
         let config = parse(&[
             ("TLS_CERT_FILE", "/c"),
             ("TLS_KEY_FILE", "/k"),
             ("TLS_MIN_VERSION", "1.3"),
+            ("APP_ENV", "development"),
+            ("GRPC_INSECURE", "1"),
         ])
         .expect("valid");
         assert_eq!(config.tls.map(|t| t.min_version), Some(TlsMinVersion::Tls13));

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use secrecy::ExposeSecret as _;
 
 /// How often a link that is down tries to connect again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
@@ -66,8 +65,15 @@ enum State {
 
 impl RedisLink {
     /// A link that connects on first use (the gateway starts while Redis is down).
+    #[cfg(test)]
     pub fn new(url: &secrecy::SecretString) -> anyhow::Result<Self> {
-        Ok(Self::with_client(redis::Client::open(url.expose_secret())?))
+        Self::with_ca(url, None)
+    }
+
+    /// A link that connects on first use; a `rediss://` server is verified against `ca_file`
+    /// (`REDIS_TLS_CA_FILE`).
+    pub fn with_ca(url: &secrecy::SecretString, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        Ok(Self::with_client(service_kit::redis::client(url, ca_file)?))
     }
 
     fn with_client(client: redis::Client) -> Self {

@@ -32,8 +32,14 @@ pub struct Upstreams {
     config: UpstreamConfig,
 }
 
+/// A lazy channel to `url`, over mTLS (the gateway's certificate, the server checked against the
+/// internal CA) unless `GRPC_INSECURE`.
 fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+    if let Some(tls) = config.tls.client_config() {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
@@ -66,7 +72,9 @@ impl Upstreams {
             auth: channel(&config.auth_url, config)?,
             reports: channel(&config.reports_url, config)?,
             analytics: channel(&config.analytics_url, config)?,
-            redis: redis_url.map(RedisLink::new).transpose()?,
+            redis: redis_url
+                .map(|url| RedisLink::with_ca(url, config.redis_tls_ca.as_deref()))
+                .transpose()?,
             draining: Arc::new(AtomicBool::new(false)),
             config: config.clone(),
         })

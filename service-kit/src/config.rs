@@ -36,10 +36,22 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A snapshot of configuration variables that records every problem met while reading it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Env {
     vars: HashMap<String, String>,
     problems: RefCell<Vec<String>>,
+}
+
+/// Names only: the values include secrets (`DATABASE_URL`, `JWT_SIGNING_KEYS`, ...).
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env")
+            .field("names", &names)
+            .field("problems", &self.problems.borrow())
+            .finish()
+    }
 }
 
 impl Env {
@@ -194,7 +206,18 @@ impl Env {
     /// A listen address: `HOST_VAR` (default 0.0.0.0) and `PORT_VAR` (1..=65535; 0 is allowed so
     /// tests can ask the kernel for a free port).
     pub fn listen_addr(&self, host_var: &str, port_var: &str, default_port: u16) -> SocketAddr {
-        let host: IpAddr = self.parse_or(host_var, IpAddr::from([0, 0, 0, 0]), "an IP address");
+        self.listen_addr_or(host_var, port_var, IpAddr::from([0, 0, 0, 0]), default_port)
+    }
+
+    /// The same with another default host (the services' gRPC port: loopback outside production).
+    pub fn listen_addr_or(
+        &self,
+        host_var: &str,
+        port_var: &str,
+        default_host: IpAddr,
+        default_port: u16,
+    ) -> SocketAddr {
+        let host: IpAddr = self.parse_or(host_var, default_host, "an IP address");
         let port = self.int_in(port_var, default_port, 0, u16::MAX);
         SocketAddr::new(host, port)
     }
@@ -350,6 +373,9 @@ mod tests {
         let e = env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]);
         let s = e.secret("DATABASE_URL").expect("set");
         assert!(!format!("{s:?}").contains("hunter2"));
+        let shown = format!("{e:?}");
+        assert!(shown.contains("DATABASE_URL"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -1,24 +1,29 @@
-//! PostgreSQL: the pool every service queries through, embedded migrations, and a watcher that
-//! turns the process unready (and its gRPC health NOT_SERVING) while the database is unreachable.
+//! PostgreSQL: the pool every service queries through (over TLS when `sslmode` asks, see
+//! [`crate::pg_tls`]), embedded migrations, and a watcher that turns the process unready (and its
+//! gRPC health NOT_SERVING) while the database is unreachable.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
 use crate::config::Env;
+use crate::pg_tls::{DbTls, SslMode};
 
 pub use diesel_async::pooled_connection::deadpool::Object as PooledConnection;
 pub type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// `DATABASE_URL` (or `DATABASE_URL_FILE`): this service's own login role and database.
+    /// `DATABASE_URL` (or `DATABASE_URL_FILE`): this service's own login role and database, as
+    /// the driver reads it (`sslmode=verify-*` become `require`; `tls` does the checks).
     pub url: SecretString,
+    /// From `sslmode` and `DATABASE_TLS_CA_FILE` (PEM, the CA the server's certificate chains to).
+    pub tls: DbTls,
     /// `DATABASE_MAX_CONNECTIONS`, 1..=1000 (default 10).
     pub max_connections: usize,
     /// `DATABASE_TIMEOUT_MS`: how long to wait for a connection from the pool or a new one to open.
@@ -33,19 +38,39 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn from_env(env: &Env) -> Option<Self> {
         let url = env.secret("DATABASE_URL");
+        let ca_file = env
+            .optional_string("DATABASE_TLS_CA_FILE")
+            .map(std::path::PathBuf::from);
+        let mut tls = DbTls::Plain;
+        let mut driver_url = None;
         if let Some(url) = &url {
             let u = url.expose_secret();
             if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 // Never echo the value: it holds a password.
                 env.problem("DATABASE_URL", "must be a postgres:// URL");
             }
+            match SslMode::from_url(u) {
+                None => env.problem(
+                    "DATABASE_URL",
+                    "has an unknown sslmode (disable|prefer|require|verify-ca|verify-full)",
+                ),
+                Some((mode, rewritten)) => {
+                    match DbTls::new(mode, ca_file.as_ref()) {
+                        Ok(t) => tls = t,
+                        Err(e) => env.problem("DATABASE_TLS_CA_FILE", format!("{e:#}")),
+                    }
+                    driver_url = Some(SecretString::from(rewritten));
+                }
+            }
         }
         let max_connections = env.int_in("DATABASE_MAX_CONNECTIONS", 10usize, 1, 1000);
         let timeout = env.millis_in("DATABASE_TIMEOUT_MS", 3000, 100, 60_000);
         let migrate_on_start = env.bool_or("MIGRATE_ON_START", false);
         let check_interval = env.millis_in("DATABASE_CHECK_INTERVAL_MS", 1000, 100, 60_000);
+        url?;
         Some(Self {
-            url: url?,
+            url: driver_url?,
+            tls,
             max_connections,
             timeout,
             migrate_on_start,
@@ -62,6 +87,12 @@ pub fn build_pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
     // Stale connections are kept out instead by `watch_database`: it drops connections idle for
     // `MAX_IDLE`, and every idle one when the database comes back after an outage.
     manager_config.recycling_method = RecyclingMethod::Fast;
+    let tls = config.tls.clone();
+    manager_config.custom_setup = Box::new(move |url| {
+        let tls = tls.clone();
+        let url = url.to_owned();
+        Box::pin(async move { establish(&url, &tls).await })
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(config.url.expose_secret(), manager_config);
     Pool::builder(manager)
@@ -78,14 +109,26 @@ pub fn build_pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
         .context("building the database pool")
 }
 
+/// One connection, over TLS when `tls` says.
+pub async fn establish(url: &str, tls: &DbTls) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let bad = |e: tokio_postgres::Error| diesel::ConnectionError::BadConnection(e.to_string());
+    match tls {
+        DbTls::Plain => AsyncPgConnection::establish(url).await,
+        DbTls::Rustls(make) => {
+            let (client, connection) = tokio_postgres::connect(url, make.clone()).await.map_err(bad)?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        }
+    }
+}
+
 /// Applies every pending migration, holding an advisory lock so that replicas started together
 /// with `MIGRATE_ON_START` take turns. Returns the versions applied.
 pub async fn run_migrations(
-    url: &SecretString,
+    database: &DatabaseConfig,
     schema: &'static str,
     migrations: EmbeddedMigrations,
 ) -> anyhow::Result<Vec<String>> {
-    let mut conn = AsyncPgConnection::establish(url.expose_secret())
+    let mut conn = establish(database.url.expose_secret(), &database.tls)
         .await
         .context("connecting to the database to migrate")?;
     // Session-level lock, released when this connection closes.

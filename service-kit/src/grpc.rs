@@ -1,5 +1,6 @@
 //! The tonic server every service runs: its own services plus `grpc.health.v1` and server
-//! reflection, per-call tracing spans and metrics, and graceful shutdown.
+//! reflection (v1 and v1alpha, listing only what this service serves), mTLS with the caller
+//! checked ([`crate::grpc_tls`]), per-call tracing spans and metrics, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +10,30 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::grpc_tls::{GrpcTls, PeerIdentityLayer};
 use crate::metrics::GrpcMetrics;
 use crate::shutdown::Shutdown;
+
+/// How the server meets its callers: TLS (or not) and who may call.
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    pub tls: GrpcTls,
+    /// `GRPC_ALLOWED_CLIENTS`: names a client certificate must carry.
+    pub allowed_clients: Vec<String>,
+}
+
+/// The names reflection lists: the service's own, health, and reflection itself.
+pub fn reflected_services(own: &[&str]) -> Vec<String> {
+    own.iter()
+        .copied()
+        .chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ])
+        .map(str::to_owned)
+        .collect()
+}
 
 /// A bound gRPC server; `run` serves until shutdown, then lets in-flight calls finish.
 pub struct GrpcServer {
@@ -28,22 +51,37 @@ impl GrpcServer {
         self.listener.local_addr()
     }
 
-    /// Serves `routes` (the service's own) with health and reflection added.
+    /// Serves `routes` (the service's own, named `services`) with health and reflection added.
+    #[allow(clippy::too_many_arguments)] // the parts of one server, each from a different place
     pub async fn run(
         self,
         routes: Routes,
+        services: &[&str],
         health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
         file_descriptor_set: &'static [u8],
+        security: ServerSecurity,
         metrics: GrpcMetrics,
         shutdown: Shutdown,
     ) -> anyhow::Result<()> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(file_descriptor_set)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let routes = routes.add_service(health).add_service(reflection);
+        let reflection = || {
+            reflected_services(services).into_iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(file_descriptor_set)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                tonic_reflection::server::Builder::with_service_name,
+            )
+        };
+        let routes = routes
+            .add_service(health)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = security.tls.server_config() {
+            builder = builder.tls_config(tls.timeout(Duration::from_secs(5)))?;
+        }
+        let identity = PeerIdentityLayer::new(security.tls.is_mutual().then_some(security.allowed_clients));
+        builder
             .timeout(Duration::from_secs(60))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .trace_fn(|req| {
@@ -55,6 +93,7 @@ impl GrpcServer {
                 tracing::info_span!("grpc", method = %req.uri().path(), request_id = %request_id)
             })
             .layer(metrics)
+            .layer(identity)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown.wait())
             .await?;

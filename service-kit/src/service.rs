@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use crate::admin::{AdminServer, Readiness, ReadyReport};
 use crate::config::{CommonConfig, Env};
 use crate::db::{self, DatabaseConfig, Pool};
-use crate::grpc::GrpcServer;
+use crate::grpc::{GrpcServer, ServerSecurity};
 use crate::metrics::GrpcMetrics;
 use crate::shutdown::Shutdown;
 
@@ -99,18 +99,43 @@ fn command_line<S: Service>() -> Command {
 pub struct ServiceSettings {
     pub common: CommonConfig,
     pub database: DatabaseConfig,
+    /// `GRPC_HOST` (default 0.0.0.0 in production, loopback elsewhere) and `GRPC_PORT`.
     pub grpc_addr: SocketAddr,
+    /// Read for `serve` only (`migrate` and operator commands speak no gRPC).
+    pub grpc_security: Option<ServerSecurity>,
 }
 
 impl ServiceSettings {
-    pub fn from_env<S: Service>(env: &Env, common: CommonConfig) -> Option<Self> {
-        let grpc_addr = env.listen_addr("GRPC_HOST", "GRPC_PORT", S::DEFAULT_GRPC_PORT);
-        let database = DatabaseConfig::from_env(env)?;
+    pub fn from_env<S: Service>(env: &Env, common: CommonConfig, serving: bool) -> Option<Self> {
+        let default_host = default_grpc_host(common.environment);
+        let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host, S::DEFAULT_GRPC_PORT);
+        let database = DatabaseConfig::from_env(env);
+        let grpc_security = if serving {
+            let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
+            let allowed_clients = crate::grpc_tls::allowed_clients(env);
+            Some(ServerSecurity {
+                tls: tls?,
+                allowed_clients,
+            })
+        } else {
+            None
+        };
         Some(Self {
             common,
-            database,
+            database: database?,
             grpc_addr,
+            grpc_security,
         })
+    }
+}
+
+/// Where gRPC listens unless `GRPC_HOST` says: every interface in production (behind the
+/// cluster's network policy), loopback elsewhere, so a laptop's services are not on the LAN.
+pub fn default_grpc_host(environment: crate::config::Environment) -> std::net::IpAddr {
+    if environment == crate::config::Environment::Production {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
     }
 }
 
@@ -123,7 +148,7 @@ pub fn main<S: Service>() -> ExitCode {
         Command::Serve => S::config(&env, &common),
         Command::Migrate | Command::Extra(..) => None,
     };
-    let settings = ServiceSettings::from_env::<S>(&env, common);
+    let settings = ServiceSettings::from_env::<S>(&env, common, matches!(command, Command::Serve));
     if let Err(e) = env.finish() {
         eprintln!("{}: {e}", S::NAME);
         return ExitCode::from(2);
@@ -169,7 +194,7 @@ pub fn main<S: Service>() -> ExitCode {
 }
 
 async fn migrate<S: Service>(database: &DatabaseConfig) -> anyhow::Result<()> {
-    let applied = db::run_migrations(&database.url, S::SCHEMA, S::MIGRATIONS).await?;
+    let applied = db::run_migrations(database, S::SCHEMA, S::MIGRATIONS).await?;
     if applied.is_empty() {
         tracing::info!("database schema is up to date; nothing applied");
     } else {
@@ -221,8 +246,18 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     );
     let routes = S::routes(own, pool, &registry)?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
-    grpc.run(routes, health, S::FILE_DESCRIPTOR_SET, grpc_metrics, shutdown)
-        .await?;
+    grpc.run(
+        routes,
+        S::GRPC_SERVICES,
+        health,
+        S::FILE_DESCRIPTOR_SET,
+        settings
+            .grpc_security
+            .ok_or_else(|| anyhow::anyhow!("gRPC settings are read for serve"))?,
+        grpc_metrics,
+        shutdown,
+    )
+    .await?;
     admin_task.await??;
     tracing::info!("{} stopped", S::NAME);
     Ok(())
@@ -263,5 +298,26 @@ async fn follow_database<S: Service>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
+
+    #[test]
+    fn grpc_listens_on_loopback_outside_production() {
+        assert!(default_grpc_host(Environment::Development).is_loopback());
+        assert!(default_grpc_host(Environment::Test).is_loopback());
+        assert!(default_grpc_host(Environment::Production).is_unspecified());
+        let env = Env::from_map([("GRPC_HOST", "10.0.0.7")]);
+        let addr = env.listen_addr_or(
+            "GRPC_HOST",
+            "GRPC_PORT",
+            default_grpc_host(Environment::Development),
+            50051,
+        );
+        assert_eq!(addr.to_string(), "10.0.0.7:50051", "GRPC_HOST wins");
     }
 }

@@ -1,6 +1,8 @@
 //! PostgreSQL and Redis for development and tests: use the configured ones when reachable, or
 //! start our own throwaway servers on free loopback ports (installing the binaries when missing).
 //! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` account.
+//! Our PostgreSQL always offers TLS (a certificate from the internal CA, [`crate::certs`]); a
+//! Redis of a test's own may speak TLS only.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -152,6 +154,10 @@ fn traversable_by_others(dir: &Path) -> bool {
     })
 }
 
+/// The name of our PostgreSQL's certificate (and of its files in the data directory): a server
+/// that shows it in `ssl_cert_file` is ours, so the internal CA verifies it.
+pub const PG_CERT_NAME: &str = "platform-internal-postgres";
+
 /// A PostgreSQL cluster we started; stopped on drop.
 pub struct Postgres {
     pub port: u16,
@@ -225,6 +231,13 @@ impl Postgres {
                 bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
             }
         }
+        // TLS offered to every client, with a certificate the services verify (sslmode=verify-full).
+        let issued = crate::certs::InternalCa::shared()?.issue(PG_CERT_NAME, &data_dir)?;
+        if let Some(user) = &run_as {
+            for p in [&issued.cert, &issued.key] {
+                std::os::unix::fs::chown(p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+            }
+        }
         let log = data_dir.join("server.log");
         let out = as_user(Command::new(&pg_ctl), run_as.as_ref())
             .arg("-D")
@@ -232,7 +245,8 @@ impl Postgres {
             .arg("-l")
             .arg(&log)
             .arg("-o")
-            .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=off"))
+            .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=off \
+                 -c ssl=on -c ssl_cert_file={PG_CERT_NAME}.crt -c ssl_key_file={PG_CERT_NAME}.key"))
             .args(["-w", "-t", "60", "start"])
             .output()
             .context("running pg_ctl start")?;
@@ -286,42 +300,56 @@ fn as_user(mut cmd: Command, user: Option<&nix::unistd::User>) -> Command {
 /// A Redis server we started; stopped on drop.
 pub struct Redis {
     pub port: u16,
+    /// Whether it speaks TLS only (`rediss://`).
+    pub tls: bool,
     child: Child,
 }
 
 impl Redis {
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts redis-server on `port`; `dir` keeps its snapshot when `persist`.
     pub fn start(dir: &Path, port: u16, persist: bool) -> anyhow::Result<Self> {
+        Self::start_with(dir, port, persist, false)
+    }
+
+    /// The same, speaking TLS only when `tls` (`--tls-port` and `--port 0`; Debian's redis-server
+    /// is built with TLS), with a certificate from the internal CA.
+    pub fn start_with(dir: &Path, port: u16, persist: bool, tls: bool) -> anyhow::Result<Self> {
         let bin = program_or_install("redis-server", "redis-server")?;
         fs::create_dir_all(dir)?;
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--protected-mode",
-            "yes",
-            "--daemonize",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--appendonly", "no", "--loglevel", "warning"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        if tls {
+            let ca = crate::certs::InternalCa::shared()?;
+            let issued = ca.issue("redis", dir)?;
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&issued.cert)
+                .arg("--tls-key-file")
+                .arg(&issued.key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca.cert_path())
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--protected-mode", "yes", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if persist {
             cmd.args(["--save", "60 1"]);
         } else {
             cmd.args(["--save", ""]);
         }
         let child = cmd.spawn().context("starting redis-server")?;
-        let mut redis = Self { port, child };
+        let mut redis = Self { port, tls, child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !redis.pings() {
             if let Some(status) = redis.child.try_wait()? {
@@ -335,8 +363,14 @@ impl Redis {
         Ok(redis)
     }
 
+    /// PING in the clear; over TLS, that the port accepts connections (Redis opens it once
+    /// ready to serve).
     fn pings(&self) -> bool {
-        redis_ping("127.0.0.1", self.port)
+        if self.tls {
+            reachable("127.0.0.1", self.port)
+        } else {
+            redis_ping("127.0.0.1", self.port)
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -229,6 +229,22 @@ pub const PERSON_MAY_OVERRIDE: [&str; 4] = [
     "ALLOWED_ORIGINS",
 ];
 
+/// `GRPC_TLS_*` of `process`: its certificate and key from the development secrets, and the CA.
+fn grpc_tls_env(secrets: &DevSecrets, process: &str) -> [(String, String); 3] {
+    [
+        ("GRPC_TLS_CERT_FILE".to_owned(), secrets.grpc(process, "crt")),
+        ("GRPC_TLS_KEY_FILE".to_owned(), secrets.grpc(process, "key")),
+        ("GRPC_TLS_CA_FILE".to_owned(), secrets.grpc("ca", "crt")),
+    ]
+}
+
+/// `REDIS_TLS_CA_FILE` when Redis is one of ours over TLS (its certificate is from the internal CA).
+fn redis_tls_env(spec: &PlatformSpec<'_>) -> Option<(String, String)> {
+    spec.redis_url
+        .starts_with("rediss://")
+        .then(|| ("REDIS_TLS_CA_FILE".to_owned(), spec.secrets.grpc("ca", "crt")))
+}
+
 fn base_env(spec: &PlatformSpec<'_>) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("APP_ENV".to_owned(), spec.app_env.to_owned()),
@@ -304,20 +320,25 @@ impl Platform {
 
     /// Starts the chosen services, then the gateway, on the environment `options` says.
     pub fn start_with(spec: &PlatformSpec<'_>, options: &StartOptions) -> anyhow::Result<Self> {
-        let db = |service: &str| -> anyhow::Result<String> {
+        let db = |service: &str| -> anyhow::Result<&ServiceDb> {
             spec.databases
                 .iter()
                 .find(|d| d.service == service)
-                .map(|d| d.url.clone())
                 .with_context(|| format!("no database for {service}"))
         };
-        let service = |name: &'static str, grpc: u16, admin: u16, database: String, extra: &[(&str, String)]| {
+        let service = |name: &'static str, grpc: u16, admin: u16, database: &ServiceDb, extra: &[(&str, String)]| {
             let mut env = base_env(spec);
             env.insert("GRPC_HOST".into(), "127.0.0.1".into());
             env.insert("GRPC_PORT".into(), grpc.to_string());
             env.insert("METRICS_PORT".into(), admin.to_string());
-            env.insert("DATABASE_URL".into(), database);
+            env.insert("DATABASE_URL".into(), database.service_url());
+            if let Some(ca) = &database.tls_ca {
+                env.insert("DATABASE_TLS_CA_FILE".into(), ca.to_string_lossy().into_owned());
+            }
             env.insert("DATABASE_CHECK_INTERVAL_MS".into(), "250".into());
+            // mTLS: its own certificate, the internal CA, and the gateway as its only caller.
+            env.extend(grpc_tls_env(spec.secrets, name));
+            env.insert("GRPC_ALLOWED_CLIENTS".into(), "gateway".into());
             for (k, v) in extra {
                 env.insert((*k).to_owned(), v.clone());
             }
@@ -343,6 +364,7 @@ impl Platform {
                 ("REDIS_URL", spec.redis_url.to_owned()),
             ],
         );
+        auth.env.extend(redis_tls_env(spec));
         for (k, v) in spec.auth_env {
             auth.env.insert((*k).to_owned(), (*v).to_owned());
         }
@@ -368,13 +390,15 @@ impl Platform {
                 "TLS_KEY_FILE",
                 spec.secrets.path("tls.key").to_string_lossy().into_owned(),
             ),
-            ("AUTH_SERVICE_URL", format!("http://127.0.0.1:{}", p.auth)),
-            ("REPORTS_SERVICE_URL", format!("http://127.0.0.1:{}", p.reports)),
-            ("ANALYTICS_SERVICE_URL", format!("http://127.0.0.1:{}", p.analytics)),
+            ("AUTH_SERVICE_URL", format!("https://127.0.0.1:{}", p.auth)),
+            ("REPORTS_SERVICE_URL", format!("https://127.0.0.1:{}", p.reports)),
+            ("ANALYTICS_SERVICE_URL", format!("https://127.0.0.1:{}", p.analytics)),
             ("REDIS_URL", spec.redis_url.to_owned()),
         ] {
             env.insert(k.to_owned(), v);
         }
+        env.extend(grpc_tls_env(spec.secrets, "gateway"));
+        env.extend(redis_tls_env(spec));
         for (k, v) in spec.gateway_env {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
@@ -386,6 +410,10 @@ impl Platform {
         };
         let mut passed_on = Vec::new();
         if let Some(person) = &options.person_env {
+            eprintln!(
+                "xtask: gRPC between the gateway and the services is mTLS: internal CA and one certificate per process in {}",
+                spec.secrets.path("grpc").display()
+            );
             let decided: BTreeSet<String> = [&auth, &reports, &analytics, &gateway]
                 .iter()
                 .flat_map(|p| p.env.keys().cloned())

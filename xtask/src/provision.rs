@@ -11,7 +11,33 @@ pub const SERVICES: [&str; 3] = ["auth", "reports", "analytics"];
 pub struct ServiceDb {
     pub service: &'static str,
     pub role: String,
+    /// The URL as a plain client (tokio-postgres, psql) takes it.
     pub url: String,
+    /// `DATABASE_TLS_CA_FILE` for [`ServiceDb::service_url`]: the internal CA's certificate, when
+    /// the server is our own TLS PostgreSQL.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl ServiceDb {
+    /// The service's `DATABASE_URL`: with `sslmode=verify-full` when [`ServiceDb::tls_ca`] is set.
+    pub fn service_url(&self) -> String {
+        match &self.tls_ca {
+            Some(_) => format!("{}?sslmode=verify-full", self.url),
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// The internal CA's certificate when the server offers TLS with the certificate
+/// [`crate::devstack::Postgres`] gives it (a server of someone else's is used as it is).
+async fn our_tls(client: &tokio_postgres::Client) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let ssl: String = client.query_one("SHOW ssl", &[]).await?.get(0);
+    let cert: String = client.query_one("SHOW ssl_cert_file", &[]).await?.get(0);
+    if ssl == "on" && cert.contains(crate::devstack::PG_CERT_NAME) {
+        Ok(Some(crate::certs::InternalCa::shared()?.cert_path()))
+    } else {
+        Ok(None)
+    }
 }
 
 /// Connects as the cluster's superuser.
@@ -71,9 +97,11 @@ pub async fn provision_service(
         ))
         .await
         .with_context(|| format!("provisioning role and schema for {service}"))?;
+    let tls_ca = our_tls(&client).await?;
     Ok(ServiceDb {
         service,
         url: format!("postgres://{role}:{password}@{host}:{port}/{database}"),
         role,
+        tls_ca,
     })
 }

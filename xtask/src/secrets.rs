@@ -1,6 +1,7 @@
 //! Development secrets, generated once and kept (mode 0600) so a second `up` reuses them:
 //! a self-signed TLS certificate for localhost, the JWT signing key, the encryption key, salts,
-//! and database passwords. Production never uses these (APP_ENV=production refuses dev shortcuts).
+//! database passwords, and the mTLS certificates of the four processes under `grpc/` (issued by
+//! the checkout's internal CA, [`crate::certs`]). Production never uses these (APP_ENV=production refuses dev shortcuts).
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -26,6 +27,7 @@ impl DevSecrets {
             write_secret(&secrets.path("tls.key"), &certified.signing_key.serialize_pem())?;
             write_secret(&secrets.path("tls.crt"), &certified.cert.pem())?;
         }
+        crate::certs::InternalCa::shared()?.issue_processes(&secrets.path("grpc"))?;
         if !secrets.path("jwt_signing_keys.pem").exists() {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).context("generating the JWT key")?;
             write_secret(&secrets.path("jwt_signing_keys.pem"), &key.serialize_pem())?;
@@ -65,6 +67,15 @@ impl DevSecrets {
         self.dir.join(name)
     }
 
+    /// The mTLS certificate (`.crt`) or key (`.key`) of `process`, or the CA (`grpc("ca", "crt")`).
+    pub fn grpc(&self, process: &str, ext: &str) -> String {
+        self.dir
+            .join("grpc")
+            .join(format!("{process}.{ext}"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
     pub fn read(&self, name: &str) -> anyhow::Result<String> {
         fs::read_to_string(self.path(name)).with_context(|| format!("reading secret {name}"))
     }
@@ -77,7 +88,8 @@ pub fn random_token() -> String {
     STANDARD.encode(bytes).replace(['+', '/', '='], "x")
 }
 
-fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+/// Writes `content` readable by its owner only.
+pub fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut f = fs::OpenOptions::new()
         .write(true)

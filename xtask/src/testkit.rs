@@ -1,6 +1,9 @@
 //! What the e2e tests need: a fresh database with the per-service roles and migrations applied,
 //! fresh secrets, and the gateway with the services a test asks for on free ports, against the
 //! PostgreSQL and Redis that `cargo xtask test` started (`TEST_PG_URL`, `TEST_REDIS_URL`).
+//! Every platform speaks mTLS between the gateway and the services (certificates from the
+//! checkout's internal CA, issued once per platform) and reaches our PostgreSQL with
+//! `sslmode=verify-full`.
 //!
 //! `TestPlatform::builder("tag").gateway_env(..).auth_env(..).services(..).start()`. cargo-nextest
 //! runs every test in a process of its own, so a platform kept in a static would be started again
@@ -93,10 +96,13 @@ pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
     let mut outputs = Vec::new();
     for db in dbs {
         let binary = bin_dir().join(format!("{}-service", db.service));
-        let out = Command::new(&binary)
-            .arg("migrate")
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
+        let mut command = Command::new(&binary);
+        command.arg("migrate").env_clear();
+        if let Some(ca) = &db.tls_ca {
+            command.env("DATABASE_TLS_CA_FILE", ca);
+        }
+        let out = command
+            .env("DATABASE_URL", db.service_url())
             .env("LOG_FORMAT", "json")
             .env("APP_ENV", "test")
             .output()
@@ -171,6 +177,15 @@ impl Builder {
     pub async fn start_on_own_redis(self) -> anyhow::Result<(OwnRedis, crate::devstack::Redis, TestPlatform)> {
         let own = OwnRedis::new(&self.tag)?;
         let redis = own.start()?;
+        let platform = self.start_on(redis.url()).await?;
+        Ok((own, redis, platform))
+    }
+
+    /// The same on a Redis of the test's own that speaks TLS only (`rediss://`, a certificate
+    /// from the internal CA; the processes get `REDIS_TLS_CA_FILE`).
+    pub async fn start_on_own_tls_redis(self) -> anyhow::Result<(OwnRedis, crate::devstack::Redis, TestPlatform)> {
+        let own = OwnRedis::new(&self.tag)?;
+        let redis = own.start_tls()?;
         let platform = self.start_on(redis.url()).await?;
         Ok((own, redis, platform))
     }
@@ -296,6 +311,11 @@ impl OwnRedis {
     /// Starts (or starts again) the server.
     pub fn start(&self) -> anyhow::Result<crate::devstack::Redis> {
         crate::devstack::Redis::start(&self.dir, self.port, false)
+    }
+
+    /// Starts (or starts again) the server, TLS only.
+    pub fn start_tls(&self) -> anyhow::Result<crate::devstack::Redis> {
+        crate::devstack::Redis::start_with(&self.dir, self.port, false, true)
     }
 }
 

@@ -3,9 +3,33 @@
 use std::process::Command;
 
 fn serve(binary: &str, env: &[(&str, &str)]) -> (i32, String) {
+    serve_with(binary, env, &[])
+}
+
+/// The same, with `process`'s valid mTLS settings (`GRPC_TLS_*`) added, so that only the
+/// problems a test is about are reported.
+fn serve_tls(binary: &str, env: &[(&str, &str)]) -> (i32, String) {
+    serve_with(binary, env, &grpc_tls(binary))
+}
+
+/// `GRPC_TLS_*` for `process`: a certificate from the internal CA, as the test kit gives it.
+pub fn grpc_tls(process: &str) -> Vec<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("e2e-grpc-tls-{}-{process}", std::process::id()));
+    let ca = xtask::certs::InternalCa::shared().expect("internal CA");
+    let issued = ca.issue(process, &dir).expect("certificate");
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    vec![
+        ("GRPC_TLS_CERT_FILE".to_owned(), path(&issued.cert)),
+        ("GRPC_TLS_KEY_FILE".to_owned(), path(&issued.key)),
+        ("GRPC_TLS_CA_FILE".to_owned(), path(&ca.cert_path())),
+    ]
+}
+
+fn serve_with(binary: &str, env: &[(&str, &str)], more: &[(String, String)]) -> (i32, String) {
     let out = Command::new(xtask::platform::bin_dir().join(binary))
         .arg("serve")
         .env_clear()
+        .envs(more.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .envs(env.iter().copied())
         .output()
         .expect("binary runs");
@@ -44,13 +68,16 @@ fn missing_variables_are_named() {
             "SMTP_FROM is missing (required when MAILER=smtp)",
             "APP_BASE_URL is missing (the links in e-mails point there)",
             "DATABASE_URL is missing (set DATABASE_URL or DATABASE_URL_FILE)",
+            "GRPC_TLS_CERT_FILE is missing (or GRPC_INSECURE=true with APP_ENV=development)",
+            "GRPC_TLS_KEY_FILE is missing (or GRPC_INSECURE=true with APP_ENV=development)",
+            "GRPC_TLS_CA_FILE is missing (or GRPC_INSECURE=true with APP_ENV=development)",
         ],
     );
 }
 
 #[test]
 fn malformed_values_are_named_without_echoing_secrets() {
-    let (code, stderr) = serve(
+    let (code, stderr) = serve_tls(
         "reports-service",
         &[
             ("DATABASE_URL", "mysql://user:hunter2@db/x"),
@@ -71,7 +98,7 @@ fn malformed_values_are_named_without_echoing_secrets() {
 
 #[test]
 fn out_of_range_values_are_named() {
-    let (code, stderr) = serve(
+    let (code, stderr) = serve_tls(
         "analytics-service",
         &[
             ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/x"),
@@ -92,7 +119,7 @@ fn out_of_range_values_are_named() {
 
 #[test]
 fn gateway_refuses_plain_http_in_production_and_unreadable_secrets() {
-    let (code, stderr) = serve(
+    let (code, stderr) = serve_tls(
         "gateway",
         &[
             ("ALLOW_PLAIN_HTTP", "true"),
@@ -131,7 +158,7 @@ fn help_lists_the_subcommands() {
 #[test]
 fn gateway_refuses_a_tls_minimum_below_1_2() {
     for version in ["1.0", "1.1"] {
-        let (code, stderr) = serve(
+        let (code, stderr) = serve_tls(
             "gateway",
             &[
                 ("APP_ENV", "test"),
