@@ -6,7 +6,6 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::{Context as _, bail};
 use clap::{Arg, Command};
-use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use service_kit::db::Pool;
 use service_kit::service::OperatorCommand;
@@ -39,15 +38,32 @@ pub fn commands() -> Vec<Command> {
     ]
 }
 
+/// Where revocations go: `REDIS_URL`, `REDIS_TLS_CA_FILE` and the key prefix.
+type RedisTarget = (
+    secrecy::SecretString,
+    Option<std::path::PathBuf>,
+    service_kit::revocation::RedisKeys,
+);
+
 pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     let OperatorCommand { name, args, pool, env } = command;
     let arg = |n: &str| args.get_one::<String>(n).cloned().unwrap_or_default();
     let redis_url = env.optional_secret("REDIS_URL");
+    let redis_ca = service_kit::redis::tls_ca_file(&env);
     let keys = service_kit::revocation::RedisKeys::from_env(&env);
     drop(env);
     match name.as_str() {
         "grant-role" => change_role(&pool, &arg("email"), &arg("role"), true, None).await,
-        "revoke-role" => change_role(&pool, &arg("email"), &arg("role"), false, redis_url.map(|u| (u, keys))).await,
+        "revoke-role" => {
+            change_role(
+                &pool,
+                &arg("email"),
+                &arg("role"),
+                false,
+                redis_url.map(|u| (u, redis_ca, keys)),
+            )
+            .await
+        }
         "import-users" => import(&pool, &arg("file")).await,
         other => bail!("unknown command {other}"),
     }
@@ -62,7 +78,7 @@ async fn change_role(
     email: &str,
     role: &str,
     grant: bool,
-    redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
+    redis: Option<RedisTarget>,
 ) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {}", e.issue))?;
     let role = role.to_owned();
@@ -125,12 +141,11 @@ async fn change_role(
 }
 
 async fn revoke_sessions_in_redis(
-    redis: Option<(secrecy::SecretString, service_kit::revocation::RedisKeys)>,
+    redis: Option<RedisTarget>,
     sessions: &[crate::domain::SessionId],
 ) -> anyhow::Result<()> {
-    let (url, keys) = redis.context("REDIS_URL is needed to cut off the account's current tokens")?;
-    let pool =
-        deadpool_redis::Config::from_url(url.expose_secret()).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let (url, ca, keys) = redis.context("REDIS_URL is needed to cut off the account's current tokens")?;
+    let pool = service_kit::redis::pool(&url, ca.as_deref())?;
     // Longest access-token lifetime allowed by configuration (JWT_EXPIRATION ≤ 1 day).
     let pipe = revocation_pipe(&keys, None, sessions, 86_460);
     write_pipe(&pool, &pipe).await.context("writing revocations to Redis")?;

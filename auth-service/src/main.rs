@@ -35,6 +35,8 @@ struct AuthConfig {
     signing_keys: keys::SigningKeys,
     verifier: VerifierConfig,
     redis_url: SecretString,
+    /// `REDIS_TLS_CA_FILE`: the CA a `rediss://` server's certificate is checked against.
+    redis_tls_ca: Option<std::path::PathBuf>,
     device_salt: SecretString,
     refresh_secret: SecretString,
     access_ttl: std::time::Duration,
@@ -69,6 +71,7 @@ impl service_kit::service::Service for AuthService {
         });
         let verifier = VerifierConfig::from_env(env);
         let redis_url = env.secret("REDIS_URL");
+        let redis_tls_ca = service_kit::redis::tls_ca_file(env);
         let device_salt = env.secret("DEVICE_ID_SALT");
         let refresh_secret = env.secret("REFRESH_TOKEN_SECRET");
         for (name, value) in [
@@ -107,6 +110,7 @@ impl service_kit::service::Service for AuthService {
             signing_keys: signing_keys?,
             verifier,
             redis_url: redis_url?,
+            redis_tls_ca,
             device_salt: device_salt?,
             refresh_secret: refresh_secret?,
             access_ttl,
@@ -146,8 +150,7 @@ impl service_kit::service::Service for AuthService {
             Box::pin(async move { Ok(own) })
         });
         let verifier = Verifier::new(config.verifier.clone(), source);
-        let redis = deadpool_redis::Config::from_url(config.redis_url.expose_secret())
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let redis = service_kit::redis::pool(&config.redis_url, config.redis_tls_ca.as_deref())?;
         let issuer = tokens::TokenIssuer::new(
             keys.clone(),
             config.verifier.issuer.clone(),
