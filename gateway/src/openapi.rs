@@ -170,18 +170,19 @@ impl utoipa::Modify for EdgeAnswers {
                     .chain(WITH_TOKEN.iter().filter(|_| token));
                 for (status, description) in answers {
                     op.responses.responses.entry((*status).to_owned()).or_insert_with(|| {
-                        let mut response = ResponseBuilder::new()
+                        ResponseBuilder::new()
                             .description(*description)
-                            .content("application/json", error());
-                        if ["429", "503"].contains(status) {
-                            response = response.header("Retry-After", retry_after());
-                        }
-                        response.into()
+                            .content("application/json", error())
+                            .into()
                     });
                 }
-                for response in op.responses.responses.values_mut() {
+                // Also on a status the route describes itself: the edge sets these headers.
+                for (status, response) in &mut op.responses.responses {
                     if let RefOr::T(response) = response {
                         response.headers.insert("X-Request-Id".to_owned(), request_id());
+                        if ["429", "503"].contains(&status.as_str()) {
+                            response.headers.insert("Retry-After".to_owned(), retry_after());
+                        }
                     }
                 }
             }
@@ -308,7 +309,12 @@ mod tests {
             for (status, response) in statuses {
                 assert!(response["headers"]["X-Request-Id"].is_object(), "{name} {status}");
             }
-            assert!(statuses["429"]["headers"]["Retry-After"].is_object(), "{name}");
+            for status in ["429", "503"] {
+                assert!(
+                    statuses[status]["headers"]["Retry-After"].is_object(),
+                    "{name} {status}"
+                );
+            }
         }
     }
 
