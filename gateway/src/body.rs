@@ -61,6 +61,40 @@ impl<T: DeserializeOwned + Bounded + 'static> FromRequest for BoundedJson<T> {
     }
 }
 
+/// A JSON body the client may leave out: none at all (no `Content-Type`, no or a zero
+/// `Content-Length`, no chunked body) is `None`; one that is sent must be valid like a
+/// [`BoundedJson`], never silently taken for "no body" (a typo in `keep_current` must not end
+/// every session).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T> OptionalJson<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
+    }
+}
+
+/// Whether the request carries a body, by its headers (what HTTP/1.1 and HTTP/2 both use to say so).
+fn body_sent(req: &HttpRequest) -> bool {
+    use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    let headers = req.headers();
+    headers.contains_key(CONTENT_TYPE)
+        || headers.contains_key(TRANSFER_ENCODING)
+        || headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+}
+
+impl<T: DeserializeOwned + Bounded + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if !body_sent(req) {
+            return Box::pin(std::future::ready(Ok(Self(None))));
+        }
+        let body = BoundedJson::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(Some(body.await?.into_inner()))) })
+    }
+}
+
 /// `T` from a JSON object only: serde's derive also reads a struct from an array of its fields
 /// in order (`[null, null]`), which no client means and the contract does not allow.
 struct Object<T>(T);
@@ -129,6 +163,36 @@ mod tests {
     struct Pair {
         first: Option<String>,
         second: Option<String>,
+    }
+
+    impl Bounded for Pair {
+        fn strings(&self) -> Vec<(&'static str, Option<&str>, usize)> {
+            vec![
+                ("first", self.first.as_deref(), 4),
+                ("second", self.second.as_deref(), 4),
+            ]
+        }
+    }
+
+    #[actix_web::test]
+    async fn an_optional_body_is_none_only_when_nothing_is_sent() {
+        use actix_web::test::TestRequest;
+        let read = |request: TestRequest| async move {
+            let (req, mut payload) = request.to_http_parts();
+            OptionalJson::<Pair>::from_request(&req, &mut payload)
+                .await
+                .map(OptionalJson::into_inner)
+        };
+        assert!(read(TestRequest::post()).await.expect("no body").is_none());
+        let json = || TestRequest::post().insert_header(("content-type", "application/json"));
+        let sent = read(json().set_payload(r#"{"first": "a"}"#)).await.expect("a body");
+        assert_eq!(sent.and_then(|p| p.first).as_deref(), Some("a"));
+        for bad in ["{", "[1]", r#"{"first": "too long"}"#, ""] {
+            assert!(
+                read(json().set_payload(bad)).await.is_err(),
+                "{bad:?} was taken for no body"
+            );
+        }
     }
 
     #[test]

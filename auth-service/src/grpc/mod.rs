@@ -318,7 +318,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::PasswordResetResponse>, Status> {
         let actor = actor(&request);
         let email = request.into_inner().email;
-        self.auth.request_password_reset(&email, actor);
+        self.auth.request_password_reset(&email, actor)?;
         Ok(Response::new(pb::PasswordResetResponse {}))
     }
 

@@ -116,15 +116,18 @@ impl Auth {
 
     /// Mails a reset link when the address has an account and none was mailed within
     /// `PASSWORD_RESET_COOLDOWN`. Everything happens in the background: the caller answers the
-    /// same, at once, whether or not the address has an account.
-    pub fn request_password_reset(&self, email: &str, actor: Actor) {
-        let Ok(email) = Email::parse(email) else { return };
+    /// same, at once, whether or not the address has an account; only a text that is no e-mail
+    /// address at all is refused (that tells nothing about accounts).
+    pub fn request_password_reset(&self, email: &str, actor: Actor) -> Result<(), EmailError> {
+        // Whether the text is an address at all is no secret; whether it has an account is.
+        let email = Email::parse(email)?;
         let auth = self.clone();
         tokio::spawn(async move {
             if let Err(e) = auth.reset_in_background(email, actor).await {
                 tracing::error!(error = format!("{e:#}"), "could not handle a password-reset request");
             }
         });
+        Ok(())
     }
 
     async fn reset_in_background(&self, email: Email, actor: Actor) -> Result<(), StoreError> {

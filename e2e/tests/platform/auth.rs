@@ -2306,4 +2306,12 @@ async fn password_resets_mail_once_per_cooldown_and_answer_alike() {
     })
     .await;
     assert!(relay.is_empty(), "a second reset mail within the cooldown");
+
+    // Text that is no address at all is refused (that tells nothing about accounts).
+    for not_an_address in ["", "flood", "@example.org"] {
+        let (status, _, body) = reset(not_an_address).await;
+        assert_eq!(status, 400, "{not_an_address:?}");
+        let body: Value = serde_json::from_slice(&body).expect("error body");
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED", "{not_an_address:?}");
+    }
 }

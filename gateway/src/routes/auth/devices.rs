@@ -3,7 +3,7 @@
 use super::session::ReauthBody;
 use super::{non_empty, time};
 use crate::auth::Authenticated;
-use crate::body::BoundedJson;
+use crate::body::OptionalJson;
 use crate::error::ApiError;
 use crate::routes::call::AuthCall;
 use actix_web::{HttpResponse, web};
@@ -85,9 +85,9 @@ pub async fn remove_device(
     auth: Authenticated,
     auth_service: AuthCall,
     path: web::Path<String>,
-    body: Option<BoundedJson<ReauthBody>>,
+    body: OptionalJson<ReauthBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let reauth = body.map(BoundedJson::into_inner).unwrap_or_default();
+    let reauth = body.into_inner().unwrap_or_default();
     let message = pb::RemoveDeviceRequest {
         device_id: path.into_inner(),
         reauth: Some(reauth.into()),

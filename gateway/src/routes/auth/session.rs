@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CAPTCHA, CODE, DEVICE_ID, EMAIL, INCOME_TIER, NAME, PASSWORD, TOKEN, TokensBody, UserBody, tokens, user};
 use crate::auth::Authenticated;
-use crate::body::{Bounded, BoundedJson};
+use crate::body::{Bounded, BoundedJson, OptionalJson};
 use crate::error::ApiError;
 use crate::routes::call::AuthCall;
 
@@ -361,7 +361,7 @@ pub async fn refresh(auth_service: AuthCall, body: BoundedJson<RefreshBody>) -> 
 }
 
 /// End this session; the access token stops working at once.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body(content = LogoutBody, description = "Optional"),
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutBody>, description = "Optional; when sent, it must be valid"),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -376,9 +376,9 @@ pub async fn refresh(auth_service: AuthCall, body: BoundedJson<RefreshBody>) -> 
 pub async fn logout(
     auth: Authenticated,
     auth_service: AuthCall,
-    body: Option<BoundedJson<LogoutBody>>,
+    body: OptionalJson<LogoutBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let refresh_token = body.and_then(|b| b.into_inner().refresh_token).unwrap_or_default();
+    let refresh_token = body.into_inner().and_then(|b| b.refresh_token).unwrap_or_default();
     let message = pb::LogoutRequest { refresh_token };
     auth_service
         .by(&auth)
@@ -390,7 +390,7 @@ pub async fn logout(
 /// End every session of the caller, this one too; or, with `keep_current` and the password (or a
 /// TOTP code), every other one.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
-    request_body(content = LogoutAllBody, description = "Optional"),
+    request_body(content = Option<LogoutAllBody>, description = "Optional; when sent, it must be valid"),
     responses(
         (status = 204, description = "Sessions ended"),
         (status = 400, description = "VALIDATION_FAILED (keep_current without password or totp_code names `password`), MALFORMED_JSON, or CAPTCHA_REQUIRED after failed passwords", body = crate::error::ErrorBody),
@@ -405,9 +405,9 @@ pub async fn logout(
 pub async fn logout_all(
     auth: Authenticated,
     auth_service: AuthCall,
-    body: Option<BoundedJson<LogoutAllBody>>,
+    body: OptionalJson<LogoutAllBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::LogoutAllRequest::from(body.map(BoundedJson::into_inner).unwrap_or_default());
+    let message = pb::LogoutAllRequest::from(body.into_inner().unwrap_or_default());
     auth_service
         .by(&auth)
         .send(message, async |c, m| c.logout_all(m).await)
