@@ -978,34 +978,11 @@ async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
     assert_eq!(login(None).await.status().as_u16(), 200);
 }
 
-/// Runs an auth-service operator command against the test platform's database.
-fn operator(tp: &TestPlatform, args: &[&str]) -> (bool, String) {
-    let db = tp.databases.iter().find(|d| d.service == "auth").expect("auth db");
-    let out = std::process::Command::new(xtask::platform::bin_dir().join("auth-service"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", &tp.redis_url)
-        .env("REDIS_KEY_PREFIX", &tp.redis_prefix)
-        .env("APP_ENV", "test")
-        .env("LOG_FORMAT", "json")
-        .output()
-        .expect("auth-service runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 async fn operators_grant_and_revoke_roles_and_import_old_accounts(tp: &TestPlatform) {
     let api = Api::new(tp);
     api.register("mod@example.org").await;
 
-    let (ok, out) = operator(tp, &["grant-role", "--email", "MOD@example.org", "--role", "moderator"]);
+    let (ok, out) = crate::operator(tp, &["grant-role", "--email", "MOD@example.org", "--role", "moderator"]);
     assert!(ok, "{out}");
     let (access, _) = tokens(
         &api.login("mod@example.org", PASSWORD, "d")
@@ -1016,13 +993,13 @@ async fn operators_grant_and_revoke_roles_and_import_old_accounts(tp: &TestPlatf
     );
     let me: Value = api.me(&access).await.json().await.expect("json");
     assert_eq!(me["roles"], json!(["user", "moderator"]));
-    let (ok, out) = operator(tp, &["grant-role", "--email", "mod@example.org", "--role", "superuser"]);
+    let (ok, out) = crate::operator(tp, &["grant-role", "--email", "mod@example.org", "--role", "superuser"]);
     assert!(!ok, "an unknown role was accepted: {out}");
-    let (ok, out) = operator(tp, &["grant-role", "--email", "nobody@example.org", "--role", "admin"]);
+    let (ok, out) = crate::operator(tp, &["grant-role", "--email", "nobody@example.org", "--role", "admin"]);
     assert!(!ok && out.contains("no account"), "{out}");
 
     // Revoking ends the sessions, so no token keeps the old role.
-    let (ok, out) = operator(
+    let (ok, out) = crate::operator(
         tp,
         &["revoke-role", "--email", "mod@example.org", "--role", "moderator"],
     );
@@ -1047,7 +1024,7 @@ async fn operators_grant_and_revoke_roles_and_import_old_accounts(tp: &TestPlatf
         json!({"email": "weak@example.org", "password_hash": "5f4dcc3b5aa765d61d8327deb882cf99", "first_name": "M", "last_name": "D"}).to_string(),
     ];
     std::fs::write(&file, lines.join("\n")).expect("write");
-    let (ok, out) = operator(tp, &["import-users", file.to_str().expect("path")]);
+    let (ok, out) = crate::operator(tp, &["import-users", file.to_str().expect("path")]);
     assert!(ok, "{out}");
     assert!(out.contains("imported 1, already present 1, invalid 1"), "{out}");
     assert!(!out.contains("5f4dcc3b"), "a hash was printed: {out}");
@@ -1271,7 +1248,7 @@ async fn only_administrators_read_the_audit_log(tp: &TestPlatform) {
     let res = list(user.clone(), "").await.expect("list");
     assert_eq!(error_code(res, 403).await, "FORBIDDEN");
 
-    let (ok, out) = operator(tp, &["grant-role", "--email", "boss@example.org", "--role", "admin"]);
+    let (ok, out) = crate::operator(tp, &["grant-role", "--email", "boss@example.org", "--role", "admin"]);
     assert!(ok, "{out}");
     let (admin, _) = tokens(
         &api.login("boss@example.org", PASSWORD, "d")
@@ -1317,7 +1294,7 @@ async fn only_administrators_read_the_audit_log(tp: &TestPlatform) {
     assert_eq!(error_code(res, 400).await, "VALIDATION_FAILED");
 
     // A revoked role stops working at once (its sessions end).
-    let (ok, out) = operator(tp, &["revoke-role", "--email", "boss@example.org", "--role", "admin"]);
+    let (ok, out) = crate::operator(tp, &["revoke-role", "--email", "boss@example.org", "--role", "admin"]);
     assert!(ok, "{out}");
     let res = list(admin, "").await.expect("list");
     assert_eq!(error_code(res, 401).await, "TOKEN_REVOKED");
@@ -1756,8 +1733,6 @@ async fn a_frozen_redis_costs_each_request_its_timeout_and_nothing_else() {
 /// a snapshot), is not trusted by the gateway and gets every revocation back.
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_gets_back_every_revocation_it_lost() {
-    use std::time::Duration;
-
     let tp = TestPlatform::builder("revocationsync")
         .auth_env(&[("REVOCATION_SYNC_SECONDS", "1")])
         .start()
@@ -1824,25 +1799,7 @@ async fn redis_gets_back_every_revocation_it_lost() {
         .query_async::<()>(&mut conn.clone())
         .await
         .expect("SET");
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn.clone())
-        .await
-        .expect("INFO");
-    let run_id = info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("run_id")
-        .trim()
-        .to_owned();
-    crate::eventually("the marker to name this server again", Duration::from_secs(20), || {
-        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
-        async move {
-            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
-            (value == Some(run_id)).then_some(())
-        }
-    })
-    .await;
+    crate::marker_names_this_server(&conn, &marker, "the marker to name this server again").await;
     back("every revocation copied after a snapshot restore").await;
     assert!(sync_rounds(&tp, "full") > full_before);
     let ttl: i64 = redis::cmd("TTL")

@@ -52,18 +52,8 @@ async fn access_token(tp: &TestPlatform, email: &str, register: bool) -> String 
 
 /// Makes `email` an administrator, as an operator would.
 fn grant_admin(tp: &TestPlatform, email: &str) {
-    let db = tp.databases.iter().find(|d| d.service == "auth").expect("auth db");
-    let out = Command::new(xtask::platform::bin_dir().join("auth-service"))
-        .args(["grant-role", "--email", email, "--role", "admin"])
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", &tp.redis_url)
-        .env("REDIS_KEY_PREFIX", &tp.redis_prefix)
-        .env("APP_ENV", "test")
-        .env("LOG_FORMAT", "json")
-        .output()
-        .expect("auth-service grant-role");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, out) = crate::operator(tp, &["grant-role", "--email", email, "--role", "admin"]);
+    assert!(ok, "{out}");
 }
 
 /// schemathesis' configuration: an administrator's token on every protected route, except that

@@ -113,3 +113,50 @@ pub async fn error_code(res: reqwest::Response, status: u16) -> String {
     );
     body["error"]["code"].as_str().expect("code").to_owned()
 }
+
+/// Runs an auth-service operator command against the test platform's database.
+pub fn operator(tp: &TestPlatform, args: &[&str]) -> (bool, String) {
+    let db = tp.databases.iter().find(|d| d.service == "auth").expect("auth db");
+    let out = std::process::Command::new(xtask::platform::bin_dir().join("auth-service"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", &tp.redis_url)
+        .env("REDIS_KEY_PREFIX", &tp.redis_prefix)
+        .env("APP_ENV", "test")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("auth-service runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Waits (up to 20 s) until the revocation marker `marker` names the Redis server `conn` talks to,
+/// by its `run_id`, as auth-service sets it once every revocation is copied in.
+pub async fn marker_names_this_server(conn: &redis::aio::MultiplexedConnection, marker: &str, what: &str) {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    eventually(what, Duration::from_secs(20), || {
+        let (mut conn, run_id) = (conn.clone(), run_id.clone());
+        async move {
+            let value: Option<String> = redis::cmd("GET").arg(marker).query_async(&mut conn).await.ok()?;
+            (value == Some(run_id)).then_some(())
+        }
+    })
+    .await;
+}

@@ -103,25 +103,7 @@ async fn marker_in_place(tp: &TestPlatform) -> (redis::aio::MultiplexedConnectio
     let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
     let marker = format!("{}revoked:complete", tp.redis_prefix);
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn.clone())
-        .await
-        .expect("INFO");
-    let run_id = info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("run_id")
-        .trim()
-        .to_owned();
-    crate::eventually("auth-service to set the marker", Duration::from_secs(20), || {
-        let (mut conn, marker, run_id) = (conn.clone(), marker.clone(), run_id.clone());
-        async move {
-            let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(&mut conn).await.ok()?;
-            (value == Some(run_id)).then_some(())
-        }
-    })
-    .await;
+    crate::marker_names_this_server(&conn, &marker, "auth-service to set the marker").await;
     (conn, marker)
 }
 

@@ -39,18 +39,6 @@ pub enum Platform {
     Web,
 }
 
-/// An income tier (the schema of `income_tier`; the body keeps a string, checked by auth-service).
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // a schema only
-pub enum IncomeTier {
-    Low,
-    LowerMiddle,
-    Middle,
-    UpperMiddle,
-    High,
-}
-
 /// Proof that the caller is the account's owner, for changes that a stolen access token alone
 /// must not make: the current password, or (with two-step verification on) a current TOTP code
 /// or a recovery code. A wrong password counts as a failed login.
@@ -127,7 +115,7 @@ pub struct RegisterBody {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub last_name: String,
-    #[schema(value_type = Option<IncomeTier>)]
+    #[schema(value_type = Option<super::IncomeTier>)]
     pub income_tier: Option<String>,
     #[schema(max_length = 8192)]
     pub captcha_token: Option<String>,
