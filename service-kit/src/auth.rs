@@ -141,7 +141,7 @@ impl VerifierConfig {
                 .unwrap_or_else(|| "platform-api".to_owned()),
             leeway: env.seconds_in("JWT_LEEWAY_SECONDS", 30, 0, 300),
             refetch_interval: env.seconds_in("JWKS_REFETCH_SECONDS", 5, 1, 3600),
-            refresh_interval: env.seconds_in("JWKS_REFRESH_SECONDS", DEFAULT_REFRESH_INTERVAL.as_secs(), 10, 86_400),
+            refresh_interval: env.seconds_in("JWKS_REFRESH_SECONDS", DEFAULT_REFRESH_INTERVAL.as_secs(), 1, 86_400),
         }
     }
 }

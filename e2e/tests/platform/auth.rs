@@ -1384,6 +1384,60 @@ fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).expect("header").kid.expect("kid")
 }
 
+/// A signing key withdrawn by auth-service (dropped from its key file, auth-service restarted)
+/// stops verifying at the gateway itself within `JWKS_REFRESH_SECONDS`, without a gateway
+/// restart: the gateway refuses the token (a `token_rejected` event at the edge) instead of
+/// passing it on to a service on the strength of a key it fetched long ago.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawn_signing_key_stops_verifying_at_the_gateway_without_a_restart() {
+    use std::time::Duration;
+
+    let mut tp = TestPlatform::builder("withdrawn")
+        .gateway_env(&[("JWKS_REFRESH_SECONDS", "1")])
+        .start()
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let (old_token, _) = tokens(&api.register("withdrawn@example.org").await);
+    assert_eq!(api.me(&old_token).await.status().as_u16(), 200);
+
+    let keys_file = tp.secrets.path("jwt_signing_keys.pem");
+    std::fs::write(&keys_file, crate::new_signing_key_pem()).expect("key file without the old key");
+    assert!(
+        tp.platform.auth.stop(Duration::from_secs(15)),
+        "auth-service stopped cleanly"
+    );
+    tp.platform.auth.restart().expect("auth-service again");
+    let auth_admin = tp.platform.ports.auth_admin;
+    crate::eventually("auth-service ready again", Duration::from_secs(30), || async move {
+        crate::admin_get(auth_admin, "/ready").filter(|(s, _)| *s == 200)
+    })
+    .await;
+
+    let gateway_admin = tp.platform.ports.gateway_admin;
+    let rejected = || {
+        crate::metric(
+            gateway_admin,
+            "security_events_total{event_type=\"token_rejected\",severity=\"medium\"}",
+        )
+    };
+    let before = rejected();
+    crate::eventually(
+        "the gateway to stop trusting the withdrawn key",
+        Duration::from_secs(20),
+        || {
+            let api = &api;
+            let old_token = &old_token;
+            async move {
+                let res = api.me(old_token).await;
+                assert_eq!(res.status().as_u16(), 401, "a token of a withdrawn key was served");
+                (rejected() > before).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// A signing key rotated the way an operator does it (the new key first in the key file, the old
 /// one kept after it to verify the tokens it signed, auth-service restarted) is trusted by the
 /// gateway without a restart, within `JWKS_REFETCH_SECONDS` (default 5); and tokens naming kids
