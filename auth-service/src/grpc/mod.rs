@@ -178,7 +178,8 @@ impl AuthService for AuthGrpc {
             captcha_token: r.captcha_token,
             mfa_code: r.totp_code,
         };
-        let (user, tokens) = self.auth.login(input, actor).await?;
+        let auth = self.auth.clone();
+        let (user, tokens) = to_the_end(async move { Ok(auth.login(input, actor).await?) }).await?;
         Ok(Response::new(session_pb(user, tokens)))
     }
 
@@ -199,9 +200,13 @@ impl AuthService for AuthGrpc {
     async fn logout_all(&self, request: Request<pb::LogoutAllRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let r = request.into_inner();
-        self.auth
-            .logout_all(&claims, r.keep_current, reauth(r.reauth), actor)
-            .await?;
+        let auth = self.auth.clone();
+        to_the_end(async move {
+            Ok(auth
+                .logout_all(&claims, r.keep_current, reauth(r.reauth), actor)
+                .await?)
+        })
+        .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -242,7 +247,8 @@ impl AuthService for AuthGrpc {
             SecretString::from(r.current_password),
             SecretString::from(r.new_password),
         );
-        self.auth.change_password(&claims, &current, &new, actor).await?;
+        let auth = self.auth.clone();
+        to_the_end(async move { Ok(auth.change_password(&claims, &current, &new, actor).await?) }).await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
@@ -262,9 +268,13 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let r = request.into_inner();
-        self.auth
-            .remove_device(&claims, &r.device_id, reauth(r.reauth), actor)
-            .await?;
+        let auth = self.auth.clone();
+        to_the_end(async move {
+            Ok(auth
+                .remove_device(&claims, &r.device_id, reauth(r.reauth), actor)
+                .await?)
+        })
+        .await?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 
@@ -274,7 +284,8 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::MfaEnrollResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let password = SecretString::from(request.into_inner().password);
-        let e = self.auth.mfa_enroll(&claims, &password, actor).await?;
+        let auth = self.auth.clone();
+        let e = to_the_end(async move { Ok(auth.mfa_enroll(&claims, &password, actor).await?) }).await?;
         Ok(Response::new(pb::MfaEnrollResponse {
             secret: e.secret_base32,
             otpauth_uri: e.otpauth_uri,
@@ -298,7 +309,8 @@ impl AuthService for AuthGrpc {
         let (claims, actor) = self.caller(&request).await?;
         let r = request.into_inner();
         let password = SecretString::from(r.password);
-        self.auth.mfa_disable(&claims, &password, &r.code, actor).await?;
+        let auth = self.auth.clone();
+        to_the_end(async move { Ok(auth.mfa_disable(&claims, &password, &r.code, actor).await?) }).await?;
         Ok(Response::new(pb::MfaDisableResponse {}))
     }
 
@@ -351,5 +363,22 @@ impl AuthService for AuthGrpc {
             items: entries.into_iter().map(audit_pb).collect(),
             next_cursor: next.unwrap_or_default(),
         }))
+    }
+}
+
+/// Runs a use case that judges a password or a code to its end, even when the caller goes away
+/// midway (the gateway's deadline, a dropped connection): the attempt is counted before the
+/// secret is judged, and only the end records the outcome (a lock, or the count starting over).
+/// Cancelled in between, the count would stay at its limit with no lock to run out, refusing
+/// every later attempt, the owner's too.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    use tracing::Instrument as _;
+    match tokio::spawn(work.in_current_span()).await {
+        Ok(result) => result,
+        Err(e) => Err(status::unexpected(anyhow::anyhow!(
+            "a judged attempt did not run to its end: {e}"
+        ))),
     }
 }

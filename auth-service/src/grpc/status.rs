@@ -21,7 +21,7 @@ fn unavailable(cause: anyhow::Error) -> Status {
     status(ErrorCode::Unavailable, "Temporarily unavailable; retry shortly.")
 }
 
-fn unexpected(cause: anyhow::Error) -> Status {
+pub(crate) fn unexpected(cause: anyhow::Error) -> Status {
     tracing::error!(error = format!("{cause:#}"), "unexpected error");
     status(ErrorCode::Internal, "internal error")
 }

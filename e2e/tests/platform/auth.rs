@@ -1939,6 +1939,91 @@ impl Api {
     }
 }
 
+/// A guess whose caller goes away midway (the gateway's deadline, a dropped connection) is still
+/// judged to its end: reaching the limit becomes a lock that runs out. Cancelled between counting
+/// and judging, the count would stay at its limit with no lock, refusing every later attempt from
+/// that address, the owner's right password too, for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn guesses_cut_off_midway_still_end_in_a_lock_that_runs_out() {
+    use std::time::Duration;
+
+    use proto::auth::v1::LoginRequest;
+    use proto::auth::v1::auth_service_client::AuthServiceClient;
+
+    const ADDRESS: &str = "203.0.113.9";
+    let tp = TestPlatform::builder("cutoff")
+        .auth_env(&[
+            ("LOGIN_MAX_ATTEMPTS", "3"),
+            ("LOCKOUT_SECONDS", "1"),
+            // A hash of a good fraction of a second, so a 20 ms caller is gone long before it ends.
+            ("ARGON2_MEMORY_KIB", "131072"),
+            ("ARGON2_ITERATIONS", "6"),
+        ])
+        .start()
+        .await
+        .expect("platform");
+    let channel = crate::internal_tls::channel(&tp, tp.platform.ports.auth, Some("gateway"))
+        .await
+        .expect("channel as the gateway");
+    let mut auth = AuthServiceClient::new(channel);
+    let registration = crate::internal_tls::registration("cutoff@example.org");
+    let (password, device) = (registration.password.clone(), registration.device.clone());
+    auth.register(registration).await.expect("register");
+    let login = |password: &str, timeout: Option<Duration>| {
+        let mut request = tonic::Request::new(LoginRequest {
+            email: "cutoff@example.org".to_owned(),
+            password: password.to_owned(),
+            device: device.clone(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("x-client-ip", ADDRESS.parse().expect("ascii"));
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    };
+
+    for _ in 0..3 {
+        let cut = auth
+            .login(login("wrong password 1234", Some(Duration::from_millis(20))))
+            .await;
+        let status = cut.expect_err("the caller gave up before the hash ended");
+        assert!(
+            matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded),
+            "{status:?}"
+        );
+    }
+    let db = db(&tp).await;
+    crate::eventually(
+        "the third guess, judged all the same, to lock the address",
+        Duration::from_secs(20),
+        || {
+            let db = &db;
+            async move {
+                let locks: i64 = db
+                    .query_one(
+                        "SELECT count(*) FROM auth.login_throttle WHERE address = $1 AND lock_count = 1",
+                        &[&ADDRESS],
+                    )
+                    .await
+                    .ok()?
+                    .get(0);
+                (locks == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    // The lock runs out, and the owner's right password works from that address again.
+    crate::eventually("the right password after the lock", Duration::from_secs(20), || {
+        let mut auth = auth.clone();
+        let request = login(&password, None);
+        async move { auth.login(request).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
 async fn db(tp: &TestPlatform) -> tokio_postgres::Client {
     let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
         .await

@@ -16,7 +16,7 @@ use crate::{admin_get, client, eventually};
 
 /// A channel to a service on `port`, trusting the internal CA, presenting `as_process`'s
 /// certificate (from the platform's secrets) or none.
-async fn channel(tp: &TestPlatform, port: u16, as_process: Option<&str>) -> Result<Channel, String> {
+pub(crate) async fn channel(tp: &TestPlatform, port: u16, as_process: Option<&str>) -> Result<Channel, String> {
     let read = |path: String| std::fs::read(path).expect("certificate file");
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(tp.secrets.grpc("ca", "crt"))))
@@ -37,7 +37,7 @@ async fn channel(tp: &TestPlatform, port: u16, as_process: Option<&str>) -> Resu
         .map_err(|e| format!("connect: {e}"))
 }
 
-fn registration(email: &str) -> RegisterRequest {
+pub(crate) fn registration(email: &str) -> RegisterRequest {
     RegisterRequest {
         email: email.to_owned(),
         password: "correct horse battery staple".to_owned(),
