@@ -54,6 +54,11 @@ impl DatabaseConfig {
                     "DATABASE_URL",
                     "has an unknown sslmode (disable|prefer|require|verify-ca|verify-full)",
                 ),
+                Some((SslMode::Plain, _)) if ca_file.is_some() => env.problem(
+                    "DATABASE_TLS_CA_FILE",
+                    "is set but DATABASE_URL asks for no TLS: add sslmode=verify-full (a CA file never \
+                     checks a plain connection)",
+                ),
                 Some((mode, rewritten)) => {
                     match DbTls::new(mode, ca_file.as_ref()) {
                         Ok(t) => tls = t,
@@ -205,4 +210,23 @@ pub fn watch_database(pool: Pool, config: &DatabaseConfig, up_gauge: prometheus:
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_with_a_plain_url_is_refused_not_ignored() {
+        let e = Env::from_map([
+            ("DATABASE_URL", "postgres://u:p@db:5432/app"),
+            ("DATABASE_TLS_CA_FILE", "/etc/hosts"),
+        ]);
+        DatabaseConfig::from_env(&e);
+        let err = e.finish().expect_err("a CA file the plain connection would never use");
+        assert!(err.to_string().contains("DATABASE_TLS_CA_FILE"), "{err}");
+        let e = Env::from_map([("DATABASE_URL", "postgres://u:p@db:5432/app")]);
+        assert!(DatabaseConfig::from_env(&e).is_some());
+        assert!(e.finish().is_ok());
+    }
 }

@@ -172,20 +172,24 @@ fn pem_has_certificate(pem: &[u8]) -> bool {
 }
 
 /// `GRPC_ALLOWED_CLIENTS`: comma-separated names a client certificate must carry (default
-/// `gateway`).
+/// `gateway`), lower-cased (certificate names match in any case, and the gateway is told apart
+/// by its name). Process names only: an IP address or `localhost` is on many certificates of
+/// the internal CA at once, so it would admit them all.
 pub fn allowed_clients(env: &Env) -> Vec<String> {
     let names: Vec<String> = env
         .optional_string("GRPC_ALLOWED_CLIENTS")
         .unwrap_or_else(|| GATEWAY_IDENTITY.to_owned())
         .split(',')
-        .map(|n| n.trim().to_owned())
+        .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
         .collect();
     for name in &names {
-        if ServerName::try_from(name.as_str()).is_err() {
+        let a_process =
+            matches!(ServerName::try_from(name.as_str()), Ok(ServerName::DnsName(_))) && name != "localhost";
+        if !a_process {
             env.problem(
                 "GRPC_ALLOWED_CLIENTS",
-                format!("must list names like gateway, got {name:?}"),
+                format!("must list process names like gateway (no address, no localhost), got {name:?}"),
             );
         }
     }
@@ -371,8 +375,14 @@ mod tests {
         assert_eq!(allowed_clients(&e), ["gateway"]);
         let e = env(&[("GRPC_ALLOWED_CLIENTS", "gateway, reports-service")]);
         assert_eq!(allowed_clients(&e), ["gateway", "reports-service"]);
-        let e = env(&[("GRPC_ALLOWED_CLIENTS", "not a name")]);
-        allowed_clients(&e);
-        assert!(e.finish().is_err());
+        // Any case names the same caller: the gateway stays the gateway (its forwarded client
+        // address believed).
+        let e = env(&[("GRPC_ALLOWED_CLIENTS", "Gateway, REPORTS-service")]);
+        assert_eq!(allowed_clients(&e), ["gateway", "reports-service"]);
+        for refused in ["not a name", "127.0.0.1", "::1", "localhost", "gateway, LocalHost"] {
+            let e = env(&[("GRPC_ALLOWED_CLIENTS", refused)]);
+            allowed_clients(&e);
+            assert!(e.finish().is_err(), "{refused:?} was accepted");
+        }
     }
 }

@@ -24,7 +24,11 @@ pub fn tls_ca_file(env: &Env) -> Option<PathBuf> {
 pub fn client(url: &SecretString, ca_file: Option<&Path>) -> anyhow::Result<::redis::Client> {
     let url = url.expose_secret();
     // Never echo the URL: it may hold a password.
-    let Some(ca_file) = ca_file.filter(|_| url.starts_with("rediss://")) else {
+    anyhow::ensure!(
+        ca_file.is_none() || url.starts_with("rediss://"),
+        "REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss://: a CA file never checks a plain connection"
+    );
+    let Some(ca_file) = ca_file else {
         return ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {}", e.category()));
     };
     let root_cert =
@@ -62,5 +66,8 @@ mod tests {
         let e = Env::from_map([("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem")]);
         assert!(tls_ca_file(&e).is_some());
         assert!(e.finish().is_err());
+        // A CA file with a plain URL would look verified and be cleartext: refused.
+        let err = client(&url, Some(Path::new("/etc/hosts"))).expect_err("CA file with redis://");
+        assert!(err.to_string().contains("not rediss://"), "{err}");
     }
 }
