@@ -49,9 +49,12 @@ impl RedisKeys {
 
     /// Present when this Redis holds every revocation in force: auth-service sets it after copying
     /// them from PostgreSQL. A Redis restarted without persistence, or flushed, has lost both the
-    /// revocations and this key, so the gateway asks auth-service until it is back.
+    /// revocations and this key, so the gateway asks auth-service until it is back. Named for the
+    /// key layout it vouches for (`v2`: "not before" in milliseconds under `revoked:nbf_ms:`), so
+    /// that during a rolling upgrade a new gateway never trusts a Redis that only an older
+    /// auth-service filled.
     pub fn complete(&self) -> String {
-        self.key(&["revoked:complete"])
+        self.key(&["revoked:complete:v2"])
     }
 
     /// Held by the auth-service replica copying revocations into Redis (its random nonce), so
@@ -92,7 +95,7 @@ mod tests {
         let k = RedisKeys::new("t1:");
         assert_eq!(k.jti("a"), "t1:revoked:jti:a");
         assert_eq!(k.session("s"), "t1:revoked:sid:s");
-        assert_eq!(k.complete(), "t1:revoked:complete");
+        assert_eq!(k.complete(), "t1:revoked:complete:v2");
         assert_eq!(k.not_before("u"), "t1:revoked:nbf_ms:u");
         assert_eq!(k.seeding(), "t1:revoked:seeding");
         assert_eq!(k.other("x:y"), "t1:x:y");

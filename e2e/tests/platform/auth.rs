@@ -1659,7 +1659,7 @@ async fn revoked_tokens_stay_revoked_while_redis_is_down() {
         .iter()
         .map(|t| format!("{prefix}revoked:sid:{}", claim(t, "sid")))
         .collect();
-    keys.push(format!("{prefix}revoked:complete"));
+    keys.push(format!("{prefix}revoked:complete:v2"));
     wait_for_keys(&conn, &keys, "auth-service to copy the revocations back").await;
     // Read from Redis again, with the same answers.
     refused_at_the_edge(api.me(&before_outage).await).await;
@@ -1803,7 +1803,7 @@ async fn redis_gets_back_every_revocation_it_lost() {
     let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
     let prefix = tp.redis_prefix.clone();
-    let marker = format!("{prefix}revoked:complete");
+    let marker = format!("{prefix}revoked:complete:v2");
     let lost = [
         format!("{prefix}revoked:sid:{}", claim(&revoked, "sid")),
         format!("{prefix}revoked:jti:{}", claim(&revoked, "jti")),

@@ -229,7 +229,7 @@ async fn the_platform_works_over_tls_to_redis_and_postgresql() {
         .get_multiplexed_async_connection()
         .await
         .expect("a TLS connection to Redis");
-    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    let marker = format!("{}revoked:complete:v2", tp.redis_prefix);
     eventually(
         "auth-service's revocation marker in the TLS Redis",
         Duration::from_secs(15),

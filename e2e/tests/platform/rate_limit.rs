@@ -102,7 +102,7 @@ async fn user_and_marker(tp: &TestPlatform) -> (Audit, redis::aio::MultiplexedCo
 async fn marker_in_place(tp: &TestPlatform) -> (redis::aio::MultiplexedConnection, String) {
     let client = redis::Client::open(tp.redis_url.as_str()).expect("redis url");
     let conn = client.get_multiplexed_async_connection().await.expect("redis");
-    let marker = format!("{}revoked:complete", tp.redis_prefix);
+    let marker = format!("{}revoked:complete:v2", tp.redis_prefix);
     crate::marker_names_this_server(&conn, &marker, "auth-service to set the marker").await;
     (conn, marker)
 }
