@@ -298,7 +298,8 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::MfaConfirmResponse>, Status> {
         let (claims, actor) = self.caller(&request).await?;
         let code = request.into_inner().code;
-        let recovery_codes = self.auth.mfa_confirm(&claims, &code, actor).await?;
+        let auth = self.auth.clone();
+        let recovery_codes = to_the_end(async move { Ok(auth.mfa_confirm(&claims, &code, actor).await?) }).await?;
         Ok(Response::new(pb::MfaConfirmResponse { recovery_codes }))
     }
 

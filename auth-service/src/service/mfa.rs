@@ -75,15 +75,31 @@ fn factor_changed_mail(user: &User, on: bool) -> crate::mailer::Email {
 }
 
 impl Auth {
-    /// Checks a TOTP or recovery code of a user with MFA on; the attempt is counted before the
-    /// code is judged, and the attempt that reaches `LOGIN_MAX_ATTEMPTS` locks MFA (doubling with
-    /// each lock, up to a day).
+    /// Checks a TOTP or recovery code of a user with MFA on; see [`Self::counted_code`].
     pub(super) async fn check_mfa(
         &self,
         conn: &mut Conn,
         user: &User,
         code: &str,
         actor: &Actor,
+    ) -> Result<(), MfaError> {
+        self.counted_code(conn, user, code, actor, async |conn| {
+            self.judge_code(conn, user, code).await
+        })
+        .await
+    }
+
+    /// Judges a code with `judge` once the attempt is counted: the attempt that reaches
+    /// `LOGIN_MAX_ATTEMPTS` locks MFA (doubling with each lock, up to a day), and a right code
+    /// starts the count over. Every code of a user shares this count: at login, in
+    /// re-authentication, and confirming an enrollment.
+    async fn counted_code(
+        &self,
+        conn: &mut Conn,
+        user: &User,
+        code: &str,
+        actor: &Actor,
+        judge: impl AsyncFnOnce(&mut Conn) -> Result<bool, MfaError>,
     ) -> Result<(), MfaError> {
         if code.trim().is_empty() {
             return Err(MfaError::Required);
@@ -101,7 +117,7 @@ impl Auth {
                 retry_after: lock_duration(self.policy.lockout, reserved.lock_count).as_secs(),
             });
         }
-        let accepted = match self.judge_code(conn, user, code).await {
+        let accepted = match judge(conn).await {
             Ok(accepted) => accepted,
             Err(e) => {
                 store::release_mfa_attempt(conn, user.id).await?;
@@ -213,16 +229,30 @@ impl Auth {
         }
         let sealed = user.mfa.pending_secret.clone().ok_or(MfaError::NotStarted)?;
         let seed = self.open_seed(&sealed, &user)?;
-        let step = match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, None) {
-            Ok(step) => step,
-            Err(totp::MfaError::Malformed) => {
-                return Err(MfaError::Invalid(Invalid {
-                    field: "code",
-                    issue: "must be 6 digits",
-                }));
-            }
-            Err(_) => return Err(MfaError::WrongCode),
+        let malformed = || {
+            MfaError::Invalid(Invalid {
+                field: "code",
+                issue: "must be 6 digits",
+            })
         };
+        if code.trim().is_empty() {
+            return Err(malformed());
+        }
+        // Counted like every code of the user: a stolen access token cannot try a pending seed's
+        // million codes one after the other.
+        let mut confirmed = None;
+        self.counted_code(&mut conn, &user, code, &actor, async |_| {
+            match totp::verify(&seed, code, Utc::now().timestamp().max(0) as u64, None) {
+                Ok(step) => {
+                    confirmed = Some(step);
+                    Ok(true)
+                }
+                Err(totp::MfaError::Malformed) => Err(malformed()),
+                Err(_) => Ok(false),
+            }
+        })
+        .await?;
+        let step = confirmed.ok_or_else(|| anyhow::anyhow!("a confirmed code without its step"))?;
         let codes = totp::new_recovery_codes();
         let mut hashes = Vec::with_capacity(codes.len());
         for code in codes.iter().filter_map(|c| totp::normalize_recovery_code(c)) {

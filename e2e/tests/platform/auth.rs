@@ -1939,6 +1939,52 @@ impl Api {
     }
 }
 
+/// Codes confirming an enrollment are counted like every code of the user: after
+/// `LOGIN_MAX_ATTEMPTS` wrong ones even the right code is refused until the lock runs out, so a
+/// stolen access token cannot try a pending seed's million codes one after the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn confirming_an_enrollment_counts_wrong_codes_and_locks() {
+    use totp_rs::Totp;
+
+    let tp = TestPlatform::builder("confirmlock")
+        .auth_env(&[("LOGIN_MAX_ATTEMPTS", "3")])
+        .start()
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let (access, _) = tokens(&api.register("confirm@example.org").await);
+    let res = api
+        .post("/v1/me/mfa/totp", json!({"password": PASSWORD}), Some(&access))
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    let enrollment: Value = res.json().await.expect("json");
+    let totp = Totp::from_url(enrollment["otpauth_uri"].as_str().expect("uri")).expect("otpauth uri");
+    let step = early_in_a_step().await;
+    let right = totp.generate(step * 30).to_string();
+    // Codes no step near now produces: wrong for certain.
+    let near: Vec<String> = (step - 2..=step + 2)
+        .map(|s| totp.generate(s * 30).to_string())
+        .collect();
+    let wrong: Vec<String> = (0..100u32)
+        .map(|n| format!("{:06}", n * 7919 % 1_000_000))
+        .filter(|c| !near.contains(c))
+        .take(3)
+        .collect();
+    let confirm = |code: &str| api.post("/v1/me/mfa/totp/confirm", json!({"code": code}), Some(&access));
+    for code in &wrong[..2] {
+        assert_eq!(error_code(confirm(code).await, 401).await, "MFA_REQUIRED");
+    }
+    // The third wrong code reaches the limit and locks; then the right one is refused too.
+    assert_eq!(error_code(confirm(&wrong[2]).await, 423).await, "ACCOUNT_LOCKED");
+    let res = confirm(&right).await;
+    assert!(res.headers().contains_key("retry-after"), "{:?}", res.headers());
+    assert_eq!(
+        error_code(res, 423).await,
+        "ACCOUNT_LOCKED",
+        "a right code while locked"
+    );
+}
+
 /// A guess whose caller goes away midway (the gateway's deadline, a dropped connection) is still
 /// judged to its end: reaching the limit becomes a lock that runs out. Cancelled between counting
 /// and judging, the count would stay at its limit with no lock, refusing every later attempt from

@@ -88,7 +88,7 @@ include-path-regex = "^/v1/me/password$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "423", "429"]
 
 [[operations]]
-include-path-regex = "^/v1/(me/mfa/totp|auth/logout-all)$"
+include-path-regex = "^/v1/(me/mfa/totp(/confirm)?|auth/logout-all)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "409", "423", "429"]
 
 [[operations]]

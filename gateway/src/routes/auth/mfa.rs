@@ -119,6 +119,7 @@ pub async fn mfa_enroll(
         (status = 409, description = "CONFLICT: no enrollment started, or MFA already on", body = crate::error::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = crate::error::ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = crate::error::ErrorBody),
+        (status = 423, description = "ACCOUNT_LOCKED, with Retry-After: too many wrong codes (counted with the codes of login)", body = crate::error::ErrorBody),
         (status = 429, description = "RATE_LIMIT_EXCEEDED, with Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "UNAVAILABLE, with Retry-After", body = crate::error::ErrorBody)))]
 pub async fn mfa_confirm(
