@@ -161,6 +161,56 @@ async fn auth_routes_allow_a_burst_of_three_per_address_and_route() {
     );
 }
 
+/// The signed-in routes that check a password or a code are on the `auth` policy, per address,
+/// like login: a stolen access token guesses no faster there. Removing devices shares one bucket
+/// whatever the device id; listing them stays on the `api` policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_that_check_a_password_are_on_the_auth_policy() {
+    let tp = TestPlatform::builder("rlreauth")
+        .gateway_env(&AUTH_BURST_OF_THREE)
+        .start()
+        .await
+        .expect("platform");
+    let (http, base) = (client(&tp), tp.base_url());
+    let access = registered(&http, &base, "reauth@example.org").await;
+    let wrong = "wrong password 1234";
+    let change = || {
+        http.post(format!("{base}/v1/me/password"))
+            .bearer_auth(&access)
+            .json(&json!({"current_password": wrong, "new_password": "another long passphrase"}))
+            .send()
+    };
+    for remaining in [2, 1, 0] {
+        let res = change().await.expect("password change");
+        assert_eq!(res.status().as_u16(), 401);
+        assert_announced(&res, "\"auth\";q=5;w=3600", remaining);
+    }
+    assert_eq!(
+        error_code(change().await.expect("password change"), 429).await,
+        "RATE_LIMIT_EXCEEDED"
+    );
+
+    let remove = |device: &str| {
+        http.delete(format!("{base}/v1/me/devices/{device}"))
+            .bearer_auth(&access)
+            .json(&json!({"password": wrong}))
+            .send()
+    };
+    for (device, remaining) in [("a", 2), ("b", 1), ("c", 0)] {
+        let res = remove(device).await.expect("device removal");
+        assert_announced(&res, "\"auth\";q=5;w=3600", remaining);
+    }
+    let res = remove("d").await.expect("device removal");
+    assert_eq!(
+        error_code(res, 429).await,
+        "RATE_LIMIT_EXCEEDED",
+        "another device id, the same bucket"
+    );
+    let list = http.get(format!("{base}/v1/me/devices")).bearer_auth(&access).send();
+    let res = list.await.expect("devices");
+    assert_eq!(res.status().as_u16(), 200, "listing is no guess");
+}
+
 /// Another spelling of a path (a percent-encoded unreserved character, an empty segment) is
 /// refused at the edge with 400 before any policy is chosen: `POST /v1/auth/%6Cogin` reached the
 /// login handler outside the `auth` policy, and `/%761/auth/login` fell to `global` alone.

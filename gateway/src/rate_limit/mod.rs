@@ -180,8 +180,8 @@ impl Limiter {
         let mut policies = Vec::with_capacity(2);
         // Buckets hold microseconds under `gcra:`; an older gateway's millisecond buckets (`rl:`)
         // are never read, so the two never misread each other during a rolling upgrade.
-        if AUTH_ROUTES.contains(&path) {
-            policies.push((config.auth.clone(), self.keys.key(&["gcra:auth:", &ip, ":", path])));
+        if let Some(route) = auth_route(req.method(), path) {
+            policies.push((config.auth.clone(), self.keys.key(&["gcra:auth:", &ip, ":", route])));
         } else if path == "/v1/events" || path.starts_with("/v1/events/") {
             policies.push((config.events.clone(), self.keys.key(&["gcra:events:", kind, who])));
         } else if path.starts_with("/v1/") {
@@ -277,12 +277,33 @@ impl Limiter {
     }
 }
 
-/// Routes of the `auth` policy: 5 per minute per address and route.
-const AUTH_ROUTES: [&str; 6] = [
+/// Routes of the `auth` policy: 5 per minute per address and route. The signed-in ones check a
+/// password or a code (re-authentication, MFA), so a stolen access token guesses no faster there
+/// than a stranger at login.
+const AUTH_ROUTES: [&str; 10] = [
     "/v1/auth/login",
     "/v1/auth/register",
     "/v1/auth/refresh",
     "/v1/auth/password-reset",
     "/v1/auth/password-reset/confirm",
     "/v1/auth/verify-email",
+    "/v1/auth/logout-all",
+    "/v1/me/password",
+    "/v1/me/mfa/totp",
+    "/v1/me/mfa/totp/confirm",
 ];
+
+/// Removing a device checks a password or a code too: the `auth` policy, one bucket per address
+/// whatever the device id.
+const DEVICE_REMOVAL: (&str, &str) = ("/v1/me/devices/", "/v1/me/devices/{device_id}");
+
+/// The `auth` route `path` is, named as its bucket is keyed.
+fn auth_route<'a>(method: &actix_web::http::Method, path: &'a str) -> Option<&'a str> {
+    if AUTH_ROUTES.contains(&path) {
+        Some(path)
+    } else if method == actix_web::http::Method::DELETE && path.starts_with(DEVICE_REMOVAL.0) {
+        Some(DEVICE_REMOVAL.1)
+    } else {
+        None
+    }
+}
