@@ -54,10 +54,10 @@ impl DatabaseConfig {
                     "DATABASE_URL",
                     "has an unknown sslmode (disable|prefer|require|verify-ca|verify-full)",
                 ),
-                Some((SslMode::Plain, _)) if ca_file.is_some() => env.problem(
+                Some((SslMode::Plain | SslMode::Prefer, _)) if ca_file.is_some() => env.problem(
                     "DATABASE_TLS_CA_FILE",
-                    "is set but DATABASE_URL asks for no TLS: add sslmode=verify-full (a CA file never \
-                     checks a plain connection)",
+                    "is set but DATABASE_URL's sslmode checks no certificate: add sslmode=verify-full \
+                     (disable, allow and prefer never use a CA file)",
                 ),
                 Some((mode, rewritten)) => {
                     match DbTls::new(mode, ca_file.as_ref()) {

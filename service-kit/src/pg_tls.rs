@@ -17,8 +17,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 /// What `sslmode` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
-    /// `disable`, `allow`, `prefer` or none: plain (the server may not offer TLS).
+    /// `disable` or `allow`: plain.
     Plain,
+    /// `prefer` or none (libpq's default): encrypted when the server offers TLS, its certificate
+    /// not checked (as libpq does); plain only with a server that offers no TLS.
+    Prefer,
     /// Encrypted; the certificate is verified only when a CA file is given (as libpq does).
     Require,
     /// Encrypted, the chain verified against the CA file.
@@ -32,22 +35,23 @@ impl SslMode {
     /// `verify-*`: those become `require`, the checks are ours). `None`: an unknown mode.
     pub fn from_url(url: &str) -> Option<(Self, String)> {
         let Some((base, query)) = url.split_once('?') else {
-            return Some((Self::Plain, url.to_owned()));
+            return Some((Self::Prefer, url.to_owned()));
         };
-        let mut mode = Self::Plain;
+        let mut mode = Self::Prefer;
         let mut params = Vec::new();
         for param in query.split('&') {
             match param.strip_prefix("sslmode=") {
                 Some(value) => {
                     mode = match value {
-                        "disable" | "allow" | "prefer" => Self::Plain,
+                        "disable" | "allow" => Self::Plain,
+                        "prefer" => Self::Prefer,
                         "require" => Self::Require,
                         "verify-ca" => Self::VerifyCa,
                         "verify-full" => Self::VerifyFull,
                         _ => return None,
                     };
                     params.push(match mode {
-                        Self::Plain => param.to_owned(),
+                        Self::Plain | Self::Prefer => param.to_owned(),
                         _ => "sslmode=require".to_owned(),
                     });
                 }
@@ -95,7 +99,7 @@ impl DbTls {
                     provider: provider.clone(),
                 })
             }
-            None if mode == SslMode::Require => Arc::new(Verifier {
+            None if matches!(mode, SslMode::Require | SslMode::Prefer) => Arc::new(Verifier {
                 chain: None,
                 check_name: false,
                 provider: provider.clone(),
@@ -169,9 +173,14 @@ mod tests {
 
     #[test]
     fn sslmode_is_read_and_verify_modes_become_require_for_the_driver() {
+        // No sslmode is libpq's default, prefer: encrypted when the server offers TLS.
         assert_eq!(
             SslMode::from_url("postgres://u:p@h:5432/db"),
-            Some((SslMode::Plain, "postgres://u:p@h:5432/db".to_owned()))
+            Some((SslMode::Prefer, "postgres://u:p@h:5432/db".to_owned()))
+        );
+        assert_eq!(
+            SslMode::from_url("postgres://h/db?sslmode=disable").map(|m| m.0),
+            Some(SslMode::Plain)
         );
         assert_eq!(
             SslMode::from_url("postgres://u:p@h/db?application_name=a&sslmode=verify-full"),
@@ -190,15 +199,37 @@ mod tests {
         );
         assert_eq!(
             SslMode::from_url("postgres://h/db?sslmode=prefer").map(|m| m.0),
-            Some(SslMode::Plain)
+            Some(SslMode::Prefer)
         );
         assert_eq!(SslMode::from_url("postgres://h/db?sslmode=sometimes"), None);
+    }
+
+    /// Against the PostgreSQL `cargo xtask test` starts (which offers TLS), a URL without
+    /// `sslmode` is encrypted, as libpq's default `prefer` would be: never plaintext only because
+    /// the operator left the parameter out.
+    #[tokio::test]
+    async fn without_sslmode_the_connection_is_encrypted_when_the_server_offers_tls() {
+        let url = std::env::var("TEST_PG_URL").expect("TEST_PG_URL: run the tests with `cargo xtask test`");
+        let url = url.split_once('?').map_or(url.as_str(), |(base, _)| base).to_owned();
+        let (mode, url) = SslMode::from_url(&url).expect("url");
+        assert_eq!(mode, SslMode::Prefer);
+        let DbTls::Rustls(connect) = DbTls::new(mode, None).expect("connector") else {
+            panic!("prefer must offer TLS to the server");
+        };
+        let (client, connection) = tokio_postgres::connect(&url, connect).await.expect("connect");
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .expect("pg_stat_ssl");
+        assert!(row.get::<_, bool>(0), "a URL without sslmode went in the clear");
     }
 
     #[test]
     fn verify_modes_need_a_ca_file() {
         assert!(DbTls::new(SslMode::VerifyFull, None).is_err());
         assert!(matches!(DbTls::new(SslMode::Require, None), Ok(DbTls::Rustls(_))));
+        assert!(matches!(DbTls::new(SslMode::Prefer, None), Ok(DbTls::Rustls(_))));
         assert!(matches!(DbTls::new(SslMode::Plain, None), Ok(DbTls::Plain)));
     }
 }
