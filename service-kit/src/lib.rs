@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod envelope;
 pub mod errors;
 pub mod grpc;
 pub mod grpc_tls;
