@@ -65,6 +65,12 @@ const CAPTCHA_AFTER_FAILURES: i32 = 3;
 /// The counter row of an account across all its addresses (no address key looks like this).
 const ACCOUNT_WIDE: &str = "*";
 
+/// A solved CAPTCHA passes a pair's lock only while the pair has been locked fewer times than
+/// this. Each wrong password a CAPTCHA let through locks the pair again, longer; so a
+/// CAPTCHA-solving service gets a couple of guesses per lock, not one per CAPTCHA, and then waits
+/// like anyone else (the owner elsewhere is not concerned: the lock binds this address only).
+const CAPTCHA_PASSES_LOCKS_BELOW: i32 = 3;
+
 /// Failed logins of an account from all addresses together after which every attempt needs a
 /// CAPTCHA: a spread-out guess costs a CAPTCHA each, while the owner is never locked out by it.
 const ACCOUNT_CAPTCHA_AFTER_FAILURES: i32 = 10;
@@ -253,7 +259,7 @@ impl Auth {
     ) -> Result<(), ThrottleError> {
         let r = attempt.reserved;
         if let Some(until) = attempt.soft_lock() {
-            if self.captcha.is_disabled() || captcha_token.is_empty() {
+            if self.captcha.is_disabled() || captcha_token.is_empty() || r.lock_count >= CAPTCHA_PASSES_LOCKS_BELOW {
                 return Err(ThrottleError::Locked {
                     retry_after: retry_after(until),
                 });
@@ -313,8 +319,8 @@ impl Auth {
     }
 
     /// A wrong password (or no such account): a security event; the attempt that reaches
-    /// `LOGIN_MAX_ATTEMPTS` locks the pair. Returns the lock's remaining seconds when the pair is
-    /// locked (by this failure, or already: a soft-lock attempt).
+    /// `LOGIN_MAX_ATTEMPTS` locks the pair, and so does a wrong one that a CAPTCHA let through a
+    /// lock (again, longer). Returns the lock's remaining seconds.
     async fn failed(
         &self,
         conn: &mut Conn,
@@ -323,7 +329,7 @@ impl Auth {
         actor: &Actor,
     ) -> Result<Option<u64>, StoreError> {
         let soft = attempt.soft_lock();
-        let lock = (soft.is_none() && attempt.reserved.attempt >= self.policy.max_attempts)
+        let lock = (soft.is_some() || attempt.reserved.attempt >= self.policy.max_attempts)
             .then(|| lock_duration(self.policy.lockout, attempt.reserved.lock_count));
         let until = lock.map(lock_end);
         let ip = actor.ip.clone();
@@ -353,7 +359,7 @@ impl Auth {
         if let Some(d) = lock {
             tracing::warn!(user_id = ?user, event_type = "account_locked", lock_seconds = d.as_secs(), "account locked for this address after repeated failures");
         }
-        Ok(lock.map(|d| d.as_secs()).or(soft.map(retry_after)))
+        Ok(lock.map(|d| d.as_secs()))
     }
 
     /// Verifies a CAPTCHA token when a provider is configured; a failure is a security event.

@@ -862,6 +862,29 @@ async fn captcha_at_registration_and_after_three_failures_through_a_fake_sitever
     );
     // The owner's login started the count over.
     assert_eq!(login("198.51.100.12", PASSWORD, None).await.status().as_u16(), 200);
+
+    // A soft lock is no open door for a CAPTCHA-solving service: each wrong password a CAPTCHA
+    // let through locks the pair again, and from the third lock on a CAPTCHA passes no more:
+    // even the right password waits for the lock to run out.
+    let farm = "203.0.113.81";
+    for attempt in 1..=4 {
+        let res = login(farm, "wrong password!", Some("good-token")).await;
+        assert_eq!(error_code(res, 401).await, "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    for lock in 1..=3 {
+        let res = login(farm, "wrong password!", Some("good-token")).await;
+        assert_eq!(error_code(res, 423).await, "ACCOUNT_LOCKED", "lock {lock}");
+    }
+    let res = login(farm, PASSWORD, Some("good-token")).await;
+    assert_eq!(
+        error_code(res, 423).await,
+        "ACCOUNT_LOCKED",
+        "a CAPTCHA passed the third lock"
+    );
+    assert!(
+        events_of(&db(&tp).await, "account_locked", "captcha@example.org").await >= 4,
+        "each lock is on record"
+    );
 }
 
 async fn totp_mfa_with_replay_protection_and_recovery_codes(tp: &TestPlatform) {
