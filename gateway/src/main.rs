@@ -16,6 +16,7 @@ mod revocation;
 mod routes;
 mod state;
 mod tls;
+mod upload;
 mod upstream;
 
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 //! `store` (diesel), with the pure rules of `alerts` applied by the use case.
 
 mod alerts;
+mod attachments;
 mod domain;
 mod grpc;
 mod service;
@@ -33,7 +34,7 @@ impl service_kit::service::Service for ReportsService {
     }
 
     fn routes(_config: (), pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
-        let reports = grpc::ReportsGrpc::new(service::Reports::new(pool));
+        let reports = grpc::ReportsGrpc::new(service::Reports::new(pool), service::attachments::Attachments);
         Ok(Routes::new(
             proto::reports::v1::reports_service_server::ReportsServiceServer::new(reports),
         ))

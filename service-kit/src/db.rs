@@ -212,6 +212,23 @@ pub fn watch_database(pool: Pool, config: &DatabaseConfig, up_gauge: prometheus:
     rx
 }
 
+/// Names who the current transaction acts for, as the row-level security policies of every
+/// service's tables read it: `app.current_user_id` (a user id, or empty when the transaction acts
+/// for no user) and `app.role` (`user`, `moderator`, `admin`, or a service's own name for work
+/// that spans users, such as a key rotation or a relay). Both are `SET LOCAL`: they end with the
+/// transaction, so a pooled connection never carries one caller's scope into the next.
+///
+/// Call it first inside `conn.transaction(..)`; outside a transaction it has no lasting effect.
+pub async fn enter_scope(conn: &mut AsyncPgConnection, user_id: &str, role: &str) -> diesel::QueryResult<()> {
+    use diesel::sql_types::Text;
+    diesel::sql_query("SELECT set_config('app.current_user_id', $1, true), set_config('app.role', $2, true)")
+        .bind::<Text, _>(user_id)
+        .bind::<Text, _>(role)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

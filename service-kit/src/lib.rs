@@ -10,6 +10,7 @@ pub mod errors;
 pub mod grpc;
 pub mod grpc_tls;
 pub mod metrics;
+pub mod outbox;
 pub mod pg_tls;
 pub mod proto_time;
 pub mod redis;

@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod certs;
+pub mod deploy_checks;
 pub mod devstack;
 pub mod fake_smtp;
+pub mod moto;
 pub mod nginx;
 pub mod platform;
 pub mod provision;

@@ -7,6 +7,7 @@
 //! test in a process of its own, so that is what saves the starts. A test that sets its own
 //! configuration, stops a process or Redis, or reads a platform-wide count starts its own.
 
+mod attachments;
 mod auth;
 mod config;
 mod contract;
@@ -14,7 +15,10 @@ mod database;
 mod edge;
 mod internal_tls;
 mod lifecycle;
+mod operations;
+mod outbox;
 mod rate_limit;
+mod reports;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,10 +1,12 @@
 //! REST handlers: decode and validate the request, call one service, shape the answer.
 
 pub mod alerts;
+pub mod attachments;
 pub mod auth;
 pub mod call;
 pub mod jwks;
 pub mod ops;
+pub mod reports;
 
 use actix_web::{HttpResponse, web};
 

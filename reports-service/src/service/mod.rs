@@ -4,6 +4,8 @@
 //! A use case that can fail only in the store answers service-kit's `StoreError`; one with refusals
 //! of its own gets an enum of them beside it, with `Store(#[from] StoreError)`.
 
+pub mod attachments;
+pub mod keys;
 mod nearby_alerts;
 
 use service_kit::db::Pool;

@@ -1,6 +1,7 @@
 //! Queries over schema `reports`: the only module that knows diesel and SQL. It takes the
 //! questions and answers the records of `domain`, never its rows, and applies no rule of its own.
 
+pub mod data_keys;
 pub mod schema;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +11,10 @@ use service_kit::db::Pool;
 use service_kit::store_error::StoreError;
 
 use crate::domain::{AlertFilter, AlertRecord, Cell};
+
+/// The connection every query runs on: a pooled one, or the one of a use case's transaction
+/// (`conn.transaction(async |conn| ..)`: a write, its audit row and its events commit together).
+pub type Conn = diesel_async::AsyncPgConnection;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = schema::reports, check_for_backend(diesel::pg::Pg))]

@@ -19,3 +19,13 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    reports.data_keys (user_id) {
+        user_id -> Uuid,
+        key_id -> Text,
+        wrapped -> Bytea,
+        created_at -> Timestamptz,
+        rewrapped_at -> Nullable<Timestamptz>,
+    }
+}

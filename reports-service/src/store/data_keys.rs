@@ -1,0 +1,36 @@
+//! `data_keys`: each user's data key, wrapped by a master key of the keyring.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use service_kit::envelope::WrappedKey;
+use service_kit::store_error::StoreError;
+use uuid::Uuid;
+
+use super::Conn;
+use super::schema::data_keys;
+
+/// The wrapped key of `user`, if they have one (and the transaction's scope may see it).
+pub async fn find(conn: &mut Conn, user: Uuid) -> Result<Option<WrappedKey>, StoreError> {
+    let row: Option<(String, Vec<u8>)> = data_keys::table
+        .find(user)
+        .select((data_keys::key_id, data_keys::wrapped))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(|(key_id, bytes)| WrappedKey { key_id, bytes }))
+}
+
+/// Stores `wrapped` as `user`'s key unless they have one already (a concurrent first write won);
+/// the caller reads the key back with [`find`] either way.
+pub async fn insert_if_absent(conn: &mut Conn, user: Uuid, wrapped: &WrappedKey) -> Result<(), StoreError> {
+    diesel::insert_into(data_keys::table)
+        .values((
+            data_keys::user_id.eq(user),
+            data_keys::key_id.eq(&wrapped.key_id),
+            data_keys::wrapped.eq(&wrapped.bytes),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
