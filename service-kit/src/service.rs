@@ -302,7 +302,10 @@ async fn check_runtime_role(
             Err(e) => Err(anyhow::anyhow!("{e}")),
         };
         match findings {
-            Ok(findings) if findings.is_empty() => return Ok(()),
+            Ok(findings) if findings.is_empty() => {
+                tracing::info!("DATABASE_URL's role reads and writes rows only");
+                return Ok(());
+            }
             Ok(findings) if environment == crate::config::Environment::Production => {
                 return Err(RoleRefused { findings });
             }
