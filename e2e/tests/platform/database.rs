@@ -512,7 +512,7 @@ async fn a_database_with_one_role_per_service_is_split_in_place() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(owners, [split.owner_role.clone()], "everything moved to the owner");
+    assert_eq!(owners, std::slice::from_ref(&split.owner_role), "everything moved to the owner");
     let dbs = [split];
     let again = xtask::testkit::migrate(&dbs).expect("the owner migrates");
     assert!(again[0].contains("nothing applied"), "{}", again[0]);
