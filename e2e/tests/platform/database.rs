@@ -512,7 +512,11 @@ async fn a_database_with_one_role_per_service_is_split_in_place() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(owners, std::slice::from_ref(&split.owner_role), "everything moved to the owner");
+    assert_eq!(
+        owners,
+        std::slice::from_ref(&split.owner_role),
+        "everything moved to the owner"
+    );
     let dbs = [split];
     let again = xtask::testkit::migrate(&dbs).expect("the owner migrates");
     assert!(again[0].contains("nothing applied"), "{}", again[0]);
@@ -573,6 +577,15 @@ impl Analytics {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until its `/ready` answers 200.
+    async fn ready(&self) {
+        let admin = self.admin;
+        eventually("analytics-service ready", Duration::from_secs(20), || async move {
+            admin_get(admin, "/ready").filter(|(s, _)| *s == 200)
+        })
+        .await;
+    }
+
     /// Waits until the log has a line containing `text`.
     async fn logged(&self, text: &str) {
         let what = format!("analytics-service to log \"{text}\"");
@@ -618,23 +631,11 @@ async fn production_refuses_to_serve_with_the_schema_owner() {
     // Elsewhere: a warning, and it serves.
     let owner = Analytics::serve(&db.owner_url, "test");
     owner.logged("production refuses this").await;
-    let admin = owner.admin;
-    eventually(
-        "ready as the owner outside production",
-        Duration::from_secs(20),
-        || async move { admin_get(admin, "/ready").filter(|(s, _)| *s == 200) },
-    )
-    .await;
+    owner.ready().await;
 
     // The runtime role serves in production.
     let mut runtime = Analytics::serve(&db.url, "production");
     runtime.logged("reads and writes rows only").await;
-    let admin = runtime.admin;
-    eventually(
-        "ready as the runtime role in production",
-        Duration::from_secs(20),
-        || async move { admin_get(admin, "/ready").filter(|(s, _)| *s == 200) },
-    )
-    .await;
+    runtime.ready().await;
     assert!(runtime.child.try_wait().expect("wait").is_none(), "{}", runtime.log());
 }
