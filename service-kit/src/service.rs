@@ -285,8 +285,8 @@ pub struct RoleRefused {
 
 /// Checks `DATABASE_URL`'s role once the database first answers: what it may do beyond reading
 /// and writing rows is refused in production and a warning elsewhere (where one role for both
-/// is allowed for convenience). Resolves `Ok` once checked and allowed; pending while the
-/// database cannot be asked.
+/// is allowed for convenience). Resolves `Ok` once checked and allowed; until the check could
+/// be asked, it asks again.
 async fn check_runtime_role(
     pool: Pool,
     mut db_ready: tokio::sync::watch::Receiver<bool>,
@@ -322,8 +322,8 @@ async fn check_runtime_role(
                     error = format!("{e:#}"),
                     "cannot check DATABASE_URL's role yet; trying again"
                 );
-                // Asked again once the database has been down and answered again.
-                let _ = db_ready.wait_for(|up| !*up).await;
+                // Asked again in a second (the loop first waits for the database to answer).
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }
