@@ -186,6 +186,10 @@ pub fn main<S: Service>() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<RoleRefused>() => {
+            tracing::error!(error = format!("{e:#}"), "{} refuses to serve", S::NAME);
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "{} stopped with an error", S::NAME);
             ExitCode::FAILURE
@@ -244,9 +248,10 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
         environment = settings.common.environment.as_str(),
         "{} listening", S::NAME
     );
+    let role_check = check_runtime_role(pool.clone(), db_ready, S::SCHEMA, settings.common.environment);
     let routes = S::routes(own, pool, &registry)?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
-    grpc.run(
+    let serving = grpc.run(
         routes,
         S::GRPC_SERVICES,
         health,
@@ -256,11 +261,72 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
             .ok_or_else(|| anyhow::anyhow!("gRPC settings are read for serve"))?,
         grpc_metrics,
         shutdown,
-    )
-    .await?;
+    );
+    tokio::select! {
+        served = serving => served?,
+        Err(refused) = role_check => return Err(refused.into()),
+    }
     admin_task.await??;
     tracing::info!("{} stopped", S::NAME);
     Ok(())
+}
+
+/// `DATABASE_URL`'s role can do more than read and write rows (it owns the schema, or bypasses
+/// row-level security): refused in production.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "DATABASE_URL's role {}; serve with the service's runtime role, which owns nothing, and give \
+     the owner's URL to migrations only (DATABASE_MIGRATION_URL; README, \"Production database\")",
+    findings.join(", ")
+)]
+pub struct RoleRefused {
+    pub findings: Vec<String>,
+}
+
+/// Checks `DATABASE_URL`'s role once the database first answers: what it may do beyond reading
+/// and writing rows is refused in production and a warning elsewhere (where one role for both
+/// is allowed for convenience). Resolves `Ok` once checked and allowed; until the check could
+/// be asked, it asks again.
+async fn check_runtime_role(
+    pool: Pool,
+    mut db_ready: tokio::sync::watch::Receiver<bool>,
+    schema: &'static str,
+    environment: crate::config::Environment,
+) -> Result<(), RoleRefused> {
+    loop {
+        if db_ready.wait_for(|up| *up).await.is_err() {
+            return std::future::pending().await;
+        }
+        let findings = match pool.get().await {
+            Ok(mut conn) => db::runtime_role_findings(&mut conn, schema).await,
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        };
+        match findings {
+            Ok(findings) if findings.is_empty() => {
+                tracing::info!("DATABASE_URL's role reads and writes rows only");
+                return Ok(());
+            }
+            Ok(findings) if environment == crate::config::Environment::Production => {
+                return Err(RoleRefused { findings });
+            }
+            Ok(findings) => {
+                tracing::warn!(
+                    findings = findings.join(", "),
+                    "DATABASE_URL's role can do more than read and write rows; production refuses this \
+                     (use the runtime role, and DATABASE_MIGRATION_URL for migrations)"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot check DATABASE_URL's role yet; trying again"
+                );
+                // Asked again in a second (the loop first waits for the database to answer).
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Mirrors database reachability into gRPC health, and turns NOT_SERVING first thing on shutdown

@@ -331,7 +331,9 @@ impl Platform {
             env.insert("GRPC_HOST".into(), "127.0.0.1".into());
             env.insert("GRPC_PORT".into(), grpc.to_string());
             env.insert("METRICS_PORT".into(), admin.to_string());
+            // Serving uses the runtime role; the owner's URL is there for MIGRATE_ON_START.
             env.insert("DATABASE_URL".into(), database.service_url());
+            env.insert("DATABASE_MIGRATION_URL".into(), database.migration_url());
             if let Some(ca) = &database.tls_ca {
                 env.insert("DATABASE_TLS_CA_FILE".into(), ca.to_string_lossy().into_owned());
             }

@@ -1,31 +1,77 @@
-//! One login role and one schema per service, each role with rights on its own schema only.
-//! The same steps an operator runs once per environment (see README, "Production database").
+//! Two login roles and one schema per service: an owner that runs migrations and a runtime role
+//! that owns nothing, each service's with rights on its own schema only. The SQL is
+//! `deploy/postgres/provision.sql`, the same file docker-compose's PostgreSQL init script runs
+//! with psql (see README, "Production database").
 
 use anyhow::Context as _;
 use tokio_postgres::NoTls;
 
 pub const SERVICES: [&str; 3] = ["auth", "reports", "analytics"];
 
-/// A service's own connection URL.
+/// The provisioning SQL, with psql variables (`:'name'`) for its inputs.
+pub const PROVISION_SQL: &str = include_str!("../../deploy/postgres/provision.sql");
+
+/// The variables [`PROVISION_SQL`] reads, as `psql -v name=value` sets them.
+pub const PROVISION_VARIABLES: [&str; 4] = ["service", "role_prefix", "owner_password", "runtime_password"];
+
+/// A service's two connection URLs.
 #[derive(Debug, Clone)]
 pub struct ServiceDb {
     pub service: &'static str,
+    /// The runtime role (owns nothing; the service serves with it).
     pub role: String,
-    /// The URL as a plain client (tokio-postgres, psql) takes it.
+    /// The runtime role's URL as a plain client (tokio-postgres, psql) takes it.
     pub url: String,
+    /// The schema owner's role (migrations only).
+    pub owner_role: String,
+    /// The owner's URL as a plain client takes it.
+    pub owner_url: String,
     /// `DATABASE_TLS_CA_FILE` for [`ServiceDb::service_url`]: the internal CA's certificate, when
     /// the server is our own TLS PostgreSQL.
     pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ServiceDb {
-    /// The service's `DATABASE_URL`: with `sslmode=verify-full` when [`ServiceDb::tls_ca`] is set.
+    /// The service's `DATABASE_URL` (the runtime role): with `sslmode=verify-full` when
+    /// [`ServiceDb::tls_ca`] is set.
     pub fn service_url(&self) -> String {
+        self.with_tls(&self.url)
+    }
+
+    /// The service's `DATABASE_MIGRATION_URL` (the owner), with the same TLS settings.
+    pub fn migration_url(&self) -> String {
+        self.with_tls(&self.owner_url)
+    }
+
+    fn with_tls(&self, url: &str) -> String {
         match &self.tls_ca {
-            Some(_) => format!("{}?sslmode=verify-full", self.url),
-            None => self.url.clone(),
+            Some(_) => format!("{url}?sslmode=verify-full"),
+            None => url.to_owned(),
         }
     }
+}
+
+/// [`PROVISION_SQL`] with each `:'name'` replaced by `value` as a quoted literal, as psql does;
+/// every variable of [`PROVISION_VARIABLES`] must be given, and no other.
+pub fn render(values: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut sql = PROVISION_SQL.to_owned();
+    for name in PROVISION_VARIABLES {
+        let value = values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .with_context(|| format!("provisioning needs the variable {name}"))?;
+        anyhow::ensure!(!value.contains('\0'), "{name} holds a NUL byte");
+        sql = sql.replace(&format!(":'{name}'"), &format!("'{}'", value.replace('\'', "''")));
+    }
+    if let Some((name, _)) = values.iter().find(|(n, _)| !PROVISION_VARIABLES.contains(n)) {
+        anyhow::bail!("provisioning has no variable {name}");
+    }
+    anyhow::ensure!(
+        !sql.contains(":'") && !sql.contains(":\""),
+        "deploy/postgres/provision.sql uses a psql variable xtask does not set"
+    );
+    Ok(sql)
 }
 
 /// The internal CA's certificate when the server offers TLS with the certificate
@@ -66,8 +112,12 @@ pub async fn create_database(admin: &tokio_postgres::Client, database: &str) -> 
     Ok(())
 }
 
-/// Creates (or updates) role `{role_prefix}{service}` with `password`, and schema `{service}` in
-/// `database` owned by it; nobody else gets any right on it, and `public` is closed.
+/// Runs [`PROVISION_SQL`] for `service` in `database` (through `admin_url_of_db`, a superuser's
+/// URL of that database): roles `{role_prefix}{service}_owner` and `{role_prefix}{service}`
+/// (the runtime role, with `password`), schema `{service}` owned by the owner. A database
+/// provisioned before the split keeps its role as the runtime role; what it owned moves to the
+/// owner. The owner gets a fresh random password on every call: xtask runs the migrations right
+/// after, and nothing else logs in as the owner.
 pub async fn provision_service(
     admin_url_of_db: &str,
     host: &str,
@@ -77,31 +127,70 @@ pub async fn provision_service(
     service: &'static str,
     password: &str,
 ) -> anyhow::Result<ServiceDb> {
-    let role = format!("{role_prefix}{service}");
+    let owner_password = crate::secrets::random_token();
+    let sql = render(&[
+        ("service", service),
+        ("role_prefix", role_prefix),
+        ("owner_password", &owner_password),
+        ("runtime_password", password),
+    ])?;
     let client = connect(admin_url_of_db).await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-        .await?
-        .is_some();
-    // Identifiers and the password are generated by us (alphanumeric), never user input.
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    client
-        .batch_execute(&format!(
-            "{verb} ROLE \"{role}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';
-             ALTER ROLE \"{role}\" IN DATABASE \"{database}\" SET search_path = {service};
-             CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION \"{role}\";
-             REVOKE ALL ON SCHEMA {service} FROM PUBLIC;
-             REVOKE ALL ON SCHEMA public FROM PUBLIC;
-             REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC;
-             GRANT CONNECT, TEMPORARY ON DATABASE \"{database}\" TO \"{role}\";"
-        ))
+    let messages = client
+        .simple_query(&sql)
         .await
-        .with_context(|| format!("provisioning role and schema for {service}"))?;
+        .with_context(|| format!("provisioning roles and schema for {service}"))?;
+    let (owner_role, role) = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((row.get("owner_role")?.to_owned(), row.get("runtime_role")?.to_owned()))
+            }
+            _ => None,
+        })
+        .context("provision.sql named no roles")?;
     let tls_ca = our_tls(&client).await?;
+    let url = |role: &str, password: &str| format!("postgres://{role}:{password}@{host}:{port}/{database}");
     Ok(ServiceDb {
         service,
-        url: format!("postgres://{role}:{password}@{host}:{port}/{database}"),
+        url: url(&role, password),
+        owner_url: url(&owner_role, &owner_password),
         role,
+        owner_role,
         tls_ca,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_becomes_a_quoted_literal() {
+        let sql = render(&[
+            ("service", "auth"),
+            ("role_prefix", "svc_"),
+            ("owner_password", "o'wner"),
+            ("runtime_password", ""),
+        ])
+        .expect("render");
+        assert!(sql.contains("SET LOCAL provision.service = 'auth';"), "{sql}");
+        assert!(sql.contains("SET LOCAL provision.owner_password = 'o''wner';"), "{sql}");
+        assert!(sql.contains("SET LOCAL provision.runtime_password = '';"), "{sql}");
+        assert!(!sql.contains(":'"));
+    }
+
+    #[test]
+    fn a_missing_or_unknown_variable_is_refused() {
+        let err = render(&[("service", "auth")]).expect_err("incomplete");
+        assert!(err.to_string().contains("role_prefix"), "{err}");
+        let err = render(&[
+            ("service", "auth"),
+            ("role_prefix", ""),
+            ("owner_password", ""),
+            ("runtime_password", ""),
+            ("schema", "x"),
+        ])
+        .expect_err("unknown");
+        assert!(err.to_string().contains("schema"), "{err}");
+    }
 }

@@ -91,7 +91,8 @@ pub async fn fresh_databases(tag: &str) -> anyhow::Result<(String, String, Vec<S
     Ok((name, db_admin_url, dbs))
 }
 
-/// Runs `SERVICE migrate` for each service, as an operator's Job would.
+/// Runs `SERVICE migrate` for each service, as an operator's Job would: the runtime role's
+/// `DATABASE_URL` and the owner's `DATABASE_MIGRATION_URL`.
 pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
     let mut outputs = Vec::new();
     for db in dbs {
@@ -103,6 +104,7 @@ pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
         }
         let out = command
             .env("DATABASE_URL", db.service_url())
+            .env("DATABASE_MIGRATION_URL", db.migration_url())
             .env("LOG_FORMAT", "json")
             .env("APP_ENV", "test")
             .output()

@@ -1,6 +1,10 @@
-//! Per-service roles and schemas, migrations, and readiness that follows the database.
+//! Per-service roles and schemas (an owner that migrates, a runtime role that owns nothing),
+//! migrations, and readiness that follows the database.
 
 use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use xtask::provision::ServiceDb;
 
 use crate::{admin_get, client, error_code, eventually};
 
@@ -264,4 +268,374 @@ async fn totp_seeds_and_recovery_codes_from_before_the_key_split_still_work() {
         "MFA_REQUIRED",
         "a recovery code worked twice"
     );
+}
+
+/// Each service's tables, one per service, that every check below touches.
+const OWN_TABLE: [(&str, &str); 3] = [
+    ("auth", "auth.users"),
+    ("reports", "reports.reports"),
+    ("analytics", "analytics.ingested_events"),
+];
+
+fn db_of<'a>(dbs: &'a [ServiceDb], service: &str) -> &'a ServiceDb {
+    dbs.iter().find(|d| d.service == service).expect("service db")
+}
+
+/// Asserts that `sql` fails with insufficient privilege (42501) and a message containing `says`.
+async fn refused(db: &tokio_postgres::Client, sql: &str, says: &str) {
+    let err = db.batch_execute(sql).await.expect_err(sql);
+    let detail = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
+    assert!(detail.contains(says), "{sql}: expected \"{says}\", got \"{detail}\"");
+}
+
+/// Issue 18: the role a service serves with reads and writes rows and nothing more. It cannot
+/// change, drop or create a table, turn row-level security off, become the owner, write the
+/// migration bookkeeping, or read another service's schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_role_changes_rows_and_nothing_else() {
+    let (_, admin_url, dbs) = xtask::testkit::fresh_databases("rt").await.expect("databases");
+    xtask::testkit::migrate(&dbs).expect("migrate");
+    let admin = connect(&admin_url).await;
+    for (service, table) in OWN_TABLE {
+        let db = db_of(&dbs, service);
+        let row = admin
+            .query_one(
+                "SELECT r.rolsuper, r.rolbypassrls, r.rolcreatedb, r.rolcreaterole, n.nspowner::regrole::text,
+                        pg_has_role(r.oid, n.nspowner, 'MEMBER'),
+                        (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid)
+                 FROM pg_roles r, pg_namespace n WHERE r.rolname = $1 AND n.nspname = $2",
+                &[&db.role, &service],
+            )
+            .await
+            .expect("role");
+        assert_eq!(
+            (
+                row.get::<_, bool>(0),
+                row.get::<_, bool>(1),
+                row.get::<_, bool>(2),
+                row.get::<_, bool>(3)
+            ),
+            (false, false, false, false),
+            "{}: superuser, bypassrls, createdb, createrole",
+            db.role
+        );
+        assert_eq!(
+            row.get::<_, String>(4),
+            db.owner_role,
+            "the owner owns schema {service}"
+        );
+        assert!(!row.get::<_, bool>(5), "{} is a member of the owner", db.role);
+        assert_eq!(row.get::<_, i64>(6), 0, "{} owns relations", db.role);
+
+        let rt = connect(&db.url).await;
+        // Rows: yes (an empty table is enough to prove the rights).
+        rt.batch_execute(&format!("DELETE FROM {table} WHERE false"))
+            .await
+            .expect("the runtime role deletes rows");
+        refused(
+            &rt,
+            &format!("ALTER TABLE {table} ADD COLUMN smuggled int"),
+            "must be owner",
+        )
+        .await;
+        refused(
+            &rt,
+            &format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"),
+            "must be owner",
+        )
+        .await;
+        refused(
+            &rt,
+            &format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"),
+            "must be owner",
+        )
+        .await;
+        refused(&rt, &format!("DROP TABLE {table}"), "must be owner").await;
+        refused(&rt, &format!("TRUNCATE {table}"), "permission denied").await;
+        refused(
+            &rt,
+            &format!("CREATE TABLE {service}.smuggled (x int)"),
+            "permission denied for schema",
+        )
+        .await;
+        refused(
+            &rt,
+            &format!("SET ROLE \"{}\"", db.owner_role),
+            "permission denied to set role",
+        )
+        .await;
+        refused(
+            &rt,
+            &format!("INSERT INTO {service}.__diesel_schema_migrations (version) VALUES ('99999999999999')"),
+            "permission denied for table",
+        )
+        .await;
+        for (other, theirs) in OWN_TABLE.iter().filter(|(s, _)| *s != service) {
+            refused(
+                &rt,
+                &format!("SELECT count(*) FROM {theirs}"),
+                "permission denied for schema",
+            )
+            .await;
+            let owner_of_theirs = &db_of(&dbs, other).owner_role;
+            refused(
+                &rt,
+                &format!("SET ROLE \"{owner_of_theirs}\""),
+                "permission denied to set role",
+            )
+            .await;
+        }
+    }
+}
+
+/// Issue 18: the owner runs migrations; a table a later migration creates is usable by the
+/// runtime role at once (the owner's default privileges), sequences included, without
+/// provisioning again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_migrations_tables_are_usable_by_the_runtime_role() {
+    let (_, _, dbs) = xtask::testkit::fresh_databases("defpriv").await.expect("databases");
+    xtask::testkit::migrate(&dbs).expect("the owner migrates");
+    for (service, _) in OWN_TABLE {
+        let db = db_of(&dbs, service);
+        let owner = connect(&db.owner_url).await;
+        // What a new migration does, as the owner.
+        owner
+            .batch_execute(&format!(
+                "CREATE TABLE {service}.later (id bigserial PRIMARY KEY, note text NOT NULL);
+                 ALTER TABLE {service}.later ENABLE ROW LEVEL SECURITY;
+                 ALTER TABLE {service}.later FORCE ROW LEVEL SECURITY;
+                 CREATE POLICY later_all ON {service}.later USING (true);"
+            ))
+            .await
+            .expect("the owner creates a table");
+        let rt = connect(&db.url).await;
+        rt.batch_execute(&format!(
+            "INSERT INTO {service}.later (note) VALUES ('a'), ('b');
+             UPDATE {service}.later SET note = 'c' WHERE note = 'b';
+             DELETE FROM {service}.later WHERE note = 'a';"
+        ))
+        .await
+        .expect("the runtime role writes the new table");
+        let n: i64 = rt
+            .query_one(&format!("SELECT count(*) FROM {service}.later"), &[])
+            .await
+            .expect("read")
+            .get(0);
+        assert_eq!(n, 1);
+        refused(
+            &rt,
+            &format!("ALTER TABLE {service}.later DISABLE ROW LEVEL SECURITY"),
+            "must be owner",
+        )
+        .await;
+    }
+    let second = xtask::testkit::migrate(&dbs).expect("the owner migrates again");
+    assert!(second.iter().all(|log| log.contains("nothing applied")), "{second:?}");
+}
+
+/// Issue 18: a database provisioned with one role per service (it owned its schema) is
+/// provisioned again in place: that role becomes the runtime role, everything it owned moves to
+/// the owner, the data stays, and the service serves with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_with_one_role_per_service_is_split_in_place() {
+    let admin_url = std::env::var("TEST_PG_URL").expect("TEST_PG_URL (run with cargo xtask test)");
+    let database = format!("tsplit_{}", std::process::id());
+    let prefix = format!("{database}_");
+    let admin = xtask::provision::connect(&admin_url).await.expect("admin");
+    xtask::provision::create_database(&admin, &database)
+        .await
+        .expect("database");
+    let db_admin_url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{database}"),
+        None => panic!("TEST_PG_URL names no database"),
+    };
+    let (host, port) = {
+        let after = db_admin_url.rsplit_once('@').map_or(db_admin_url.as_str(), |(_, h)| h);
+        let (h, p) = after
+            .split('/')
+            .next()
+            .and_then(|hp| hp.rsplit_once(':'))
+            .expect("host:port");
+        (h.to_owned(), p.parse::<u16>().expect("port"))
+    };
+    let service = "analytics";
+    let old_role = format!("{prefix}{service}");
+    let password = "one-role-password";
+    // Provisioning as it was before the split: one role owning the schema.
+    let db_admin = connect(&db_admin_url).await;
+    db_admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{old_role}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';
+             ALTER ROLE \"{old_role}\" IN DATABASE \"{database}\" SET search_path = {service};
+             CREATE SCHEMA {service} AUTHORIZATION \"{old_role}\";
+             REVOKE ALL ON SCHEMA {service} FROM PUBLIC;
+             REVOKE ALL ON SCHEMA public FROM PUBLIC;
+             REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC;
+             GRANT CONNECT, TEMPORARY ON DATABASE \"{database}\" TO \"{old_role}\";"
+        ))
+        .await
+        .expect("one-role provisioning");
+    let old_url = format!("postgres://{old_role}:{password}@{host}:{port}/{database}");
+    // Without DATABASE_MIGRATION_URL, migrations use DATABASE_URL (as before the split).
+    let out = std::process::Command::new(xtask::platform::bin_dir().join("analytics-service"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &old_url)
+        .env("APP_ENV", "test")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("migrate runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let event = uuid::Uuid::new_v4().to_string();
+    db_admin
+        .execute(
+            "INSERT INTO analytics.ingested_events (event_id, source, name, occurred_at) \
+             VALUES ($1::text::uuid, 'reports', 'ReportSubmitted', now())",
+            &[&event],
+        )
+        .await
+        .expect("a row from before");
+
+    let split = xtask::provision::provision_service(&db_admin_url, &host, port, &database, &prefix, service, password)
+        .await
+        .expect("provisioning again splits the role");
+    assert_eq!(split.role, old_role, "the old role is the runtime role");
+    let owners: Vec<String> = db_admin
+        .query(
+            "SELECT DISTINCT relowner::regrole::text FROM pg_class WHERE relnamespace = 'analytics'::regnamespace
+             UNION SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'analytics'",
+            &[],
+        )
+        .await
+        .expect("owners")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        owners,
+        std::slice::from_ref(&split.owner_role),
+        "everything moved to the owner"
+    );
+    let dbs = [split];
+    let again = xtask::testkit::migrate(&dbs).expect("the owner migrates");
+    assert!(again[0].contains("nothing applied"), "{}", again[0]);
+    let rt = connect(&dbs[0].url).await;
+    let n: i64 = rt
+        .query_one(
+            "SELECT count(*) FROM analytics.ingested_events WHERE event_id = $1::text::uuid",
+            &[&event],
+        )
+        .await
+        .expect("the data stayed and is readable")
+        .get(0);
+    assert_eq!(n, 1);
+    refused(&rt, "DROP TABLE analytics.ingested_events", "must be owner").await;
+    let temporary = rt
+        .batch_execute("CREATE TEMPORARY TABLE t (x int)")
+        .await
+        .expect_err("temp");
+    assert_eq!(temporary.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{temporary}");
+    // Provisioning is re-runnable on the split database too.
+    xtask::provision::provision_service(&db_admin_url, &host, port, &database, &prefix, service, password)
+        .await
+        .expect("provisioning a third time");
+}
+
+/// `analytics-service serve` against `url` with `APP_ENV=app_env` (mTLS settings, loopback
+/// ports), its log going to a file.
+struct Analytics {
+    child: std::process::Child,
+    admin: u16,
+    log: std::path::PathBuf,
+}
+
+impl Analytics {
+    fn serve(url: &str, app_env: &str) -> Self {
+        let admin = xtask::free_port().expect("port");
+        let log = std::env::temp_dir().join(format!("e2e-analytics-{}.log", uuid::Uuid::new_v4()));
+        let child = std::process::Command::new(xtask::platform::bin_dir().join("analytics-service"))
+            .arg("serve")
+            .env_clear()
+            .envs(crate::config::grpc_tls("analytics-service"))
+            .env("DATABASE_URL", url)
+            .env("APP_ENV", app_env)
+            .env("LOG_FORMAT", "json")
+            .env("GRPC_HOST", "127.0.0.1")
+            .env("GRPC_PORT", xtask::free_port().expect("port").to_string())
+            .env("ADMIN_HOST", "127.0.0.1")
+            .env("METRICS_PORT", admin.to_string())
+            .env("DATABASE_CHECK_INTERVAL_MS", "250")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("analytics-service starts");
+        Self { child, admin, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its `/ready` answers 200.
+    async fn ready(&self) {
+        let admin = self.admin;
+        eventually("analytics-service ready", Duration::from_secs(20), || async move {
+            admin_get(admin, "/ready").filter(|(s, _)| *s == 200)
+        })
+        .await;
+    }
+
+    /// Waits until the log has a line containing `text`.
+    async fn logged(&self, text: &str) {
+        let what = format!("analytics-service to log \"{text}\"");
+        eventually(&what, Duration::from_secs(20), || async move {
+            self.log().contains(text).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Analytics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Issue 18: in production a service refuses to serve with a role that owns its schema (the
+/// owner can turn row-level security off, and is not held by it unless forced); elsewhere it
+/// warns. The runtime role serves in production.
+#[tokio::test(flavor = "multi_thread")]
+async fn production_refuses_to_serve_with_the_schema_owner() {
+    let (_, _, dbs) = xtask::testkit::fresh_databases("ownerprod").await.expect("databases");
+    xtask::testkit::migrate(&dbs).expect("migrate");
+    let db = db_of(&dbs, "analytics");
+
+    let mut owner = Analytics::serve(&db.owner_url, "production");
+    owner.logged("refuses to serve").await;
+    let status = eventually("the refusing process to exit", Duration::from_secs(10), || {
+        let exited = owner.child.try_wait().expect("wait");
+        async move { exited }
+    })
+    .await;
+    let log = owner.log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("DATABASE_URL's role owns schema analytics") && log.contains("DATABASE_MIGRATION_URL"),
+        "{log}"
+    );
+    assert!(!log.contains(&db.owner_url), "the URL was logged: {log}");
+
+    // Elsewhere: a warning, and it serves.
+    let owner = Analytics::serve(&db.owner_url, "test");
+    owner.logged("production refuses this").await;
+    owner.ready().await;
+
+    // The runtime role serves in production.
+    let mut runtime = Analytics::serve(&db.url, "production");
+    runtime.logged("reads and writes rows only").await;
+    runtime.ready().await;
+    assert!(runtime.child.try_wait().expect("wait").is_none(), "{}", runtime.log());
 }
