@@ -175,6 +175,7 @@ async fn databases(pg: &Postgres, bins: &Path) -> anyhow::Result<Vec<ServiceDb>>
                 .arg("migrate")
                 .env_clear()
                 .env("DATABASE_URL", &db.url)
+                .env("DATABASE_MIGRATION_URL", &db.owner_url)
                 .env("LOG_FORMAT", "json"),
             &format!("migrate {}", db.service),
         )?;
