@@ -331,21 +331,21 @@ impl Relay {
         }
         self.metrics.leader.set(1);
         tracing::info!(schema = self.schema, "outbox relay: this replica delivers the outbox");
-        let mut counted = Instant::now() - GAUGE_EVERY;
-        let mut purged = Instant::now() - PURGE_EVERY;
+        let due_again = |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
+        let (mut counted, mut purged) = (None, None);
         loop {
             let batch = self.due(conn).await?;
             let full = batch.len() == self.config.batch_size;
             if !batch.is_empty() {
                 self.deliver(conn, sink, batch, shutdown).await?;
             }
-            if counted.elapsed() >= GAUGE_EVERY || !full {
+            if due_again(counted, GAUGE_EVERY) {
                 self.refresh_pending(conn).await?;
-                counted = Instant::now();
+                counted = Some(Instant::now());
             }
-            if purged.elapsed() >= PURGE_EVERY {
+            if due_again(purged, PURGE_EVERY) {
                 self.purge(conn).await?;
-                purged = Instant::now();
+                purged = Some(Instant::now());
             }
             // A full batch means more are waiting: go on at once.
             if !full && sleep_or_stop(self.config.poll_interval, shutdown).await {
