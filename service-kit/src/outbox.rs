@@ -234,13 +234,13 @@ struct Count {
 /// Why a pass of the relay stopped early.
 enum Stop {
     Shutdown,
-    /// The lock connection failed: stand by and take the lock again.
-    Database(diesel::result::Error),
+    /// The lock connection failed (why): stand by and take the lock again.
+    Database(String),
 }
 
 impl From<diesel::result::Error> for Stop {
     fn from(e: diesel::result::Error) -> Self {
-        Self::Database(e)
+        Self::Database(e.to_string())
     }
 }
 
@@ -279,19 +279,21 @@ impl Relay {
         let mut sink = EventSinkClient::new(channel);
         let mut last_problem: Option<String> = None;
         while !shutdown.is_triggered() {
-            let outcome = match db::establish(self.database.url.expose_secret(), &self.database.tls).await {
-                Ok(mut conn) => self.hold_and_deliver(&mut conn, &mut sink, &shutdown).await,
-                Err(e) => Err(Stop::Database(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ClosedConnection,
-                    Box::new(e.to_string()),
-                ))),
+            let stop = match self.connect(&shutdown).await {
+                Ok(mut conn) => {
+                    last_problem = None;
+                    match self.hold_and_deliver(&mut conn, &mut sink, &shutdown).await {
+                        Ok(never) => match never {},
+                        Err(stop) => stop,
+                    }
+                }
+                Err(stop) => stop,
             };
             self.metrics.leader.set(0);
-            match outcome {
-                Ok(()) | Err(Stop::Shutdown) => break,
-                Err(Stop::Database(e)) => {
+            match stop {
+                Stop::Shutdown => break,
+                Stop::Database(problem) => {
                     // Logged once per kind of problem, not every second of an outage.
-                    let problem = e.to_string();
                     if last_problem.as_deref() != Some(problem.as_str()) {
                         tracing::warn!(error = %problem, "outbox relay: database connection lost; retrying");
                         last_problem = Some(problem);
@@ -306,6 +308,19 @@ impl Relay {
         Ok(())
     }
 
+    /// The relay's own connection (not the pool's: it holds the lock for as long as it lives).
+    async fn connect(&self, shutdown: &Shutdown) -> Result<AsyncPgConnection, Stop> {
+        let connect = db::establish(self.database.url.expose_secret(), &self.database.tls);
+        tokio::select! {
+            conn = tokio::time::timeout(self.database.timeout, connect) => match conn {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(Stop::Database(e.to_string())),
+                Err(_) => Err(Stop::Database("no connection within DATABASE_TIMEOUT_MS".to_owned())),
+            },
+            () = shutdown.clone().wait() => Err(Stop::Shutdown),
+        }
+    }
+
     /// Waits for the lock on `conn` (counting the backlog meanwhile), then delivers until the
     /// connection fails or shutdown.
     async fn hold_and_deliver(
@@ -313,7 +328,7 @@ impl Relay {
         conn: &mut AsyncPgConnection,
         sink: &mut EventSinkClient<Channel>,
         shutdown: &Shutdown,
-    ) -> Result<(), Stop> {
+    ) -> Result<std::convert::Infallible, Stop> {
         // The two-key form: its key space is apart from the migration lock's single key.
         let take = format!(
             "SELECT pg_try_advisory_lock(7262, hashtext('{}.outbox')) AS value",

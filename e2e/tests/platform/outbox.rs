@@ -175,6 +175,12 @@ async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
     assert!(row.get::<_, bool>(4), "no user id travels with a report event");
+
+    // SIGTERM stops the relay with the rest of the process.
+    assert!(
+        tp.platform.reports.stop(Duration::from_secs(10)),
+        "reports-service did not exit cleanly on SIGTERM"
+    );
 }
 
 /// Runs a reports-service operator command against the test platform's database.
