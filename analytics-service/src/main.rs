@@ -1,6 +1,12 @@
 //! analytics-service: event ingestion, rollups, forecasts, peer comparison and insights.
-//! Wiring only. Its RPCs arrive with the analytics issue; until then it serves health and
-//! reflection over its migrated schema, so deployments and readiness can be wired end to end.
+//! Wiring only. A call goes `grpc` (decode into `domain` values) → `service` (the use case) →
+//! `store` (diesel). Today it serves `events.v1.EventSink`: the services' outbox relays deliver
+//! their domain events here, stored once by event id.
+
+mod domain;
+mod grpc;
+mod service;
+mod store;
 
 use std::process::ExitCode;
 
@@ -13,13 +19,12 @@ struct AnalyticsService;
 
 impl service_kit::service::Service for AnalyticsService {
     const NAME: &'static str = "analytics-service";
-    const ABOUT: &'static str =
-        "Spending analytics, forecasts, peer comparison and usage events (gRPC analytics.v1, schema `analytics`)";
+    const ABOUT: &'static str = "Spending analytics, forecasts, peer comparison and usage events (gRPC analytics.v1, events.v1, schema `analytics`)";
     const SCHEMA: &'static str = "analytics";
     const DEFAULT_GRPC_PORT: u16 = 50053;
     const DEFAULT_ADMIN_PORT: u16 = 9093;
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-    const GRPC_SERVICES: &'static [&'static str] = &[];
+    const GRPC_SERVICES: &'static [&'static str] = &["events.v1.EventSink"];
     const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = ();
 
@@ -27,11 +32,17 @@ impl service_kit::service::Service for AnalyticsService {
         Some(())
     }
 
-    fn routes(_config: (), _pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
-        Ok(Routes::default())
+    fn routes(_config: (), pool: Pool, registry: &prometheus::Registry) -> anyhow::Result<Routes> {
+        let events = service::Events::new(pool, registry)?;
+        Ok(Routes::new(proto::events::v1::event_sink_server::EventSinkServer::new(
+            grpc::EventSinkGrpc::new(events),
+        )))
     }
 }
 
 fn main() -> ExitCode {
     service_kit::service::main::<AnalyticsService>()
 }
+
+#[cfg(test)]
+mod layering;

@@ -28,6 +28,8 @@ impl service_kit::service::Service for ReportsService {
     const GRPC_SERVICES: &'static [&'static str] = &["reports.v1.ReportsService"];
     const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = ();
+    // Report events go to analytics-service through `reports.outbox` (service_kit::outbox).
+    const OUTBOX_PRODUCER: Option<&'static str> = Some("reports");
 
     fn config(_env: &Env, _common: &service_kit::config::CommonConfig) -> Option<()> {
         Some(())

@@ -160,6 +160,49 @@ impl GrpcTls {
     }
 }
 
+/// A service's URL from variable `name`: `https://` with mTLS, `http://` only with `GRPC_INSECURE`
+/// (tonic would speak plain HTTP/2 to an `http://` URL even with TLS configured). Defaults to
+/// loopback on `default_port`.
+pub fn service_url(env: &Env, name: &str, tls: &GrpcTls, default_port: u16) -> String {
+    let scheme = tls.scheme();
+    let url = env
+        .optional_string(name)
+        .unwrap_or_else(|| format!("{scheme}://127.0.0.1:{default_port}"));
+    if !url.starts_with(&format!("{scheme}://")) {
+        let why = if tls.is_mutual() {
+            "gRPC between processes is mTLS"
+        } else {
+            "GRPC_INSECURE=true"
+        };
+        env.problem(name, format!("must be a {scheme}:// URL ({why}), got {url:?}"));
+    } else if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
+        env.problem(name, format!("is not a URL: {url:?}"));
+    }
+    url
+}
+
+/// A lazy service-to-service channel to `url`: this process's certificate presented, the server
+/// checked against the internal CA (unless `GRPC_INSECURE`); nothing connects until the first
+/// call, and a lost connection is made again on the next one.
+pub fn client_channel(
+    tls: &GrpcTls,
+    url: &str,
+    connect_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
+    if let Some(config) = tls.client_config() {
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .connect_lazy())
+}
+
 impl TlsFiles {
     fn identity(&self) -> Identity {
         use secrecy::ExposeSecret as _;

@@ -34,6 +34,10 @@ pub trait Service: 'static {
     const FILE_DESCRIPTOR_SET: &'static [u8];
     /// The service's own settings, beyond the shared ones.
     type Config: Send + 'static;
+    /// `Some(producer)` when the service publishes domain events through `{SCHEMA}.outbox`
+    /// (`service_kit::outbox`): `serve` runs the relay to analytics-service, and the binary gets
+    /// the operator command `outbox-retry-dead`. The name is the envelopes' `producer`.
+    const OUTBOX_PRODUCER: Option<&'static str> = None;
 
     /// Parses the service's own settings; `common` tells the environment (production refuses
     /// development shortcuts).
@@ -85,6 +89,7 @@ fn command_line<S: Service>() -> Command {
             clap::Command::new("migrate").about("Apply pending database migrations, print what was applied, and exit"),
         )
         .subcommands(S::extra_commands())
+        .subcommands(S::OUTBOX_PRODUCER.map(|_| crate::outbox::retry_dead_command()))
         .get_matches();
     match matches.subcommand() {
         Some(("serve", _)) => Command::Serve,
@@ -103,6 +108,8 @@ pub struct ServiceSettings {
     pub grpc_addr: SocketAddr,
     /// Read for `serve` only (`migrate` and operator commands speak no gRPC).
     pub grpc_security: Option<ServerSecurity>,
+    /// The outbox relay's settings, for `serve` of a service that publishes events.
+    pub outbox: Option<crate::outbox::RelayConfig>,
 }
 
 impl ServiceSettings {
@@ -110,21 +117,21 @@ impl ServiceSettings {
         let default_host = default_grpc_host(common.environment);
         let grpc_addr = env.listen_addr_or("GRPC_HOST", "GRPC_PORT", default_host, S::DEFAULT_GRPC_PORT);
         let database = DatabaseConfig::from_env(env);
-        let grpc_security = if serving {
+        let (grpc_security, outbox) = if serving {
             let tls = crate::grpc_tls::GrpcTls::from_env(env, common.environment);
             let allowed_clients = crate::grpc_tls::allowed_clients(env);
-            Some(ServerSecurity {
-                tls: tls?,
-                allowed_clients,
-            })
+            let tls = tls?;
+            let outbox = S::OUTBOX_PRODUCER.map(|_| crate::outbox::RelayConfig::from_env(env, &tls));
+            (Some(ServerSecurity { tls, allowed_clients }), outbox)
         } else {
-            None
+            (None, None)
         };
         Some(Self {
             common,
             database: database?,
             grpc_addr,
             grpc_security,
+            outbox,
         })
     }
 }
@@ -168,6 +175,10 @@ pub fn main<S: Service>() -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Migrate => migrate::<S>(&settings.database).await,
+            Command::Extra(name, args) if name == crate::outbox::RETRY_DEAD_COMMAND => {
+                let pool = db::build_pool(&settings.database)?;
+                crate::outbox::retry_dead(&pool, S::SCHEMA, &args).await.map(|_| ())
+            }
             Command::Extra(name, args) => {
                 let pool = db::build_pool(&settings.database)?;
                 S::run_extra(OperatorCommand {
@@ -249,6 +260,14 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
         "{} listening", S::NAME
     );
     let role_check = check_runtime_role(pool.clone(), db_ready, S::SCHEMA, settings.common.environment);
+    let relay = match (S::OUTBOX_PRODUCER, settings.outbox) {
+        (Some(producer), Some(config)) => {
+            let metrics = crate::outbox::RelayMetrics::register(&registry)?;
+            let relay = crate::outbox::Relay::new(S::SCHEMA, producer, config, settings.database.clone(), metrics);
+            Some(tokio::spawn(relay.run(shutdown.clone())))
+        }
+        _ => None,
+    };
     let routes = S::routes(own, pool, &registry)?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
     let serving = grpc.run(
@@ -267,6 +286,9 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
         Err(refused) = role_check => return Err(refused.into()),
     }
     admin_task.await??;
+    if let Some(relay) = relay {
+        relay.await??;
+    }
     tracing::info!("{} stopped", S::NAME);
     Ok(())
 }

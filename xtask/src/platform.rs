@@ -209,6 +209,8 @@ pub struct StartOptions {
     /// The person's environment (`cargo xtask up`), passed on under the variables the platform
     /// decides; `None` for tests, which start on a cleared environment.
     pub person_env: Option<BTreeMap<String, String>>,
+    /// Variables for one service, set last (tests tune a service: `OUTBOX_MAX_ATTEMPTS`, …).
+    pub service_env: Vec<(Service, String, String)>,
 }
 
 impl Default for StartOptions {
@@ -216,6 +218,7 @@ impl Default for StartOptions {
         Self {
             services: Service::ALL.to_vec(),
             person_env: None,
+            service_env: Vec::new(),
         }
     }
 }
@@ -370,14 +373,29 @@ impl Platform {
         for (k, v) in spec.auth_env {
             auth.env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let mut reports = service("reports-service", p.reports, p.reports_admin, db("reports")?, &[]);
+        // reports-service's outbox relay delivers to analytics-service (events.v1), which admits it.
+        let mut reports = service(
+            "reports-service",
+            p.reports,
+            p.reports_admin,
+            db("reports")?,
+            &[("ANALYTICS_SERVICE_URL", format!("https://127.0.0.1:{}", p.analytics))],
+        );
         let mut analytics = service(
             "analytics-service",
             p.analytics,
             p.analytics_admin,
             db("analytics")?,
-            &[],
+            &[("GRPC_ALLOWED_CLIENTS", "gateway,reports-service".to_owned())],
         );
+        for (s, k, v) in &options.service_env {
+            let process = match s {
+                Service::Auth => &mut auth,
+                Service::Reports => &mut reports,
+                Service::Analytics => &mut analytics,
+            };
+            process.env.insert(k.clone(), v.clone());
+        }
 
         let mut env = base_env(spec);
         for (k, v) in [
@@ -509,6 +527,26 @@ impl Platform {
         let mut replica = Process {
             name: "gateway",
             binary: self.gateway.binary.clone(),
+            env,
+            child: None,
+        };
+        replica.spawn()?;
+        Ok(replica)
+    }
+
+    /// Another replica of `service` with the same settings (same database) on other ports.
+    pub fn extra_replica(&self, service: Service, grpc: u16, admin: u16) -> anyhow::Result<Process> {
+        let of = match service {
+            Service::Auth => &self.auth,
+            Service::Reports => &self.reports,
+            Service::Analytics => &self.analytics,
+        };
+        let mut env = of.env.clone();
+        env.insert("GRPC_PORT".to_owned(), grpc.to_string());
+        env.insert("METRICS_PORT".to_owned(), admin.to_string());
+        let mut replica = Process {
+            name: of.name,
+            binary: of.binary.clone(),
             env,
             child: None,
         };

@@ -128,6 +128,7 @@ pub struct Builder {
     gateway_env: Vec<(String, String)>,
     auth_env: Vec<(String, String)>,
     services: Vec<Service>,
+    service_env: Vec<(Service, String, String)>,
 }
 
 impl TestPlatform {
@@ -138,6 +139,7 @@ impl TestPlatform {
             gateway_env: Vec::new(),
             auth_env: Vec::new(),
             services: vec![Service::Auth],
+            service_env: Vec::new(),
         }
     }
 }
@@ -154,6 +156,14 @@ impl Builder {
     pub fn auth_env(mut self, env: &[(&str, &str)]) -> Self {
         self.auth_env
             .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// Variables for `service` (reports-service or analytics-service; auth-service has
+    /// [`Builder::auth_env`]).
+    pub fn service_env(mut self, service: Service, env: &[(&str, &str)]) -> Self {
+        self.service_env
+            .extend(env.iter().map(|(k, v)| (service, (*k).to_owned(), (*v).to_owned())));
         self
     }
 
@@ -233,6 +243,7 @@ impl Builder {
         let options = StartOptions {
             services: self.services.clone(),
             person_env: None,
+            service_env: self.service_env.clone(),
         };
         // A port picked free can still be taken by a parallel test before our process binds it;
         // such a start fails fast (the process exits), and another set of ports is tried.

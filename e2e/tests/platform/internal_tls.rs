@@ -169,7 +169,7 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
     for (port, own) in [
         (p.auth, vec!["auth.v1.AuthService"]),
         (p.reports, vec!["reports.v1.ReportsService"]),
-        (p.analytics, vec![]),
+        (p.analytics, vec!["events.v1.EventSink"]),
     ] {
         let expected: BTreeSet<String> = own.iter().chain(&infrastructure).map(|s| (*s).to_owned()).collect();
         let to_service = channel(&tp, port, Some("gateway")).await.expect("channel");
