@@ -58,6 +58,9 @@ ALTER TABLE reports.idempotency_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE reports.idempotency_keys FORCE ROW LEVEL SECURITY;
 CREATE POLICY idempotency_keys_own ON reports.idempotency_keys
     USING (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid);
+-- The purge (role `reports-service`): a DELETE with a WHERE reads the rows too, hence both.
+CREATE POLICY idempotency_keys_purge_read ON reports.idempotency_keys FOR SELECT
+    USING (current_setting('app.role', true) = 'reports-service');
 CREATE POLICY idempotency_keys_purge ON reports.idempotency_keys FOR DELETE
     USING (current_setting('app.role', true) = 'reports-service');
 
