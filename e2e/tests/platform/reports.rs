@@ -490,16 +490,41 @@ async fn creates_are_idempotent(tp: &TestPlatform, api: &Api) {
         let e: Value = res.json().await.expect("json");
         assert_eq!(e["error"]["details"][0]["field"], "Idempotency-Key", "{e}");
     }
+    // While another transaction holds the key's lock (the first request still running), a retry
+    // is 409 REQUEST_IN_PROGRESS; once it is gone, the key works. The lock id is computed as
+    // service_kit::idempotency::lock_id computes it.
+    let holder = admin_db(tp).await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder
+        .execute(
+            "SELECT pg_advisory_xact_lock(('x' || substr(encode(sha256('service-kit/idempotency/lock/v1'::bytea \
+             || uuid_send($1::text::uuid) || convert_to($2::text, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint)",
+            &[&erin.id, &"held-key"],
+        )
+        .await
+        .expect("lock");
+    let res = api.create(&erin, &report("Held"), Some("held-key")).await;
+    assert_eq!(error_code(res, 409).await, "REQUEST_IN_PROGRESS");
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(
+        api.create(&erin, &report("Held"), Some("held-key"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(api.my_ids(&erin.token).await.len(), 2);
+
     // Another user's same key is their own.
     let frank = api.register("reporter.frank@example.org").await;
     assert_eq!(api.create(&frank, &body, Some("retry-1")).await.status().as_u16(), 201);
-    assert_eq!(api.my_ids(&erin.token).await.len(), 1);
+    assert_eq!(api.my_ids(&erin.token).await.len(), 2);
 
     // The stored response is sealed: the title is not in the table in clear.
     let db = admin_db(tp).await;
     let stored: Vec<u8> = db
         .query_one(
-            "SELECT response FROM reports.idempotency_keys WHERE user_id = $1::text::uuid",
+            "SELECT response FROM reports.idempotency_keys WHERE user_id = $1::text::uuid AND key = 'retry-1'",
             &[&erin.id],
         )
         .await
@@ -708,6 +733,25 @@ async fn rotating_the_master_key_keeps_every_report_readable() {
         ids.push((users.len(), r["id"].as_str().expect("id").to_owned()));
         users.push(user);
     }
+    // A key older than 24 h, and a fresh one: the purge (at start, then every 10 minutes) drops
+    // the first only.
+    let fresh = api.create(&users[0], &report("Kept key"), Some("fresh-key")).await;
+    assert_eq!(fresh.status().as_u16(), 201);
+    ids.push((
+        0,
+        fresh.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned(),
+    ));
+    let db = admin_db(&tp).await;
+    db.execute(
+        "INSERT INTO reports.idempotency_keys (user_id, key, request_hash, response, created_at) \
+         VALUES ($1::text::uuid, 'lapsed-key', '\\x00', '\\x00', now() - interval '25 hours')",
+        &[&users[0].id],
+    )
+    .await
+    .expect("a lapsed key");
     let old = tp.secrets.read("encryption_key").expect("old key");
     let new = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
     let reports = &mut tp.platform.reports;
@@ -729,6 +773,18 @@ async fn rotating_the_master_key_keeps_every_report_readable() {
         }
     };
     readable(&api, &users, &ids).await;
+    let keys_left = async || -> Vec<String> {
+        db.query("SELECT key FROM reports.idempotency_keys ORDER BY key", &[])
+            .await
+            .expect("keys")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    eventually("the lapsed key is purged", Duration::from_secs(30), || async {
+        (keys_left().await == ["fresh-key"]).then_some(())
+    })
+    .await;
     // A new user's key is wrapped under k2 at once.
     let late = api.register("rotation.late@example.org").await;
     let r = api.file(&late, &report("During rotation")).await;
@@ -739,7 +795,6 @@ async fn rotating_the_master_key_keeps_every_report_readable() {
         let (ok, out) = tp.platform.reports.run_command(&["rotate-master-key"]).expect("runs");
         assert!(ok, "{out}");
     }
-    let db = admin_db(&tp).await;
     let ids_of_keys: Vec<String> = db
         .query("SELECT DISTINCT key_id FROM reports.data_keys", &[])
         .await
