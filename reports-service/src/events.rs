@@ -12,52 +12,47 @@ pub const SUBMITTED: &str = "report.submitted";
 pub const STATUS_CHANGED: &str = "report.status_changed";
 pub const DELETED: &str = "report.deleted";
 
-fn base(report: &StoredReport) -> Value {
+/// An event of `event_type` about `report`, with `extra` fields beside the common ones.
+fn event(event_type: &'static str, report: &StoredReport, extra: &[(&str, &str)], now: DateTime<Utc>) -> DomainEvent {
     let hour = report
         .occurred_at
         .duration_trunc(TimeDelta::hours(1))
         .unwrap_or(report.occurred_at);
-    json!({
+    let mut payload = json!({
         "report_id": report.id,
         "category": report.category,
         "severity": report.severity,
         "cell": report.cell.map(|c| json!({"lat": c.lat, "lng": c.lng})),
         "occurred_hour": hour.to_rfc3339(),
-    })
+    });
+    for (name, value) in extra {
+        payload[*name] = Value::from(*value);
+    }
+    DomainEvent {
+        event_type,
+        occurred_at: now,
+        payload,
+    }
 }
 
 /// `report.submitted`, for a report just filed.
 pub fn submitted(report: &StoredReport, now: DateTime<Utc>) -> DomainEvent {
-    let mut payload = base(report);
-    payload["status"] = json!(report.status);
-    DomainEvent {
-        event_type: SUBMITTED,
-        occurred_at: now,
-        payload,
-    }
+    event(SUBMITTED, report, &[("status", &report.status)], now)
 }
 
 /// `report.status_changed`: `report` as it is after the move from `from`.
 pub fn status_changed(report: &StoredReport, from: &str, now: DateTime<Utc>) -> DomainEvent {
-    let mut payload = base(report);
-    payload["from_status"] = json!(from);
-    payload["to_status"] = json!(report.status);
-    DomainEvent {
-        event_type: STATUS_CHANGED,
-        occurred_at: now,
-        payload,
-    }
+    event(
+        STATUS_CHANGED,
+        report,
+        &[("from_status", from), ("to_status", &report.status)],
+        now,
+    )
 }
 
 /// `report.deleted`: the reporter withdrew it.
 pub fn deleted(report: &StoredReport, now: DateTime<Utc>) -> DomainEvent {
-    let mut payload = base(report);
-    payload["status"] = json!(report.status);
-    DomainEvent {
-        event_type: DELETED,
-        occurred_at: now,
-        payload,
-    }
+    event(DELETED, report, &[("status", &report.status)], now)
 }
 
 #[cfg(test)]
