@@ -363,7 +363,7 @@ fn report_id(path: web::Path<String>) -> Result<String, ApiError> {
 /// strangers only ever see a coarse, offset grid cell once a moderator accepts it (nearby alerts).
 /// With an `Idempotency-Key`, a retry of the same request within 24 hours answers the first
 /// response and files nothing new.
-#[utoipa::path(post, path = "/v1/reports", tag = "reports", request_body = CreateReportBody, security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/reports", operation_id = "create_report", tag = "reports", request_body = CreateReportBody, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$",
         description = "1..=255 visible ASCII characters: the same key and body within 24 h answer the first response")),
     responses(
@@ -398,7 +398,7 @@ pub async fn create(
 }
 
 /// The caller's own reports, newest first.
-#[utoipa::path(get, path = "/v1/reports", tag = "reports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/reports", operation_id = "list_reports", tag = "reports", security(("bearer" = [])),
     params(
         ("status" = Option<ReportStatus>, Query, description = "Only this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1..=100, default 20"),
@@ -430,7 +430,7 @@ pub async fn list(
 }
 
 /// One of the caller's own reports (404 for anyone else's).
-#[utoipa::path(get, path = "/v1/reports/{id}", tag = "reports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/reports/{id}", operation_id = "get_report", tag = "reports", security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The report's id (a UUID)")),
     responses(
         (status = 200, description = "The report", body = ReportBody),
@@ -451,7 +451,7 @@ pub async fn get(
 
 /// Change a report while it is `submitted`: the fields that are sent (`location: null` removes
 /// the location).
-#[utoipa::path(patch, path = "/v1/reports/{id}", tag = "reports", request_body = UpdateReportBody, security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/reports/{id}", operation_id = "update_report", tag = "reports", request_body = UpdateReportBody, security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The report's id (a UUID)")),
     responses(
         (status = 200, description = "The changed report", body = ReportBody),
@@ -484,7 +484,7 @@ pub async fn update(
 }
 
 /// Withdraw one of the caller's reports.
-#[utoipa::path(delete, path = "/v1/reports/{id}", tag = "reports", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/reports/{id}", operation_id = "delete_report", tag = "reports", security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The report's id (a UUID)")),
     responses(
         (status = 204, description = "Withdrawn"),
@@ -517,7 +517,7 @@ fn require_moderator(auth: &Authenticated) -> Result<(), ApiError> {
 
 /// Moderators: the queue of one status (default `submitted`), oldest first. Anonymous reports
 /// come without their reporter.
-#[utoipa::path(get, path = "/v1/admin/reports", tag = "reports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/reports", operation_id = "moderation_queue", tag = "reports", security(("bearer" = [])),
     params(
         ("status" = Option<ReportStatus>, Query, description = "Default submitted"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1..=100, default 20"),
@@ -553,7 +553,7 @@ pub async fn queue(
 /// Moderators: move a report `submitted → under_review → resolved | dismissed`, with a note for
 /// moderators (stored encrypted) and, optionally, one shown to the reporter. Reports under review
 /// or resolved appear (coarsened) in nearby alerts.
-#[utoipa::path(post, path = "/v1/admin/reports/{id}/status", tag = "reports", request_body = MoveStatusBody, security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/reports/{id}/status", operation_id = "move_report_status", tag = "reports", request_body = MoveStatusBody, security(("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The report's id (a UUID)")),
     responses(
         (status = 200, description = "The report after the move", body = ModeratedReportBody),
