@@ -717,6 +717,19 @@ async fn sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(tp: &TestPla
     assert_eq!(error_code(res, 500).await, "INTERNAL");
     let res = api.get(&ivy.token, "/v1/reports").await;
     assert_eq!(error_code(res, 500).await, "INTERNAL");
+
+    // An erased reporter does not stop moderation: the queue leaves their reports out.
+    let hal = api.login("moderator.hal@example.org").await;
+    let res = api.get(&hal, "/v1/admin/reports?limit=100").await;
+    assert_eq!(res.status().as_u16(), 200);
+    let queue: Value = res.json().await.expect("json");
+    let listed: Vec<&str> = queue["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["report"]["id"].as_str())
+        .collect();
+    assert!(!listed.is_empty() && !listed.contains(&two.as_str()), "{listed:?}");
 }
 
 /// Keys under the old master key (`dev`) keep reading while the new one (`k2`) is first; after

@@ -19,11 +19,20 @@ const NOTES: &str = "moderation_notes";
 
 type Refusal = Abort<ReportError>;
 
+/// What to do with a report whose sealed data does not open (its reporter's key was erased).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    /// Leave it out of a queue page (logged), so one erased reporter cannot stop moderation.
+    Skip,
+    Fail,
+}
+
 /// `reports` as moderators see them, with their notes.
 async fn moderated(
     keys: &super::DataKeys,
     conn: &mut Conn,
     reports: Vec<StoredReport>,
+    unreadable: Unreadable,
 ) -> Result<Vec<ModeratedReport>, ReportError> {
     let ids: Vec<Uuid> = reports.iter().map(|r| r.id).collect();
     let mut notes: HashMap<Uuid, Vec<StoredNote>> = HashMap::new();
@@ -32,10 +41,21 @@ async fn moderated(
     }
     let mut out = Vec::with_capacity(reports.len());
     for stored in reports {
-        let key = reading_key(keys, conn, stored.user_id).await?;
+        let id = stored.id;
         let reporter_id = (!stored.anonymous).then_some(stored.user_id);
-        let report_notes = notes.remove(&stored.id).unwrap_or_default();
-        let report = open_report(conn, &key, stored).await?;
+        let report_notes = notes.remove(&id).unwrap_or_default();
+        let opened = match reading_key(keys, conn, stored.user_id).await {
+            Ok(key) => open_report(conn, &key, stored).await.map(|r| (key, r)),
+            Err(e) => Err(e),
+        };
+        let (key, report) = match opened {
+            Ok(opened) => opened,
+            Err(ReportError::Unreadable(cause)) if unreadable == Unreadable::Skip => {
+                tracing::warn!(report = %id, cause, "left an unreadable report out of the moderation queue");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut opened = Vec::with_capacity(report_notes.len());
         for n in report_notes {
             opened.push(ModerationNote {
@@ -68,7 +88,9 @@ impl Reports {
         conn.transaction::<_, Refusal, _>(async move |conn| {
             store::enter_scope(conn, "", "moderator").await?;
             let page = store::reports::queue(conn, status, &query).await?;
-            let items = moderated(&keys, conn, page.items).await.map_err(Abort::Refused)?;
+            let items = moderated(&keys, conn, page.items, Unreadable::Skip)
+                .await
+                .map_err(Abort::Refused)?;
             Ok(Page { items, next: page.next })
         })
         .await
@@ -132,7 +154,9 @@ impl Reports {
                 };
                 store::audit::insert(conn, &audit).await?;
                 store::events::record(conn, events::status_changed(&updated, from.as_str(), Utc::now())).await?;
-                let mut moderated = moderated(&keys, conn, vec![updated]).await.map_err(Abort::Refused)?;
+                let mut moderated = moderated(&keys, conn, vec![updated], Unreadable::Fail)
+                    .await
+                    .map_err(Abort::Refused)?;
                 moderated.pop().ok_or(Abort::Refused(ReportError::NotFound))
             })
             .await
