@@ -376,4 +376,15 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn idempotency_refusals_keep_their_codes_and_statuses() {
+        let reused = service_kit::errors::status(ErrorCode::IdempotencyKeyReused, "Use a new key.");
+        let e = ApiError::from_status("reports", &reused);
+        assert_eq!((e.status().as_u16(), e.code), (422, ErrorCode::IdempotencyKeyReused));
+        let running = service_kit::errors::status_retry_after(ErrorCode::RequestInProgress, "Still running.", 1);
+        let e = ApiError::from_status("reports", &running);
+        assert_eq!((e.status().as_u16(), e.code), (409, ErrorCode::RequestInProgress));
+        assert_eq!(e.retry_after, Some(1));
+    }
 }

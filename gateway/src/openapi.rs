@@ -49,6 +49,13 @@ pub struct Ready {
         crate::routes::ops::openapi,
         crate::routes::jwks::jwks,
         crate::routes::alerts::nearby,
+        crate::routes::reports::create,
+        crate::routes::reports::list,
+        crate::routes::reports::get,
+        crate::routes::reports::update,
+        crate::routes::reports::delete,
+        crate::routes::reports::queue,
+        crate::routes::reports::move_status,
         crate::routes::auth::register,
         crate::routes::auth::login,
         crate::routes::auth::refresh,
@@ -231,6 +238,17 @@ impl utoipa::Modify for Links {
                 "operationId": "remove_device",
                 "parameters": {"path.device_id": "$response.body#/items/0/device_id"},
             },
+            "GetReport": {"operationId": "get_report", "parameters": {"path.id": "$response.body#/id"}},
+            "UpdateReport": {"operationId": "update_report", "parameters": {"path.id": "$response.body#/id"}},
+            "DeleteReport": {"operationId": "delete_report", "parameters": {"path.id": "$response.body#/id"}},
+            "GetListedReport": {
+                "operationId": "get_report",
+                "parameters": {"path.id": "$response.body#/items/0/id"},
+            },
+            "MoveQueuedReport": {
+                "operationId": "move_report_status",
+                "parameters": {"path.id": "$response.body#/items/0/report/id"},
+            },
         });
         let session = [
             "GetMe",
@@ -241,19 +259,27 @@ impl utoipa::Modify for Links {
             "Logout",
             "LogoutAll",
         ];
-        let uses: [(&str, &str, &[&str]); 5] = [
+        let report = ["GetReport", "UpdateReport", "DeleteReport"];
+        let uses: [(&str, &str, &[&str]); 8] = [
             ("/v1/auth/register", "201", &session),
             ("/v1/auth/register", "201", &["LoginAsRegistered"]),
             ("/v1/auth/login", "200", &session),
             ("/v1/auth/refresh", "200", &["Refresh"]),
             ("/v1/me/devices", "200", &["RemoveListedDevice"]),
+            ("/v1/reports", "201", &report),
+            ("/v1/reports", "200", &["GetListedReport"]),
+            ("/v1/admin/reports", "200", &["MoveQueuedReport"]),
         ];
         for (path, status, names) in uses {
+            // A path with both methods: a 201 is the POST's, a 200 the GET's.
             let response = openapi
                 .paths
                 .paths
                 .get_mut(path)
-                .and_then(|item| item.post.as_mut().or(item.get.as_mut()))
+                .and_then(|item| match (status, item.post.is_some() && item.get.is_some()) {
+                    ("200", true) => item.get.as_mut(),
+                    _ => item.post.as_mut().or(item.get.as_mut()),
+                })
                 .and_then(|op| op.responses.responses.get_mut(status));
             if let Some(RefOr::T(response)) = response {
                 for name in names {

@@ -1,9 +1,16 @@
 //! Nearby alerts: which reports may be shown to strangers, and how coarsely. Pure rules: they
 //! take and give domain values, never call the store, and the store never calls them.
+//!
+//! A report's cell (`cell_lat`, `cell_lng`, in clear) is not the cell of the reported point: the
+//! point is first moved by a random offset of [`MIN_OFFSET_M`]..=[`MAX_OFFSET_M`] in a random
+//! direction, chosen when the report is filed and again only when its location changes (so the
+//! cell is stable and repeated reads cannot average the offset away), then rounded to the grid.
+//! A point near a cell's edge therefore does not give its cell away, and nothing stored in clear
+//! is within 200 m of what the reporter gave.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
-use crate::domain::{Alert, AlertFilter, AlertRecord, CellBox, NearbyQuery};
+use crate::domain::{Alert, AlertFilter, AlertRecord, Cell, CellBox, NearbyQuery};
 
 /// Statuses a moderator has accepted; `submitted` (unreviewed) and `dismissed` are never shown.
 pub const VISIBLE_STATUSES: &[&str] = &["under_review", "resolved"];
@@ -12,6 +19,37 @@ pub const ALERT_WINDOW: TimeDelta = TimeDelta::days(30);
 /// Grid cells per degree: 100 gives cells of 0.01 degree (about 1.1 km of latitude).
 const CELLS_PER_DEGREE: f64 = 100.0;
 const METERS_PER_DEGREE_LAT: f64 = 111_320.0;
+/// The random offset's distance range, in metres.
+pub const MIN_OFFSET_M: f64 = 200.0;
+pub const MAX_OFFSET_M: f64 = 400.0;
+
+/// The cell stored for a report at (`lat`, `lng`): the point moved `distance_m` (clamped to
+/// [`MIN_OFFSET_M`]..=[`MAX_OFFSET_M`]) towards `bearing` (radians from north), then rounded to
+/// the grid. The caller draws `bearing` and `distance_m` at random.
+pub fn offset_cell(lat: f64, lng: f64, bearing: f64, distance_m: f64) -> Cell {
+    let (lat2, lng2) = offset_point(lat, lng, bearing, distance_m);
+    let cell = |deg: f64, max: i32| ((deg * CELLS_PER_DEGREE).round() as i32).clamp(-max, max);
+    Cell {
+        lat: cell(lat2, 9000),
+        lng: cell(lng2, 18000),
+    }
+}
+
+/// (`lat`, `lng`) moved `distance_m` towards `bearing`; longitude wrapped, latitude clamped.
+fn offset_point(lat: f64, lng: f64, bearing: f64, distance_m: f64) -> (f64, f64) {
+    let d = distance_m.clamp(MIN_OFFSET_M, MAX_OFFSET_M);
+    let dlat = d * bearing.cos() / METERS_PER_DEGREE_LAT;
+    let cos = lat.to_radians().cos().max(0.01);
+    let dlng = d * bearing.sin() / (METERS_PER_DEGREE_LAT * cos);
+    let lat2 = (lat + dlat).clamp(-90.0, 90.0);
+    let mut lng2 = lng + dlng;
+    if lng2 > 180.0 {
+        lng2 -= 360.0;
+    } else if lng2 < -180.0 {
+        lng2 += 360.0;
+    }
+    (lat2, lng2)
+}
 
 /// What to ask the store for `query` at `now`: the query's cells, public statuses only, the
 /// window's reports only.
@@ -102,5 +140,45 @@ mod tests {
         assert_eq!(f.statuses, ["under_review", "resolved"]);
         assert_eq!(f.since.to_rfc3339(), "2026-10-28T16:47:12+00:00");
         assert_eq!(f.limit, 7);
+    }
+
+    /// Metres between two points (equirectangular; fine at these distances).
+    fn metres(a: (f64, f64), b: (f64, f64)) -> f64 {
+        let dlat = (b.0 - a.0) * METERS_PER_DEGREE_LAT;
+        let dlng = (b.1 - a.1) * METERS_PER_DEGREE_LAT * a.0.to_radians().cos();
+        (dlat * dlat + dlng * dlng).sqrt()
+    }
+
+    #[test]
+    fn the_offset_point_is_200_to_400_metres_away_whatever_the_draw() {
+        for (lat, lng) in [(52.52, 13.405), (-33.9, 151.2), (0.0, 0.0), (60.0, -179.999)] {
+            for step in 0..36 {
+                let bearing = f64::from(step) * std::f64::consts::TAU / 36.0;
+                for distance in [0.0, 200.0, 300.0, 400.0, 10_000.0] {
+                    let moved = offset_point(lat, lng, bearing, distance);
+                    let mut to = moved;
+                    // Across the antimeridian, measure the short way.
+                    if (to.1 - lng).abs() > 180.0 {
+                        to.1 -= 360.0_f64.copysign(to.1 - lng);
+                    }
+                    let m = metres((lat, lng), to);
+                    assert!((199.0..=401.0).contains(&m), "{lat},{lng} {bearing} {distance}: {m}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cell_is_the_grid_cell_of_the_moved_point() {
+        // 300 m due north of a point: 0.0027 degree further, so the next cell up.
+        let cell = offset_cell(52.5240, 13.4050, 0.0, 300.0);
+        assert_eq!(cell, Cell { lat: 5253, lng: 1341 });
+        assert_eq!(
+            offset_cell(52.5240, 13.4050, 0.0, 300.0),
+            cell,
+            "the same draw, the same cell"
+        );
+        let edge = offset_cell(89.999, 0.0, 0.0, 400.0);
+        assert_eq!(edge.lat, 9000, "clamped at the pole");
     }
 }

@@ -5,18 +5,32 @@
 mod alerts;
 mod attachments;
 mod domain;
+mod events;
 mod grpc;
+mod moderation;
 mod service;
 mod store;
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use service_kit::config::Env;
 use service_kit::db::Pool;
+use service_kit::envelope::Keyring;
+use service_kit::service::OperatorCommand;
 use tonic::service::Routes;
 
 struct ReportsService;
+
+/// reports-service's own settings (README, "Configuration").
+struct Config {
+    /// `ENCRYPTION_KEYS`: the master keyring that wraps every user's data key.
+    keyring: Keyring,
+    /// `AUTH_SERVICE_URL` and the token settings: every call's token is verified here too.
+    auth: grpc::auth::AuthSettings,
+}
 
 impl service_kit::service::Service for ReportsService {
     const NAME: &'static str = "reports-service";
@@ -27,16 +41,47 @@ impl service_kit::service::Service for ReportsService {
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
     const GRPC_SERVICES: &'static [&'static str] = &["reports.v1.ReportsService"];
     const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
-    type Config = ();
+    type Config = Config;
     // Report events go to analytics-service through `reports.outbox` (service_kit::outbox).
     const OUTBOX_PRODUCER: Option<&'static str> = Some("reports");
 
-    fn config(_env: &Env, _common: &service_kit::config::CommonConfig) -> Option<()> {
-        Some(())
+    fn config(env: &Env, common: &service_kit::config::CommonConfig) -> Option<Config> {
+        let keyring = Keyring::from_env(env);
+        let auth = grpc::auth::AuthSettings::from_env(env, common);
+        Some(Config {
+            keyring: keyring?,
+            auth: auth?,
+        })
     }
 
-    fn routes(_config: (), pool: Pool, _registry: &prometheus::Registry) -> anyhow::Result<Routes> {
-        let reports = grpc::ReportsGrpc::new(service::Reports::new(pool), service::attachments::Attachments);
+    fn extra_commands() -> Vec<clap::Command> {
+        vec![
+            clap::Command::new("rotate-master-key").about(
+                "Re-wrap every data key under the first key of ENCRYPTION_KEYS, batch by batch (safe to run again)",
+            ),
+        ]
+    }
+
+    async fn run_extra(command: OperatorCommand) -> anyhow::Result<()> {
+        let keyring = Keyring::from_env(&command.env);
+        command.env.finish()?;
+        let keyring = keyring.ok_or_else(|| anyhow::anyhow!("ENCRYPTION_KEYS is missing"))?;
+        let current = keyring.current_id().to_owned();
+        let keys = service::DataKeys::new(Arc::new(keyring));
+        let rewrapped = service::rotate_master_key(&command.pool, &keys).await?;
+        tracing::info!(
+            rewrapped,
+            current,
+            "every data key is wrapped under the current master key"
+        );
+        Ok(())
+    }
+
+    fn routes(config: Config, pool: Pool, registry: &prometheus::Registry) -> anyhow::Result<Routes> {
+        let keys = service::DataKeys::new(Arc::new(config.keyring));
+        let reports = service::Reports::new(pool, keys, service::ReportMetrics::register(registry)?);
+        reports.spawn_purge();
+        let reports = grpc::ReportsGrpc::new(reports, service::attachments::Attachments, config.auth.verifier()?);
         Ok(Routes::new(
             proto::reports::v1::reports_service_server::ReportsServiceServer::new(reports),
         ))

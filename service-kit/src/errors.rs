@@ -45,6 +45,10 @@ error_codes! {
     Forbidden => ("FORBIDDEN", PermissionDenied, 403),
     NotFound => ("NOT_FOUND", NotFound, 404),
     Conflict => ("CONFLICT", AlreadyExists, 409),
+    /// An `Idempotency-Key` used before with another request (API.md, "Conventions").
+    IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", FailedPrecondition, 422),
+    /// The first request under this `Idempotency-Key` is still running: retry shortly.
+    RequestInProgress => ("REQUEST_IN_PROGRESS", Aborted, 409),
     AccountLocked => ("ACCOUNT_LOCKED", FailedPrecondition, 423),
     RateLimitExceeded => ("RATE_LIMIT_EXCEEDED", ResourceExhausted, 429),
     Unavailable => ("UNAVAILABLE", Unavailable, 503),

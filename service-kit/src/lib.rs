@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod errors;
 pub mod grpc;
 pub mod grpc_tls;
+pub mod idempotency;
 pub mod layering;
 pub mod metrics;
 pub mod outbox;

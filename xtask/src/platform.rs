@@ -81,6 +81,33 @@ impl Process {
         Ok(())
     }
 
+    /// Sets `name` for the next start (a test changes a setting, then restarts the process).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Leaves `name` out of the next start.
+    pub fn unset_env(&mut self, name: &str) {
+        self.env.remove(name);
+    }
+
+    /// Runs the binary once with `args` (an operator command) on the process's environment;
+    /// answers whether it succeeded and what it wrote.
+    pub fn run_command(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        let out = Command::new(&self.binary)
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .output()
+            .with_context(|| format!("running {} {}", self.name, args.join(" ")))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -232,6 +259,17 @@ pub const PERSON_MAY_OVERRIDE: [&str; 4] = [
     "ALLOWED_ORIGINS",
 ];
 
+/// reports-service's `ENCRYPTION_KEYS_FILE`: one master key (`dev`), the development
+/// `encryption_key`, written next to it once.
+fn reports_keyring(secrets: &DevSecrets) -> anyhow::Result<String> {
+    let path = secrets.path("encryption_keys");
+    if !path.exists() {
+        let key = secrets.read("encryption_key")?;
+        crate::secrets::write_secret(&path, &format!("dev:{}", key.trim()))?;
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// `GRPC_TLS_*` of `process`: its certificate and key from the development secrets, and the CA.
 fn grpc_tls_env(secrets: &DevSecrets, process: &str) -> [(String, String); 3] {
     [
@@ -370,6 +408,9 @@ impl Platform {
             ],
         );
         auth.env.extend(redis_tls_env(spec));
+        // reports-service verifies tokens with auth-service's keys (GetJwks), over mTLS.
+        auth.env
+            .insert("GRPC_ALLOWED_CLIENTS".into(), "gateway,reports-service".into());
         for (k, v) in spec.auth_env {
             auth.env.insert((*k).to_owned(), (*v).to_owned());
         }
@@ -379,7 +420,11 @@ impl Platform {
             p.reports,
             p.reports_admin,
             db("reports")?,
-            &[("ANALYTICS_SERVICE_URL", format!("https://127.0.0.1:{}", p.analytics))],
+            &[
+                ("ENCRYPTION_KEYS_FILE", reports_keyring(spec.secrets)?),
+                ("AUTH_SERVICE_URL", format!("https://127.0.0.1:{}", p.auth)),
+                ("ANALYTICS_SERVICE_URL", format!("https://127.0.0.1:{}", p.analytics)),
+            ],
         );
         let mut analytics = service(
             "analytics-service",

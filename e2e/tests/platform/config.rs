@@ -82,6 +82,8 @@ fn malformed_values_are_named_without_echoing_secrets() {
         &[
             ("DATABASE_URL", "mysql://user:hunter2@db/x"),
             ("DATABASE_MAX_CONNECTIONS", "lots"),
+            // A valid keyring (32 bytes), so the two faults above are the only ones.
+            ("ENCRYPTION_KEYS", "k:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
         ],
     );
     assert_eq!(code, 2);

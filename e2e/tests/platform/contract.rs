@@ -92,6 +92,10 @@ include-path-regex = "^/v1/(me/mfa/totp(/confirm)?|auth/logout-all)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "409", "423", "429"]
 
 [[operations]]
+include-path-regex = "^/v1/(admin/)?reports"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
 include-path-regex = "^/v1/auth/login$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "423", "429"]
 "#

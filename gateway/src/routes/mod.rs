@@ -19,6 +19,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(only(GET, "/openapi.json", ops::openapi))
         .service(only(GET, "/.well-known/jwks.json", jwks::jwks))
         .service(only(GET, "/v1/alerts/nearby", alerts::nearby))
+        .service(
+            web::resource("/v1/reports")
+                .route(web::get().to(reports::list))
+                .route(web::post().to(reports::create))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+        )
+        .service(
+            web::resource("/v1/reports/{id}")
+                .route(web::get().to(reports::get))
+                .route(web::patch().to(reports::update))
+                .route(web::delete().to(reports::delete))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, PATCH, DELETE"))),
+        )
+        .service(only(GET, "/v1/admin/reports", reports::queue))
+        .service(only(POST, "/v1/admin/reports/{id}/status", reports::move_status))
         .service(only(POST, "/v1/auth/register", auth::register))
         .service(only(POST, "/v1/auth/login", auth::login))
         .service(only(POST, "/v1/auth/refresh", auth::refresh))

@@ -3,6 +3,7 @@
 //! routes each call to it.
 
 mod attachments;
+pub mod auth;
 mod moderation;
 mod reports;
 
@@ -24,11 +25,17 @@ use crate::service::attachments::Attachments;
 pub struct ReportsGrpc {
     reports: Reports,
     attachments: Attachments,
+    /// Verifies every call's bearer token (see `auth`).
+    verifier: service_kit::auth::Verifier,
 }
 
 impl ReportsGrpc {
-    pub fn new(reports: Reports, attachments: Attachments) -> Self {
-        Self { reports, attachments }
+    pub fn new(reports: Reports, attachments: Attachments, verifier: service_kit::auth::Verifier) -> Self {
+        Self {
+            reports,
+            attachments,
+            verifier,
+        }
     }
 }
 
@@ -47,29 +54,29 @@ impl ReportsService for ReportsGrpc {
     type DownloadAttachmentStream = attachments::DownloadStream;
 
     async fn create_report(&self, request: Request<CreateReportRequest>) -> Result<Response<Report>, Status> {
-        reports::create(&self.reports, request).await
+        reports::create(self, request).await
     }
 
     async fn list_my_reports(
         &self,
         request: Request<ListMyReportsRequest>,
     ) -> Result<Response<ListReportsResponse>, Status> {
-        reports::list_mine(&self.reports, request).await
+        reports::list_mine(self, request).await
     }
 
     async fn get_report(&self, request: Request<GetReportRequest>) -> Result<Response<Report>, Status> {
-        reports::get(&self.reports, request).await
+        reports::get(self, request).await
     }
 
     async fn update_report(&self, request: Request<UpdateReportRequest>) -> Result<Response<Report>, Status> {
-        reports::update(&self.reports, request).await
+        reports::update(self, request).await
     }
 
     async fn delete_report(
         &self,
         request: Request<DeleteReportRequest>,
     ) -> Result<Response<DeleteReportResponse>, Status> {
-        reports::delete(&self.reports, request).await
+        reports::delete(self, request).await
     }
 
     async fn upload_attachment(
@@ -90,14 +97,14 @@ impl ReportsService for ReportsGrpc {
         &self,
         request: Request<ListModerationQueueRequest>,
     ) -> Result<Response<ListModerationQueueResponse>, Status> {
-        moderation::queue(&self.reports, request).await
+        moderation::queue(self, request).await
     }
 
     async fn move_report_status(
         &self,
         request: Request<MoveReportStatusRequest>,
     ) -> Result<Response<ModeratedReport>, Status> {
-        moderation::move_status(&self.reports, request).await
+        moderation::move_status(self, request).await
     }
 
     async fn list_nearby_alerts(

@@ -34,3 +34,33 @@ pub async fn insert_if_absent(conn: &mut Conn, user: Uuid, wrapped: &WrappedKey)
         .await?;
     Ok(())
 }
+
+/// Up to `limit` wrapped keys not under master key `current`, locked until commit (a key
+/// rotation's batch; scope: the service's own role).
+pub async fn stale_batch(conn: &mut Conn, current: &str, limit: i64) -> Result<Vec<(Uuid, WrappedKey)>, StoreError> {
+    let rows: Vec<(Uuid, String, Vec<u8>)> = data_keys::table
+        .filter(data_keys::key_id.ne(current))
+        .order(data_keys::user_id)
+        .limit(limit)
+        .select((data_keys::user_id, data_keys::key_id, data_keys::wrapped))
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, key_id, bytes)| (user, WrappedKey { key_id, bytes }))
+        .collect())
+}
+
+/// Replaces `user`'s wrapped key with `wrapped` (the same data key under another master key).
+pub async fn replace(conn: &mut Conn, user: Uuid, wrapped: &WrappedKey) -> Result<(), StoreError> {
+    diesel::update(data_keys::table.find(user))
+        .set((
+            data_keys::key_id.eq(&wrapped.key_id),
+            data_keys::wrapped.eq(&wrapped.bytes),
+            data_keys::rewrapped_at.eq(chrono::Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

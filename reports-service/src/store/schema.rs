@@ -17,6 +17,34 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        public_note_ct -> Nullable<Bytea>,
+    }
+}
+
+diesel::table! {
+    reports.moderation_notes (id) {
+        id -> Uuid,
+        report_id -> Uuid,
+        moderator_id -> Uuid,
+        from_status -> Text,
+        to_status -> Text,
+        note_ct -> Bytea,
+        public_note_ct -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reports.audit_logs (id) {
+        id -> Uuid,
+        actor_id -> Nullable<Uuid>,
+        action -> Text,
+        resource -> Text,
+        resource_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        changed_fields -> Array<Text>,
+        created_at -> Timestamptz,
     }
 }
 

@@ -1,0 +1,11 @@
+DROP TABLE reports.audit_logs;
+DROP TABLE reports.idempotency_keys;
+DROP TABLE reports.moderation_notes;
+DROP INDEX reports.reports_queue_idx;
+DROP POLICY reports_alerts_read ON reports.reports;
+DROP POLICY reports_staff_move ON reports.reports;
+DROP POLICY reports_staff ON reports.reports;
+DROP POLICY reports_own ON reports.reports;
+ALTER TABLE reports.reports NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE reports.reports DISABLE ROW LEVEL SECURITY;
+ALTER TABLE reports.reports DROP COLUMN public_note_ct;

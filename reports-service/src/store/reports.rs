@@ -1,0 +1,266 @@
+//! `reports` and `moderation_notes`: a reporter's reports and the moderators' status moves.
+//! Every query runs in a transaction scoped by `enter_scope`; none filters by `user_id` for
+//! safety (row-level security does), only the owner's list does so to use its index.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use service_kit::store_error::StoreError;
+use uuid::Uuid;
+
+use super::Conn;
+use super::schema::{moderation_notes, reports};
+use crate::domain::{Cell, Cursor, ListQuery, NewReport, Page, ReportUpdate, Status, StoredNote, StoredReport};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = reports, check_for_backend(diesel::pg::Pg))]
+struct ReportRow {
+    id: Uuid,
+    user_id: Uuid,
+    category: String,
+    severity: String,
+    status: String,
+    title_ct: Vec<u8>,
+    description_ct: Vec<u8>,
+    location_ct: Option<Vec<u8>>,
+    public_note_ct: Option<Vec<u8>>,
+    cell_lat: Option<i32>,
+    cell_lng: Option<i32>,
+    anonymous: bool,
+    occurred_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ReportRow> for StoredReport {
+    fn from(r: ReportRow) -> Self {
+        Self {
+            id: r.id,
+            user_id: r.user_id,
+            category: r.category,
+            severity: r.severity,
+            status: r.status,
+            title_ct: r.title_ct,
+            description_ct: r.description_ct,
+            location_ct: r.location_ct,
+            public_note_ct: r.public_note_ct,
+            cell: r.cell_lat.zip(r.cell_lng).map(|(lat, lng)| Cell { lat, lng }),
+            anonymous: r.anonymous,
+            occurred_at: r.occurred_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Stores `report` (status `submitted`) and answers it as stored.
+pub async fn insert(conn: &mut Conn, report: &NewReport) -> Result<StoredReport, StoreError> {
+    let row: ReportRow = diesel::insert_into(reports::table)
+        .values((
+            reports::id.eq(report.id),
+            reports::user_id.eq(report.user_id),
+            reports::category.eq(report.category),
+            reports::severity.eq(report.severity),
+            reports::title_ct.eq(&report.title_ct),
+            reports::description_ct.eq(&report.description_ct),
+            reports::location_ct.eq(report.location_ct.as_deref()),
+            reports::cell_lat.eq(report.cell.map(|c| c.lat)),
+            reports::cell_lng.eq(report.cell.map(|c| c.lng)),
+            reports::anonymous.eq(report.anonymous),
+            reports::occurred_at.eq(report.occurred_at),
+        ))
+        .returning(ReportRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(row.into())
+}
+
+/// The live report `id`, if the transaction's scope may see it; `lock` holds it until commit.
+pub async fn find(conn: &mut Conn, id: Uuid, lock: bool) -> Result<Option<StoredReport>, StoreError> {
+    let query = reports::table
+        .find(id)
+        .filter(reports::deleted_at.is_null())
+        .select(ReportRow::as_select());
+    let row = if lock {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    };
+    Ok(row.map(Into::into))
+}
+
+/// A page of `user`'s live reports, newest first.
+pub async fn list_own(conn: &mut Conn, user: Uuid, q: &ListQuery) -> Result<Page<StoredReport>, StoreError> {
+    let mut query = reports::table
+        .filter(reports::user_id.eq(user))
+        .filter(reports::deleted_at.is_null())
+        .order((reports::created_at.desc(), reports::id.desc()))
+        .limit(i64::from(q.limit) + 1)
+        .select(ReportRow::as_select())
+        .into_boxed();
+    if let Some(status) = q.status {
+        query = query.filter(reports::status.eq(status.as_str()));
+    }
+    if let Some(Cursor { created_at, id }) = q.after {
+        query = query.filter(
+            reports::created_at
+                .lt(created_at)
+                .or(reports::created_at.eq(created_at).and(reports::id.lt(id))),
+        );
+    }
+    page(query.load(conn).await?, q.limit)
+}
+
+/// A page of the moderation queue of `status`, oldest first.
+pub async fn queue(conn: &mut Conn, status: Status, q: &ListQuery) -> Result<Page<StoredReport>, StoreError> {
+    let mut query = reports::table
+        .filter(reports::status.eq(status.as_str()))
+        .filter(reports::deleted_at.is_null())
+        .order((reports::created_at.asc(), reports::id.asc()))
+        .limit(i64::from(q.limit) + 1)
+        .select(ReportRow::as_select())
+        .into_boxed();
+    if let Some(Cursor { created_at, id }) = q.after {
+        query = query.filter(
+            reports::created_at
+                .gt(created_at)
+                .or(reports::created_at.eq(created_at).and(reports::id.gt(id))),
+        );
+    }
+    page(query.load(conn).await?, q.limit)
+}
+
+fn page(mut rows: Vec<ReportRow>, limit: u32) -> Result<Page<StoredReport>, StoreError> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|r| Cursor {
+            created_at: r.created_at,
+            id: r.id,
+        })
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.into_iter().map(Into::into).collect(),
+        next,
+    })
+}
+
+/// Writes the set fields of `update` to report `id` and answers it as stored.
+pub async fn update(conn: &mut Conn, id: Uuid, update: &ReportUpdate) -> Result<StoredReport, StoreError> {
+    #[derive(AsChangeset)]
+    #[diesel(table_name = reports)]
+    struct Changes<'a> {
+        category: Option<&'a str>,
+        severity: Option<&'a str>,
+        occurred_at: Option<DateTime<Utc>>,
+        title_ct: Option<&'a [u8]>,
+        description_ct: Option<&'a [u8]>,
+        location_ct: Option<Option<&'a [u8]>>,
+        cell_lat: Option<Option<i32>>,
+        cell_lng: Option<Option<i32>>,
+        updated_at: DateTime<Utc>,
+    }
+    let location = update.location.as_ref();
+    let changes = Changes {
+        category: update.category,
+        severity: update.severity,
+        occurred_at: update.occurred_at,
+        title_ct: update.title_ct.as_deref(),
+        description_ct: update.description_ct.as_deref(),
+        location_ct: location.map(|l| l.as_ref().map(|(ct, _)| ct.as_slice())),
+        cell_lat: location.map(|l| l.as_ref().map(|(_, c)| c.lat)),
+        cell_lng: location.map(|l| l.as_ref().map(|(_, c)| c.lng)),
+        updated_at: Utc::now(),
+    };
+    let row: ReportRow = diesel::update(reports::table.find(id))
+        .set(&changes)
+        .returning(ReportRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(row.into())
+}
+
+/// Marks report `id` deleted (purged by retention later).
+pub async fn soft_delete(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    let now = Utc::now();
+    diesel::update(reports::table.find(id))
+        .set((reports::deleted_at.eq(now), reports::updated_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves report `id` to `status` with the note shown to its reporter; answers it as stored.
+pub async fn set_status(
+    conn: &mut Conn,
+    id: Uuid,
+    status: &str,
+    public_note_ct: Option<&[u8]>,
+) -> Result<StoredReport, StoreError> {
+    let row: ReportRow = diesel::update(reports::table.find(id))
+        .set((
+            reports::status.eq(status),
+            reports::public_note_ct.eq(public_note_ct),
+            reports::updated_at.eq(Utc::now()),
+        ))
+        .returning(ReportRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(row.into())
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = moderation_notes, check_for_backend(diesel::pg::Pg))]
+struct NoteRow {
+    id: Uuid,
+    report_id: Uuid,
+    moderator_id: Uuid,
+    from_status: String,
+    to_status: String,
+    note_ct: Vec<u8>,
+    public_note_ct: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
+}
+
+/// Stores a status move's notes.
+pub async fn insert_note(conn: &mut Conn, note: &StoredNote) -> Result<(), StoreError> {
+    diesel::insert_into(moderation_notes::table)
+        .values(NoteRow {
+            id: note.id,
+            report_id: note.report_id,
+            moderator_id: note.moderator_id,
+            from_status: note.from_status.clone(),
+            to_status: note.to_status.clone(),
+            note_ct: note.note_ct.clone(),
+            public_note_ct: note.public_note_ct.clone(),
+            created_at: note.created_at,
+        })
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The notes of `reports`, oldest first.
+pub async fn notes_of(conn: &mut Conn, reports: &[Uuid]) -> Result<Vec<StoredNote>, StoreError> {
+    let rows: Vec<NoteRow> = moderation_notes::table
+        .filter(moderation_notes::report_id.eq_any(reports))
+        .order((moderation_notes::created_at.asc(), moderation_notes::id.asc()))
+        .select(NoteRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|n| StoredNote {
+            id: n.id,
+            report_id: n.report_id,
+            moderator_id: n.moderator_id,
+            from_status: n.from_status,
+            to_status: n.to_status,
+            note_ct: n.note_ct,
+            public_note_ct: n.public_note_ct,
+            created_at: n.created_at,
+        })
+        .collect())
+}
