@@ -10,7 +10,6 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use prometheus::Registry;
 use service_kit::admin::{AdminServer, Readiness};
 use service_kit::errors::ErrorCode;
 use service_kit::shutdown::Shutdown;
@@ -87,7 +86,7 @@ fn first_line(s: &str) -> String {
 
 impl Application {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let registry = Registry::new();
+        let registry = service_kit::metrics::process_registry()?;
         let edge_state = web::Data::new(Edge::new(
             config.max_body_bytes,
             config.trusted_proxies.clone(),
@@ -344,7 +343,7 @@ mod tests {
     /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
     fn test_edge() -> Edge {
         let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
-        Edge::new(1024, Default::default(), request, body, &Registry::new()).expect("metrics")
+        Edge::new(1024, Default::default(), request, body, &prometheus::Registry::new()).expect("metrics")
     }
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {

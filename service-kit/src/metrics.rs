@@ -1,12 +1,142 @@
-//! The process's Prometheus registry, and gRPC server metrics recorded per method.
+//! The process's Prometheus registry (with `process_*`, `build_info` and pool gauges every
+//! process exports), and gRPC server metrics recorded per method.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tonic::codegen::http;
+
+/// The commit a binary was built from: `PLATFORM_COMMIT` at build time (the image build sets it),
+/// else `unknown`.
+pub const COMMIT: &str = match option_env!("PLATFORM_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// A process's registry with what every process exports from start: `process_*` (resident
+/// memory, CPU seconds, open files; Linux) and `build_info{version,commit}` at 1.
+pub fn process_registry() -> prometheus::Result<Registry> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    let build = register(
+        &registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "1, labelled with the version and commit of the running binary",
+            ),
+            &["version", "commit"],
+        )?,
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT]).set(1);
+    Ok(registry)
+}
+
+/// A counter with `labels`, registered with every series of `known` at 0, so an alert on its
+/// increase sees the first event (a series born at 1 has no increase). `known` lists label values
+/// in the order of `labels`.
+pub fn counter_vec_from_zero(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    known: &[&[&str]],
+) -> prometheus::Result<IntCounterVec> {
+    let counter = counter_vec(registry, name, help, labels)?;
+    for values in known {
+        counter.get_metric_with_label_values(values)?;
+    }
+    Ok(counter)
+}
+
+/// What a connection pool reports at a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections checked out.
+    pub in_use: i64,
+    /// Connections open and waiting in the pool.
+    pub idle: i64,
+    /// Callers waiting for a connection right now.
+    pub waiting: i64,
+    /// The most connections the pool opens.
+    pub max: i64,
+}
+
+impl PoolStatus {
+    /// From the figures every deadpool `Status` has (the PostgreSQL and Redis pools link
+    /// different deadpool versions).
+    pub fn of_deadpool(max_size: usize, size: usize, available: usize, waiting: usize) -> Self {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            in_use: n(size.saturating_sub(available)),
+            idle: n(available),
+            waiting: n(waiting),
+            max: n(max_size),
+        }
+    }
+}
+
+/// `pool_connections{pool,state="in_use"|"idle"}`, `pool_waiting{pool}` and
+/// `pool_max_connections{pool}`, read from the pool at each scrape (no task, never stale).
+/// `pool` names it: `postgres`, `redis`.
+pub fn register_pool(
+    registry: &Registry,
+    pool: &str,
+    status: impl Fn() -> PoolStatus + Send + Sync + 'static,
+) -> prometheus::Result<()> {
+    let labels = prometheus::labels! { "pool".to_owned() => pool.to_owned() };
+    let connections = IntGaugeVec::new(
+        Opts::new("pool_connections", "Connections of a pool, by state (in_use, idle)").const_labels(labels.clone()),
+        &["state"],
+    )?;
+    let waiting = IntGauge::with_opts(
+        Opts::new("pool_waiting", "Callers waiting for a connection of the pool").const_labels(labels.clone()),
+    )?;
+    let max =
+        IntGauge::with_opts(Opts::new("pool_max_connections", "Most connections the pool opens").const_labels(labels))?;
+    registry.register(Box::new(PoolCollector {
+        connections,
+        waiting,
+        max,
+        status: Box::new(status),
+    }))
+}
+
+struct PoolCollector {
+    connections: IntGaugeVec,
+    waiting: IntGauge,
+    max: IntGauge,
+    status: Box<dyn Fn() -> PoolStatus + Send + Sync>,
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.connections.desc();
+        descs.extend(self.waiting.desc());
+        descs.extend(self.max.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let status = (self.status)();
+        self.connections.with_label_values(&["in_use"]).set(status.in_use);
+        self.connections.with_label_values(&["idle"]).set(status.idle);
+        self.waiting.set(status.waiting);
+        self.max.set(status.max);
+        let mut families = self.connections.collect();
+        families.extend(self.waiting.collect());
+        families.extend(self.max.collect());
+        families
+    }
+}
 
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
@@ -170,7 +300,62 @@ fn code_name(code: tonic::Code) -> &'static str {
 mod tests {
     use prometheus::Registry;
 
-    use super::{counter_vec, grpc_method_label};
+    use super::{
+        PoolStatus, counter_vec, counter_vec_from_zero, grpc_method_label, process_registry, register_pool, render,
+    };
+
+    #[test]
+    fn every_process_exports_build_info_and_process_metrics_from_start() {
+        let text = render(&process_registry().expect("registry"));
+        assert!(
+            text.contains(&format!(
+                "build_info{{commit=\"{}\",version=\"{}\"}} 1",
+                super::COMMIT,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn known_series_start_at_zero() {
+        let registry = Registry::new();
+        counter_vec_from_zero(&registry, "events_total", "e", &["kind"], &[&["a"], &["b"]]).expect("register");
+        let text = render(&registry);
+        assert!(text.contains("events_total{kind=\"a\"} 0"), "{text}");
+        assert!(text.contains("events_total{kind=\"b\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn pool_gauges_are_read_at_each_scrape() {
+        let registry = Registry::new();
+        let status = std::sync::Arc::new(std::sync::Mutex::new(PoolStatus::default()));
+        let read = status.clone();
+        register_pool(&registry, "postgres", move || *read.lock().expect("lock")).expect("register");
+        *status.lock().expect("lock") = PoolStatus {
+            in_use: 3,
+            idle: 2,
+            waiting: 1,
+            max: 10,
+        };
+        let text = render(&registry);
+        for line in [
+            "pool_connections{pool=\"postgres\",state=\"in_use\"} 3",
+            "pool_connections{pool=\"postgres\",state=\"idle\"} 2",
+            "pool_waiting{pool=\"postgres\"} 1",
+            "pool_max_connections{pool=\"postgres\"} 10",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn a_name_has_one_owner() {

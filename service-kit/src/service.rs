@@ -215,7 +215,7 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     if settings.database.migrate_on_start {
         migrate::<S>(&settings.database).await?;
     }
-    let registry = Registry::new();
+    let registry = crate::metrics::process_registry()?;
     let grpc_metrics = GrpcMetrics::register(&registry)?;
     let db_up = crate::metrics::register(
         &registry,
@@ -223,6 +223,13 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     )?;
 
     let pool = db::build_pool(&settings.database)?;
+    crate::metrics::register_pool(&registry, "postgres", {
+        let pool = pool.clone();
+        move || {
+            let s = pool.status();
+            crate::metrics::PoolStatus::of_deadpool(s.max_size, s.size, s.available, s.waiting)
+        }
+    })?;
     let db_ready = db::watch_database(pool.clone(), &settings.database, db_up);
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(follow_database::<S>(
@@ -311,8 +318,9 @@ async fn follow_database<S: Service>(
 /// The `healthcheck` subcommand: a container's `HEALTHCHECK` runs the binary itself (the image
 /// has no shell and no curl).
 pub fn healthcheck_command() -> clap::Command {
-    clap::Command::new("healthcheck")
-        .about("GET /health on this process's admin port (ADMIN_HOST, METRICS_PORT); exit 0 when it answers 200, 1 otherwise")
+    clap::Command::new("healthcheck").about(
+        "GET /health on this process's admin port (ADMIN_HOST, METRICS_PORT); exit 0 when it answers 200, 1 otherwise",
+    )
 }
 
 /// Runs `healthcheck`: one plain HTTP/1.0 GET of `/health` on the admin port (an unspecified
@@ -345,7 +353,10 @@ pub fn healthcheck(name: &str, env: Env, admin_addr: SocketAddr) -> ExitCode {
     match answer {
         Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
         Ok(head) => {
-            eprintln!("{name}: /health on {addr} answered {:?}", head.lines().next().unwrap_or_default());
+            eprintln!(
+                "{name}: /health on {addr} answered {:?}",
+                head.lines().next().unwrap_or_default()
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
