@@ -138,6 +138,97 @@ impl Collector for PoolCollector {
     }
 }
 
+/// `tls_certificate_expiry_timestamp_seconds{cert}`: when the first certificate of each PEM file
+/// expires (Unix seconds), read at each scrape so a renewed file shows at once. `certs` pairs a
+/// name (`grpc`: the mTLS certificate; `public`: the gateway's HTTPS) with its file; one call per
+/// process. A file that cannot be read or parsed exports no series for that scrape.
+pub fn register_certificate_expiry(
+    registry: &Registry,
+    certs: Vec<(&'static str, std::path::PathBuf)>,
+) -> prometheus::Result<()> {
+    let gauge = prometheus::GaugeVec::new(
+        Opts::new(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate this process presents expires (Unix seconds), by certificate",
+        ),
+        &["cert"],
+    )?;
+    registry.register(Box::new(CertificateExpiry { gauge, certs }))
+}
+
+struct CertificateExpiry {
+    gauge: prometheus::GaugeVec,
+    certs: Vec<(&'static str, std::path::PathBuf)>,
+}
+
+impl Collector for CertificateExpiry {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+        self.gauge.reset();
+        for (name, path) in &self.certs {
+            let expiry = CertificateDer::pem_file_iter(path)
+                .ok()
+                .and_then(|mut certs| certs.next())
+                .and_then(Result::ok)
+                .and_then(|der| not_after(&der));
+            if let Some(expiry) = expiry {
+                self.gauge.with_label_values(&[name]).set(expiry as f64);
+            }
+        }
+        self.gauge.collect()
+    }
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The `notAfter` of an X.509 certificate, in Unix seconds (RFC 5280: Certificate → TBSCertificate
+/// → [version] serial signature issuer validity{notBefore notAfter}).
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, certificate, _) = der_element(der)?;
+    let (_, tbs, _) = der_element(certificate)?;
+    let (tag, _, mut rest) = der_element(tbs)?;
+    if tag == 0xa0 {
+        // Explicit version; the serial number follows.
+        (_, _, rest) = der_element(rest)?;
+    }
+    let (_, _, rest) = der_element(rest)?; // signature algorithm
+    let (_, _, rest) = der_element(rest)?; // issuer
+    let (_, validity, _) = der_element(rest)?;
+    let (_, _, after_not_before) = der_element(validity)?;
+    let (tag, time, _) = der_element(after_not_before)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        // UTCTime, YYMMDDHHMMSSZ: years 50-99 are 19xx (RFC 5280 4.1.2.5.1).
+        0x17 => format!("{}{text}", if text.get(..2)? >= "50" { "19" } else { "20" }),
+        // GeneralizedTime, YYYYMMDDHHMMSSZ.
+        0x18 => text.to_owned(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
@@ -301,7 +392,8 @@ mod tests {
     use prometheus::Registry;
 
     use super::{
-        PoolStatus, counter_vec, counter_vec_from_zero, grpc_method_label, process_registry, register_pool, render,
+        PoolStatus, counter_vec, counter_vec_from_zero, grpc_method_label, process_registry,
+        register_certificate_expiry, register_pool, render,
     };
 
     #[test]
@@ -323,6 +415,32 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn certificate_expiry_is_read_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("cert-expiry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut params = rcgen::CertificateParams::new(vec!["gateway".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        let path = dir.join("gateway.crt");
+        std::fs::write(&path, cert.pem()).expect("write");
+        let registry = Registry::new();
+        register_certificate_expiry(&registry, vec![("grpc", path), ("public", dir.join("missing.crt"))])
+            .expect("register");
+        let text = render(&registry);
+        // 2031-03-04T00:00:00Z
+        assert!(
+            text.contains("tls_certificate_expiry_timestamp_seconds{cert=\"grpc\"} 1930348800"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("cert=\"public\""),
+            "an unreadable file exports nothing: {text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -230,6 +230,9 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
             crate::metrics::PoolStatus::of_deadpool(s.max_size, s.size, s.available, s.waiting)
         }
     })?;
+    if let Some(crate::grpc_tls::GrpcTls::Mutual(files)) = settings.grpc_security.as_ref().map(|s| &s.tls) {
+        crate::metrics::register_certificate_expiry(&registry, vec![("grpc", files.cert_file.clone())])?;
+    }
     let db_ready = db::watch_database(pool.clone(), &settings.database, db_up);
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(follow_database::<S>(
