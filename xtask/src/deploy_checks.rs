@@ -1,3 +1,358 @@
 //! The operators' files under deploy/ and docker-compose.yml, checked with the real tools
 //! (promtool, kubectl kustomize, kubernetes-validate, checkov, docker-compose config), installed by
-//! xtask itself.
+//! xtask itself: Debian's `prometheus`, `kubernetes-client` and `docker-compose` with apt-get when
+//! missing, kubernetes-validate and checkov (pinned) into a throwaway venv under `target/`.
+//! This machine cannot pull or run the images; everything else an operator deploys is checked.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::devstack;
+
+/// kubernetes-validate ships the API schemas of Kubernetes up to this release line.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.31.0";
+/// A new checkov release brings new checks: they should arrive by a change of this line.
+pub const CHECKOV_VERSION: &str = "3.3.30";
+
+/// Kinds from CRDs (cert-manager, Prometheus Operator) that kubernetes-validate has no schema
+/// for; any other object without a schema fails the check.
+const CRD_KINDS: [&str; 4] = ["Certificate", "Issuer", "PrometheusRule", "ServiceMonitor"];
+
+const OVERLAYS: [&str; 2] = ["dev", "prod"];
+
+/// Runs every check; the first failure stops with the tool's own output.
+pub fn run() -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let work = root.join("target").join("deploy-checks");
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    scripts(&root)?;
+    prometheus(&root)?;
+    prometheus_rule_in_sync(&root)?;
+    let rendered = kubernetes(&root, &work)?;
+    let venv = python_tools(&work)?;
+    validate(&venv, &root, &rendered)?;
+    policies(&venv, &root, &rendered)?;
+    compose(&root)?;
+    eprintln!("xtask: deploy/ and docker-compose.yml pass promtool, kubernetes-validate, checkov and docker-compose");
+    Ok(())
+}
+
+fn checked(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}", out.status, text.trim());
+    }
+    Ok(text)
+}
+
+fn scripts(root: &Path) -> anyhow::Result<()> {
+    for script in [
+        "deploy/dev-secrets.sh",
+        "deploy/postgres/init.sh",
+        "deploy/k8s/sync-rules.sh",
+    ] {
+        checked(
+            Command::new("sh").arg("-n").arg(root.join(script)),
+            &format!("sh -n {script}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn prometheus(root: &Path) -> anyhow::Result<()> {
+    let promtool = devstack::program_or_install("promtool", "prometheus")?;
+    let dir = root.join("deploy").join("prometheus");
+    checked(
+        Command::new(&promtool)
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(&dir),
+        "promtool check config deploy/prometheus/prometheus.yml",
+    )?;
+    checked(
+        Command::new(&promtool)
+            .args(["check", "rules", "alerts.yml"])
+            .current_dir(&dir),
+        "promtool check rules deploy/prometheus/alerts.yml",
+    )?;
+    let mut tests: Vec<String> = fs::read_dir(dir.join("tests"))
+        .context("reading deploy/prometheus/tests")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .filter_map(|p| Some(format!("tests/{}", p.file_name()?.to_str()?)))
+        .collect();
+    tests.sort();
+    anyhow::ensure!(!tests.is_empty(), "deploy/prometheus/tests has no rule tests");
+    checked(
+        Command::new(&promtool)
+            .args(["test", "rules"])
+            .args(&tests)
+            .current_dir(&dir),
+        "promtool test rules deploy/prometheus/tests/*.yml",
+    )?;
+    let alerts = fs::read_to_string(dir.join("alerts.yml"))?;
+    let untested: Vec<String> = alert_names(&alerts)
+        .into_iter()
+        .filter(|name| {
+            !tests.iter().any(|t| {
+                fs::read_to_string(dir.join(t)).is_ok_and(|text| text.contains(&format!("alertname: {name}\n")))
+            })
+        })
+        .collect();
+    anyhow::ensure!(
+        untested.is_empty(),
+        "alerts without a promtool unit test in deploy/prometheus/tests: {}",
+        untested.join(", ")
+    );
+    Ok(())
+}
+
+/// The `alert:` names of a rules file.
+pub fn alert_names(rules: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- alert:")
+                .or_else(|| l.trim().strip_prefix("alert:"))
+        })
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// The PrometheusRule that `deploy/k8s/sync-rules.sh` writes from `alerts` (the rules file).
+pub fn prometheus_rule(alerts: &str) -> String {
+    let mut out = String::from(
+        "# Generated by deploy/k8s/sync-rules.sh from deploy/prometheus/alerts.yml: edit that file.\n\
+         apiVersion: monitoring.coreos.com/v1\n\
+         kind: PrometheusRule\n\
+         metadata:\n  name: platform-alerts\n  labels:\n    app.kubernetes.io/part-of: platform\n\
+         spec:\n",
+    );
+    for line in alerts.lines().filter(|l| !l.starts_with('#')) {
+        if !line.is_empty() {
+            out.push_str("  ");
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn prometheus_rule_in_sync(root: &Path) -> anyhow::Result<()> {
+    let alerts = fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))?;
+    let rule = fs::read_to_string(root.join("deploy/k8s/base/prometheusrule.yaml"))?;
+    anyhow::ensure!(
+        rule == prometheus_rule(&alerts),
+        "deploy/k8s/base/prometheusrule.yaml differs from deploy/prometheus/alerts.yml: run deploy/k8s/sync-rules.sh"
+    );
+    Ok(())
+}
+
+/// `kubectl kustomize` of each overlay, written to `work/rendered/{overlay}.yaml`.
+fn kubernetes(root: &Path, work: &Path) -> anyhow::Result<PathBuf> {
+    let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+    let rendered = work.join("rendered");
+    if rendered.exists() {
+        fs::remove_dir_all(&rendered)?;
+    }
+    fs::create_dir_all(&rendered)?;
+    for overlay in OVERLAYS {
+        let dir = root.join("deploy/k8s/overlays").join(overlay);
+        let yaml = devstack::output(
+            Command::new(&kubectl).arg("kustomize").arg(&dir),
+            &format!("kubectl kustomize deploy/k8s/overlays/{overlay}"),
+        )?;
+        fs::write(rendered.join(format!("{overlay}.yaml")), yaml)?;
+    }
+    Ok(rendered)
+}
+
+/// The venv with the pinned kubernetes-validate and checkov, made once per pair of versions.
+fn python_tools(work: &Path) -> anyhow::Result<PathBuf> {
+    let lock = fs::File::create(work.join(".lock")).context("creating the deploy-checks lock file")?;
+    lock.lock().context("locking the deploy-checks environment")?;
+    let venv = work.join(format!("venv-{KUBERNETES_VALIDATE_VERSION}-{CHECKOV_VERSION}"));
+    let marker = venv.join(".installed");
+    if marker.is_file() {
+        return Ok(venv);
+    }
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing the unfinished {}", venv.display()))?;
+    }
+    let python = devstack::find_program("python3").context(
+        "python3 is not installed: the deploy checks need it (Debian: `apt-get install python3 python3-venv`)",
+    )?;
+    eprintln!(
+        "xtask: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} and checkov {CHECKOV_VERSION} into {}",
+        venv.display()
+    );
+    let made = Command::new(&python).args(["-m", "venv"]).arg(&venv).output()?;
+    if !made.status.success() {
+        // Debian ships `venv` without `ensurepip` in a package of its own.
+        let _ = fs::remove_dir_all(&venv);
+        devstack::install_package("python3-venv", "python3 -m venv")?;
+        devstack::run(Command::new(&python).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    }
+    devstack::output(
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+            &format!("checkov=={CHECKOV_VERSION}"),
+        ]),
+        "pip install kubernetes-validate checkov (is PyPI reachable?)",
+    )?;
+    fs::write(&marker, format!("{KUBERNETES_VALIDATE_VERSION} {CHECKOV_VERSION}"))?;
+    Ok(venv)
+}
+
+/// Every rendered object, and the example Secrets, against the Kubernetes API schemas (strict:
+/// an unknown field fails). Only the CRD kinds may lack a schema.
+fn validate(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = OVERLAYS.iter().map(|o| rendered.join(format!("{o}.yaml"))).collect();
+    files.push(root.join("deploy/k8s/examples/secrets.example.yaml"));
+    let out = checked(
+        Command::new(venv.join("bin/kubernetes-validate"))
+            .args(["--strict", "--quiet"])
+            .args(&files),
+        "kubernetes-validate --strict",
+    )?;
+    let unexpected = unexpected_validation_lines(&out);
+    anyhow::ensure!(unexpected.is_empty(), "kubernetes-validate:\n{}", unexpected.join("\n"));
+    Ok(())
+}
+
+/// Lines of kubernetes-validate's output other than "no schema" for a CRD kind.
+pub fn unexpected_validation_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            !CRD_KINDS
+                .iter()
+                .any(|k| l.contains(&format!("Couldn't find schema for kind {k} with api version")))
+        })
+        .collect()
+}
+
+/// checkov on the rendered manifests and the Dockerfile; a check may be skipped only by an
+/// annotation that gives its reason (`checkov.io/skipN: CHECK_ID=reason`).
+fn policies(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
+    let checkov = venv.join("bin/checkov");
+    checked(
+        Command::new(&checkov)
+            .arg("-d")
+            .arg(rendered)
+            .args(["--framework", "kubernetes", "--compact", "--quiet"]),
+        "checkov on the rendered overlays",
+    )?;
+    checked(
+        Command::new(&checkov)
+            .arg("-f")
+            .arg(root.join("deploy/docker/Dockerfile"))
+            .args(["--framework", "dockerfile", "--compact", "--quiet"]),
+        "checkov on deploy/docker/Dockerfile",
+    )?;
+    for overlay in OVERLAYS {
+        let yaml = fs::read_to_string(rendered.join(format!("{overlay}.yaml")))?;
+        let bare = skips_without_reason(&yaml);
+        anyhow::ensure!(
+            bare.is_empty(),
+            "checkov checks skipped without a reason in overlay {overlay}: {}",
+            bare.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// `checkov.io/skip` annotations whose value is not `CHECK_ID=a reason`.
+pub fn skips_without_reason(yaml: &str) -> Vec<&str> {
+    yaml.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("checkov.io/skip"))
+        .filter(|l| {
+            let value = l.split_once(':').map_or("", |(_, v)| v).trim();
+            match value.split_once('=') {
+                Some((id, reason)) => !id.trim_matches(['\'', '"']).starts_with("CKV") || reason.trim().len() < 10,
+                None => true,
+            }
+        })
+        .collect()
+}
+
+fn compose(root: &Path) -> anyhow::Result<()> {
+    let compose = devstack::program_or_install("docker-compose", "docker-compose")?;
+    checked(
+        Command::new(compose)
+            .args(["-f", "docker-compose.yml", "config", "-q"])
+            .current_dir(root),
+        "docker-compose config -q",
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prometheus_rule_is_the_rules_file_under_spec() {
+        let rule = prometheus_rule("# a comment\ngroups:\n  - name: g\n\n    rules: []\n");
+        assert!(
+            rule.ends_with("spec:\n  groups:\n    - name: g\n\n      rules: []\n"),
+            "{rule}"
+        );
+        assert!(!rule.contains("a comment"));
+    }
+
+    #[test]
+    fn the_committed_prometheus_rule_matches_the_alerts() {
+        let root = crate::workspace_root();
+        prometheus_rule_in_sync(&root).expect("run deploy/k8s/sync-rules.sh");
+    }
+
+    #[test]
+    fn only_crd_kinds_may_lack_a_schema() {
+        let out = "WARN x.yaml Couldn't find schema for kind Certificate with api version cert-manager.io/v1 for kubernetes version 1.31\n\
+                   WARN x.yaml Couldn't find schema for kind Deploymnet with api version apps/v1 for kubernetes version 1.31\n";
+        assert_eq!(unexpected_validation_lines(out).len(), 1);
+        assert!(unexpected_validation_lines(out)[0].contains("Deploymnet"));
+    }
+
+    #[test]
+    fn skips_need_a_check_id_and_a_reason() {
+        let yaml = "    checkov.io/skip1: CKV_K8S_43=Images are pinned by tag in each overlay\n\
+                    \x20   checkov.io/skip2: CKV_K8S_8\n\
+                    \x20   checkov.io/skip3: CKV_K8S_9=ok\n";
+        let bare = skips_without_reason(yaml);
+        assert_eq!(bare.len(), 2, "{bare:?}");
+    }
+
+    #[test]
+    fn every_alert_is_named() {
+        let root = crate::workspace_root();
+        let alerts = fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).expect("alerts");
+        let names = alert_names(&alerts);
+        for expected in [
+            "HighErrorRate",
+            "HighResponseTime",
+            "SecurityThreatDetected",
+            "RateLimitViolations",
+            "ServiceDown",
+            "RedisFallback",
+            "OutboxBacklog",
+            "CertificateExpiresSoon",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
+    }
+}
