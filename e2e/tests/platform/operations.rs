@@ -77,7 +77,13 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             while next < bytes.len() && bytes[next].is_whitespace() {
                 next += 1;
             }
-            let called = bytes.get(next) == Some(&'(');
+            let rest: String = bytes[next..].iter().take(8).collect();
+            // A function, or an aggregation with its grouping first (`sum by (job) (…)`).
+            let called = bytes.get(next) == Some(&'(')
+                || ["by", "without"].iter().any(|w| {
+                    rest.strip_prefix(w)
+                        .is_some_and(|r| r.starts_with(|c: char| c == '(' || c.is_whitespace()))
+                });
             // A number's exponent or a duration's unit follows a digit: not a word.
             let after_digit = start > 0 && bytes[start - 1].is_ascii_digit();
             if LABEL_LIST_WORDS.contains(&word.as_str()) {
