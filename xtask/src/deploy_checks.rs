@@ -70,18 +70,12 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
 fn prometheus(root: &Path) -> anyhow::Result<()> {
     let promtool = devstack::program_or_install("promtool", "prometheus")?;
     let dir = root.join("deploy").join("prometheus");
-    checked(
-        Command::new(&promtool)
-            .args(["check", "config", "prometheus.yml"])
-            .current_dir(&dir),
-        "promtool check config deploy/prometheus/prometheus.yml",
-    )?;
-    checked(
-        Command::new(&promtool)
-            .args(["check", "rules", "alerts.yml"])
-            .current_dir(&dir),
-        "promtool check rules deploy/prometheus/alerts.yml",
-    )?;
+    for (what, file) in [("config", "prometheus.yml"), ("rules", "alerts.yml")] {
+        checked(
+            Command::new(&promtool).args(["check", what, file]).current_dir(&dir),
+            &format!("promtool check {what} deploy/prometheus/{file}"),
+        )?;
+    }
     let mut tests: Vec<String> = fs::read_dir(dir.join("tests"))
         .context("reading deploy/prometheus/tests")?
         .flatten()
