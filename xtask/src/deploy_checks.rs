@@ -31,7 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     scripts(&root)?;
     prometheus(&root)?;
     prometheus_rule_in_sync(&root)?;
-    let rendered = kubernetes(&root, &work)?;
+    let rendered = kubernetes(&work)?;
     let venv = python_tools(&work)?;
     validate(&venv, &root, &rendered)?;
     policies(&venv, &root, &rendered)?;
@@ -152,20 +152,14 @@ fn prometheus_rule_in_sync(root: &Path) -> anyhow::Result<()> {
 }
 
 /// `kubectl kustomize` of each overlay, written to `work/rendered/{overlay}.yaml`.
-fn kubernetes(root: &Path, work: &Path) -> anyhow::Result<PathBuf> {
-    let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+fn kubernetes(work: &Path) -> anyhow::Result<PathBuf> {
     let rendered = work.join("rendered");
     if rendered.exists() {
         fs::remove_dir_all(&rendered)?;
     }
     fs::create_dir_all(&rendered)?;
     for overlay in OVERLAYS {
-        let dir = root.join("deploy/k8s/overlays").join(overlay);
-        let yaml = devstack::output(
-            Command::new(&kubectl).arg("kustomize").arg(&dir),
-            &format!("kubectl kustomize deploy/k8s/overlays/{overlay}"),
-        )?;
-        fs::write(rendered.join(format!("{overlay}.yaml")), yaml)?;
+        fs::write(rendered.join(format!("{overlay}.yaml")), render_overlay(overlay)?)?;
     }
     Ok(rendered)
 }
@@ -292,6 +286,93 @@ fn compose(root: &Path) -> anyhow::Result<()> {
         "docker-compose config -q",
     )?;
     Ok(())
+}
+
+/// What docker-compose.yml or a rendered overlay gives one of our processes: its arguments and
+/// its environment, as written there (anchors and `<<` merges resolved).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeployedProcess {
+    pub args: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+fn scalar(value: &serde_yaml::Value) -> Option<String> {
+    match value {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `service` of docker-compose.yml; without a `command`, the image's `CMD` (`serve`).
+pub fn compose_process(compose: &str, service: &str) -> anyhow::Result<DeployedProcess> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(compose).context("parsing docker-compose.yml")?;
+    doc.apply_merge().context("resolving << merges")?;
+    let svc = doc
+        .get("services")
+        .and_then(|s| s.get(service))
+        .with_context(|| format!("docker-compose.yml has no service {service}"))?;
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(map) = svc.get("environment").and_then(|e| e.as_mapping()) {
+        for (k, v) in map {
+            let key = scalar(k).context("an environment key")?;
+            env.insert(key.clone(), scalar(v).with_context(|| format!("the value of {key}"))?);
+        }
+    }
+    let args = match svc.get("command").and_then(|c| c.as_sequence()) {
+        Some(seq) => seq.iter().filter_map(scalar).collect(),
+        None => vec!["serve".to_owned()],
+    };
+    Ok(DeployedProcess { args, env })
+}
+
+/// The Deployment `name` of rendered manifests (its first container; `value`s only: the
+/// manifests give secrets as files, never `valueFrom`).
+pub fn deployment_process(rendered: &str, name: &str) -> anyhow::Result<DeployedProcess> {
+    use serde::Deserialize as _;
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let doc = serde_yaml::Value::deserialize(document).context("parsing the rendered manifests")?;
+        if doc.get("kind").and_then(|k| k.as_str()) != Some("Deployment")
+            || doc.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()) != Some(name)
+        {
+            continue;
+        }
+        let container = doc
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .and_then(|c| c.get(0))
+            .with_context(|| format!("Deployment {name} has no container"))?;
+        let mut env = std::collections::BTreeMap::new();
+        for item in container.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
+            let key = item.get("name").and_then(scalar).context("an env entry without a name")?;
+            let value = item
+                .get("value")
+                .and_then(scalar)
+                .with_context(|| format!("{key} of Deployment {name} has no plain value"))?;
+            env.insert(key, value);
+        }
+        let args = container
+            .get("args")
+            .and_then(|a| a.as_sequence())
+            .map(|seq| seq.iter().filter_map(scalar).collect())
+            .unwrap_or_default();
+        return Ok(DeployedProcess { args, env });
+    }
+    bail!("no Deployment {name} in the rendered manifests")
+}
+
+/// `kubectl kustomize` of `deploy/k8s/overlays/{overlay}`.
+pub fn render_overlay(overlay: &str) -> anyhow::Result<String> {
+    let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+    let dir = crate::workspace_root().join("deploy/k8s/overlays").join(overlay);
+    let yaml = devstack::output(
+        Command::new(&kubectl).arg("kustomize").arg(&dir),
+        &format!("kubectl kustomize deploy/k8s/overlays/{overlay}"),
+    )?;
+    Ok(String::from_utf8(yaml)?)
 }
 
 /// Variables that third-party images of docker-compose.yml read (not ours); Grafana's all start
@@ -425,6 +506,26 @@ mod tests {
             unread.is_empty(),
             "docker-compose.yml or deploy/k8s set variables no process reads: {unread:?}"
         );
+    }
+
+    #[test]
+    fn compose_services_are_read_with_their_merges() {
+        let compose = fs::read_to_string(crate::workspace_root().join("docker-compose.yml")).expect("compose");
+        let auth = compose_process(&compose, "auth-service").expect("auth-service");
+        assert_eq!(auth.args, ["serve"]);
+        assert_eq!(auth.env.get("GRPC_PORT").map(String::as_str), Some("50051"));
+        assert_eq!(
+            auth.env.get("GRPC_ALLOWED_CLIENTS").map(String::as_str),
+            Some("gateway"),
+            "from the shared block"
+        );
+        let analytics = compose_process(&compose, "analytics-service").expect("analytics-service");
+        assert_eq!(
+            analytics.env.get("GRPC_ALLOWED_CLIENTS").map(String::as_str),
+            Some("gateway,reports-service"),
+            "its own value wins over the shared block"
+        );
+        assert_eq!(compose_process(&compose, "auth-migrate").expect("migrate").args, ["migrate"]);
     }
 
     #[test]
