@@ -347,7 +347,10 @@ pub fn deployment_process(rendered: &str, name: &str) -> anyhow::Result<Deployed
             .with_context(|| format!("Deployment {name} has no container"))?;
         let mut env = std::collections::BTreeMap::new();
         for item in container.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
-            let key = item.get("name").and_then(scalar).context("an env entry without a name")?;
+            let key = item
+                .get("name")
+                .and_then(scalar)
+                .context("an env entry without a name")?;
             let value = item
                 .get("value")
                 .and_then(scalar)
@@ -525,7 +528,10 @@ mod tests {
             Some("gateway,reports-service"),
             "its own value wins over the shared block"
         );
-        assert_eq!(compose_process(&compose, "auth-migrate").expect("migrate").args, ["migrate"]);
+        assert_eq!(
+            compose_process(&compose, "auth-migrate").expect("migrate").args,
+            ["migrate"]
+        );
     }
 
     #[test]
