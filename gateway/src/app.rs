@@ -10,7 +10,6 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use prometheus::Registry;
 use service_kit::admin::{AdminServer, Readiness};
 use service_kit::errors::ErrorCode;
 use service_kit::shutdown::Shutdown;
@@ -87,7 +86,15 @@ fn first_line(s: &str) -> String {
 
 impl Application {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let registry = Registry::new();
+        let registry = service_kit::metrics::process_registry()?;
+        let mut certificates = Vec::new();
+        if let Some(tls) = &config.tls {
+            certificates.push(("public", tls.cert_file.clone()));
+        }
+        if let service_kit::grpc_tls::GrpcTls::Mutual(files) = &config.upstreams.tls {
+            certificates.push(("grpc", files.cert_file.clone()));
+        }
+        service_kit::metrics::register_certificate_expiry(&registry, certificates)?;
         let edge_state = web::Data::new(Edge::new(
             config.max_body_bytes,
             config.trusted_proxies.clone(),
@@ -113,11 +120,20 @@ impl Application {
             )?,
             verify_tokens: config.verify_tokens,
             started: Instant::now(),
-            upstream_unavailable: service_kit::metrics::counter_vec(
+            // From 0 for every service the gateway calls and every cause, so a first failure is an increase.
+            upstream_unavailable: service_kit::metrics::counter_vec_from_zero(
                 &registry,
                 "upstream_unavailable_total",
                 "Calls to a service that got no answer (each answered 503), by service and cause",
                 &["upstream", "cause"],
+                &[
+                    &["auth", "unreachable"],
+                    &["auth", "deadline"],
+                    &["auth", "connection_lost"],
+                    &["reports", "unreachable"],
+                    &["reports", "deadline"],
+                    &["reports", "connection_lost"],
+                ],
             )?,
         };
         let origins = Arc::new(config.allowed_origins.clone());
@@ -344,7 +360,7 @@ mod tests {
     /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
     fn test_edge() -> Edge {
         let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
-        Edge::new(1024, Default::default(), request, body, &Registry::new()).expect("metrics")
+        Edge::new(1024, Default::default(), request, body, &prometheus::Registry::new()).expect("metrics")
     }
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {

@@ -91,9 +91,12 @@ pub struct GatewayConfig {
     pub verify_tokens: bool,
 }
 
+/// The admin port (`METRICS_PORT`) unless configured.
+pub const DEFAULT_ADMIN_PORT: u16 = 9090;
+
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Option<Self> {
-        let common = CommonConfig::from_env(env, "gateway", 9090);
+        let common = CommonConfig::from_env(env, "gateway", DEFAULT_ADMIN_PORT);
         let public_addr = env.listen_addr("HOST", "PORT", 8443);
         let plain = env.bool_or("ALLOW_PLAIN_HTTP", false);
         let tls = if plain {

@@ -48,6 +48,9 @@ enum Command {
     Serve,
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// GET /health on the admin port (ADMIN_HOST, METRICS_PORT); exit 0 when it answers 200, 1
+    /// otherwise. The image's HEALTHCHECK: it has no shell and no curl.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let env = Env::from_process();
+    if let Command::Healthcheck = cli.command {
+        let common = service_kit::config::CommonConfig::from_env(&env, "gateway", config::DEFAULT_ADMIN_PORT);
+        return service_kit::service::healthcheck("gateway", env, common.admin_addr);
+    }
     let config = config::GatewayConfig::from_env(&env);
     if let Err(e) = env.finish() {
         eprintln!("gateway: {e}");

@@ -22,7 +22,6 @@ use prometheus::{IntCounterVec, Registry};
 use proto::auth::v1::CheckTokenRequest;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::auth::AccessClaims;
-use service_kit::metrics::counter_vec;
 use service_kit::revocation::{RedisKeys, revoked_by_not_before};
 use tonic::transport::Channel;
 
@@ -130,11 +129,12 @@ impl RevocationCheck {
                 "REVOCATION_CACHE_SECONDS is above the longest a \"valid\" answer may be held; using the maximum"
             );
         }
-        let fallbacks = counter_vec(
+        let fallbacks = service_kit::metrics::counter_vec_from_zero(
             registry,
             "revocation_fallback_total",
             "Revocation checks answered without Redis, by result (revoked, valid, cached, unavailable)",
             &["result"],
+            &[&["revoked"], &["valid"], &["cached"], &["unavailable"]],
         )?;
         Ok(Self {
             redis,

@@ -71,6 +71,7 @@ pub struct OperatorCommand {
 enum Command {
     Serve,
     Migrate,
+    Healthcheck,
     Extra(String, clap::ArgMatches),
 }
 
@@ -88,12 +89,14 @@ fn command_line<S: Service>() -> Command {
         .subcommand(
             clap::Command::new("migrate").about("Apply pending database migrations, print what was applied, and exit"),
         )
+        .subcommand(healthcheck_command())
         .subcommands(S::extra_commands())
         .subcommands(S::OUTBOX_PRODUCER.map(|_| crate::outbox::retry_dead_command()))
         .get_matches();
     match matches.subcommand() {
         Some(("serve", _)) => Command::Serve,
         Some(("migrate", _)) => Command::Migrate,
+        Some(("healthcheck", _)) => Command::Healthcheck,
         Some((name, args)) => Command::Extra(name.to_owned(), args.clone()),
         // `subcommand_required` makes clap exit with usage before this.
         None => Command::Serve,
@@ -151,9 +154,12 @@ pub fn main<S: Service>() -> ExitCode {
     let command = command_line::<S>();
     let env = Env::from_process();
     let common = CommonConfig::from_env(&env, S::NAME, S::DEFAULT_ADMIN_PORT);
+    if let Command::Healthcheck = command {
+        return healthcheck(S::NAME, env, common.admin_addr);
+    }
     let own = match command {
         Command::Serve => S::config(&env, &common),
-        Command::Migrate | Command::Extra(..) => None,
+        Command::Migrate | Command::Healthcheck | Command::Extra(..) => None,
     };
     let settings = ServiceSettings::from_env::<S>(&env, common, matches!(command, Command::Serve));
     if let Err(e) = env.finish() {
@@ -179,6 +185,7 @@ pub fn main<S: Service>() -> ExitCode {
                 let pool = db::build_pool(&settings.database)?;
                 crate::outbox::retry_dead(&pool, S::SCHEMA, &args).await.map(|_| ())
             }
+            Command::Healthcheck => Ok(()),
             Command::Extra(name, args) => {
                 let pool = db::build_pool(&settings.database)?;
                 S::run_extra(OperatorCommand {
@@ -223,7 +230,7 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     if settings.database.migrate_on_start {
         migrate::<S>(&settings.database).await?;
     }
-    let registry = Registry::new();
+    let registry = crate::metrics::process_registry()?;
     let grpc_metrics = GrpcMetrics::register(&registry)?;
     let db_up = crate::metrics::register(
         &registry,
@@ -231,6 +238,16 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
     )?;
 
     let pool = db::build_pool(&settings.database)?;
+    crate::metrics::register_pool(&registry, "postgres", {
+        let pool = pool.clone();
+        move || {
+            let s = pool.status();
+            crate::metrics::PoolStatus::of_deadpool(s.max_size, s.size, s.available, s.waiting)
+        }
+    })?;
+    if let Some(crate::grpc_tls::GrpcTls::Mutual(files)) = settings.grpc_security.as_ref().map(|s| &s.tls) {
+        crate::metrics::register_certificate_expiry(&registry, vec![("grpc", files.cert_file.clone())])?;
+    }
     let db_ready = db::watch_database(pool.clone(), &settings.database, db_up);
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(follow_database::<S>(
@@ -385,6 +402,57 @@ async fn follow_database<S: Service>(
                 set(false).await;
                 return;
             }
+        }
+    }
+}
+
+/// The `healthcheck` subcommand: a container's `HEALTHCHECK` runs the binary itself (the image
+/// has no shell and no curl).
+pub fn healthcheck_command() -> clap::Command {
+    clap::Command::new("healthcheck").about(
+        "GET /health on this process's admin port (ADMIN_HOST, METRICS_PORT); exit 0 when it answers 200, 1 otherwise",
+    )
+}
+
+/// Runs `healthcheck`: one plain HTTP/1.0 GET of `/health` on the admin port (an unspecified
+/// `ADMIN_HOST` is reached on loopback), 2 s at most. Exit 0 on 200, 1 otherwise, 2 on bad
+/// configuration.
+pub fn healthcheck(name: &str, env: Env, admin_addr: SocketAddr) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    if let Err(e) = env.finish() {
+        eprintln!("{name}: {e}");
+        return ExitCode::from(2);
+    }
+    let mut addr = admin_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = Vec::new();
+        stream.take(64).read_to_end(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })();
+    match answer {
+        Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!(
+                "{name}: /health on {addr} answered {:?}",
+                head.lines().next().unwrap_or_default()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{name}: /health on {addr}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

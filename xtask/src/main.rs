@@ -263,6 +263,10 @@ async fn wait_for_stop() {
 }
 
 async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
+    // The operators' files, with the real tools: on the whole suite (CI), or when asked for.
+    if args.is_empty() || std::env::var_os("DEPLOY_CHECKS").is_some_and(|v| v == "1") {
+        xtask::deploy_checks::run().context("checking deploy/ and docker-compose.yml")?;
+    }
     let stack_dir = devstack::fresh_dir("test")?;
     build_binaries()?;
     let nextest = match devstack::cargo_program_or_install("cargo-nextest", "cargo-nextest", NEXTEST_VERSION) {

@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::HttpMessage as _;
 use actix_web::dev::ServiceRequest;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Registry};
-use service_kit::metrics::{counter_vec, register};
+use service_kit::metrics::{counter_vec_from_zero, register};
 use service_kit::revocation::RedisKeys;
 
 use self::batch::Batcher;
@@ -122,17 +122,20 @@ impl Limiter {
             redis_clock: Arc::default(),
             local: Arc::new(Mutex::new(HashMap::new())),
             local_refusals: Arc::new(Mutex::new(HashMap::new())),
-            violations: counter_vec(
+            // Every known series from 0, so the alerts see the first refusal or fallback.
+            violations: counter_vec_from_zero(
                 registry,
                 "rate_limit_violations_total",
                 "Requests refused by a rate limit, by policy",
                 &["policy"],
+                &[&["auth"], &["api"], &["events"], &["global"]],
             )?,
-            fallbacks: counter_vec(
+            fallbacks: counter_vec_from_zero(
                 registry,
                 "rate_limit_fallback_total",
                 "Rate-limit decisions made without Redis, by failure mode",
                 &["mode"],
+                &[&["local"], &["open"], &["closed"]],
             )?,
             fallback_log: Arc::default(),
             security_events,
