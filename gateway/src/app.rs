@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix_cors::Cors;
 use actix_web::http::{Method, header};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use prometheus::Registry;
@@ -81,8 +81,8 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 }
 
 /// Right inside the edge's request span, before anything makes a child of it: that span continues
-/// the client's W3C `traceparent` (a malformed one is ignored and the trace starts here). Without
-/// spans exported, one atomic load.
+/// the client's W3C `traceparent` (a malformed one is ignored and the trace starts here). In the
+/// stack only while spans are exported.
 async fn continue_trace(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
@@ -147,6 +147,8 @@ impl Application {
         )?;
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
         let maintenance = web::Data::new(crate::maintenance::Maintenance::start(&config.maintenance, &registry)?);
+        let maintenance_file = config.maintenance.file.is_some();
+        let tracing_on = service_kit::telemetry::exporting();
         let edge_for_drain = edge_state.clone();
         let conn_watch = crate::conn_watch::ConnWatch::new(config.keep_alive, config.header_read_timeout, &registry)?;
         // What the HTTP/1 dispatcher answers by itself (not HTTP, headers too large or too slow)
@@ -186,9 +188,11 @@ impl Application {
                 .configure(routes::ops::configure_status)
                 .default_service(web::to(routes::not_found))
                 .wrap(from_fn(crate::rate_limit::limit))
-                .wrap(from_fn(crate::maintenance::guard))
+                // Each `from_fn` layer costs a boxed future per request: these two are in the
+                // stack only when configured.
+                .wrap(Condition::new(maintenance_file, from_fn(crate::maintenance::guard)))
                 .wrap(cors(&origins, cors_credentials))
-                .wrap(from_fn(continue_trace))
+                .wrap(Condition::new(tracing_on, from_fn(continue_trace)))
                 .wrap(from_fn(edge))
         })
         .workers(config.workers)
