@@ -108,7 +108,9 @@ fn call_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
         otel.name = path.trim_start_matches('/'),
         otel.kind = "server",
     );
-    crate::telemetry::continue_remote(&span, header("traceparent"), header("tracestate"));
+    if crate::telemetry::exporting() {
+        crate::telemetry::continue_remote(&span, header("traceparent"), header("tracestate"));
+    }
     span
 }
 
