@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tokio::sync::{oneshot, watch};
 
 /// One span as a collector received it; ids in lowercase hex, `parent_span_id` "" for a root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReceivedSpan {
     /// The exporting process's `service.name`.
     pub service: String,
@@ -23,6 +23,8 @@ pub struct ReceivedSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
+    /// The span's attributes whose values are strings (`request_id`, ...).
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// The receiver; [`OtlpReceiver::endpoint`] goes into `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -71,6 +73,14 @@ impl TraceService for Recorder {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .filter_map(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(Value::StringValue(s)) => Some((a.key.clone(), s.clone())),
+                            _ => None,
+                        })
+                        .collect(),
                 });
             }
         }
