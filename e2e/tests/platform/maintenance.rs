@@ -51,8 +51,10 @@ async fn a_window_refuses_the_api_until_the_file_moves_it_and_a_broken_file_chan
 
     let login = || {
         http.post(format!("{base}/v1/auth/login"))
-            .json(&serde_json::json!({"email": "a@example.org", "password": "correct horse battery staple",
-                "device": {"device_id": "d", "platform": "ios"}}))
+            .json(
+                &serde_json::json!({"email": "a@example.org", "password": "correct horse battery staple",
+                "device": {"device_id": "d", "platform": "ios"}}),
+            )
             .send()
     };
     let res = login().await.expect("login");
@@ -69,7 +71,11 @@ async fn a_window_refuses_the_api_until_the_file_moves_it_and_a_broken_file_chan
     assert_eq!(body["error"]["code"], "MAINTENANCE", "{body}");
     assert_eq!(body["error"]["message"], "Upgrading the database.", "{body}");
     assert!(body["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
-    let unknown = http.get(format!("{base}/v1/nothing")).send().await.expect("unknown path");
+    let unknown = http
+        .get(format!("{base}/v1/nothing"))
+        .send()
+        .await
+        .expect("unknown path");
     assert_eq!(error_code(unknown, 503).await, "MAINTENANCE");
 
     for path in ["/health", "/ready", "/openapi.json", "/.well-known/jwks.json"] {

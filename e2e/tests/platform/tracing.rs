@@ -18,8 +18,10 @@ async fn login(http: &reqwest::Client, base: &str, request_id: &str, traceparent
     let mut request = http
         .post(format!("{base}/v1/auth/login"))
         .header("x-request-id", request_id)
-        .json(&json!({"email": "trace@example.org", "password": "correct horse battery staple",
-            "device": {"device_id": "phone-1", "platform": "ios"}}));
+        .json(
+            &json!({"email": "trace@example.org", "password": "correct horse battery staple",
+            "device": {"device_id": "phone-1", "platform": "ios"}}),
+        );
     if let Some(traceparent) = traceparent {
         request = request.header("traceparent", traceparent);
     }
@@ -36,7 +38,9 @@ struct LoginTrace {
 
 fn login_trace(spans: &[ReceivedSpan], request_id: &str) -> Option<LoginTrace> {
     let request = spans.iter().find(|s| {
-        s.service == "gateway" && s.name == "http" && s.attributes.get("request_id").map(String::as_str) == Some(request_id)
+        s.service == "gateway"
+            && s.name == "http"
+            && s.attributes.get("request_id").map(String::as_str) == Some(request_id)
     })?;
     let call = spans
         .iter()
@@ -96,7 +100,10 @@ async fn one_login_is_one_trace_across_the_gateway_and_auth_service() {
         assert_eq!(t.call.trace_id, t.request.trace_id, "{what}");
         assert_eq!(t.served.trace_id, t.request.trace_id, "{what}");
         assert_eq!(t.served.name, "auth.v1.AuthService/Login", "{what}");
-        assert_eq!(t.served.attributes.get("request_id"), t.request.attributes.get("request_id"));
+        assert_eq!(
+            t.served.attributes.get("request_id"),
+            t.request.attributes.get("request_id")
+        );
         assert!(!t.request.version.is_empty() && !t.served.version.is_empty(), "{what}");
         assert_eq!(t.request.trace_id.len(), 32, "{what}");
         assert_ne!(t.request.trace_id, "0".repeat(32), "{what}");
