@@ -546,6 +546,40 @@ mod tests {
         assert_eq!(own.len(), 55);
     }
 
+    /// Without an exporter the OpenTelemetry layer is `None` in the stack: the filter still
+    /// decides, and lines carry no trace fields.
+    #[test]
+    fn without_an_exporter_lines_are_as_before() {
+        let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let otel: Option<tracing_opentelemetry::OpenTelemetryLayer<_, opentelemetry_sdk::trace::Tracer>> = None;
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(otel)
+            .with(JsonLayer {
+                service: "test",
+                version: "0",
+                environment: "test",
+                traces: false,
+                dispatch: OnceLock::new(),
+                sink: Box::new(move |line| sink.lock().expect("lines").extend_from_slice(line)),
+            });
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc", otel.kind = "server", request_id = "r2");
+            let _entered = span.enter();
+            tracing::debug!("filtered out");
+            tracing::info!("kept");
+        });
+        let text = String::from_utf8(lines.lock().expect("lines").clone()).expect("utf-8");
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["message"], "kept");
+        assert_eq!(lines[0]["request_id"], "r2");
+        for absent in ["trace_id", "span_id", "otel.kind"] {
+            assert!(lines[0].get(absent).is_none(), "{absent}: {text}");
+        }
+    }
+
     #[test]
     fn only_http_urls_name_a_collector() {
         for ok in ["http://otel-collector:4317", "http://127.0.0.1:4317"] {
