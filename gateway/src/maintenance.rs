@@ -16,7 +16,7 @@
 //! It is reloaded when it changes ([`crate::file_watch`]); a broken file is refused (logged with
 //! its cause, `maintenance_file_reloads_total{result="refused"}`) and the windows in force stay.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -205,14 +205,23 @@ impl MaintenanceConfig {
 #[derive(Clone)]
 pub struct Maintenance {
     windows: Arc<RwLock<Arc<Vec<Window>>>>,
-    /// False while there is no window at all: then a request costs one atomic load here.
-    any: Arc<AtomicBool>,
+    /// When the earliest window starts (Unix milliseconds; `i64::MAX` without any): before it,
+    /// as with none, a request costs one atomic load here.
+    first_start: Arc<AtomicI64>,
+}
+
+fn first_start(windows: &[Window]) -> i64 {
+    windows
+        .iter()
+        .map(|w| w.starts_at.timestamp_millis())
+        .min()
+        .unwrap_or(i64::MAX)
 }
 
 impl Maintenance {
     fn new(windows: Vec<Window>) -> Self {
         Self {
-            any: Arc::new(AtomicBool::new(!windows.is_empty())),
+            first_start: Arc::new(AtomicI64::new(first_start(&windows))),
             windows: Arc::new(RwLock::new(Arc::new(windows))),
         }
     }
@@ -260,9 +269,9 @@ impl Maintenance {
     }
 
     fn replace(&self, windows: Vec<Window>) {
-        let any = !windows.is_empty();
+        let first = first_start(&windows);
         *self.windows.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(windows);
-        self.any.store(any, Ordering::Release);
+        self.first_start.store(first, Ordering::Release);
     }
 
     fn snapshot(&self) -> Arc<Vec<Window>> {
@@ -281,7 +290,7 @@ impl Maintenance {
 
     /// The answer for a request at `now`, while a window is in force.
     pub fn refusal(&self, now: DateTime<Utc>) -> Option<ApiError> {
-        if !self.any.load(Ordering::Acquire) {
+        if now.timestamp_millis() < self.first_start.load(Ordering::Acquire) {
             return None;
         }
         let windows = self.snapshot();
@@ -413,11 +422,14 @@ message = "First"
     }
 
     #[test]
-    fn without_windows_nothing_is_refused() {
+    fn only_a_window_in_force_refuses() {
         let m = Maintenance::new(Vec::new());
         assert!(m.refusal(Utc::now()).is_none());
         m.replace(vec![window("2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "now")]);
         assert_eq!(m.refusal(Utc::now()).map(|e| e.code), Some(ErrorCode::Maintenance));
+        m.replace(vec![window("2999-01-01T00:00:00Z", "2999-01-02T00:00:00Z", "later")]);
+        assert!(m.refusal(Utc::now()).is_none());
+        assert!(m.refusal(at("2999-01-01T12:00:00Z")).is_some());
         m.replace(Vec::new());
         assert!(m.refusal(Utc::now()).is_none());
     }

@@ -109,15 +109,17 @@ impl<C> Call<C> {
                 "grpc.client",
                 otel.name = format!("{}/{}", self.service, short_type_name::<M>()),
                 otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
             );
             service_kit::telemetry::inject(&span, request.metadata_mut());
             span
         } else {
             tracing::Span::none()
         };
-        match rpc(&mut self.client, request).instrument(span).await {
+        match rpc(&mut self.client, request).instrument(span.clone()).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
+                span.record("otel.status_code", "error");
                 if let Some(cause) = crate::error::transport_failure(&status)
                     && let Some(state) = self.req.app_data::<web::Data<AppState>>()
                 {
