@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix_cors::Cors;
 use actix_web::http::{Method, header};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use service_kit::admin::{AdminServer, Readiness};
@@ -79,6 +79,20 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
+/// Right inside the edge's request span, before anything makes a child of it: that span continues
+/// the client's W3C `traceparent` (a malformed one is ignored and the trace starts here). In the
+/// stack only while spans are exported.
+async fn continue_trace(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if service_kit::telemetry::exporting() {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        service_kit::telemetry::continue_remote(&tracing::Span::current(), header("traceparent"), header("tracestate"));
+    }
+    next.call(req).await
+}
+
 fn first_line(s: &str) -> String {
     // serde_json appends " at line 1 column 9": position is noise for an app developer.
     s.split(" at line ").next().unwrap_or(s).chars().take(200).collect()
@@ -148,6 +162,9 @@ impl Application {
             &registry,
         )?;
         crate::rate_limit::watch_policy_file(limiter.clone(), config.common.environment, &registry)?;
+        let maintenance = web::Data::new(crate::maintenance::Maintenance::start(&config.maintenance, &registry)?);
+        let maintenance_file = config.maintenance.file.is_some();
+        let tracing_on = service_kit::telemetry::exporting();
         let edge_for_drain = edge_state.clone();
         let conn_watch = crate::conn_watch::ConnWatch::new(config.keep_alive, config.header_read_timeout, &registry)?;
         // What the HTTP/1 dispatcher answers by itself (not HTTP, headers too large or too slow)
@@ -180,12 +197,18 @@ impl Application {
                 .app_data(edge_state.clone())
                 .app_data(web::Data::new(state))
                 .app_data(web::Data::new(limiter))
+                .app_data(maintenance.clone())
                 .app_data(json_config(max_body))
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(routes::configure)
+                .configure(routes::ops::configure_status)
                 .default_service(web::to(routes::not_found))
                 .wrap(from_fn(crate::rate_limit::limit))
+                // Each `from_fn` layer costs a boxed future per request: these two are in the
+                // stack only when configured.
+                .wrap(Condition::new(maintenance_file, from_fn(crate::maintenance::guard)))
                 .wrap(cors(&origins, cors_credentials))
+                .wrap(Condition::new(tracing_on, from_fn(continue_trace)))
                 .wrap(from_fn(edge))
         })
         .workers(config.workers)

@@ -89,6 +89,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// `GATEWAY_VERIFY_TOKENS` (default true; false for benchmarks only, refused in production).
     pub verify_tokens: bool,
+    /// `MAINTENANCE_FILE` (optional) and `MAINTENANCE_RELOAD_SECONDS`.
+    pub maintenance: crate::maintenance::MaintenanceConfig,
 }
 
 /// The admin port (`METRICS_PORT`) unless configured.
@@ -205,6 +207,7 @@ impl GatewayConfig {
             revocation_cache: env.seconds_in("REVOCATION_CACHE_SECONDS", 2, 0, 2),
             trusted_proxies: crate::client_ip::TrustedProxies::from_env(env),
             verify_tokens,
+            maintenance: crate::maintenance::MaintenanceConfig::from_env(env),
         })
     }
 }

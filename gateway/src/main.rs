@@ -8,6 +8,8 @@ mod config;
 mod conn_watch;
 mod edge;
 mod error;
+mod file_watch;
+mod maintenance;
 mod openapi;
 mod query;
 mod rate_limit;
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         let app = app::Application::build(config).await?;
         app.run_until_stopped(Shutdown::on_signals()).await
     });
+    service_kit::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

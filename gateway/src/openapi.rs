@@ -47,6 +47,7 @@ pub struct Ready {
         crate::routes::ops::health,
         crate::routes::ops::ready,
         crate::routes::ops::openapi,
+        crate::routes::ops::status,
         crate::routes::jwks::jwks,
         crate::routes::alerts::nearby,
         crate::routes::reports::create,
@@ -77,7 +78,7 @@ pub struct Ready {
     modifiers(&BearerAuth, &EdgeAnswers, &Links),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::FieldIssue)),
     tags(
-        (name = "operations", description = "Liveness, readiness, this document"),
+        (name = "operations", description = "Liveness, readiness, this document, maintenance windows"),
         (name = "auth", description = "Accounts and tokens (auth-service)"),
         (name = "reports", description = "Incident reports and alerts (reports-service)"),
     )
@@ -121,7 +122,9 @@ const ANY_ROUTE: [(&str, &str); 5] = [
     (
         "503",
         "UNAVAILABLE, with Retry-After: a dependency is down or the request took too long. A write \
-         may or may not have happened",
+         may or may not have happened. Or MAINTENANCE during a maintenance window (announced on \
+         GET /v1/status; never on /health, /ready, /v1/status, /openapi.json, /.well-known/jwks.json), \
+         with the window's message and Retry-After the seconds until it ends",
     ),
 ];
 

@@ -64,6 +64,8 @@ error_codes! {
     /// The request (headers or body) did not arrive in time.
     RequestTimeout => ("REQUEST_TIMEOUT", DeadlineExceeded, 408),
     HeadersTooLarge => ("HEADERS_TOO_LARGE", OutOfRange, 431),
+    /// A maintenance window is in force (with `Retry-After` and the window's message).
+    Maintenance => ("MAINTENANCE", Unavailable, 503),
 }
 
 impl ErrorCode {

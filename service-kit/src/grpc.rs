@@ -1,6 +1,7 @@
 //! The tonic server every service runs: its own services plus `grpc.health.v1` and server
 //! reflection (v1 and v1alpha, listing only what this service serves), mTLS with the caller
-//! checked ([`crate::grpc_tls`]), per-call tracing spans and metrics, and graceful shutdown.
+//! checked ([`crate::grpc_tls`]), per-call tracing spans (continuing the caller's W3C trace
+//! context) and metrics, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,14 +85,7 @@ impl GrpcServer {
         builder
             .timeout(Duration::from_secs(60))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .trace_fn(|req| {
-                let request_id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("grpc", method = %req.uri().path(), request_id = %request_id)
-            })
+            .trace_fn(call_span)
             .layer(metrics)
             .layer(identity)
             .add_routes(routes)
@@ -99,6 +93,25 @@ impl GrpcServer {
             .await?;
         Ok(())
     }
+}
+
+/// The span of one call: its method and request id on every log line, and (when spans are
+/// exported) the trace of the caller's `traceparent` continued, so that the gateway's request and
+/// this call are one trace.
+fn call_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let path = req.uri().path();
+    let span = tracing::info_span!(
+        "grpc",
+        method = %path,
+        request_id = %header("x-request-id").unwrap_or(""),
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+    );
+    if crate::telemetry::exporting() {
+        crate::telemetry::continue_remote(&span, header("traceparent"), header("tracestate"));
+    }
+    span
 }
 
 /// Metadata key that names the request field an `INVALID_ARGUMENT` is about; the gateway turns it

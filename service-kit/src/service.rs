@@ -202,6 +202,8 @@ pub fn main<S: Service>() -> ExitCode {
             }
         }
     });
+    // The last batch of spans, when they are exported (bounded; nothing to do otherwise).
+    crate::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<RoleRefused>() => {

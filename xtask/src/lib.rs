@@ -9,6 +9,7 @@ pub mod devstack;
 pub mod fake_smtp;
 pub mod moto;
 pub mod nginx;
+pub mod otlp;
 pub mod platform;
 pub mod provision;
 pub mod schemathesis;

@@ -15,10 +15,12 @@ mod database;
 mod edge;
 mod internal_tls;
 mod lifecycle;
+mod maintenance;
 mod operations;
 mod outbox;
 mod rate_limit;
 mod reports;
+mod tracing;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! One way for a handler to call a service: the request carries what the service may want to
 //! know about the HTTP request (request id, client address and user agent, the caller's token;
-//! set here only, a client cannot send them), the channel's deadline bounds it
+//! set here only, a client cannot send them) and the W3C trace context of a client span under the
+//! request's span when spans are exported, the channel's deadline bounds it
 //! (`GRPC_REQUEST_TIMEOUT_MS`), and a failure becomes the API's error through the one gRPC → HTTP
 //! table ([`ApiError::from_status`]).
 
@@ -11,6 +12,7 @@ use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::reports::v1::reports_service_client::ReportsServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::auth::Authenticated;
 use crate::client_ip::ClientAddr;
@@ -20,6 +22,12 @@ use crate::upstream::Upstreams;
 
 /// The user agent is forwarded for the audit log, cut to this many characters.
 const USER_AGENT_CHARS: usize = 256;
+
+/// `LoginRequest` of `proto::auth::v1::LoginRequest`: names the call in its span.
+fn short_type_name<M>() -> &'static str {
+    let name = std::any::type_name::<M>();
+    name.rsplit("::").next().unwrap_or(name)
+}
 
 /// A service's client, made on the HTTP worker's channel.
 pub trait Service: Sized {
@@ -93,10 +101,25 @@ impl<C> Call<C> {
         message: M,
         rpc: impl AsyncFnOnce(&mut C, tonic::Request<M>) -> Result<tonic::Response<R>, tonic::Status>,
     ) -> Result<R, ApiError> {
-        let request = self.request(message);
-        match rpc(&mut self.client, request).await {
+        let mut request = self.request(message);
+        // With spans exported, the call is a client span under the request's span, and the
+        // service continues its trace; otherwise nothing is made (`Span::none` costs nothing).
+        let span = if service_kit::telemetry::exporting() {
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.name = format!("{}/{}", self.service, short_type_name::<M>()),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+            );
+            service_kit::telemetry::inject(&span, request.metadata_mut());
+            span
+        } else {
+            tracing::Span::none()
+        };
+        match rpc(&mut self.client, request).instrument(span.clone()).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
+                span.record("otel.status_code", "error");
                 if let Some(cause) = crate::error::transport_failure(&status)
                     && let Some(state) = self.req.app_data::<web::Data<AppState>>()
                 {

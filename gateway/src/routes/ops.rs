@@ -1,4 +1,4 @@
-//! Operations routes: liveness, readiness, the OpenAPI document.
+//! Operations routes: liveness, readiness, the OpenAPI document, maintenance windows.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -38,4 +38,22 @@ pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=300"))
         .json(crate::openapi::ApiDoc::openapi())
+}
+
+/// Scheduled maintenance: the windows in force and upcoming, earliest first (past ones are
+/// dropped). During a window every other route but these operational ones answers 503
+/// `MAINTENANCE` with `Retry-After` (seconds until it ends) and the window's message.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "Current and upcoming maintenance windows. Cached for 30 seconds.",
+        body = crate::maintenance::Status,
+        headers(("Cache-Control" = String, description = "public, max-age=30")))))]
+pub async fn status(maintenance: web::Data<crate::maintenance::Maintenance>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=30"))
+        .json(maintenance.status(chrono::Utc::now()))
+}
+
+/// `/v1/status` in the route table (GET only, 405 with `Allow` otherwise).
+pub fn configure_status(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::only(super::GET, "/v1/status", status));
 }
