@@ -16,7 +16,6 @@ use crate::client;
 /// Series Prometheus makes itself, exported by no process.
 const PROMETHEUS_OWN: [&str; 1] = ["up"];
 
-
 fn repo_file(path: &str) -> PathBuf {
     xtask::workspace_root().join(path)
 }
@@ -232,10 +231,7 @@ async fn every_metric_a_rule_or_a_dashboard_names_is_exported() {
     }
     let missing: BTreeSet<String> = named_metrics()
         .into_iter()
-        .filter(|(m, _)| {
-            !exported.contains(m)
-                && !PROMETHEUS_OWN.contains(&m.as_str())
-        })
+        .filter(|(m, _)| !exported.contains(m) && !PROMETHEUS_OWN.contains(&m.as_str()))
         .map(|(m, file)| format!("{m} (in {file})"))
         .collect();
     assert!(
