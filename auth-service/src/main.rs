@@ -151,6 +151,11 @@ impl service_kit::service::Service for AuthService {
         });
         let verifier = Verifier::new(config.verifier.clone(), source);
         let redis = service_kit::redis::pool(&config.redis_url, config.redis_tls_ca.as_deref())?;
+        let watched = redis.clone();
+        service_kit::metrics::register_pool(registry, "redis", move || {
+            let s = watched.status();
+            service_kit::metrics::PoolStatus::of_deadpool(s.max_size, s.size, s.available, s.waiting)
+        })?;
         let issuer = tokens::TokenIssuer::new(
             keys.clone(),
             config.verifier.issuer.clone(),

@@ -5,6 +5,18 @@ use crate::domain::UserId;
 
 use crate::store::{self, Conn, StoreError};
 
+/// The (event type, severity) pairs auth-service records.
+const KNOWN: &[&[&str]] = &[
+    &["account_locked", "high"],
+    &["token_reuse_detected", "high"],
+    &["new_device", "medium"],
+    &["mfa_failed", "medium"],
+    &["login_failed", "low"],
+    &["captcha_failed", "low"],
+    &["password_reset_throttled", "low"],
+    &["refresh_retry_grace", "low"],
+];
+
 #[derive(Clone)]
 pub struct SecurityEvents {
     counter: prometheus::IntCounterVec,
@@ -12,15 +24,14 @@ pub struct SecurityEvents {
 
 impl SecurityEvents {
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let counter = service_kit::metrics::register(
+        // Every event this service records, at 0 from start: an alert on the first one
+        // (SecurityThreatDetected) needs the series before it moves.
+        let counter = service_kit::metrics::counter_vec_from_zero(
             registry,
-            prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "security_events_total",
-                    "Security events recorded, by type and severity",
-                ),
-                &["event_type", "severity"],
-            )?,
+            "security_events_total",
+            "Security events recorded, by type and severity",
+            &["event_type", "severity"],
+            KNOWN,
         )?;
         Ok(Self { counter })
     }
