@@ -49,6 +49,8 @@ pub struct Ready {
         crate::routes::ops::openapi,
         crate::routes::jwks::jwks,
         crate::routes::alerts::nearby,
+        crate::routes::attachments::upload,
+        crate::routes::attachments::download,
         crate::routes::auth::register,
         crate::routes::auth::login,
         crate::routes::auth::refresh,

@@ -19,6 +19,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(only(GET, "/openapi.json", ops::openapi))
         .service(only(GET, "/.well-known/jwks.json", jwks::jwks))
         .service(only(GET, "/v1/alerts/nearby", alerts::nearby))
+        .service(only(POST, "/v1/reports/{id}/attachments", attachments::upload))
+        .service(only(
+            GET,
+            "/v1/reports/{id}/attachments/{attachment_id}",
+            attachments::download,
+        ))
         .service(only(POST, "/v1/auth/register", auth::register))
         .service(only(POST, "/v1/auth/login", auth::login))
         .service(only(POST, "/v1/auth/refresh", auth::refresh))
