@@ -209,6 +209,8 @@ pub struct StartOptions {
     /// The person's environment (`cargo xtask up`), passed on under the variables the platform
     /// decides; `None` for tests, which start on a cleared environment.
     pub person_env: Option<BTreeMap<String, String>>,
+    /// Extra variables for reports-service (tests point `FILE_STORE_URL` at S3).
+    pub reports_env: Vec<(String, String)>,
 }
 
 impl Default for StartOptions {
@@ -216,6 +218,7 @@ impl Default for StartOptions {
         Self {
             services: Service::ALL.to_vec(),
             person_env: None,
+            reports_env: Vec::new(),
         }
     }
 }
@@ -236,6 +239,15 @@ fn grpc_tls_env(secrets: &DevSecrets, process: &str) -> [(String, String); 3] {
         ("GRPC_TLS_KEY_FILE".to_owned(), secrets.grpc(process, "key")),
         ("GRPC_TLS_CA_FILE".to_owned(), secrets.grpc("ca", "crt")),
     ]
+}
+
+/// Where `service` keeps its files (attachments under `files/`): beside the secrets directory
+/// (`target/devstack/data/<service>` for `cargo xtask up`), or inside a test's own directory.
+pub fn data_dir(secrets: &DevSecrets, service: &str) -> PathBuf {
+    match (secrets.dir.file_name(), secrets.dir.parent()) {
+        (Some(name), Some(parent)) if name == "secrets" => parent.join("data").join(service),
+        _ => secrets.dir.join("data").join(service),
+    }
 }
 
 /// `REDIS_TLS_CA_FILE` when Redis is one of ours over TLS (its certificate is from the internal CA).
@@ -368,7 +380,29 @@ impl Platform {
         for (k, v) in spec.auth_env {
             auth.env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let mut reports = service("reports-service", p.reports, p.reports_admin, db("reports")?, &[]);
+        // reports-service verifies tokens against auth-service's keys, opens data keys with the
+        // development master key, and keeps attachments under its data directory.
+        auth.env
+            .insert("GRPC_ALLOWED_CLIENTS".into(), "gateway,reports-service".into());
+        let data_dir = data_dir(spec.secrets, "reports-service");
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut reports = service(
+            "reports-service",
+            p.reports,
+            p.reports_admin,
+            db("reports")?,
+            &[
+                ("AUTH_SERVICE_URL", format!("https://127.0.0.1:{}", p.auth)),
+                (
+                    "ENCRYPTION_KEYS",
+                    format!("dev:{}", spec.secrets.read("encryption_key")?.trim()),
+                ),
+                ("DATA_DIR", data_dir.to_string_lossy().into_owned()),
+            ],
+        );
+        for (k, v) in &options.reports_env {
+            reports.env.insert(k.clone(), v.clone());
+        }
         let mut analytics = service(
             "analytics-service",
             p.analytics,

@@ -35,6 +35,11 @@ pub struct TestPlatform {
 }
 
 impl TestPlatform {
+    /// Where reports-service keeps its files when no `FILE_STORE_URL` is given.
+    pub fn reports_files_dir(&self) -> PathBuf {
+        crate::platform::data_dir(&self.secrets, "reports-service").join("files")
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.platform.ports.gateway)
     }
@@ -125,6 +130,7 @@ pub struct Builder {
     tag: String,
     gateway_env: Vec<(String, String)>,
     auth_env: Vec<(String, String)>,
+    reports_env: Vec<(String, String)>,
     services: Vec<Service>,
 }
 
@@ -135,6 +141,7 @@ impl TestPlatform {
             tag: tag.to_owned(),
             gateway_env: Vec::new(),
             auth_env: Vec::new(),
+            reports_env: Vec::new(),
             services: vec![Service::Auth],
         }
     }
@@ -152,6 +159,13 @@ impl Builder {
     pub fn auth_env(mut self, env: &[(&str, &str)]) -> Self {
         self.auth_env
             .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// Variables for reports-service (e.g. `FILE_STORE_URL` at a [`crate::moto::Moto`]: see
+    /// `Moto::file_store_env`).
+    pub fn reports_env(mut self, env: &[(String, String)]) -> Self {
+        self.reports_env.extend(env.iter().cloned());
         self
     }
 
@@ -231,6 +245,7 @@ impl Builder {
         let options = StartOptions {
             services: self.services.clone(),
             person_env: None,
+            reports_env: self.reports_env.clone(),
         };
         // A port picked free can still be taken by a parallel test before our process binds it;
         // such a start fails fast (the process exits), and another set of ports is tried.
