@@ -285,9 +285,9 @@ impl Inspector {
             });
         }
         let mut filter: Box<dyn Filter> = match sniffed {
-            FileType::Jpeg => Box::new(jpeg::Jpeg::default()),
-            FileType::Png => Box::new(png::Png::default()),
-            FileType::Gif => Box::new(gif::Gif::default()),
+            FileType::Jpeg => Box::new(Framed::<jpeg::Jpeg>::default()),
+            FileType::Png => Box::new(Framed::<png::Png>::default()),
+            FileType::Gif => Box::new(Framed::<gif::Gif>::default()),
             FileType::Pdf => Box::new(pdf::Pdf::default()),
         };
         let head = std::mem::take(&mut self.head);
@@ -307,29 +307,42 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Bytes a filter has received but not yet judged: the tail of the last chunk that did not make a
-/// whole header. `take` hands out the buffered bytes plus the new input as one slice to parse.
-#[derive(Default)]
-struct Carry {
-    bytes: Vec<u8>,
+/// A format's state machine over its segments: `parse` consumes what it can of `input` (whole
+/// headers; any part of a body) and appends the bytes to keep to `out`.
+trait Machine: Default + Send {
+    const KIND: &'static str;
+    fn parse(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal>;
+    /// Whether the file's end marker was seen.
+    fn ended(&self) -> bool;
 }
 
-impl Carry {
-    /// Parses `pending ++ input` with `parse`, which answers how many bytes it consumed; keeps the rest.
-    fn run(&mut self, input: &[u8], mut parse: impl FnMut(&[u8]) -> Result<usize, Refusal>) -> Result<(), Refusal> {
-        if self.bytes.is_empty() {
-            let used = parse(input)?;
-            self.bytes.extend_from_slice(&input[used..]);
+/// A [`Machine`] fed chunk by chunk: the tail of a chunk that did not make a whole header waits
+/// for the next one (a few bytes; bodies are never held).
+#[derive(Default)]
+struct Framed<M> {
+    machine: M,
+    carry: Vec<u8>,
+}
+
+impl<M: Machine> Filter for Framed<M> {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        if self.carry.is_empty() {
+            let used = self.machine.parse(input, out)?;
+            self.carry.extend_from_slice(&input[used..]);
         } else {
-            self.bytes.extend_from_slice(input);
-            let used = parse(&self.bytes)?;
-            self.bytes.drain(..used);
+            self.carry.extend_from_slice(input);
+            let used = self.machine.parse(&self.carry, out)?;
+            self.carry.drain(..used);
         }
         Ok(())
     }
 
-    fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), Refusal> {
+        if self.machine.ended() && self.carry.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::malformed(M::KIND, "ends before its end marker"))
+        }
     }
 }
 

@@ -244,6 +244,12 @@ async fn fetched(api: &Api, token: &str, report: &str, body: &Value) -> Vec<u8> 
     bytes
 }
 
+/// `bytes` as a body without a length (chunked, 64 KiB at a time).
+fn chunked(bytes: &[u8]) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
 /// A refusal: its status, code and the field it names.
 async fn refused(res: reqwest::Response, status: u16, code: &str, field: &str) {
     let body_status = res.status().as_u16();
@@ -423,8 +429,7 @@ async fn shared_attachment_checks() {
         "file",
     )
     .await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let streamed = chunked(&big);
     refused(
         api.upload(&ada.token, &report, &[("content-type", "application/pdf")], streamed)
             .await,
@@ -542,8 +547,7 @@ async fn attachments_in_s3_are_sealed_and_refusals_leave_nothing() {
     assert_eq!(fetched(&api, &ada.token, &report, &pdf).await, PDF);
 
     let big = [PDF, &vec![b' '; 11 * MIB][..]].concat();
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let streamed = chunked(&big);
     refused(
         api.upload(&ada.token, &report, &[("content-type", "application/pdf")], streamed)
             .await,

@@ -3,7 +3,7 @@
 //! dropped (XMP rides in an application extension). Image descriptors, colour tables and the
 //! LZW data are copied byte for byte. Anything after the trailer is refused.
 
-use super::{Carry, Filter, Refusal};
+use super::{Machine, Refusal};
 
 const KIND: &str = "GIF";
 const KEPT_APPLICATIONS: [&[u8; 11]; 3] = [b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"];
@@ -42,7 +42,6 @@ enum After {
 #[derive(Default)]
 pub struct Gif {
     state: State,
-    carry: Carry,
 }
 
 fn malformed(why: &'static str) -> Refusal {
@@ -58,7 +57,13 @@ fn color_table(flags: u8) -> usize {
     }
 }
 
-impl Gif {
+impl Machine for Gif {
+    const KIND: &'static str = KIND;
+
+    fn ended(&self) -> bool {
+        matches!(self.state, State::End)
+    }
+
     fn parse(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
         let mut pos = 0;
         loop {
@@ -198,22 +203,6 @@ impl Gif {
                     return Err(Refusal::Polyglot("data after the GIF trailer"));
                 }
             }
-        }
-    }
-}
-
-impl Filter for Gif {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
-        let mut carry = std::mem::take(&mut self.carry);
-        let result = carry.run(input, |b| self.parse(b, out));
-        self.carry = carry;
-        result
-    }
-
-    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), Refusal> {
-        match self.state {
-            State::End if self.carry.is_empty() => Ok(()),
-            _ => Err(malformed("ends before its trailer")),
         }
     }
 }

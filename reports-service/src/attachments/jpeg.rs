@@ -4,7 +4,7 @@
 //! (colour transform). Tables, frame headers and the entropy-coded scans are copied byte for byte.
 //! Anything after the end marker is refused: that is where a ZIP or a script rides along.
 
-use super::{Carry, Filter, Refusal};
+use super::{Machine, Refusal};
 
 const KIND: &str = "JPEG";
 const SOI: u8 = 0xD8;
@@ -33,7 +33,6 @@ enum State {
 #[derive(Default)]
 pub struct Jpeg {
     state: State,
-    carry: Carry,
 }
 
 fn malformed(why: &'static str) -> Refusal {
@@ -52,7 +51,13 @@ fn keep(marker: u8, payload: &[u8]) -> bool {
     }
 }
 
-impl Jpeg {
+impl Machine for Jpeg {
+    const KIND: &'static str = KIND;
+
+    fn ended(&self) -> bool {
+        matches!(self.state, State::End)
+    }
+
     fn parse(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
         let mut pos = 0;
         loop {
@@ -157,22 +162,6 @@ impl Jpeg {
                     return Err(Refusal::Polyglot("data after the JPEG end marker"));
                 }
             }
-        }
-    }
-}
-
-impl Filter for Jpeg {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
-        let mut carry = std::mem::take(&mut self.carry);
-        let result = carry.run(input, |b| self.parse(b, out));
-        self.carry = carry;
-        result
-    }
-
-    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), Refusal> {
-        match self.state {
-            State::End if self.carry.is_empty() => Ok(()),
-            _ => Err(malformed("ends before its end marker")),
         }
     }
 }

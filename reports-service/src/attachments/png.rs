@@ -3,7 +3,7 @@
 //! kept; text (tEXt, zTXt, iTXt), EXIF (eXIf), time (tIME) and every chunk we do not know are
 //! dropped. Image data is copied byte for byte. Anything after IEND is refused.
 
-use super::{Carry, Filter, Refusal};
+use super::{Machine, Refusal};
 
 const KIND: &str = "PNG";
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
@@ -34,14 +34,19 @@ enum State {
 #[derive(Default)]
 pub struct Png {
     state: State,
-    carry: Carry,
 }
 
 fn malformed(why: &'static str) -> Refusal {
     Refusal::malformed(KIND, why)
 }
 
-impl Png {
+impl Machine for Png {
+    const KIND: &'static str = KIND;
+
+    fn ended(&self) -> bool {
+        matches!(self.state, State::End)
+    }
+
     fn parse(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
         let mut pos = 0;
         loop {
@@ -115,22 +120,6 @@ impl Png {
                     return Err(Refusal::Polyglot("data after the PNG IEND chunk"));
                 }
             }
-        }
-    }
-}
-
-impl Filter for Png {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
-        let mut carry = std::mem::take(&mut self.carry);
-        let result = carry.run(input, |b| self.parse(b, out));
-        self.carry = carry;
-        result
-    }
-
-    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), Refusal> {
-        match self.state {
-            State::End if self.carry.is_empty() => Ok(()),
-            _ => Err(malformed("ends before IEND")),
         }
     }
 }
