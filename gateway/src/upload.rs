@@ -140,7 +140,9 @@ pub async fn from_request(req: &HttpRequest, payload: actix_web::web::Payload, l
 }
 
 async fn multipart(req: &HttpRequest, payload: actix_web::web::Payload, limit: u64) -> Result<Upload, ApiError> {
-    let mut parts = actix_multipart::Multipart::new(req.headers(), payload);
+    // Fused: the multipart reader polls its source again after the end, which the edge's
+    // deadline wrapper (an unfold) does not allow.
+    let mut parts = actix_multipart::Multipart::new(req.headers(), payload.fuse());
     while let Some(part) = parts.next().await {
         let mut part = part.map_err(|e| multipart_error(&e))?;
         let file_name = part
@@ -193,7 +195,9 @@ mod tests {
     use super::*;
 
     async fn read(request: TestRequest, limit: u64) -> Result<(Upload, Vec<u8>), ApiError> {
-        let (req, mut payload) = request.to_http_parts();
+        let (req, payload) = request.to_http_parts();
+        // As the edge hands it on: behind the body's deadline.
+        let mut payload = crate::body::with_read_deadline(payload, std::time::Duration::from_secs(5));
         let payload = actix_web::web::Payload::from_request(&req, &mut payload)
             .await
             .expect("payload");

@@ -451,7 +451,7 @@ async fn shared_attachment_checks() {
         "a refused upload left a file (or a partial one)"
     );
     assert!(metric(reports_admin, "attachment_rejected_total{reason=\"polyglot\"}") >= 2);
-    assert!(metric(reports_admin, "attachment_rejected_total{reason=\"too_large\"}") >= 1);
+    assert!(metric(reports_admin, "attachment_rejected_total{reason=\"empty\"}") >= 1);
     assert!(metric(reports_admin, "attachment_bytes_total") > 0);
 
     // Another user's report and attachment ids are 404, like ids that never existed.
