@@ -33,6 +33,23 @@ enum Step<A> {
     Failed(ApiError),
 }
 
+/// A file's bytes, as they are.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documents the bodies; the handlers stream them
+pub struct FileBytes(Vec<u8>);
+
+/// A multipart upload: the part `file`, with a file name and its own `Content-Type` (image/jpeg,
+/// image/png, image/gif or application/pdf). The server takes the first part that has a file
+/// name and reads past plain fields before it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documents the request body; the handler streams the parts
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
 /// A stored file.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AttachmentBody {
@@ -94,8 +111,8 @@ fn with_field(e: ApiError, field: Option<String>, message: &str) -> ApiError {
         ("Idempotency-Key" = Option<String>, Header, description = "1..255 visible ASCII characters: a retry with the same key answers the first response"),
     ),
     request_body(description = "The file (at most MAX_FILE_SIZE, 10 MiB by default)", content(
-        (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/gif"), (Vec<u8> = "application/pdf"),
-        (Vec<u8> = "multipart/form-data"),
+        (FileBytes = "image/jpeg"), (FileBytes = "image/png"), (FileBytes = "image/gif"), (FileBytes = "application/pdf"),
+        (UploadForm = "multipart/form-data"),
     )),
     responses(
         (status = 201, description = "Stored", body = AttachmentBody),
@@ -209,7 +226,7 @@ pub async fn upload(
     responses(
         (status = 200, description = "The file's bytes with its Content-Type, Content-Length, \
             Content-Disposition: attachment and X-Content-Type-Options: nosniff",
-            content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/gif"), (Vec<u8> = "application/pdf"))),
+            content((FileBytes = "image/jpeg"), (FileBytes = "image/png"), (FileBytes = "image/gif"), (FileBytes = "application/pdf"))),
         (status = 404, description = "No such attachment on a report of yours", body = crate::error::ErrorBody),
     ))]
 pub async fn download(

@@ -242,14 +242,9 @@ impl Attachments {
     {
         // JOIN: the idempotency machinery replays the first answer for `header.idempotency_key`.
         tracing::debug!(idempotent = !header.idempotency_key.is_empty(), "upload started");
-        check_file_name(&header.file_name)?;
-        let rules = Rules {
-            allowed: self.config.allowed.clone(),
-            max_size: self.config.max_file_size,
-        };
-        let inspector = Inspector::new(rules, &header.declared_type, header.declared_size)?;
         let (user, report_id, max) = (caller.user_id, header.report_id, self.config.max_per_report);
-        // The report and the cap are checked before any byte is stored, and again with the row.
+        // The report and the cap are checked first (someone else's report is 404 whatever the
+        // file), before any byte is stored, and again with the row.
         let mut conn = self.pool.get().await.map_err(StoreError::from)?;
         let keys = &self.keys;
         let (check, key) = conn
@@ -266,6 +261,12 @@ impl Attachments {
         drop(conn);
         check.into_result()?;
         let key = key.ok_or_else(|| anyhow::anyhow!("a fine report check comes with a key"))?;
+        check_file_name(&header.file_name)?;
+        let rules = Rules {
+            allowed: self.config.allowed.clone(),
+            max_size: self.config.max_file_size,
+        };
+        let inspector = Inspector::new(rules, &header.declared_type, header.declared_size)?;
 
         let id = Uuid::new_v4();
         let object_name = Uuid::new_v4();
