@@ -362,42 +362,22 @@ async fn shared_attachment_checks() {
     // Bad input: a 4xx naming the field, and nothing stored.
     let polyglot = [PDF, b"PK\x03\x04\x14\x00\x00\x00 an archive rides along PK\x05\x06"].concat();
     let png = encoded(image::ImageFormat::Png);
-    refused(
-        api.upload_raw(&ada.token, &report, "image/png", b"").await,
-        400,
-        "VALIDATION_FAILED",
-        "file",
-    )
-    .await;
-    refused(
-        api.upload_raw(&ada.token, &report, "application/pdf", &polyglot).await,
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
-        "file",
-    )
-    .await;
-    refused(
-        api.upload_raw(&ada.token, &report, "image/jpeg", &png).await,
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
-        "Content-Type",
-    )
-    .await;
-    refused(
-        api.upload_raw(&ada.token, &report, "text/plain", b"hello").await,
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
-        "Content-Type",
-    )
-    .await;
     let trailing = [png.as_slice(), b"PK\x03\x04 zip"].concat();
-    refused(
-        api.upload_raw(&ada.token, &report, "image/png", &trailing).await,
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
-        "file",
-    )
-    .await;
+    let big = [PDF, &vec![b' '; 11 * MIB][..]].concat();
+    // (declared type, body, status, code, the field named)
+    let raw_cases: [(&str, &[u8], u16, &str, &str); 6] = [
+        ("image/png", b"", 400, "VALIDATION_FAILED", "file"),
+        ("application/pdf", &polyglot, 415, "UNSUPPORTED_MEDIA_TYPE", "file"),
+        ("image/jpeg", &png, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"),
+        ("text/plain", b"hello", 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"),
+        ("image/png", &trailing, 415, "UNSUPPORTED_MEDIA_TYPE", "file"),
+        // 11 MiB, refused by its Content-Length before a byte is read.
+        ("application/pdf", &big, 413, "PAYLOAD_TOO_LARGE", "file"),
+    ];
+    for (content_type, body, status, code, field) in raw_cases {
+        let res = api.upload_raw(&ada.token, &report, content_type, body).await;
+        refused(res, status, code, field).await;
+    }
     for name in ["../../etc/passwd.png", "/tmp/x.png", "dir\\\\x.png"] {
         refused(
             api.upload_multipart(&ada.token, &report, name, "image/png", &png).await,
@@ -419,16 +399,7 @@ async fn shared_attachment_checks() {
         )
         .await;
     refused(raw_with_path, 400, "VALIDATION_FAILED", "file_name").await;
-    // 11 MiB: refused by its Content-Length before a byte is read, and while streaming when it
-    // has none (chunked); a big file that starts like a PDF reaches the service's store first.
-    let big = [PDF, &vec![b' '; 11 * MIB][..]].concat();
-    refused(
-        api.upload_raw(&ada.token, &report, "application/pdf", &big).await,
-        413,
-        "PAYLOAD_TOO_LARGE",
-        "file",
-    )
-    .await;
+    // 11 MiB without a length (chunked): refused while streaming.
     let streamed = chunked(&big);
     refused(
         api.upload(&ada.token, &report, &[("content-type", "application/pdf")], streamed)
