@@ -174,3 +174,53 @@ pub async fn download(
             .boxed(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use service_kit::errors::ERROR_CODE_METADATA;
+
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_code_and_names_its_field() {
+        let cases = [
+            (Refusal::Empty, "VALIDATION_FAILED", "file"),
+            (Refusal::TooLarge { limit: 10 }, "PAYLOAD_TOO_LARGE", "file"),
+            (Refusal::SizeMismatch, "VALIDATION_FAILED", "Content-Length"),
+            (
+                Refusal::TypeNotAllowed {
+                    allowed: "image/png".into(),
+                },
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Content-Type",
+            ),
+            (
+                Refusal::TypeMismatch {
+                    declared: "image/jpeg".into(),
+                    sniffed: "image/png",
+                },
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Content-Type",
+            ),
+            (Refusal::Polyglot("zip"), "UNSUPPORTED_MEDIA_TYPE", "file"),
+            (
+                Refusal::Malformed {
+                    kind: "PNG",
+                    why: "bad signature",
+                },
+                "VALIDATION_FAILED",
+                "file",
+            ),
+            (Refusal::FileName, "VALIDATION_FAILED", "file_name"),
+        ];
+        for (refusal, code, field) in cases {
+            let s = upload_status(UploadError::Refused(refusal.clone()));
+            let meta = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            assert_eq!(meta(ERROR_CODE_METADATA).as_deref(), Some(code), "{refusal:?}");
+            assert_eq!(meta(FIELD_METADATA).as_deref(), Some(field), "{refusal:?}");
+        }
+        let s = upload_status(UploadError::TooMany { max: 10 });
+        assert_eq!(s.code(), tonic::Code::AlreadyExists, "409 CONFLICT");
+        assert_eq!(upload_status(UploadError::NotFound).code(), tonic::Code::NotFound);
+    }
+}
