@@ -347,6 +347,7 @@ pub async fn edge(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let path_problem = path_refusal(req.uri().path());
+    let is_upload = crate::upload::is_upload_path(req.method(), req.path());
     let inner = async {
         // The router matches the decoded path; anything that decodes to another spelling of a
         // route (or that a proxy in front may normalise differently) is refused before any
@@ -356,7 +357,8 @@ pub async fn edge(
             return Ok(req.into_response(ApiError::coded(ErrorCode::BadRequest, problem).error_response()));
         }
         // Refuse before reading: the body may be gigabytes.
-        if declared_len.is_some_and(|n| n > max_body as u64) {
+        // Files have their own limit, applied as they stream (`upload`).
+        if declared_len.is_some_and(|n| n > max_body as u64) && !is_upload {
             return Ok(req.into_response(ApiError::payload_too_large(max_body).error_response()));
         }
         // The request moves into the handler; when the handler fails without a response (panic,

@@ -57,6 +57,8 @@ pub struct Ready {
         crate::routes::reports::delete,
         crate::routes::reports::queue,
         crate::routes::reports::move_status,
+        crate::routes::attachments::upload,
+        crate::routes::attachments::download,
         crate::routes::auth::register,
         crate::routes::auth::login,
         crate::routes::auth::refresh,

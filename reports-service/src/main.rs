@@ -12,7 +12,6 @@ mod service;
 mod store;
 
 use std::process::ExitCode;
-
 use std::sync::Arc;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -22,6 +21,8 @@ use service_kit::envelope::Keyring;
 use service_kit::service::OperatorCommand;
 use tonic::service::Routes;
 
+use crate::service::attachments::{AttachmentMetrics, Attachments, AttachmentsConfig};
+
 struct ReportsService;
 
 /// reports-service's own settings (README, "Configuration").
@@ -30,6 +31,8 @@ struct Config {
     keyring: Keyring,
     /// `AUTH_SERVICE_URL` and the token settings: every call's token is verified here too.
     auth: grpc::auth::AuthSettings,
+    /// The attachments' limits and file store (`MAX_FILE_SIZE`, `FILE_STORE_URL`, …).
+    attachments: AttachmentsConfig,
 }
 
 impl service_kit::service::Service for ReportsService {
@@ -48,9 +51,11 @@ impl service_kit::service::Service for ReportsService {
     fn config(env: &Env, common: &service_kit::config::CommonConfig) -> Option<Config> {
         let keyring = Keyring::from_env(env);
         let auth = grpc::auth::AuthSettings::from_env(env, common);
+        let attachments = AttachmentsConfig::from_env(env);
         Some(Config {
             keyring: keyring?,
             auth: auth?,
+            attachments: attachments?,
         })
     }
 
@@ -79,9 +84,19 @@ impl service_kit::service::Service for ReportsService {
 
     fn routes(config: Config, pool: Pool, registry: &prometheus::Registry) -> anyhow::Result<Routes> {
         let keys = service::DataKeys::new(Arc::new(config.keyring));
+        let verifier = config.auth.verifier()?;
+        let files = config.attachments.file_store.open()?;
+        let attachments = Attachments::new(
+            pool.clone(),
+            keys.clone(),
+            files,
+            config.attachments,
+            AttachmentMetrics::register(registry)?,
+        )
+        .with_verifier(verifier.clone());
         let reports = service::Reports::new(pool, keys, service::ReportMetrics::register(registry)?);
         reports.spawn_purge();
-        let reports = grpc::ReportsGrpc::new(reports, service::attachments::Attachments, config.auth.verifier()?);
+        let reports = grpc::ReportsGrpc::new(reports, attachments, verifier);
         Ok(Routes::new(
             proto::reports::v1::reports_service_server::ReportsServiceServer::new(reports),
         ))

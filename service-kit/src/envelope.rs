@@ -312,6 +312,20 @@ fn open_with(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, E
         .map_err(|_| EnvelopeError::DoesNotOpen)
 }
 
+/// What [`crate::envelope_stream`] needs of this module: the data key's cipher, and the
+/// associated data of a sealed stream (the same binding as a column, under its own domain).
+impl DataKey {
+    pub(crate) fn stream_cipher(&self) -> Aes256Gcm {
+        self.cipher()
+    }
+}
+
+impl Aad<'_> {
+    pub(crate) fn encode_in(&self, domain: &[u8]) -> Vec<u8> {
+        associated_data(domain, &[self.table.as_bytes(), self.column.as_bytes(), self.row_id])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,6 +279,15 @@ fn grpc_tls_env(secrets: &DevSecrets, process: &str) -> [(String, String); 3] {
     ]
 }
 
+/// Where `service` keeps its files (attachments under `files/`): beside the secrets directory
+/// (`target/devstack/data/<service>` for `cargo xtask up`), or inside a test's own directory.
+pub fn data_dir(secrets: &DevSecrets, service: &str) -> PathBuf {
+    match (secrets.dir.file_name(), secrets.dir.parent()) {
+        (Some(name), Some(parent)) if name == "secrets" => parent.join("data").join(service),
+        _ => secrets.dir.join("data").join(service),
+    }
+}
+
 /// `REDIS_TLS_CA_FILE` when Redis is one of ours over TLS (its certificate is from the internal CA).
 fn redis_tls_env(spec: &PlatformSpec<'_>) -> Option<(String, String)> {
     spec.redis_url
@@ -415,6 +424,9 @@ impl Platform {
             auth.env.insert((*k).to_owned(), (*v).to_owned());
         }
         // reports-service's outbox relay delivers to analytics-service (events.v1), which admits it.
+        // reports-service keeps attachments under its data directory.
+        let data_dir = data_dir(spec.secrets, "reports-service");
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let mut reports = service(
             "reports-service",
             p.reports,
@@ -424,6 +436,7 @@ impl Platform {
                 ("ENCRYPTION_KEYS_FILE", reports_keyring(spec.secrets)?),
                 ("AUTH_SERVICE_URL", format!("https://127.0.0.1:{}", p.auth)),
                 ("ANALYTICS_SERVICE_URL", format!("https://127.0.0.1:{}", p.analytics)),
+                ("DATA_DIR", data_dir.to_string_lossy().into_owned()),
             ],
         );
         let mut analytics = service(

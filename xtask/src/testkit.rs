@@ -35,6 +35,11 @@ pub struct TestPlatform {
 }
 
 impl TestPlatform {
+    /// Where reports-service keeps its files when no `FILE_STORE_URL` is given.
+    pub fn reports_files_dir(&self) -> PathBuf {
+        crate::platform::data_dir(&self.secrets, "reports-service").join("files")
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.platform.ports.gateway)
     }
@@ -164,6 +169,14 @@ impl Builder {
     pub fn service_env(mut self, service: Service, env: &[(&str, &str)]) -> Self {
         self.service_env
             .extend(env.iter().map(|(k, v)| (service, (*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    /// Variables for reports-service (e.g. `FILE_STORE_URL` at a [`crate::moto::Moto`]: see
+    /// `Moto::file_store_env`).
+    pub fn reports_env(mut self, env: &[(String, String)]) -> Self {
+        self.service_env
+            .extend(env.iter().map(|(k, v)| (Service::Reports, k.clone(), v.clone())));
         self
     }
 

@@ -442,7 +442,9 @@ fn assert_protocol_error(got: &str, status: u16, code: &str) {
 
 /// A TLS connection to the gateway as a hand-written client: it can stop halfway through a
 /// request, which HTTP clients never do. Reads give up after 20 s.
-fn raw_tls(tp: &xtask::testkit::TestPlatform) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+pub(crate) fn raw_tls(
+    tp: &xtask::testkit::TestPlatform,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     raw_tls_alpn(tp, b"http/1.1")
 }
 

@@ -34,6 +34,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(only(GET, "/v1/admin/reports", reports::queue))
         .service(only(POST, "/v1/admin/reports/{id}/status", reports::move_status))
+        .service(only(POST, "/v1/reports/{id}/attachments", attachments::upload))
+        .service(only(
+            GET,
+            "/v1/reports/{id}/attachments/{attachment_id}",
+            attachments::download,
+        ))
         .service(only(POST, "/v1/auth/register", auth::register))
         .service(only(POST, "/v1/auth/login", auth::login))
         .service(only(POST, "/v1/auth/refresh", auth::refresh))

@@ -1,6 +1,7 @@
 //! Queries over schema `reports`: the only module that knows diesel and SQL. It takes the
 //! questions and answers the records of `domain`, never its rows, and applies no rule of its own.
 
+pub mod attachments;
 pub mod audit;
 pub mod data_keys;
 pub mod events;

@@ -57,3 +57,20 @@ diesel::table! {
         rewrapped_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    reports.attachments (id) {
+        id -> Uuid,
+        report_id -> Uuid,
+        user_id -> Uuid,
+        content_type -> Text,
+        size -> Int8,
+        sha256 -> Text,
+        object_name -> Uuid,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(attachments -> reports (report_id));
+diesel::allow_tables_to_appear_in_same_query!(attachments, reports);
