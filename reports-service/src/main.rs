@@ -92,8 +92,7 @@ impl service_kit::service::Service for ReportsService {
             files,
             config.attachments,
             AttachmentMetrics::register(registry)?,
-        )
-        .with_verifier(verifier.clone());
+        );
         let reports = service::Reports::new(pool, keys, service::ReportMetrics::register(registry)?);
         reports.spawn_purge();
         let reports = grpc::ReportsGrpc::new(reports, attachments, verifier);

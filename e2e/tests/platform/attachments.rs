@@ -22,10 +22,9 @@ struct Api {
     base: String,
 }
 
-/// A registered user: their access token and id.
+/// A registered user: their access token.
 struct User {
     token: String,
-    id: String,
 }
 
 impl Api {
@@ -52,7 +51,6 @@ impl Api {
         let v: Value = res.json().await.expect("json");
         User {
             token: v["tokens"]["access_token"].as_str().expect("token").to_owned(),
-            id: v["user"]["id"].as_str().expect("id").to_owned(),
         }
     }
 
@@ -132,19 +130,23 @@ impl Api {
     }
 }
 
-/// A report of `user`'s, straight into PostgreSQL. JOIN: the one place to swap for
-/// `POST /v1/reports` once the reports routes are in.
+/// A report of `user`'s, filed through `POST /v1/reports` as the app does.
 async fn new_report(tp: &TestPlatform, user: &User) -> String {
-    let db = admin(tp).await;
-    let row = db
-        .query_one(
-            "INSERT INTO reports.reports (user_id, category, title_ct, description_ct, occurred_at) \
-             VALUES ($1::text::uuid, 'theft', '\\x00', '\\x00', now()) RETURNING id::text",
-            &[&user.id],
-        )
+    let body = json!({
+        "category": "theft", "title": "Bike taken from the rack", "description": "Cut the lock.",
+        "occurred_at": (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        "location": {"lat": 52.52, "lng": 13.405},
+    });
+    let res = client(tp)
+        .post(format!("{}/v1/reports", tp.base_url()))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
         .await
-        .expect("insert report");
-    row.get(0)
+        .expect("file a report");
+    assert_eq!(res.status().as_u16(), 201, "file a report");
+    let v: Value = res.json().await.expect("json");
+    v["id"].as_str().expect("report id").to_owned()
 }
 
 async fn admin(tp: &TestPlatform) -> tokio_postgres::Client {

@@ -9,6 +9,7 @@ use proto::reports::v1::upload_attachment_request::Part as UploadPart;
 use proto::reports::v1::{
     Attachment, AttachmentInfo, DownloadAttachmentRequest, DownloadAttachmentResponse, UploadAttachmentRequest,
 };
+use service_kit::auth::Verifier;
 use service_kit::errors::{ErrorCode, status};
 use service_kit::grpc::{FIELD_METADATA, invalid_field};
 use service_kit::proto_time::some_timestamp;
@@ -16,27 +17,10 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::service::attachments::{
-    AttachmentRecord, Attachments, Caller, DownloadError, Refusal, UploadError, UploadHeader,
-};
+use crate::service::attachments::{AttachmentRecord, Attachments, DownloadError, Refusal, UploadError, UploadHeader};
 
 /// The download's message stream: `info`, then the bytes.
 pub type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadAttachmentResponse, Status>> + Send + 'static>>;
-
-/// Who is calling, from the bearer token the call carries (verified here again: the gateway is
-/// not trusted with it). JOIN: the one function to swap for the reports use cases' own check.
-async fn caller<T>(attachments: &Attachments, request: &Request<T>) -> Result<Caller, Status> {
-    let verifier = attachments
-        .verifier()
-        .ok_or_else(|| status(ErrorCode::Unavailable, "Token verification is not configured."))?;
-    let claims = service_kit::auth::verify_request(verifier, request).await?;
-    let user_id =
-        Uuid::parse_str(&claims.sub).map_err(|_| status(ErrorCode::Unauthenticated, "authentication required"))?;
-    Ok(Caller {
-        user_id,
-        staff: claims.has_role("moderator") || claims.has_role("admin"),
-    })
-}
 
 /// An id from the path: one that is not a uuid names nothing.
 fn id(text: &str) -> Result<Uuid, Status> {
@@ -119,9 +103,10 @@ fn idempotency_key(key: String) -> Result<String, Status> {
 
 pub async fn upload(
     attachments: &Attachments,
+    verifier: &Verifier,
     request: Request<tonic::Streaming<UploadAttachmentRequest>>,
 ) -> Result<Response<Attachment>, Status> {
-    let caller = caller(attachments, &request).await?;
+    let caller = super::auth::caller(verifier, &request).await?;
     let mut messages = request.into_inner();
     let Some(UploadPart::Header(header)) = messages.message().await?.and_then(|m| m.part) else {
         return Err(invalid_field("header", "the first message must be the upload's header"));
@@ -151,9 +136,10 @@ pub async fn upload(
 
 pub async fn download(
     attachments: &Attachments,
+    verifier: &Verifier,
     request: Request<DownloadAttachmentRequest>,
 ) -> Result<Response<DownloadStream>, Status> {
-    let caller = caller(attachments, &request).await?;
+    let caller = super::auth::caller(verifier, &request).await?;
     let r = request.into_inner();
     let (record, bytes) = attachments
         .download(caller, id(&r.report_id)?, id(&r.attachment_id)?)

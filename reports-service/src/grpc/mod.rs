@@ -83,14 +83,14 @@ impl ReportsService for ReportsGrpc {
         &self,
         request: Request<tonic::Streaming<UploadAttachmentRequest>>,
     ) -> Result<Response<Attachment>, Status> {
-        attachments::upload(&self.attachments, request).await
+        attachments::upload(&self.attachments, &self.verifier, request).await
     }
 
     async fn download_attachment(
         &self,
         request: Request<DownloadAttachmentRequest>,
     ) -> Result<Response<Self::DownloadAttachmentStream>, Status> {
-        attachments::download(&self.attachments, request).await
+        attachments::download(&self.attachments, &self.verifier, request).await
     }
 
     async fn list_moderation_queue(

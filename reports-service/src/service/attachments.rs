@@ -14,7 +14,6 @@ use chrono::Utc;
 use diesel_async::AsyncConnection as _;
 use futures_util::stream::{BoxStream, Stream, StreamExt as _};
 use prometheus::{IntCounter, IntCounterVec};
-use service_kit::auth::Verifier;
 use service_kit::config::Env;
 use service_kit::db::Pool;
 use service_kit::envelope::{Aad, DataKey};
@@ -26,6 +25,8 @@ use uuid::Uuid;
 use super::keys::{DataKeys, KeyError};
 pub use crate::attachments::Refusal;
 use crate::attachments::{FileType, Inspector, Rules, check_file_name};
+use crate::domain::AuditEntry;
+pub use crate::domain::Caller;
 pub use crate::store::attachments::AttachmentRecord;
 use crate::store::{self, Conn};
 
@@ -69,14 +70,6 @@ impl AttachmentsConfig {
             file_store: file_store?,
         })
     }
-}
-
-/// Who is asking, from their verified token.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub user_id: Uuid,
-    /// A moderator or admin: may read any report's files.
-    pub staff: bool,
 }
 
 /// What the client said about the file before its bytes.
@@ -176,7 +169,6 @@ pub struct Attachments {
     files: Arc<dyn FileStore>,
     config: Arc<AttachmentsConfig>,
     metrics: AttachmentMetrics,
-    verifier: Option<Verifier>,
 }
 
 impl Attachments {
@@ -193,22 +185,7 @@ impl Attachments {
             files,
             config: Arc::new(config),
             metrics,
-            verifier: None,
         }
-    }
-
-    /// Access tokens are checked with `verifier` (JOIN: the lead moves this to wherever the
-    /// reports use cases verify theirs; the attachments' handlers only need [`Self::verifier`]).
-    pub fn with_verifier(self, verifier: Verifier) -> Self {
-        Self {
-            verifier: Some(verifier),
-            ..self
-        }
-    }
-
-    /// What checks the callers' access tokens.
-    pub fn verifier(&self) -> Option<&Verifier> {
-        self.verifier.as_ref()
     }
 
     /// Adds the file `chunks` carry to the caller's report `header.report_id`.
@@ -243,6 +220,7 @@ impl Attachments {
         // JOIN: the idempotency machinery replays the first answer for `header.idempotency_key`.
         tracing::debug!(idempotent = !header.idempotency_key.is_empty(), "upload started");
         let (user, report_id, max) = (caller.user_id, header.report_id, self.config.max_per_report);
+        let (ip, user_agent) = (caller.ip, caller.user_agent);
         // The report and the cap are checked first (someone else's report is 404 whatever the
         // file), before any byte is stored, and again with the row.
         let mut conn = self.pool.get().await.map_err(StoreError::from)?;
@@ -251,7 +229,7 @@ impl Attachments {
             .transaction::<_, StoreError, _>(async move |conn| {
                 service_kit::db::enter_scope(conn, &user.to_string(), "user").await?;
                 let check = check_report(conn, user, report_id, max, false).await?;
-                if check != ReportCheck::Fine {
+                if !matches!(check, ReportCheck::Fine { .. }) {
                     return Ok((check, None));
                 }
                 let key = keys.for_writing(conn, user).await.map_err(key_to_store)?;
@@ -300,10 +278,19 @@ impl Attachments {
                 .transaction::<_, StoreError, _>(async move |conn| {
                     service_kit::db::enter_scope(conn, &user.to_string(), "user").await?;
                     let check = check_report(conn, user, report_id, max, true).await?;
-                    if check == ReportCheck::Fine {
+                    if let ReportCheck::Fine { anonymous } = check {
                         store::attachments::insert(conn, &row).await?;
-                        // AUDIT (issue 18, joined by the lead): the `attachment.uploaded` audit
-                        // row goes here, in this transaction, once `reports.audit_logs` exists.
+                        // As for the report itself: an anonymous report's files name no actor.
+                        let audit = AuditEntry {
+                            actor_id: (!anonymous).then_some(user),
+                            action: "attachment.create",
+                            resource: "attachment",
+                            resource_id: Some(row.id.to_string()),
+                            ip: if anonymous { None } else { ip },
+                            user_agent: if anonymous { None } else { user_agent },
+                            changed_fields: Vec::new(),
+                        };
+                        store::audit::insert(conn, &audit).await?;
                     }
                     Ok(check)
                 })
@@ -360,15 +347,20 @@ impl Attachments {
 /// The outcome of checking a report before storing a file on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReportCheck {
-    Fine,
+    /// The caller's live report, with room; whether it is anonymous.
+    Fine {
+        anonymous: bool,
+    },
     NotFound,
-    Full { max: i64 },
+    Full {
+        max: i64,
+    },
 }
 
 impl ReportCheck {
     fn into_result(self) -> Result<(), UploadError> {
         match self {
-            Self::Fine => Ok(()),
+            Self::Fine { .. } => Ok(()),
             Self::NotFound => Err(UploadError::NotFound),
             Self::Full { max } => Err(UploadError::TooMany { max }),
         }
@@ -387,13 +379,13 @@ async fn check_report(
     if lock {
         store::attachments::lock_report(conn, report_id).await?;
     }
-    if !store::attachments::owns_live_report(conn, user, report_id).await? {
+    let Some(anonymous) = store::attachments::live_report_anonymity(conn, user, report_id).await? else {
         return Ok(ReportCheck::NotFound);
-    }
+    };
     if store::attachments::count_live(conn, report_id).await? >= max {
         return Ok(ReportCheck::Full { max });
     }
-    Ok(ReportCheck::Fine)
+    Ok(ReportCheck::Fine { anonymous })
 }
 
 /// Judges, strips, seals and writes the upload's chunks one by one.

@@ -88,10 +88,9 @@ pub(super) async fn reading_key(keys: &super::DataKeys, conn: &mut Conn, user: U
     })
 }
 
-/// The report's files. The attachments work of issue 18 fills this in (`reports.attachments`);
-/// until then every report lists none.
-pub(super) async fn attachment_list(_conn: &mut Conn, _report: Uuid) -> Result<Vec<ReportAttachment>, StoreError> {
-    Ok(Vec::new())
+/// The report's live files, oldest first.
+pub(super) async fn attachment_list(conn: &mut Conn, report: Uuid) -> Result<Vec<ReportAttachment>, StoreError> {
+    store::attachments::list_for_report(conn, report).await
 }
 
 /// `stored` opened with its reporter's `key`.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use super::schema::{attachments, reports};
+use crate::domain::ReportAttachment;
 
 /// A stored file, as a use case reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -26,17 +27,17 @@ pub struct AttachmentRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Whether report `report_id` exists, is not deleted and belongs to `user`.
-pub async fn owns_live_report(conn: &mut Conn, user: Uuid, report_id: Uuid) -> Result<bool, StoreError> {
-    let found: Option<Uuid> = reports::table
+/// Whether report `report_id` exists, is not deleted and belongs to `user`: `None` if not, else
+/// whether it is anonymous (its audit rows then name no actor).
+pub async fn live_report_anonymity(conn: &mut Conn, user: Uuid, report_id: Uuid) -> Result<Option<bool>, StoreError> {
+    Ok(reports::table
         .filter(reports::id.eq(report_id))
         .filter(reports::user_id.eq(user))
         .filter(reports::deleted_at.is_null())
-        .select(reports::id)
+        .select(reports::anonymous)
         .first(conn)
         .await
-        .optional()?;
-    Ok(found.is_some())
+        .optional()?)
 }
 
 /// Serialises the uploads to one report until the transaction ends, so two concurrent uploads
@@ -100,14 +101,23 @@ pub async fn find_live(
     Ok(query.first(conn).await.optional()?)
 }
 
-/// The live files of report `report_id`, oldest first (for the report's `attachments`).
-#[expect(dead_code, reason = "JOIN: the reports use cases fill Report.attachments with it")]
-pub async fn list_for_report(conn: &mut Conn, report_id: Uuid) -> Result<Vec<AttachmentRecord>, StoreError> {
-    Ok(attachments::table
+/// The live files of report `report_id`, oldest first (a report's `attachments`).
+pub async fn list_for_report(conn: &mut Conn, report_id: Uuid) -> Result<Vec<ReportAttachment>, StoreError> {
+    let rows: Vec<AttachmentRecord> = attachments::table
         .filter(attachments::report_id.eq(report_id))
         .filter(attachments::deleted_at.is_null())
         .order((attachments::created_at.asc(), attachments::id.asc()))
         .select(AttachmentRecord::as_select())
         .load(conn)
-        .await?)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ReportAttachment {
+            id: r.id,
+            content_type: r.content_type,
+            size: u64::try_from(r.size).unwrap_or(0),
+            sha256: r.sha256,
+            created_at: r.created_at,
+        })
+        .collect())
 }
