@@ -186,11 +186,15 @@ pub struct Inspector {
 
 impl Inspector {
     /// `declared_type` is the client's `Content-Type`; `declared_size` its `Content-Length` (0:
-    /// none), which the body must match exactly.
+    /// none), which the body must match exactly. No type, or `application/octet-stream` (what a
+    /// multipart part without its own `Content-Type` amounts to), declares nothing: the content
+    /// alone is judged. Any other declared type must be allowed and match the content.
     pub fn new(rules: Rules, declared_type: &str, declared_size: u64) -> Result<Self, Refusal> {
+        let declared_text = declared_type.split(';').next().unwrap_or_default().trim().to_owned();
+        let undeclared = declared_text.is_empty() || declared_text.eq_ignore_ascii_case("application/octet-stream");
         let declared = FileType::from_declared(declared_type);
         let allowed = || rules.allowed.iter().map(|t| t.mime()).collect::<Vec<_>>().join(", ");
-        if !declared.is_some_and(|d| rules.allowed.contains(&d)) {
+        if !undeclared && !declared.is_some_and(|d| rules.allowed.contains(&d)) {
             return Err(Refusal::TypeNotAllowed { allowed: allowed() });
         }
         if declared_size > rules.max_size {
@@ -199,7 +203,7 @@ impl Inspector {
         Ok(Self {
             rules,
             declared,
-            declared_text: declared_type.split(';').next().unwrap_or_default().trim().to_owned(),
+            declared_text,
             declared_size: (declared_size > 0).then_some(declared_size),
             received: 0,
             head: Vec::with_capacity(SNIFF_LEN),
@@ -278,7 +282,7 @@ impl Inspector {
         if !self.rules.allowed.contains(&sniffed) {
             return Err(Refusal::TypeNotAllowed { allowed: allowed() });
         }
-        if self.declared != Some(sniffed) {
+        if self.declared.is_some_and(|d| d != sniffed) {
             return Err(Refusal::TypeMismatch {
                 declared: self.declared_text.clone(),
                 sniffed: sniffed.mime(),

@@ -487,6 +487,38 @@ async fn shared_attachment_checks() {
         metric(reports_admin, "attachment_rejected_total{reason=\"too_many\"}"),
         1
     );
+
+    // A retried upload under one Idempotency-Key (a phone that lost the answer) stores one file
+    // and answers the first response byte for byte; another file under that key is 422.
+    let retried = new_report(&tp, &ada).await;
+    let keyed = [
+        ("content-type", "application/pdf"),
+        ("idempotency-key", "upload-once-1"),
+    ];
+    let first = api.upload(&ada.token, &retried, &keyed, PDF.to_vec().into()).await;
+    assert_eq!(first.status().as_u16(), 201);
+    let first = first.bytes().await.expect("first body");
+    let objects = files_in(&files).len();
+    let again = api.upload(&ada.token, &retried, &keyed, PDF.to_vec().into()).await;
+    assert_eq!(again.status().as_u16(), 201, "a replay is the first answer");
+    assert_eq!(again.bytes().await.expect("replayed body"), first);
+    assert_eq!(files_in(&files).len(), objects, "the retry's object is not kept");
+    let rows: i64 = admin(&tp)
+        .await
+        .query_one(
+            "SELECT count(*) FROM reports.attachments WHERE report_id = $1::text::uuid",
+            &[&retried],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1);
+    let png = encoded(image::ImageFormat::Png);
+    let other = [("content-type", "image/png"), ("idempotency-key", "upload-once-1")];
+    assert_eq!(
+        error_code(api.upload(&ada.token, &retried, &other, png.into()).await, 422).await,
+        "IDEMPOTENCY_KEY_REUSED"
+    );
 }
 
 /// With `FILE_STORE_URL=s3://…` the files go to an S3-compatible server (moto), sealed; a

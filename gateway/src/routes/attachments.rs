@@ -102,9 +102,12 @@ fn with_field(e: ApiError, field: Option<String>, message: &str) -> ApiError {
 
 /// Adds a file to one of the caller's own reports. The body is the file itself with its
 /// `Content-Type`, or `multipart/form-data` whose first part with a file name is the file. The
-/// type is judged from the content (jpeg, png, gif, pdf) and must match the declared one; images
-/// are stored without their metadata (EXIF and GPS, XMP, IPTC, comments), pixels untouched;
-/// everything is encrypted at rest. `Idempotency-Key` makes a retry safe.
+/// type is judged from the content (jpeg, png, gif, pdf) and must match the declared one (a part
+/// without its own type, or `application/octet-stream`, declares none: the content decides);
+/// images are stored without their metadata (EXIF and GPS, XMP, IPTC, comments), pixels
+/// untouched; everything is encrypted at rest. `Idempotency-Key` makes a retry safe: the same key
+/// with the same file answers the first upload and stores nothing new; with another file it is
+/// 422 `IDEMPOTENCY_KEY_REUSED`, and while the first is being stored 409 `REQUEST_IN_PROGRESS`.
 #[utoipa::path(post, path = "/v1/reports/{id}/attachments", tag = "reports", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The report's id"),
@@ -118,7 +121,8 @@ fn with_field(e: ApiError, field: Option<String>, message: &str) -> ApiError {
         (status = 201, description = "Stored", body = AttachmentBody),
         (status = 400, description = "VALIDATION_FAILED naming `file` (empty, or not a well-formed file of its type), `file_name` (a path in the file name), `Content-Length` (not the body's length) or `Idempotency-Key`", body = crate::error::ErrorBody),
         (status = 404, description = "No such report of yours", body = crate::error::ErrorBody),
-        (status = 409, description = "CONFLICT: the report has MAX_ATTACHMENTS_PER_REPORT (10) files already", body = crate::error::ErrorBody),
+        (status = 409, description = "CONFLICT: the report has MAX_ATTACHMENTS_PER_REPORT (10) files already; REQUEST_IN_PROGRESS: an upload under the same Idempotency-Key is being stored (with Retry-After)", body = crate::error::ErrorBody),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key came with another file", body = crate::error::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE naming `file`: over MAX_FILE_SIZE; nothing is stored", body = crate::error::ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE naming `Content-Type` (not an allowed type, or not what the content is) or `file` (also another kind of file, such as a PDF that is a ZIP, or data after an image's end)", body = crate::error::ErrorBody),
     ))]

@@ -63,6 +63,15 @@ fn upload_status(e: UploadError) -> Status {
     match e {
         UploadError::Refused(r) => refused(&r),
         UploadError::NotFound => status(ErrorCode::NotFound, "No such resource."),
+        UploadError::IdempotencyKeyReused => status(
+            ErrorCode::IdempotencyKeyReused,
+            "This Idempotency-Key was used with another file; use a new key for a new upload.",
+        ),
+        UploadError::RequestInProgress => service_kit::errors::status_retry_after(
+            ErrorCode::RequestInProgress,
+            "An upload with this Idempotency-Key is still being stored; retry shortly.",
+            1,
+        ),
         UploadError::TooMany { max } => status(
             ErrorCode::Conflict,
             format!("This report already has {max} attachments, the most it may have."),

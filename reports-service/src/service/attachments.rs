@@ -25,9 +25,10 @@ use uuid::Uuid;
 use super::keys::{DataKeys, KeyError};
 pub use crate::attachments::Refusal;
 use crate::attachments::{FileType, Inspector, Rules, check_file_name};
-use crate::domain::AuditEntry;
 pub use crate::domain::Caller;
+use crate::domain::{AuditEntry, IdempotencyKey};
 pub use crate::store::attachments::AttachmentRecord;
+use crate::store::idempotency::Claimed;
 use crate::store::{self, Conn};
 
 /// The associated data of an attachment's bytes: table, column and the attachment's id.
@@ -92,6 +93,12 @@ pub enum UploadError {
     NotFound,
     #[error("the report already has {max} attachments")]
     TooMany { max: i64 },
+    /// The `Idempotency-Key` came with another file or report before.
+    #[error("the idempotency key was used for another upload")]
+    IdempotencyKeyReused,
+    /// An upload under the same `Idempotency-Key` is being stored right now.
+    #[error("an upload with this idempotency key is still running")]
+    RequestInProgress,
     /// The client's stream failed or ended early.
     #[error("the upload stream broke off")]
     Interrupted,
@@ -217,8 +224,6 @@ impl Attachments {
     where
         S: Stream<Item = Result<Bytes, UploadError>> + Send + Unpin,
     {
-        // JOIN: the idempotency machinery replays the first answer for `header.idempotency_key`.
-        tracing::debug!(idempotent = !header.idempotency_key.is_empty(), "upload started");
         let (user, report_id, max) = (caller.user_id, header.report_id, self.config.max_per_report);
         let (ip, user_agent) = (caller.ip, caller.user_agent);
         // The report and the cap are checked first (someone else's report is 404 whatever the
@@ -272,11 +277,25 @@ impl Attachments {
             created_at: Utc::now(),
         };
         let row = record.clone();
+        // The same key with the same file for the same report (judged by what is stored, so a
+        // retry of the same bytes matches) replays the first upload's answer.
+        let idempotency = (!header.idempotency_key.is_empty()).then(|| IdempotencyKey {
+            request_hash: upload_hash(report_id, &record.content_type, &record.sha256),
+            key: header.idempotency_key.clone(),
+        });
         let stored = async {
             let mut conn = self.pool.get().await.map_err(StoreError::from)?;
-            let check = conn
+            let (check, replay) = conn
                 .transaction::<_, StoreError, _>(async move |conn| {
                     service_kit::db::enter_scope(conn, &user.to_string(), "user").await?;
+                    if let Some(idem) = &idempotency {
+                        match store::idempotency::claim(conn, user, idem).await? {
+                            Claimed::Fresh => {}
+                            Claimed::Replay(first) => return Ok((ReportCheck::Replay, Some(first))),
+                            Claimed::InProgress => return Ok((ReportCheck::InProgress, None)),
+                            Claimed::Reused => return Ok((ReportCheck::Reused, None)),
+                        }
+                    }
                     let check = check_report(conn, user, report_id, max, true).await?;
                     if let ReportCheck::Fine { anonymous } = check {
                         store::attachments::insert(conn, &row).await?;
@@ -291,21 +310,54 @@ impl Attachments {
                             changed_fields: Vec::new(),
                         };
                         store::audit::insert(conn, &audit).await?;
+                        if let Some(idem) = &idempotency {
+                            // The answer to replay is the attachment itself, read back by id.
+                            store::idempotency::record(conn, user, idem, row.id.as_bytes()).await?;
+                        }
                     }
-                    Ok(check)
+                    Ok((check, None))
                 })
                 .await?;
-            check.into_result()
+            match (check, replay) {
+                (ReportCheck::Replay, Some(first)) => Ok(Some(Uuid::from_slice(&first).map_err(anyhow::Error::new)?)),
+                (check, _) => check.into_result().map(|()| None),
+            }
         }
         .await;
-        if let Err(e) = stored {
-            if let Err(delete) = self.files.delete(object_name).await {
-                tracing::warn!(error = %delete, object = %object_name, "removing the object of an upload whose row was refused");
+        match stored {
+            Ok(None) => {}
+            Ok(Some(first)) => {
+                // This upload's object is not needed: the first one stands.
+                self.discard(object_name).await;
+                return self.replay(user, report_id, first).await;
             }
-            return Err(e);
+            Err(e) => {
+                self.discard(object_name).await;
+                return Err(e);
+            }
         }
         tracing::info!(attachment_id = %id, report_id = %report_id, size = record.size, content_type = record.content_type, "attachment stored");
         Ok(record)
+    }
+
+    /// Removes the object of an upload that is not kept.
+    async fn discard(&self, object_name: Uuid) {
+        if let Err(delete) = self.files.delete(object_name).await {
+            tracing::warn!(error = %delete, object = %object_name, "removing the object of an upload that is not kept");
+        }
+    }
+
+    /// The first upload under a replayed key, as it was stored (deleted since: not found).
+    async fn replay(&self, user: Uuid, report_id: Uuid, id: Uuid) -> Result<AttachmentRecord, UploadError> {
+        let mut conn = self.pool.get().await.map_err(StoreError::from)?;
+        let found = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                service_kit::db::enter_scope(conn, &user.to_string(), "user").await?;
+                store::attachments::find_live(conn, report_id, id, Some(user)).await
+            })
+            .await?;
+        tracing::info!(attachment_id = %id, report_id = %report_id, "upload replayed for its idempotency key");
+        found.ok_or(UploadError::NotFound)
     }
 
     /// File `id` of report `report_id` with its decrypted bytes, streamed: the caller's own, or
@@ -352,6 +404,10 @@ enum ReportCheck {
         anonymous: bool,
     },
     NotFound,
+    /// The idempotency key answers an earlier upload.
+    Replay,
+    InProgress,
+    Reused,
     Full {
         max: i64,
     },
@@ -362,6 +418,9 @@ impl ReportCheck {
         match self {
             Self::Fine { .. } => Ok(()),
             Self::NotFound => Err(UploadError::NotFound),
+            Self::InProgress => Err(UploadError::RequestInProgress),
+            Self::Reused => Err(UploadError::IdempotencyKeyReused),
+            Self::Replay => Err(UploadError::Unexpected(anyhow::anyhow!("a replay without its answer"))),
             Self::Full { max } => Err(UploadError::TooMany { max }),
         }
     }
@@ -369,6 +428,18 @@ impl ReportCheck {
 
 /// Whether `user` may add a file to `report_id`: their own live report, under the cap. With
 /// `lock`, concurrent uploads to the report wait for this transaction.
+/// What an upload's `Idempotency-Key` is bound to: the report and the file as stored.
+fn upload_hash(report_id: Uuid, content_type: &str, sha256: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"reports.v1.ReportsService/UploadAttachment\0");
+    hash.update(report_id.as_bytes());
+    hash.update(content_type.as_bytes());
+    hash.update(b"\0");
+    hash.update(sha256.as_bytes());
+    hash.finalize().into()
+}
+
 async fn check_report(
     conn: &mut Conn,
     user: Uuid,
