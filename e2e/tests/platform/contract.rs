@@ -91,6 +91,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "423",
 include-path-regex = "^/v1/(me/mfa/totp(/confirm)?|auth/logout-all)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "409", "423", "429"]
 
+# A schema can say "binary" but not "a well-formed JPEG, PNG, GIF or PDF": random bytes are 415.
+[[operations]]
+include-path-regex = "^/v1/reports/[^/]+/attachments$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "415", "422", "429"]
+
 [[operations]]
 include-path-regex = "^/v1/(admin/)?reports"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422", "429"]
