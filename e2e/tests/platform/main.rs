@@ -21,6 +21,7 @@ mod outbox;
 mod rate_limit;
 mod reports;
 mod tracing;
+mod walkthrough;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
