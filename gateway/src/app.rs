@@ -114,6 +114,7 @@ impl Application {
             config.trusted_proxies.clone(),
             config.request_timeout,
             config.body_read_timeout,
+            config.upstreams.upload_timeout,
             &registry,
         )?);
         let upstreams = Upstreams::new(&config.upstreams, config.redis_url.as_ref())?;
@@ -383,7 +384,16 @@ mod tests {
     /// The edge with a 1 KiB body limit, 5 s per request, 1 s per body.
     fn test_edge() -> Edge {
         let (request, body) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(1));
-        Edge::new(1024, Default::default(), request, body, &prometheus::Registry::new()).expect("metrics")
+        let upload = std::time::Duration::from_secs(60);
+        Edge::new(
+            1024,
+            Default::default(),
+            request,
+            body,
+            upload,
+            &prometheus::Registry::new(),
+        )
+        .expect("metrics")
     }
 
     async fn call(req: test::TestRequest) -> (u16, actix_web::http::header::HeaderMap, Value) {

@@ -34,6 +34,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// `GRPC_REQUEST_TIMEOUT_MS`: the deadline of each call to a service.
     pub request_timeout: Duration,
+    /// `UPLOAD_TIMEOUT_MS`: how long the body of a file upload may take (a phone on a slow network
+    /// needs minutes for `MAX_FILE_SIZE`, where every other body has seconds); reports-service
+    /// then has `GRPC_REQUEST_TIMEOUT_MS` to store it, and the request as a whole
+    /// `REQUEST_TIMEOUT_MS` more than the body.
+    pub upload_timeout: Duration,
     /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`: the gateway's client
     /// certificate and the internal CA (or `GRPC_INSECURE=true`, development only).
     pub tls: service_kit::grpc_tls::GrpcTls,
@@ -150,6 +155,7 @@ impl GatewayConfig {
             analytics_url: grpc_url(env, "ANALYTICS_SERVICE_URL", scheme, 50053),
             connect_timeout: env.millis_in("GRPC_CONNECT_TIMEOUT_MS", 1000, 10, 60_000),
             request_timeout: env.millis_in("GRPC_REQUEST_TIMEOUT_MS", 5000, 10, 120_000),
+            upload_timeout: env.millis_in("UPLOAD_TIMEOUT_MS", 300_000, 1000, 3_600_000),
             tls: grpc_tls.unwrap_or(service_kit::grpc_tls::GrpcTls::Insecure),
             redis_tls_ca: service_kit::redis::tls_ca_file(env),
         };

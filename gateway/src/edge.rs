@@ -30,6 +30,8 @@ pub struct Edge {
     pub trusted_proxies: TrustedProxies,
     pub request_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// For file uploads, both the request's and the body's deadline (`UPLOAD_TIMEOUT_MS`).
+    pub upload_timeout: Duration,
     /// Security events raised at the edge (refused tokens, 403s, address abuse).
     pub security: SecurityEvents,
     requests: IntCounterVec,
@@ -111,6 +113,7 @@ impl Edge {
         trusted_proxies: TrustedProxies,
         request_timeout: Duration,
         body_read_timeout: Duration,
+        upload_timeout: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
         let requests = counter_vec(
@@ -142,6 +145,7 @@ impl Edge {
             trusted_proxies,
             request_timeout,
             body_read_timeout,
+            upload_timeout,
             security: SecurityEvents::new(registry)?,
             requests,
             duration,
@@ -326,19 +330,23 @@ pub async fn edge(
         path = %req.path(),
         user_id = tracing::field::Empty
     );
-    let (max_body, timeout) = edge.as_ref().map_or((usize::MAX, Duration::from_secs(30)), |e| {
-        (e.max_body_bytes, e.request_timeout)
-    });
+    let is_upload = crate::upload::is_upload_path(req.method(), req.path());
+    // A file upload takes minutes on a slow network; everything else has seconds.
+    let (max_body, timeout, body_timeout) = edge.as_ref().map_or(
+        (usize::MAX, Duration::from_secs(30), Duration::from_secs(30)),
+        |e| match is_upload {
+            true => (e.max_body_bytes, e.upload_timeout + e.request_timeout, e.upload_timeout),
+            false => (e.max_body_bytes, e.request_timeout, e.body_read_timeout),
+        },
+    );
     // A body must arrive within its own deadline. HTTP/2 bodies need not declare a length, so
     // every request that may carry one is watched.
     let bodiless = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS")
         && !req.headers().contains_key(header::CONTENT_LENGTH)
         && !req.headers().contains_key(header::TRANSFER_ENCODING);
-    if let Some(e) = &edge
-        && !bodiless
-    {
+    if edge.is_some() && !bodiless {
         let payload = actix_web::HttpMessage::take_payload(&mut req);
-        req.set_payload(crate::body::with_read_deadline(payload, e.body_read_timeout));
+        req.set_payload(crate::body::with_read_deadline(payload, body_timeout));
     }
 
     let declared_len = req
@@ -347,7 +355,6 @@ pub async fn edge(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let path_problem = path_refusal(req.uri().path());
-    let is_upload = crate::upload::is_upload_path(req.method(), req.path());
     let inner = async {
         // The router matches the decoded path; anything that decodes to another spelling of a
         // route (or that a proxy in front may normalise differently) is refused before any

@@ -26,6 +26,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct Upstreams {
     pub auth: Channel,
     pub reports: Channel,
+    /// reports-service for file uploads: the same server, with `UPLOAD_TIMEOUT_MS` as each call's deadline.
+    pub reports_uploads: Channel,
     pub analytics: Channel,
     pub redis: Option<RedisLink>,
     draining: Arc<AtomicBool>,
@@ -35,13 +37,24 @@ pub struct Upstreams {
 /// A lazy channel to `url`, over mTLS (the gateway's certificate, the server checked against the
 /// internal CA) unless `GRPC_INSECURE`.
 fn channel(url: &str, config: &UpstreamConfig) -> anyhow::Result<Channel> {
+    channel_with_deadline(url, config, config.request_timeout)
+}
+
+/// An upload call's deadline: its body's (`UPLOAD_TIMEOUT_MS`, so a slow client is told apart
+/// as 408), then a service call's to store it.
+fn upload_deadline(config: &UpstreamConfig) -> Duration {
+    config.upload_timeout + config.request_timeout
+}
+
+/// A lazy channel to `url` whose calls each have `deadline`.
+fn channel_with_deadline(url: &str, config: &UpstreamConfig, deadline: Duration) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())?;
     if let Some(tls) = config.tls.client_config() {
         endpoint = endpoint.tls_config(tls)?;
     }
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
+        .timeout(deadline)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -71,6 +84,7 @@ impl Upstreams {
         Ok(Self {
             auth: channel(&config.auth_url, config)?,
             reports: channel(&config.reports_url, config)?,
+            reports_uploads: channel_with_deadline(&config.reports_url, config, upload_deadline(config))?,
             analytics: channel(&config.analytics_url, config)?,
             redis: redis_url
                 .map(|url| RedisLink::with_ca(url, config.redis_tls_ca.as_deref()))
@@ -87,6 +101,11 @@ impl Upstreams {
         Ok(Self {
             auth: channel(&self.config.auth_url, &self.config)?,
             reports: channel(&self.config.reports_url, &self.config)?,
+            reports_uploads: channel_with_deadline(
+                &self.config.reports_url,
+                &self.config,
+                upload_deadline(&self.config),
+            )?,
             analytics: channel(&self.config.analytics_url, &self.config)?,
             redis: self.redis.as_ref().map(RedisLink::fresh),
             draining: self.draining.clone(),

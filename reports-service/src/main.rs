@@ -47,6 +47,9 @@ impl service_kit::service::Service for ReportsService {
     type Config = Config;
     // Report events go to analytics-service through `reports.outbox` (service_kit::outbox).
     const OUTBOX_PRODUCER: Option<&'static str> = Some("reports");
+    // An upload of MAX_FILE_SIZE from a phone on a slow network (the gateway's UPLOAD_TIMEOUT_MS
+    // is the real bound; this one only has to be longer).
+    const MAX_CALL: std::time::Duration = std::time::Duration::from_secs(3600);
 
     fn config(env: &Env, common: &service_kit::config::CommonConfig) -> Option<Config> {
         let keyring = Keyring::from_env(env);

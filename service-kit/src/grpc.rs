@@ -62,6 +62,7 @@ impl GrpcServer {
         file_descriptor_set: &'static [u8],
         security: ServerSecurity,
         metrics: GrpcMetrics,
+        max_call: Duration,
         shutdown: Shutdown,
     ) -> anyhow::Result<()> {
         let reflection = || {
@@ -83,7 +84,7 @@ impl GrpcServer {
         }
         let identity = PeerIdentityLayer::new(security.tls.is_mutual().then_some(security.allowed_clients));
         builder
-            .timeout(Duration::from_secs(60))
+            .timeout(max_call)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .trace_fn(call_span)
             .layer(metrics)

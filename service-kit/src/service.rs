@@ -38,6 +38,9 @@ pub trait Service: 'static {
     /// (`service_kit::outbox`): `serve` runs the relay to analytics-service, and the binary gets
     /// the operator command `outbox-retry-dead`. The name is the envelopes' `producer`.
     const OUTBOX_PRODUCER: Option<&'static str> = None;
+    /// The longest one call may run (the server's deadline; a caller's `grpc-timeout` may only
+    /// shorten it). A minute, longer for a service that takes file uploads from phones.
+    const MAX_CALL: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Parses the service's own settings; `common` tells the environment (production refuses
     /// development shortcuts).
@@ -298,6 +301,7 @@ pub async fn serve<S: Service>(settings: ServiceSettings, own: S::Config, shutdo
             .grpc_security
             .ok_or_else(|| anyhow::anyhow!("gRPC settings are read for serve"))?,
         grpc_metrics,
+        S::MAX_CALL,
         shutdown,
     );
     tokio::select! {

@@ -5,6 +5,7 @@
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 
+use futures_util::StreamExt as _;
 use img_parts::{Bytes, ImageEXIF as _};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -589,4 +590,82 @@ async fn attachments_in_s3_are_sealed_and_refusals_leave_nothing() {
         || async { (moto.open_uploads().ok()? == 0).then_some(()) },
     )
     .await;
+}
+
+/// A body sent in `pieces` with `pause` between them: a phone on a slow network.
+fn slowly(bytes: &[u8], pieces: usize, pause: std::time::Duration) -> reqwest::Body {
+    let size = bytes.len().div_ceil(pieces);
+    let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| async move {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        Ok::<_, std::io::Error>(chunk)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// An upload has `UPLOAD_TIMEOUT_MS`, not the seconds every other request has: a file that takes
+/// longer than the request, body and gRPC deadlines is stored, and one slower than the upload
+/// deadline is cut with 408.
+#[tokio::test]
+async fn a_slow_upload_has_its_own_deadline() {
+    let tp = TestPlatform::builder("slow_upload")
+        .services(&[Service::Auth, Service::Reports])
+        .gateway_env(&[
+            ("GRPC_REQUEST_TIMEOUT_MS", "500"),
+            ("REQUEST_TIMEOUT_MS", "1500"),
+            ("BODY_READ_TIMEOUT_MS", "1000"),
+            ("UPLOAD_TIMEOUT_MS", "5000"),
+        ])
+        .start()
+        .await
+        .expect("platform");
+    let api = Api::new(&tp);
+    let ada = api.register("slow@example.org").await;
+    let report = new_report(&tp, &ada).await;
+    let pause = std::time::Duration::from_millis(700);
+    let pdf = [PDF, &[b' '; 2048][..]].concat();
+    let res = api
+        .upload(
+            &ada.token,
+            &report,
+            &[("content-type", "application/pdf")],
+            slowly(&pdf, 4, pause),
+        )
+        .await;
+    assert_eq!(
+        res.status().as_u16(),
+        201,
+        "a 2 s upload under 1 s body and 1.5 s request deadlines"
+    );
+    // A JSON body as slow is cut at BODY_READ_TIMEOUT_MS: only uploads have the long deadline.
+    let stalled = api
+        .http
+        .post(format!("{}/v1/reports", api.base))
+        .bearer_auth(&ada.token)
+        .header("content-type", "application/json")
+        .body(slowly(
+            br#"{"category":"theft","title":"x","description":"y"}"#,
+            4,
+            pause,
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stalled.status().as_u16(), 408);
+    let too_slow = api
+        .upload(
+            &ada.token,
+            &report,
+            &[("content-type", "application/pdf")],
+            slowly(&pdf, 9, pause),
+        )
+        .await;
+    assert_eq!(
+        too_slow.status().as_u16(),
+        408,
+        "a 5.6 s upload over a 5 s upload deadline"
+    );
+    assert_eq!(attachment_rows(&tp).await, 1, "only the upload that finished is stored");
 }

@@ -14,10 +14,12 @@ use proto::reports::v1::upload_attachment_request::Part as UploadPart;
 use proto::reports::v1::{AttachmentInfo, DownloadAttachmentRequest, UploadAttachmentHeader, UploadAttachmentRequest};
 use serde::Serialize;
 
-use super::call::ReportsCall;
+use super::call::{Call, ReportsCall};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldIssue};
+use crate::state::AppState;
 use crate::upload::{self, Upload};
+use proto::reports::v1::reports_service_client::ReportsServiceClient;
 
 /// Chunks in flight between the HTTP body and the gRPC stream: the body is read only as fast as
 /// reports-service takes it.
@@ -131,8 +133,13 @@ pub async fn upload(
     path: web::Path<String>,
     payload: web::Payload,
     caller: Authenticated,
-    reports_service: ReportsCall,
 ) -> Result<HttpResponse, ApiError> {
+    // Uploads take minutes on a slow network: their own channel, with UPLOAD_TIMEOUT_MS.
+    let channel = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.upstreams.reports_uploads.clone())
+        .ok_or_else(ApiError::internal)?;
+    let reports_service = Call::new("reports", ReportsServiceClient::new(channel), req.clone());
     let report_id = path.into_inner();
     let key = idempotency_key(&req)?;
     let Upload {
