@@ -32,6 +32,44 @@ async fn platform(tag: &str, reports_env: &[(&str, &str)]) -> TestPlatform {
         .expect("platform")
 }
 
+/// Files `n` reports through the gateway as `token`'s user (as a phone does) and answers the ids
+/// of the `report.submitted` events their transactions wrote.
+async fn file_reports(tp: &TestPlatform, token: &str, n: usize) -> Vec<String> {
+    let http = crate::client(tp);
+    let mut reports = Vec::new();
+    for i in 0..n {
+        let body = serde_json::json!({
+            "category": "theft", "title": format!("Bike {i} taken"), "description": "From the rack.",
+            "occurred_at": (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        });
+        let res = http
+            .post(format!("{}/v1/reports", tp.base_url()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("file a report");
+        assert_eq!(res.status().as_u16(), 201, "file a report");
+        let v: serde_json::Value = res.json().await.expect("json");
+        reports.push(v["id"].as_str().expect("id").to_owned());
+    }
+    let rows = database(tp, "reports")
+        .await
+        .query(
+            "SELECT event_id::text FROM reports.outbox WHERE event_type = 'report.submitted' \
+             AND payload->>'report_id' = ANY($1) ORDER BY id",
+            &[&reports],
+        )
+        .await
+        .expect("the reports' events");
+    assert_eq!(
+        rows.len(),
+        n,
+        "one report.submitted event per report, in its transaction"
+    );
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 /// Writes `n` report events and answers their event ids. Today they are written into
 /// `reports.outbox` as `service_kit::outbox::enqueue` writes them, one transaction each; once
 /// reports are created through the API, this becomes `n` REST creates, with the event ids read
@@ -106,11 +144,16 @@ async fn outbox_state(reports: &tokio_postgres::Client) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
     // Retries come back within a second once analytics-service is up again.
-    let mut tp = platform(
-        "outbox",
-        &[("OUTBOX_BACKOFF_BASE_MS", "100"), ("OUTBOX_BACKOFF_MAX_MS", "1000")],
-    )
-    .await;
+    let mut tp = TestPlatform::builder("outbox")
+        .services(&[Service::Auth, Service::Reports, Service::Analytics])
+        .service_env(
+            Service::Reports,
+            &[("OUTBOX_BACKOFF_BASE_MS", "100"), ("OUTBOX_BACKOFF_MAX_MS", "1000")],
+        )
+        .start()
+        .await
+        .expect("platform");
+    let token = crate::rate_limit::registered(&crate::client(&tp), &tp.base_url(), "outbox@example.org").await;
     let admin = tp.platform.ports.reports_admin;
     let analytics = database(&tp, "analytics").await;
     let reports = database(&tp, "reports").await;
@@ -127,8 +170,9 @@ async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
     let before = create_events(&tp, 5).await;
     wait_arrived(&analytics, &before, "the first events to arrive").await;
 
+    // Reports filed while analytics-service is down: their events wait, then arrive once.
     tp.platform.analytics.kill();
-    let during = create_events(&tp, 10).await;
+    let during = file_reports(&tp, &token, 10).await;
     eventually(
         "the relay to fail against the stopped analytics-service",
         Duration::from_secs(20),
@@ -163,7 +207,7 @@ async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
         .query_one(
             "SELECT source, name, properties->>'category', traceparent, user_id IS NULL \
              FROM analytics.ingested_events WHERE event_id::text = $1",
-            &[&during[0]],
+            &[&before[0]],
         )
         .await
         .expect("row");
@@ -175,6 +219,18 @@ async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
     assert!(row.get::<_, bool>(4), "no user id travels with a report event");
+    let filed = analytics
+        .query_one(
+            "SELECT name, properties->>'category', user_id IS NULL, properties ? 'title' \
+             FROM analytics.ingested_events WHERE event_id::text = $1",
+            &[&during[0]],
+        )
+        .await
+        .expect("a filed report's event");
+    assert_eq!(filed.get::<_, String>(0), "report.submitted");
+    assert_eq!(filed.get::<_, String>(1), "theft");
+    assert!(filed.get::<_, bool>(2), "no reporter travels with a report event");
+    assert!(!filed.get::<_, bool>(3), "no text travels with a report event");
 
     // SIGTERM stops the relay with the rest of the process.
     assert!(
