@@ -14,6 +14,7 @@ use super::ROUNDS;
 use super::incidents_sql::{self, NEARBY_POINT, NEARBY_RADIUS_M, PGBENCH_SCRIPT, PROPOSED_INDEX};
 use super::oha::{Generator, Run, WARM_UP_SECONDS};
 use super::placement::{Placement, on_cpus};
+use super::procfs::{family_cpu, usage};
 use super::stack::{self, Stack};
 use crate::devstack;
 
@@ -47,6 +48,10 @@ pub(super) struct Creates {
     pub(super) pgbench: Vec<f64>,
     /// Rows in `reports.reports` when the creates began.
     pub(super) rows_before: i64,
+    /// CPU µs per create answered 201, per process, over all runs of ours.
+    pub(super) cpu_per_create: Vec<(&'static str, f64)>,
+    /// PostgreSQL's CPU µs per pgbench transaction, over all its runs.
+    pub(super) postgres_per_transaction: f64,
 }
 
 /// One run of creates at [`CREATE_CONNECTIONS`].
@@ -297,21 +302,60 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
         ours: Vec::new(),
         pgbench: Vec::new(),
         rows_before,
+        cpu_per_create: Vec::new(),
+        postgres_per_transaction: 0.0,
     };
+    let mut ours_cpu: Vec<(&'static str, f64)> = cpu_now(stack).into_iter().map(|(n, _)| (n, 0.0)).collect();
+    let mut pgbench_cpu = 0.0;
     for _ in 0..ROUNDS {
+        let before = cpu_now(stack);
         let run = on_cpus(load, || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(create_run(&ca, &url, &token, &body, generator.seconds))
         })?;
+        for ((_, total), ((_, after), (_, was))) in ours_cpu.iter_mut().zip(cpu_now(stack).into_iter().zip(before)) {
+            *total += after - was;
+        }
         eprintln!("xtask: POST /v1/reports: {:.0} creates/s", run.rps);
         measured.ours.push(run);
+        let before = postgres_cpu(stack);
         let tps = on_cpus(load, || pgbench_run(&pgbench, &script, &target, generator.seconds))?;
+        pgbench_cpu += postgres_cpu(stack) - before;
         eprintln!("xtask: pgbench, the same inserts: {tps:.0} tps");
         measured.pgbench.push(tps);
     }
+    // Over every create of the runs (the warm-up second's too), and every pgbench transaction.
+    let seconds = generator.seconds as f64;
+    let creates: f64 = measured.ours.iter().map(|r| r.rps * seconds).sum();
+    let transactions: f64 = measured.pgbench.iter().map(|tps| tps * seconds).sum();
+    measured.cpu_per_create = ours_cpu
+        .into_iter()
+        .map(|(name, cpu)| (name, 1e6 * cpu / creates.max(1.0)))
+        .collect();
+    measured.postgres_per_transaction = 1e6 * pgbench_cpu / transactions.max(1.0);
     Ok(measured)
+}
+
+/// CPU seconds of PostgreSQL with all its backends.
+fn postgres_cpu(stack: &Stack) -> f64 {
+    stack.backing.shared().postmaster.map_or(0.0, family_cpu)
+}
+
+/// CPU seconds so far of each process a create goes through, and of the benchmark's own process
+/// (whose client sends the creates).
+fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
+    let p = &stack.protected.platform;
+    let cpu = |pid: Option<u32>| usage(pid.unwrap_or(0)).0;
+    vec![
+        ("gateway", cpu(p.gateway.pid())),
+        ("auth-service", cpu(p.auth.pid())),
+        ("reports-service", cpu(p.reports.pid())),
+        ("analytics-service", cpu(p.analytics.pid())),
+        ("PostgreSQL", postgres_cpu(stack)),
+        ("the client (xtask)", usage(std::process::id()).0),
+    ]
 }
 
 /// [`CREATE_CONNECTIONS`] clients filing reports back to back for `seconds`; the first second's

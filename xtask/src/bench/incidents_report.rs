@@ -114,6 +114,17 @@ impl Creates {
             "\nEnd to end / pgbench: {ratio:.2}× (target ≥ {CREATE_TARGET}×: {}).",
             met(ratio >= CREATE_TARGET)
         );
+        let per_create: Vec<String> = self
+            .cpu_per_create
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.0}"))
+            .collect();
+        let _ = writeln!(
+            report,
+            "\nCPU µs per create, over all runs: {}; PostgreSQL per pgbench transaction: {:.0}.",
+            per_create.join(", "),
+            self.postgres_per_transaction
+        );
     }
 }
 
@@ -211,6 +222,8 @@ mod tests {
                 ours: vec![create(300.0), create(500.0), create(400.0)],
                 pgbench: vec![900.0, 1000.0, 1100.0],
                 rows_before: 1_000_001,
+                cpu_per_create: vec![("gateway", 210.4), ("PostgreSQL", 330.0)],
+                postgres_per_transaction: 120.0,
             }),
             flat: Ok(Flatness {
                 small: size(1000, [3.0, 2.0, 4.0], [2.0, 2.0, 2.0], 20),
@@ -230,6 +243,7 @@ mod tests {
         has("| pgbench, the three inserts | 1000 | 900, 1000, 1100 | n/a | n/a |");
         has("End to end / pgbench: 0.40× (target ≥ 0.5×: not met).");
         has("on a table of 1000001 reports");
+        has("CPU µs per create, over all runs: gateway 210, PostgreSQL 330; PostgreSQL per pgbench transaction: 120.");
         // Median p99 3 of (2, 3, 4) against 4 of (3, 4, 4.5): 1.33, met.
         has("| 1.00 / 3.00 (2.00–4.00) | 1.00 / 4.00 (3.00–4.50) | 1.33× (met) |");
         has("| 1.00 / 2.00 (2.00–2.00); 20 alerts | 1.00 / 90.00 (80.00–100.00); 20 alerts | 45.00× (not met) |");
