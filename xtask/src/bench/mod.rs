@@ -4,13 +4,19 @@
 //! speed (median of three runs), then p50/p90/p99/max latency of the steady state in three rounds
 //! at half that rate, errors and 429s, CPU seconds and peak RSS of each process; scenarios that are
 //! compared take turns (our `/health` with nginx's as the reference gateway, protected `/v1/me`
-//! with the edge checks off); then in-process figures for password hashing and token verification.
+//! with the edge checks off); then in-process figures for password hashing and token verification;
+//! then the incident-report rows (creates against pgbench, the own-report list and nearby alerts at
+//! a thousand and a million reports).
 //!
 //! [`run`] only orders the steps: `stack` starts what is loaded, `scenarios` says what to load,
 //! `measure` runs and measures a group of scenarios, `in_process` times hashing and token
-//! verification, and `report` renders the Markdown.
+//! verification, `incidents` measures the incident-report rows (`incidents_sql` holds their SQL),
+//! and `report` renders the Markdown (`incidents_report` its incident-report section).
 
 mod in_process;
+mod incidents;
+mod incidents_report;
+mod incidents_sql;
 mod measure;
 mod oha;
 mod placement;
@@ -35,6 +41,7 @@ const ROUNDS: usize = 3;
 /// The benchmark itself; `placement.build_and_pin()` must have run first.
 pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> {
     let taken = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ").to_string();
+    let load_before = procfs::load_average();
     let oha = on_cpus(&placement.all, oha::install)?;
     let sqlite = devstack::program_or_install("sqlite3", "sqlite3")?;
     let stack = Stack::start(placement).await?;
@@ -68,6 +75,8 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         )?;
         timing.push((target.name, run));
     }
+    // Last of the runs: it seeds a million reports, which would weigh on PostgreSQL's cache.
+    let incidents = incidents::measure(&generator, &stack, placement).await;
     let (backing, reference_missing) = stack.stop_gateways();
 
     // On the CPUs auth-service had, so that the hash rate is what its logins could reach.
@@ -87,6 +96,8 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         stack_cpus,
         hashes,
         verify,
+        incidents,
+        host_load: (load_before, procfs::load_average()),
     };
     let text = report.render();
 

@@ -54,3 +54,10 @@ pub(super) fn family_cpu(pid: u32) -> f64 {
 pub(super) fn family_peak_rss(pid: u32) -> u64 {
     usage(pid).1 + children(pid).into_iter().map(|c| usage(c).1).sum::<u64>()
 }
+
+/// The host's load average over 1, 5 and 15 minutes, as /proc/loadavg gives it.
+pub(super) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::ROUNDS;
+use super::incidents::Incidents;
 use super::measure::{Measured, Row};
 use super::oha::{Run, WARM_UP_SECONDS};
 use super::scenarios::{FAILED_LOGIN_RATE, HEALTH, LOGIN, ME_CHECKS_OFF, ME_PROTECTED, NGINX_LIMITED, NGINX_STATIC};
@@ -34,6 +35,11 @@ pub(super) struct Report {
     pub(super) hashes: f64,
     /// µs to verify a token the first time, and again (cache).
     pub(super) verify: (f64, f64),
+    /// The incident-report rows (issue 18).
+    pub(super) incidents: Incidents,
+    /// The host's load average (1, 5, 15 min) when the benchmark began and when it ended: the
+    /// machine may be shared.
+    pub(super) host_load: (String, String),
 }
 
 impl Report {
@@ -48,6 +54,7 @@ impl Report {
         self.edge(&mut report);
         self.nginx(&mut report);
         self.in_process(&mut report);
+        self.incidents.render(&mut report);
         report
     }
 
@@ -62,6 +69,11 @@ impl Report {
                 .as_ref()
                 .map_or_else(String::new, |l| format!(" --load-cpus {l}")),
             self.placement
+        );
+        let _ = writeln!(
+            report,
+            "Host load average (1, 5, 15 min): {} when the benchmark began, {} when it ended.\n",
+            self.host_load.0, self.host_load.1
         );
     }
 
@@ -226,6 +238,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::incidents::Incidents;
     use super::super::measure::tests::run;
     use super::super::measure::{EdgeCost, Measured, Row};
     use super::super::oha::Run;
@@ -281,6 +294,11 @@ mod tests {
             stack_cpus: 3,
             hashes: 40.0,
             verify: (31.25, 0.456),
+            incidents: Incidents {
+                creates: Err("not run".to_owned()),
+                flat: Err("not run".to_owned()),
+            },
+            host_load: ("1.00 0.50 0.25".to_owned(), "2.00 1.00 0.50".to_owned()),
         }
     }
 
@@ -317,6 +335,7 @@ mod tests {
         has(
             "argon2id (m=19456 KiB, t=2, p=1) on the stack's CPUs (3): 40.0 hashes/s; logins: 30.0/s; login overhead beyond the hash: 25% (target < 20%).",
         );
+        has("Host load average (1, 5, 15 min): 1.00 0.50 0.25 when the benchmark began, 2.00 1.00 0.50 when it ended.");
         has("Failed logins at 10/s (status 401 for all, same body):");
         has("| unknown e-mail | 2.50 | 2.50 | 4.00 |");
         assert!(text.contains(": 31.2 µs for a token seen the first time"), "{text}");

@@ -64,6 +64,8 @@ pub(super) struct Backing {
     redis: Redis,
     pg: Postgres,
     secrets: DevSecrets,
+    /// Every service's roles and URLs in database `bench`.
+    dbs: Vec<ServiceDb>,
     dir: PathBuf,
 }
 
@@ -76,6 +78,20 @@ impl Backing {
     /// The certificate every gateway serves.
     pub(super) fn ca(&self) -> PathBuf {
         self.secrets.path("tls.crt")
+    }
+
+    /// The cluster's superuser in database `bench`: the seeding of `reports.reports` passes its
+    /// row-level security, which the table forces on its owner too.
+    pub(super) fn superuser_url(&self) -> String {
+        self.pg.admin_url("bench")
+    }
+
+    /// reports-service's roles and URLs.
+    pub(super) fn reports_db(&self) -> anyhow::Result<&ServiceDb> {
+        self.dbs
+            .iter()
+            .find(|db| db.service == "reports")
+            .context("no reports database")
     }
 
     pub(super) fn shared(&self) -> Shared {
@@ -120,11 +136,12 @@ impl Stack {
             redis,
             pg,
             secrets,
+            dbs,
             dir,
         };
         // Both replicas at once, so that their runs take turns and meet the same spells of the host.
-        let protected = Replica::start(&backing, &bins, &dbs, PROTECTED_ACCOUNT, &[]).await?;
-        let checks_off = Replica::start(&backing, &bins, &dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV).await?;
+        let protected = Replica::start(&backing, &bins, &backing.dbs, PROTECTED_ACCOUNT, &[]).await?;
+        let checks_off = Replica::start(&backing, &bins, &backing.dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV).await?;
         Ok(Self {
             protected,
             checks_off,
@@ -217,7 +234,7 @@ impl Replica {
 }
 
 /// Registers `email` and hands back its access token.
-async fn session(base: &str, ca: &Path, email: &str) -> anyhow::Result<String> {
+pub(super) async fn session(base: &str, ca: &Path, email: &str) -> anyhow::Result<String> {
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
         .build()?;

@@ -1,0 +1,444 @@
+//! The incident-report rows of issue 18, measured on the protected replica: the own-report list
+//! and nearby alerts with 1 000 reports in the table and then with 1 000 000 (seeded with SQL),
+//! and end-to-end creates beside pgbench running the same three inserts on the same PostgreSQL at
+//! the same concurrency. (The attachments' upload memory is measured where attachments are built.)
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::ROUNDS;
+use super::incidents_sql::{self, NEARBY_POINT, NEARBY_RADIUS_M, PGBENCH_SCRIPT, PROPOSED_INDEX};
+use super::oha::{Generator, Run, WARM_UP_SECONDS};
+use super::placement::{Placement, on_cpus};
+use super::procfs::{family_cpu, usage};
+use super::stack::{self, Stack};
+use crate::devstack;
+
+/// Connections of the creates and clients of pgbench.
+pub(super) const CREATE_CONNECTIONS: u32 = 8;
+/// Reports the measured reporter files through the API before the table is seeded.
+pub(super) const OWN_REPORTS: u32 = 200;
+/// The table's sizes compared.
+pub(super) const SMALL: u32 = 1_000;
+pub(super) const LARGE: u32 = 1_000_000;
+/// The fixed rate of the list and nearby rounds: low enough that neither size queues, so the p99
+/// is of the request, not of a backlog.
+pub(super) const FLAT_RATE: u32 = 25;
+const FLAT_CONNECTIONS: u32 = 4;
+/// Runs of each query under EXPLAIN ANALYZE.
+const PLAN_RUNS: usize = 30;
+
+const LISTER: &str = "bench-lister@example.org";
+const CREATOR: &str = "bench-creator@example.org";
+
+/// Everything the incident rows measured; a part that failed says why.
+pub(super) struct Incidents {
+    pub(super) flat: Result<Flatness, String>,
+    pub(super) creates: Result<Creates, String>,
+}
+
+/// `POST /v1/reports` and pgbench, [`ROUNDS`] runs each, taking turns.
+pub(super) struct Creates {
+    pub(super) ours: Vec<CreateRun>,
+    /// pgbench's transactions per second, per run.
+    pub(super) pgbench: Vec<f64>,
+    /// Rows in `reports.reports` when the creates began.
+    pub(super) rows_before: i64,
+    /// CPU µs per create answered 201, per process, over all runs of ours.
+    pub(super) cpu_per_create: Vec<(&'static str, f64)>,
+    /// PostgreSQL's CPU µs per pgbench transaction, over all its runs.
+    pub(super) postgres_per_transaction: f64,
+}
+
+/// One run of creates at [`CREATE_CONNECTIONS`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CreateRun {
+    /// 201s per second of the steady state.
+    pub(super) rps: f64,
+    pub(super) created: u64,
+    /// Anything but a 201, transport errors included.
+    pub(super) failed: u64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+}
+
+/// The list and nearby rounds at both sizes, and the nearby query alone in PostgreSQL.
+pub(super) struct Flatness {
+    pub(super) small: Size,
+    pub(super) large: Size,
+    /// Seconds the seeding of the large table took (insert, then VACUUM ANALYZE).
+    pub(super) seeding_seconds: f64,
+    pub(super) plans: Vec<Plan>,
+}
+
+/// Rounds at one size of the table.
+pub(super) struct Size {
+    pub(super) rows: i64,
+    pub(super) list: Vec<Run>,
+    pub(super) nearby: Vec<Run>,
+    /// Alerts one nearby request answered.
+    pub(super) alerts: usize,
+}
+
+/// A form of the nearby query: its median execution time in PostgreSQL at each size (ms).
+pub(super) struct Plan {
+    pub(super) name: &'static str,
+    pub(super) small_ms: f64,
+    pub(super) large_ms: f64,
+}
+
+pub(super) const PLAN_SERVED: &str = "as served (`reports_alerts_idx`)";
+pub(super) const PLAN_PER_CELL: &str = "per cell, LATERAL (`reports_alerts_idx`)";
+pub(super) const PLAN_PER_CELL_COVERED: &str = "per cell, LATERAL, covering index (proposed)";
+
+/// The list and nearby rounds at both sizes, then the creates on the large table.
+pub(super) async fn measure(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> Incidents {
+    let flat = flatness(generator, stack)
+        .await
+        .inspect_err(|e| eprintln!("xtask: the list and nearby rows failed: {e:#}"))
+        .map_err(|e| format!("{e:#}"));
+    let creates = creates(generator, stack, placement)
+        .await
+        .inspect_err(|e| eprintln!("xtask: the create rows failed: {e:#}"))
+        .map_err(|e| format!("{e:#}"));
+    Incidents { flat, creates }
+}
+
+/// A report as the app files it, in the seeded region.
+fn report_body() -> Value {
+    let occurred = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    json!({
+        "category": "theft",
+        "title": "Bicycle taken from the rack",
+        "description": "Someone cut the lock of my bicycle outside the station between 8 and 9 in the morning.",
+        "severity": "medium",
+        "occurred_at": occurred.to_rfc3339(),
+        "location": {"lat": 52.52, "lng": 13.405, "address": "Alexanderplatz 1, Berlin"},
+    })
+}
+
+fn http_client(ca: &Path, connections: u32) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .http1_only()
+        .pool_max_idle_per_host(connections as usize)
+        .build()?)
+}
+
+/// Files `body` with a fresh `Idempotency-Key`; the status.
+async fn create(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> reqwest::Result<u16> {
+    let key = format!("bench-{:032x}", rand::random::<u128>());
+    let res = http
+        .post(url)
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    let _ = res.bytes().await;
+    Ok(status)
+}
+
+async fn table_rows(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(db.query_one("SELECT count(*) FROM reports.reports", &[]).await?.get(0))
+}
+
+/// Seeds the table up to `rows` reports, then vacuums and analyses it as autovacuum would have.
+async fn seed_to(db: &tokio_postgres::Client, rows: u32) -> anyhow::Result<()> {
+    let missing = i64::from(rows) - table_rows(db).await?;
+    if missing > 0 {
+        db.batch_execute(&incidents_sql::seed(u32::try_from(missing)?))
+            .await
+            .context("seeding reports.reports")?;
+    }
+    db.batch_execute("VACUUM ANALYZE reports.reports")
+        .await
+        .context("VACUUM ANALYZE reports.reports")
+}
+
+async fn flatness(generator: &Generator<'_>, stack: &Stack) -> anyhow::Result<Flatness> {
+    let ca = stack.backing.ca();
+    let base = &stack.protected.base;
+    let http = http_client(&ca, 1)?;
+    let token = stack::session(base, &ca, LISTER).await?;
+    let url = format!("{base}/v1/reports");
+    let body = report_body();
+    for _ in 0..OWN_REPORTS {
+        let status = create(&http, &url, &token, &body).await?;
+        anyhow::ensure!(status == 201, "a report of the measured reporter: {status}");
+    }
+    let db = crate::provision::connect(&stack.backing.superuser_url()).await?;
+
+    seed_to(&db, SMALL).await?;
+    let small = size(generator, &db, &http, base, &token).await?;
+    let small_plans = plans(&db).await?;
+
+    let started = Instant::now();
+    seed_to(&db, LARGE).await?;
+    let seeding_seconds = started.elapsed().as_secs_f64();
+    let large = size(generator, &db, &http, base, &token).await?;
+    let large_plans = plans(&db).await?;
+    let plans = small_plans
+        .into_iter()
+        .zip(large_plans)
+        .map(|((name, small_ms), (_, large_ms))| Plan {
+            name,
+            small_ms,
+            large_ms,
+        })
+        .collect();
+    Ok(Flatness {
+        small,
+        large,
+        seeding_seconds,
+        plans,
+    })
+}
+
+/// [`ROUNDS`] of the list and of nearby alerts at [`FLAT_RATE`], taking turns.
+async fn size(
+    generator: &Generator<'_>,
+    db: &tokio_postgres::Client,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<Size> {
+    let (lat, lng) = NEARBY_POINT;
+    let nearby = format!("{base}/v1/alerts/nearby?lat={lat}&lng={lng}&radius_m={NEARBY_RADIUS_M}");
+    let list = format!("{base}/v1/reports?limit=20");
+    let answer: Value = http.get(&nearby).send().await?.error_for_status()?.json().await?;
+    let alerts = answer["items"].as_array().map_or(0, Vec::len);
+    let page: Value = http
+        .get(&list)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        page["items"].as_array().map_or(0, Vec::len) == 20,
+        "the measured reporter's first page: {page}"
+    );
+    let with_token = ["-H".to_owned(), format!("Authorization: Bearer {token}")];
+    let mut size = Size {
+        rows: table_rows(db).await?,
+        list: Vec::new(),
+        nearby: Vec::new(),
+        alerts,
+    };
+    for _ in 0..ROUNDS {
+        size.list
+            .push(generator.run(&list, &with_token, FLAT_CONNECTIONS, Some(FLAT_RATE), None)?);
+        size.nearby
+            .push(generator.run(&nearby, &[], FLAT_CONNECTIONS, Some(FLAT_RATE), None)?);
+    }
+    Ok(size)
+}
+
+/// Median execution time (ms) of `sql` under EXPLAIN ANALYZE, over [`PLAN_RUNS`] runs.
+async fn execution_ms(db: &tokio_postgres::Client, sql: &str) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(PLAN_RUNS);
+    for _ in 0..PLAN_RUNS {
+        let rows = db
+            .simple_query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"))
+            .await
+            .with_context(|| format!("EXPLAIN ANALYZE {sql}"))?;
+        let time = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .find_map(|line| line.trim().strip_prefix("Execution Time: "))
+            .and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok())
+            .context("EXPLAIN ANALYZE gave no execution time")?;
+        times.push(time);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The nearby query as served, per cell, and per cell with the proposed covering index (created
+/// for the measurement, then dropped: the creates run on the schema as migrated).
+async fn plans(db: &tokio_postgres::Client) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let served = execution_ms(db, &incidents_sql::nearby_as_served()).await?;
+    let per_cell = execution_ms(db, &incidents_sql::nearby_per_cell()).await?;
+    // One statement per call: VACUUM cannot run in the transaction a multi-statement call makes.
+    db.batch_execute(PROPOSED_INDEX).await.context("the proposed index")?;
+    db.batch_execute("VACUUM ANALYZE reports.reports").await?;
+    let covered = execution_ms(db, &incidents_sql::nearby_per_cell()).await;
+    db.batch_execute("DROP INDEX reports.reports_alerts_cover_idx").await?;
+    Ok(vec![
+        (PLAN_SERVED, served),
+        (PLAN_PER_CELL, per_cell),
+        (PLAN_PER_CELL_COVERED, covered?),
+    ])
+}
+
+async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> anyhow::Result<Creates> {
+    let ca = stack.backing.ca();
+    let base = &stack.protected.base;
+    let token = stack::session(base, &ca, CREATOR).await?;
+    let url = format!("{base}/v1/reports");
+    let body = report_body();
+    // The first create makes the reporter's data key: not what is measured.
+    let status = create(&http_client(&ca, 1)?, &url, &token, &body).await?;
+    anyhow::ensure!(status == 201, "the creator's first report: {status}");
+    let db = crate::provision::connect(&stack.backing.superuser_url()).await?;
+    let rows_before = table_rows(&db).await?;
+
+    let script = stack.backing.dir().join("pgbench-create.sql");
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let pgbench = devstack::find_program("pgbench").context("pgbench (PostgreSQL's client tools) is missing")?;
+    let target = format!("{}?sslmode=require", stack.backing.reports_db()?.url);
+    let load = placement.load.as_ref().unwrap_or(&placement.all);
+    let mut measured = Creates {
+        ours: Vec::new(),
+        pgbench: Vec::new(),
+        rows_before,
+        cpu_per_create: Vec::new(),
+        postgres_per_transaction: 0.0,
+    };
+    let mut ours_cpu: Vec<(&'static str, f64)> = cpu_now(stack).into_iter().map(|(n, _)| (n, 0.0)).collect();
+    let mut pgbench_cpu = 0.0;
+    for _ in 0..ROUNDS {
+        let before = cpu_now(stack);
+        let run = on_cpus(load, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(create_run(&ca, &url, &token, &body, generator.seconds))
+        })?;
+        for ((_, total), ((_, after), (_, was))) in ours_cpu.iter_mut().zip(cpu_now(stack).into_iter().zip(before)) {
+            *total += after - was;
+        }
+        eprintln!("xtask: POST /v1/reports: {:.0} creates/s", run.rps);
+        measured.ours.push(run);
+        let before = postgres_cpu(stack);
+        let tps = on_cpus(load, || pgbench_run(&pgbench, &script, &target, generator.seconds))?;
+        pgbench_cpu += postgres_cpu(stack) - before;
+        eprintln!("xtask: pgbench, the same inserts: {tps:.0} tps");
+        measured.pgbench.push(tps);
+    }
+    // Over every create of the runs (the warm-up second's too), and every pgbench transaction.
+    let seconds = generator.seconds as f64;
+    let creates: f64 = measured.ours.iter().map(|r| r.rps * seconds).sum();
+    let transactions: f64 = measured.pgbench.iter().map(|tps| tps * seconds).sum();
+    measured.cpu_per_create = ours_cpu
+        .into_iter()
+        .map(|(name, cpu)| (name, 1e6 * cpu / creates.max(1.0)))
+        .collect();
+    measured.postgres_per_transaction = 1e6 * pgbench_cpu / transactions.max(1.0);
+    Ok(measured)
+}
+
+/// CPU seconds of PostgreSQL with all its backends.
+fn postgres_cpu(stack: &Stack) -> f64 {
+    stack.backing.shared().postmaster.map_or(0.0, family_cpu)
+}
+
+/// CPU seconds so far of each process a create goes through, and of the benchmark's own process
+/// (whose client sends the creates).
+fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
+    let p = &stack.protected.platform;
+    let cpu = |pid: Option<u32>| usage(pid.unwrap_or(0)).0;
+    vec![
+        ("gateway", cpu(p.gateway.pid())),
+        ("auth-service", cpu(p.auth.pid())),
+        ("reports-service", cpu(p.reports.pid())),
+        ("analytics-service", cpu(p.analytics.pid())),
+        ("PostgreSQL", postgres_cpu(stack)),
+        ("the client (xtask)", usage(std::process::id()).0),
+    ]
+}
+
+/// [`CREATE_CONNECTIONS`] clients filing reports back to back for `seconds`; the first second's
+/// answers are left out, as oha's warm-up is.
+async fn create_run(ca: &Path, url: &str, token: &str, body: &Value, seconds: u64) -> anyhow::Result<CreateRun> {
+    let http = http_client(ca, CREATE_CONNECTIONS)?;
+    let started = Instant::now();
+    let steady = started + Duration::from_secs_f64(WARM_UP_SECONDS);
+    let end = started + Duration::from_secs(seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CREATE_CONNECTIONS {
+        let (http, url, token, body) = (http.clone(), url.to_owned(), token.to_owned(), body.clone());
+        clients.spawn(async move {
+            let (mut took, mut failed) = (Vec::new(), 0u64);
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let status = create(&http, &url, &token, &body).await;
+                let done = Instant::now();
+                if done < steady || done > end {
+                    continue;
+                }
+                match status {
+                    Ok(201) => took.push((done - sent).as_secs_f64() * 1000.0),
+                    _ => failed += 1,
+                }
+            }
+            (took, failed)
+        });
+    }
+    let (mut took, mut failed) = (Vec::new(), 0);
+    for (t, f) in clients.join_all().await {
+        took.extend(t);
+        failed += f;
+    }
+    took.sort_by(f64::total_cmp);
+    let rank = |q: f64| {
+        took.get(((q * took.len() as f64).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(CreateRun {
+        rps: took.len() as f64 / (seconds as f64 - WARM_UP_SECONDS),
+        created: took.len() as u64,
+        failed,
+        p50: rank(0.5),
+        p99: rank(0.99),
+    })
+}
+
+/// pgbench's transactions per second running [`PGBENCH_SCRIPT`] for `seconds` at
+/// [`CREATE_CONNECTIONS`] clients (one thread each), prepared statements as diesel's.
+fn pgbench_run(pgbench: &Path, script: &Path, target: &str, seconds: u64) -> anyhow::Result<f64> {
+    let n = CREATE_CONNECTIONS.to_string();
+    let out = devstack::output(
+        Command::new(pgbench)
+            .args(["--no-vacuum", "--protocol=prepared", "-c", &n, "-j", &n, "-T"])
+            .arg(seconds.to_string())
+            .arg("-f")
+            .arg(script)
+            .arg(target),
+        "pgbench",
+    )?;
+    let text = String::from_utf8_lossy(&out);
+    pgbench_tps(&text).with_context(|| format!("pgbench printed no tps: {text}"))
+}
+
+/// The rate in pgbench's summary: `tps = 1234.5 (without initial connection time)`.
+pub(super) fn pgbench_tps(summary: &str) -> Option<f64> {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pgbench_s_rate_is_read_from_its_summary() {
+        let summary = "number of failed transactions: 0 (0.000%)\nlatency average = 0.441 ms\ninitial connection time = 7.301 ms\ntps = 9068.177086 (without initial connection time)\n";
+        assert_eq!(super::pgbench_tps(summary), Some(9068.177086));
+        assert_eq!(super::pgbench_tps("pgbench: error: connection failed"), None);
+    }
+}
