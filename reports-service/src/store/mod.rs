@@ -65,7 +65,7 @@ impl<E: From<StoreError>> Abort<E> {
     }
 }
 
-#[derive(Queryable, Selectable)]
+#[derive(QueryableByName)]
 #[diesel(table_name = schema::reports, check_for_backend(diesel::pg::Pg))]
 struct AlertCells {
     category: String,
@@ -88,20 +88,36 @@ pub async fn alerts_matching(pool: &Pool, filter: &AlertFilter) -> Result<Vec<Al
     .await
 }
 
+/// Each cell of the box is read on its own, newest first and at most `limit` rows, from the
+/// covering partial index `reports_alerts_cover_idx` (migration `…000012`); the cells' rows are
+/// then merged newest first. One range scan over the whole box would read every public report of
+/// the window in it (tens of thousands in a city) to keep twenty. The status literals repeat the
+/// index's predicate, so the planner can use it; `= ANY($7)` applies the filter's own statuses.
 async fn alert_rows(conn: &mut Conn, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
-    use schema::reports::dsl as r;
+    use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = (filter.cells.lat, filter.cells.lng);
-    let rows: Vec<AlertCells> = r::reports
-        .filter(r::deleted_at.is_null())
-        .filter(r::status.eq_any(filter.statuses))
-        .filter(r::cell_lat.between(lat_lo, lat_hi))
-        .filter(r::cell_lng.between(lng_lo, lng_hi))
-        .filter(r::occurred_at.ge(filter.since))
-        .order(r::occurred_at.desc())
-        .limit(i64::from(filter.limit))
-        .select(AlertCells::as_select())
-        .load(conn)
-        .await?;
+    let statuses: Vec<&str> = filter.statuses.to_vec();
+    let rows: Vec<AlertCells> = diesel::sql_query(
+        "SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
+         FROM generate_series($1::int, $2::int) AS la(cell_lat) \
+         CROSS JOIN generate_series($3::int, $4::int) AS ln(cell_lng) \
+         CROSS JOIN LATERAL ( \
+             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.reports r \
+             WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng AND r.deleted_at IS NULL \
+               AND r.status IN ('under_review', 'resolved') AND r.status = ANY($7) \
+               AND r.occurred_at >= $5 \
+             ORDER BY r.occurred_at DESC LIMIT $6) AS a \
+         ORDER BY a.occurred_at DESC LIMIT $6",
+    )
+    .bind::<Int4, _>(lat_lo)
+    .bind::<Int4, _>(lat_hi)
+    .bind::<Int4, _>(lng_lo)
+    .bind::<Int4, _>(lng_hi)
+    .bind::<Timestamptz, _>(filter.since)
+    .bind::<Int8, _>(i64::from(filter.limit))
+    .bind::<Array<Text>, _>(statuses)
+    .load(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .filter_map(|row| {
