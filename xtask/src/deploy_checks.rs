@@ -58,6 +58,8 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
         "deploy/dev-secrets.sh",
         "deploy/postgres/init.sh",
         "deploy/k8s/sync-rules.sh",
+        "deploy/scripts/backup.sh",
+        "deploy/scripts/restore.sh",
     ] {
         checked(
             Command::new("sh").arg("-n").arg(root.join(script)),
