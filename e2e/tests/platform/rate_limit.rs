@@ -339,7 +339,10 @@ async fn failures_only_mode_counts_failed_logins_and_abuse_raises_one_event() {
     let metric = "security_events_total{event_type=\"rate_limit_abuse\",severity=\"medium\"}";
     let admin = tp.platform.ports.gateway_admin;
     let (_, metrics) = xtask::platform::http_get(admin, "/metrics").expect("metrics");
-    assert!(metrics.contains(&format!("{metric} 0")), "at 0 before the first: {metrics}");
+    assert!(
+        metrics.contains(&format!("{metric} 0")),
+        "at 0 before the first: {metrics}"
+    );
     // The third refusal from this address raises the event; the fourth does not raise another.
     for _ in 0..3 {
         let res = login("correct horse battery staple").await.expect("login");
