@@ -7,8 +7,9 @@
 # Connection: libpq's own variables (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD or PGPASSFILE,
 # PGSSLMODE, PGSSLROOTCERT), or a connection URI / conninfo string as the one argument
 # (`postgresql://user@host:5432/platform?sslmode=verify-full`), which is given to pg_dump as
-# --dbname. The role must read every row: the tables use FORCE ROW LEVEL SECURITY, so a schema's
-# owner is not enough; use a role with BYPASSRLS and SELECT on the schemas, or a superuser.
+# --dbname; or BACKUP_DATABASE_URL_FILE, a file holding that URI (the CronJob's Secret). The
+# role must read every row: the tables use FORCE ROW LEVEL SECURITY, so a schema's owner is not
+# enough; use a role with BYPASSRLS and SELECT on the schemas (README.md), or a superuser.
 #
 # Settings:
 #   BACKUP_DIR             where backups go (required); each is a directory YYYYmmddTHHMMSSZ/ with
@@ -40,7 +41,12 @@ fail() {
 }
 
 [ "$#" -le 1 ] || fail 2 "usage: backup.sh [CONNINFO]"
-dbname=${1:-${PGDATABASE:-}}
+dbname=${1:-}
+if [ -z "$dbname" ] && [ -n "${BACKUP_DATABASE_URL_FILE:-}" ]; then
+    [ -r "$BACKUP_DATABASE_URL_FILE" ] || fail 2 "BACKUP_DATABASE_URL_FILE $BACKUP_DATABASE_URL_FILE is not readable"
+    dbname=$(cat "$BACKUP_DATABASE_URL_FILE")
+fi
+dbname=${dbname:-${PGDATABASE:-}}
 [ -n "$dbname" ] || fail 2 "no database: give CONNINFO or set PGDATABASE"
 [ -n "${BACKUP_DIR:-}" ] || fail 2 "BACKUP_DIR is not set"
 schemas=${BACKUP_SCHEMAS:-auth reports analytics}
