@@ -234,7 +234,7 @@ pub fn unexpected_validation_lines(out: &str) -> Vec<&str> {
         .collect()
 }
 
-/// checkov on the rendered manifests and the Dockerfile; a check may be skipped only by an
+/// checkov on the rendered manifests and the Dockerfiles; a check may be skipped only by an
 /// annotation that gives its reason (`checkov.io/skipN: CHECK_ID=reason`).
 fn policies(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
     let checkov = venv.join("bin/checkov");
@@ -245,13 +245,17 @@ fn policies(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
             .args(["--framework", "kubernetes", "--compact", "--quiet"]),
         "checkov on the rendered overlays",
     )?;
-    checked(
-        Command::new(&checkov)
-            .arg("-f")
-            .arg(root.join("deploy/docker/Dockerfile"))
-            .args(["--framework", "dockerfile", "--compact", "--quiet"]),
-        "checkov on deploy/docker/Dockerfile",
-    )?;
+    for dockerfile in ["deploy/docker/Dockerfile", "deploy/scripts/backup.Dockerfile"] {
+        checked(
+            Command::new(&checkov).arg("-f").arg(root.join(dockerfile)).args([
+                "--framework",
+                "dockerfile",
+                "--compact",
+                "--quiet",
+            ]),
+            &format!("checkov on {dockerfile}"),
+        )?;
+    }
     for overlay in OVERLAYS {
         let yaml = fs::read_to_string(rendered.join(format!("{overlay}.yaml")))?;
         let bare = skips_without_reason(&yaml);
