@@ -147,12 +147,39 @@ async fn restore_drill_brings_back_users_reports_and_attachments_byte_for_byte()
         written.push((token.clone(), report, attachment, json, bytes));
     }
 
-    // The backup, as the CronJob runs it: the database superuser of the test's database.
+    // The backup, as the CronJob runs it: a role with BYPASSRLS and SELECT only, made as the
+    // README says (the tables FORCE row-level security: their owner would see no rows).
+    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("admin");
+    tokio::spawn(conn);
+    let backup_role = format!("{}_backup", tp.database);
+    let backup_password = uuid::Uuid::new_v4().simple().to_string();
+    db.batch_execute(&format!(
+        "CREATE ROLE {backup_role} LOGIN BYPASSRLS PASSWORD '{backup_password}'"
+    ))
+    .await
+    .expect("backup role");
+    db.batch_execute(&format!("GRANT CONNECT ON DATABASE {} TO {backup_role}", tp.database))
+        .await
+        .expect("connect grant");
+    for schema in SCHEMAS {
+        db.batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA {schema} TO {backup_role}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {backup_role}; \
+             GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {backup_role}"
+        ))
+        .await
+        .expect("backup grants");
+    }
+    let mut backup_url = reqwest::Url::parse(&tp.admin_url).expect("admin URL");
+    backup_url.set_username(&backup_role).expect("user");
+    backup_url.set_password(Some(&backup_password)).expect("password");
     let backups = work.path().join("backups");
     let backup = |extra: &[(&str, &str)]| {
         let mut cmd = Command::new("sh");
         cmd.arg(script("backup.sh"))
-            .arg(&tp.admin_url)
+            .arg(backup_url.as_str())
             .env("BACKUP_DIR", &backups)
             .env("BACKUP_AGE_RECIPIENT", &recipient)
             .env("PATH", path_with(&age));
@@ -188,10 +215,6 @@ async fn restore_drill_brings_back_users_reports_and_attachments_byte_for_byte()
     // The disaster: services stopped, every schema and every stored object gone.
     tp.platform.auth.stop(Duration::from_secs(10));
     tp.platform.reports.stop(Duration::from_secs(10));
-    let (db, conn) = tokio_postgres::connect(&tp.admin_url, tokio_postgres::NoTls)
-        .await
-        .expect("admin");
-    tokio::spawn(conn);
     for schema in SCHEMAS {
         db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
