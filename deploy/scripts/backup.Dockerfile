@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1.7
 # The image of the backup CronJob (deploy/k8s/base/backup-cronjob.yaml): pg_dump/pg_restore of
 # PostgreSQL 17 (dumps servers up to 17), age, and deploy/scripts/{backup,restore}.sh.
 #   docker build -f deploy/scripts/backup.Dockerfile -t platform/backup:0.1.0 .
