@@ -58,6 +58,8 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
         "deploy/dev-secrets.sh",
         "deploy/postgres/init.sh",
         "deploy/k8s/sync-rules.sh",
+        "deploy/scripts/backup.sh",
+        "deploy/scripts/restore.sh",
     ] {
         checked(
             Command::new("sh").arg("-n").arg(root.join(script)),
@@ -232,7 +234,7 @@ pub fn unexpected_validation_lines(out: &str) -> Vec<&str> {
         .collect()
 }
 
-/// checkov on the rendered manifests and the Dockerfile; a check may be skipped only by an
+/// checkov on the rendered manifests and the Dockerfiles; a check may be skipped only by an
 /// annotation that gives its reason (`checkov.io/skipN: CHECK_ID=reason`).
 fn policies(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
     let checkov = venv.join("bin/checkov");
@@ -243,13 +245,17 @@ fn policies(venv: &Path, root: &Path, rendered: &Path) -> anyhow::Result<()> {
             .args(["--framework", "kubernetes", "--compact", "--quiet"]),
         "checkov on the rendered overlays",
     )?;
-    checked(
-        Command::new(&checkov)
-            .arg("-f")
-            .arg(root.join("deploy/docker/Dockerfile"))
-            .args(["--framework", "dockerfile", "--compact", "--quiet"]),
-        "checkov on deploy/docker/Dockerfile",
-    )?;
+    for dockerfile in ["deploy/docker/Dockerfile", "deploy/scripts/backup.Dockerfile"] {
+        checked(
+            Command::new(&checkov).arg("-f").arg(root.join(dockerfile)).args([
+                "--framework",
+                "dockerfile",
+                "--compact",
+                "--quiet",
+            ]),
+            &format!("checkov on {dockerfile}"),
+        )?;
+    }
     for overlay in OVERLAYS {
         let yaml = fs::read_to_string(rendered.join(format!("{overlay}.yaml")))?;
         let bare = skips_without_reason(&yaml);
@@ -491,8 +497,19 @@ mod tests {
         ] {
             read_rs(&root.join(krate).join("src"), &mut source);
         }
+        // deploy/scripts/*.sh read their own variables; pg_dump (libpq) reads the PG* ones.
+        let mut scripts = String::new();
+        for entry in fs::read_dir(root.join("deploy/scripts"))
+            .expect("deploy/scripts")
+            .flatten()
+        {
+            if entry.path().extension().is_some_and(|e| e == "sh") {
+                scripts.push_str(&fs::read_to_string(entry.path()).expect("script"));
+            }
+        }
         let unread: Vec<&String> = set
             .iter()
+            .filter(|n| !scripts.contains(&format!("${{{n}")) && !["PGSSLMODE", "PGSSLROOTCERT"].contains(&n.as_str()))
             .filter(|n| {
                 // `NAME_FILE` is how every secret `NAME` may be given (service_kit::config).
                 let base = n.strip_suffix("_FILE").unwrap_or(n);

@@ -9,6 +9,7 @@
 
 mod attachments;
 mod auth;
+mod backup;
 mod config;
 mod contract;
 mod database;
