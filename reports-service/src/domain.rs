@@ -513,6 +513,9 @@ pub struct DomainEvent {
     pub event_type: &'static str,
     pub occurred_at: DateTime<Utc>,
     pub payload: serde_json::Value,
+    /// About an anonymous report: nothing may link the event to the request that caused it (its
+    /// trace would lead to the reporter's account in the gateway's spans and logs).
+    pub anonymous: bool,
 }
 
 /// A moderator's status move, sealed, as stored.

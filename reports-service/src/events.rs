@@ -32,6 +32,7 @@ fn event(event_type: &'static str, report: &StoredReport, extra: &[(&str, &str)]
         event_type,
         occurred_at: now,
         payload,
+        anonymous: report.anonymous,
     }
 }
 

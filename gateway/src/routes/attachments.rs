@@ -107,7 +107,9 @@ fn with_field(e: ApiError, field: Option<String>, message: &str) -> ApiError {
 /// type is judged from the content (jpeg, png, gif, pdf) and must match the declared one (a part
 /// without its own type, or `application/octet-stream`, declares none: the content decides);
 /// images are stored without their metadata (EXIF and GPS, XMP, IPTC, comments), pixels
-/// untouched; everything is encrypted at rest. `Idempotency-Key` makes a retry safe: the same key
+/// untouched; a PDF is stored as it is, with its document properties (an author's name among
+/// them: apps should say so before an anonymous reporter attaches one); everything is encrypted
+/// at rest. `Idempotency-Key` makes a retry safe: the same key
 /// with the same file answers the first upload and stores nothing new; with another file it is
 /// 422 `IDEMPOTENCY_KEY_REUSED`, and while the first is being stored 409 `REQUEST_IN_PROGRESS`.
 #[utoipa::path(post, path = "/v1/reports/{id}/attachments", tag = "reports", security(("bearer" = [])),

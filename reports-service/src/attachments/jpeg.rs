@@ -42,11 +42,14 @@ fn malformed(why: &'static str) -> Refusal {
 /// Whether a segment with `marker` stays, given the start of its payload.
 fn keep(marker: u8, payload: &[u8]) -> bool {
     match marker {
-        0xE0 => payload.starts_with(b"JFIF\0") || payload.starts_with(b"JFXX\0"),
+        // JFIF only: a JFXX extension is a whole thumbnail image (with metadata of its own).
+        0xE0 => payload.starts_with(b"JFIF\0"),
         0xE2 => payload.starts_with(b"ICC_PROFILE\0"),
         0xEE => payload.starts_with(b"Adobe"),
         // Other application segments (EXIF, XMP, IPTC, MPF, maker notes) and comments.
         0xE1 | 0xE3..=0xED | 0xEF | 0xFE => false,
+        // Reserved markers (JPG, JPG0..JPG13): no decoder needs them, and they can carry anything.
+        0xC8 | 0xF0..=0xFD => false,
         _ => true,
     }
 }

@@ -99,6 +99,21 @@ fn a_jpeg_loses_exif_xmp_and_comments_and_keeps_its_pixels_and_colour_profile() 
     }
     assert_eq!(pixels(&stripped), pixels(&original), "same pixels");
     assert!(stripped.len() < original.len());
+
+    // A JFXX extension (a whole thumbnail image) and a reserved marker (JPG5) go too: the file is
+    // then the same as without them.
+    let mut extra = img_parts::jpeg::Jpeg::from_bytes(original.clone().into()).expect("jpeg");
+    extra.segments_mut().insert(
+        1,
+        img_parts::jpeg::JpegSegment::new_with_contents(0xE0, Bytes::from_static(b"JFXX\0\x10thumbnail")),
+    );
+    extra.segments_mut().insert(
+        1,
+        img_parts::jpeg::JpegSegment::new_with_contents(0xF5, Bytes::from_static(b"hidden payload")),
+    );
+    let with_extra = extra.encoder().bytes().to_vec();
+    assert!(contains(&with_extra, b"thumbnail") && contains(&with_extra, b"hidden payload"));
+    assert_eq!(run_all("image/jpeg", &with_extra).expect("accepted"), stripped);
 }
 
 #[test]

@@ -12,8 +12,13 @@ pub async fn record(conn: &mut Conn, event: DomainEvent) -> Result<(), StoreErro
         event_id: uuid::Uuid::now_v7(),
         event_type: event.event_type,
         occurred_at: event.occurred_at,
-        // The trace of the request that caused the event, so the receiver can continue it.
-        traceparent: service_kit::telemetry::current_traceparent(),
+        // The trace of the request that caused the event, so the receiver can continue it; none
+        // for an anonymous report, whose trace would lead back to the reporter's account.
+        traceparent: if event.anonymous {
+            String::new()
+        } else {
+            service_kit::telemetry::current_traceparent()
+        },
         payload: event.payload,
     };
     Ok(enqueue(conn, "reports", &event).await?)
