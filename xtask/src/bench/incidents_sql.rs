@@ -1,6 +1,6 @@
 //! The SQL of the incident-report rows: seeding `reports.reports` with realistic rows, pgbench's
 //! script doing a create's three inserts, and the nearby-alerts query as reports-service runs it
-//! beside the per-cell form proposed to keep it flat. Text only, so it can be read and tested alone.
+//! beside the range scan it replaced. Text only, so it can be read and tested alone.
 
 /// Where the seeded reports are: a city-sized region of grid cells (0.01 degree each, as
 /// reports-service's `alerts` stores them), about 45 km by 40 km around Berlin.
@@ -65,7 +65,7 @@ COMMIT;
 pub(super) fn nearby_cells() -> ((i32, i32), (i32, i32)) {
     let (lat, lng) = NEARBY_POINT;
     let dlat = f64::from(NEARBY_RADIUS_M) / 111_320.0;
-    let dlng = (dlat / lat.to_radians().cos().max(0.01)).min(180.0);
+    let dlng = (dlat / lat.to_radians().cos().max(0.1)).min(180.0);
     let cell = |deg: f64| (deg * 100.0).round() as i32;
     (
         (cell((lat - dlat).max(-90.0)), cell((lat + dlat).min(90.0))),
@@ -73,10 +73,10 @@ pub(super) fn nearby_cells() -> ((i32, i32), (i32, i32)) {
     )
 }
 
-/// The nearby-alerts query as reports-service's store sends it, with the `alerts` policy's
-/// conditions written out (the superuser who explains it passes row-level security): the
-/// matching rows of every cell in the box are read, then sorted for the newest 20.
-pub(super) fn nearby_as_served() -> String {
+/// The nearby-alerts query as reports-service's store sent it before migration 000012, with the
+/// `alerts` policy's conditions written out (the superuser who explains it passes row-level
+/// security): the matching rows of every cell in the box are read, then sorted for the newest 20.
+pub(super) fn nearby_range_scan() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(
         "SELECT category, severity, occurred_at, cell_lat, cell_lng FROM reports.reports \
@@ -88,9 +88,9 @@ pub(super) fn nearby_as_served() -> String {
     )
 }
 
-/// The same answer read cell by cell: each cell's newest 20 from the index
-/// `(cell_lat, cell_lng, occurred_at DESC)`, then the newest 20 of those. At most 20 rows per
-/// cell of the box are read, however many reports the table holds.
+/// The same answer read cell by cell, as reports-service's store sends it: each cell's newest 20
+/// from the covering index `reports_alerts_cover_idx`, then the newest 20 of those. At most 20
+/// rows per cell of the box are read, however many reports the table holds.
 pub(super) fn nearby_per_cell() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(
@@ -106,12 +106,6 @@ pub(super) fn nearby_per_cell() -> String {
          ORDER BY a.occurred_at DESC LIMIT 20"
     )
 }
-
-/// The index the per-cell form reads without visiting the table (an index-only scan), proposed
-/// in place of `reports_alerts_idx`; created by the benchmark for its comparison only.
-pub(super) const PROPOSED_INDEX: &str = "CREATE INDEX reports_alerts_cover_idx ON reports.reports \
-     (cell_lat, cell_lng, occurred_at DESC) INCLUDE (category, severity) \
-     WHERE deleted_at IS NULL AND status IN ('under_review', 'resolved') AND cell_lat IS NOT NULL";
 
 #[cfg(test)]
 mod tests {
