@@ -626,14 +626,16 @@ async fn a_slow_upload_has_its_own_deadline() {
     let report = new_report(&tp, &ada).await;
     let pause = std::time::Duration::from_millis(700);
     let pdf = [PDF, &[b' '; 2048][..]].concat();
-    let res = api
-        .upload(
+    // The PDF in `pieces` pieces, `pause` apart.
+    let slow_pdf = |pieces: usize| {
+        api.upload(
             &ada.token,
             &report,
             &[("content-type", "application/pdf")],
-            slowly(&pdf, 4, pause),
+            slowly(&pdf, pieces, pause),
         )
-        .await;
+    };
+    let res = slow_pdf(4).await;
     assert_eq!(
         res.status().as_u16(),
         201,
@@ -654,14 +656,7 @@ async fn a_slow_upload_has_its_own_deadline() {
         .await
         .expect("send");
     assert_eq!(stalled.status().as_u16(), 408);
-    let too_slow = api
-        .upload(
-            &ada.token,
-            &report,
-            &[("content-type", "application/pdf")],
-            slowly(&pdf, 9, pause),
-        )
-        .await;
+    let too_slow = slow_pdf(9).await;
     assert_eq!(
         too_slow.status().as_u16(),
         408,
