@@ -250,6 +250,7 @@ async fn shared_report_checks() {
     other_users_reports_are_not_found_and_row_level_security_holds(&tp, &api).await;
     creates_are_idempotent(&tp, &api).await;
     moderation_moves_forward_and_keeps_anonymous_reporters_hidden(&tp, &api).await;
+    alerts_follow_moderation_and_withdrawal_and_show_no_reporter(&tp, &api).await;
     sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(&tp, &api).await;
 }
 
@@ -666,6 +667,129 @@ async fn moderation_moves_forward_and_keeps_anonymous_reporters_hidden(tp: &Test
         .expect("note")
         .get(0);
     assert!(!contains(&note, b"area patrol"), "the moderators' note is sealed");
+}
+
+/// The categories nearby alerts show around `(lat, lng)`, as a stranger asks (no token).
+async fn alert_categories(api: &Api, lat: f64, lng: f64) -> Vec<String> {
+    let res = api
+        .http
+        .get(api.url(&format!("/v1/alerts/nearby?lat={lat}&lng={lng}&radius_m=2000")))
+        .send()
+        .await
+        .expect("alerts");
+    assert_eq!(res.status().as_u16(), 200);
+    let alerts: Value = res.json().await.expect("json");
+    alerts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| a["category"].as_str().expect("category").to_owned())
+        .collect()
+}
+
+/// Nearby alerts read a projection of public reports that triggers keep (migration 000013): a
+/// report shows once a moderator accepts it and goes when dismissed or withdrawn; the runtime
+/// role reads the projection, which names no reporter, and cannot write it; the alerts scope
+/// reads nothing of `reports` itself.
+async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestPlatform, api: &Api) {
+    // Far from every other report of this file, so these two are the only alerts around.
+    let (lat, lng) = (-33.8688, 151.2093);
+    let quinn = api.register("reporter.quinn@example.org").await;
+    let filed = |category: &str| {
+        let mut body = report("Seen in Sydney");
+        body["category"] = json!(category);
+        body["location"] = json!({"lat": lat, "lng": lng});
+        body
+    };
+    let vandalism = api.file(&quinn, &filed("vandalism")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let cyber = api.file(&quinn, &filed("cyber")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        alert_categories(api, lat, lng).await.is_empty(),
+        "submitted is not public"
+    );
+
+    let hal = api.login("moderator.hal@example.org").await;
+    for id in [&vandalism, &cyber] {
+        let res = api
+            .post(
+                &hal,
+                &format!("/v1/admin/reports/{id}/status"),
+                &json!({"status": "under_review"}),
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    let mut seen = alert_categories(api, lat, lng).await;
+    seen.sort();
+    assert_eq!(seen, ["cyber", "vandalism"]);
+
+    // The runtime role, in the alerts scope: the projection without a reporter, nothing of
+    // `reports`, and no write to the projection by hand.
+    let db = connect(&reports_db_url(tp)).await;
+    db.batch_execute("BEGIN").await.expect("begin");
+    db.execute("SELECT set_config('app.role', 'alerts', true)", &[])
+        .await
+        .expect("scope");
+    let reports: i64 = db
+        .query_one("SELECT count(*) FROM reports.reports", &[])
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(reports, 0, "the alerts scope reads no report");
+    let columns: Vec<String> = db
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'reports' AND table_name = 'public_alerts' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "report_id",
+            "status",
+            "category",
+            "severity",
+            "occurred_at",
+            "cell_lat",
+            "cell_lng"
+        ]
+    );
+    let forged = db
+        .execute(
+            "INSERT INTO reports.public_alerts SELECT gen_random_uuid(), status, 'other', severity, \
+             occurred_at, cell_lat, cell_lng FROM reports.public_alerts LIMIT 1",
+            &[],
+        )
+        .await
+        .expect_err("the runtime role cannot write the projection");
+    let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(refusal.contains("row-level security policy"), "{forged:?}");
+    db.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // Dismissed by a moderator, withdrawn by its reporter: gone from the alerts either way.
+    let res = api
+        .post(
+            &hal,
+            &format!("/v1/admin/reports/{vandalism}/status"),
+            &json!({"status": "dismissed"}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(alert_categories(api, lat, lng).await, ["cyber"]);
+    let res = api.delete(&quinn.token, &format!("/v1/reports/{cyber}")).await;
+    assert_eq!(res.status().as_u16(), 204);
+    assert!(alert_categories(api, lat, lng).await.is_empty());
 }
 
 async fn sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(tp: &TestPlatform, api: &Api) {

@@ -66,17 +66,17 @@ impl<E: From<StoreError>> Abort<E> {
 }
 
 #[derive(QueryableByName)]
-#[diesel(table_name = schema::reports, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = schema::public_alerts, check_for_backend(diesel::pg::Pg))]
 struct AlertCells {
     category: String,
     severity: String,
     occurred_at: DateTime<Utc>,
-    cell_lat: Option<i32>,
-    cell_lng: Option<i32>,
+    cell_lat: i32,
+    cell_lng: i32,
 }
 
 /// Live reports that match `filter` (status, grid cell, time), newest first. Runs in the scope
-/// of role `alerts`, whose policy shows only live reports with a public status.
+/// of role `alerts`, which reads the public projection only (no policy of `reports` admits it).
 pub async fn alerts_matching(pool: &Pool, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
     use diesel_async::AsyncConnection as _;
     let mut conn = pool.get().await?;
@@ -89,10 +89,11 @@ pub async fn alerts_matching(pool: &Pool, filter: &AlertFilter) -> Result<Vec<Al
 }
 
 /// Each cell of the box is read on its own, newest first and at most `limit` rows, from the
-/// covering partial index `reports_alerts_cover_idx` (migration `…000012`); the cells' rows are
-/// then merged newest first. One range scan over the whole box would read every public report of
-/// the window in it (tens of thousands in a city) to keep twenty. The status literals repeat the
-/// index's predicate, so the planner can use it; `= ANY($7)` applies the filter's own statuses.
+/// projection `public_alerts` (migration `…000013`: live reports in a public status, kept by
+/// triggers on `reports`), answered from its index alone; the cells' rows are then merged newest
+/// first. One range scan over the whole box would read every public report of the window in it
+/// (tens of thousands in a city) to keep twenty; reading `reports` itself would pass every row
+/// through its row-level security, which needs the heap row.
 async fn alert_rows(conn: &mut Conn, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
     use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = (filter.cells.lat, filter.cells.lng);
@@ -102,9 +103,8 @@ async fn alert_rows(conn: &mut Conn, filter: &AlertFilter) -> Result<Vec<AlertRe
          FROM generate_series($1::int, $2::int) AS la(cell_lat) \
          CROSS JOIN generate_series($3::int, $4::int) AS ln(cell_lng) \
          CROSS JOIN LATERAL ( \
-             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.reports r \
-             WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng AND r.deleted_at IS NULL \
-               AND r.status IN ('under_review', 'resolved') AND r.status = ANY($7) \
+             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
+             WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng AND r.status = ANY($7) \
                AND r.occurred_at >= $5 \
              ORDER BY r.occurred_at DESC LIMIT $6) AS a \
          ORDER BY a.occurred_at DESC LIMIT $6",
@@ -120,16 +120,14 @@ async fn alert_rows(conn: &mut Conn, filter: &AlertFilter) -> Result<Vec<AlertRe
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|row| {
-            Some(AlertRecord {
-                category: row.category,
-                severity: row.severity,
-                occurred_at: row.occurred_at,
-                cell: Cell {
-                    lat: row.cell_lat?,
-                    lng: row.cell_lng?,
-                },
-            })
+        .map(|row| AlertRecord {
+            category: row.category,
+            severity: row.severity,
+            occurred_at: row.occurred_at,
+            cell: Cell {
+                lat: row.cell_lat,
+                lng: row.cell_lng,
+            },
         })
         .collect())
 }

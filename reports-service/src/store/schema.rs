@@ -72,5 +72,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reports.public_alerts (report_id) {
+        report_id -> Uuid,
+        status -> Text,
+        category -> Text,
+        severity -> Text,
+        occurred_at -> Timestamptz,
+        cell_lat -> Int4,
+        cell_lng -> Int4,
+    }
+}
+
 diesel::joinable!(attachments -> reports (report_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, reports);

@@ -1,6 +1,7 @@
 //! The SQL of the incident-report rows: seeding `reports.reports` with realistic rows, pgbench's
 //! script doing a create's three inserts, and the nearby-alerts query as reports-service runs it
-//! beside the range scan it replaced. Text only, so it can be read and tested alone.
+//! beside the range scan it replaced, both on the projection `public_alerts`. Text only, so it
+//! can be read and tested alone.
 
 /// Where the seeded reports are: a city-sized region of grid cells (0.01 degree each, as
 /// reports-service's `alerts` stores them), about 45 km by 40 km around Berlin.
@@ -17,7 +18,8 @@ const SEEDED_USERS: u32 = 50_000;
 /// two thirds are public (`under_review` or `resolved`); 2% withdrawn; one in ten anonymous.
 /// The sealed columns hold random bytes of a sealed value's size (12-byte nonce, the text, a
 /// 16-byte tag): lists of other users' rows never open them. Run as the cluster's superuser:
-/// the table forces row-level security on its owner too.
+/// the table forces row-level security on its owner too. The public ones reach `public_alerts`
+/// through its trigger, as a moderator's move would put them there.
 pub(super) fn seed(rows: u32) -> String {
     let (lat0, lat1) = REGION_LAT;
     let (lng0, lng1) = REGION_LNG;
@@ -73,15 +75,14 @@ pub(super) fn nearby_cells() -> ((i32, i32), (i32, i32)) {
     )
 }
 
-/// The nearby-alerts query as reports-service's store sent it before migration 000012, with the
-/// `alerts` policy's conditions written out (the superuser who explains it passes row-level
-/// security): the matching rows of every cell in the box are read, then sorted for the newest 20.
+/// One range scan over the whole box of `public_alerts`, the projection nearby alerts read
+/// (migration 000013), as reports-service's store read `reports` before migration 000012: every
+/// public report of the window in the box is read, then sorted for the newest 20.
 pub(super) fn nearby_range_scan() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(
-        "SELECT category, severity, occurred_at, cell_lat, cell_lng FROM reports.reports \
-         WHERE deleted_at IS NULL AND status IN ('under_review', 'resolved') \
-           AND status = ANY(ARRAY['under_review', 'resolved']) \
+        "SELECT category, severity, occurred_at, cell_lat, cell_lng FROM reports.public_alerts \
+         WHERE status = ANY(ARRAY['under_review', 'resolved']) \
            AND cell_lat BETWEEN {lat_lo} AND {lat_hi} AND cell_lng BETWEEN {lng_lo} AND {lng_hi} \
            AND occurred_at >= now() - interval '30 days' \
          ORDER BY occurred_at DESC LIMIT 20"
@@ -89,8 +90,8 @@ pub(super) fn nearby_range_scan() -> String {
 }
 
 /// The same answer read cell by cell, as reports-service's store sends it: each cell's newest 20
-/// from the covering index `reports_alerts_cover_idx`, then the newest 20 of those. At most 20
-/// rows per cell of the box are read, however many reports the table holds.
+/// from the index of `public_alerts` alone, then the newest 20 of those. At most 20 rows per cell
+/// of the box are read, however many reports the table holds.
 pub(super) fn nearby_per_cell() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(
@@ -98,9 +99,9 @@ pub(super) fn nearby_per_cell() -> String {
          FROM generate_series({lat_lo}, {lat_hi}) AS la(cell_lat) \
          CROSS JOIN generate_series({lng_lo}, {lng_hi}) AS ln(cell_lng) \
          CROSS JOIN LATERAL ( \
-             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.reports r \
+             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
              WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng \
-               AND r.deleted_at IS NULL AND r.status IN ('under_review', 'resolved') \
+               AND r.status = ANY(ARRAY['under_review', 'resolved']) \
                AND r.occurred_at >= now() - interval '30 days' \
              ORDER BY r.occurred_at DESC LIMIT 20) AS a \
          ORDER BY a.occurred_at DESC LIMIT 20"
