@@ -277,7 +277,7 @@ pub async fn runtime_role_findings(conn: &mut AsyncPgConnection, schema: &str) -
 pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
     let check = async {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        diesel::sql_query("SELECT 1")
+        crate::statement::statement("SELECT 1")
             .execute(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
@@ -340,7 +340,7 @@ pub fn watch_database(pool: Pool, config: &DatabaseConfig, up_gauge: prometheus:
 /// Call it first inside `conn.transaction(..)`; outside a transaction it has no lasting effect.
 pub async fn enter_scope(conn: &mut AsyncPgConnection, user_id: &str, role: &str) -> diesel::QueryResult<()> {
     use diesel::sql_types::Text;
-    diesel::sql_query("SELECT set_config('app.current_user_id', $1, true), set_config('app.role', $2, true)")
+    crate::statement::statement("SELECT set_config('app.current_user_id', $1, true), set_config('app.role', $2, true)")
         .bind::<Text, _>(user_id)
         .bind::<Text, _>(role)
         .execute(conn)

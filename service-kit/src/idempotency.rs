@@ -26,6 +26,8 @@ use diesel::sql_types::{BigInt, Bool, Bytea, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest as _, Sha256};
 
+use crate::statement::statement;
+
 /// How long a key is kept (at least the 24 h API.md promises).
 pub const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -104,7 +106,7 @@ pub async fn claim(
     key: &str,
     request_hash: &[u8; 32],
 ) -> Result<Claim, IdempotencyError> {
-    let got: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+    let got: Locked = statement("SELECT pg_try_advisory_xact_lock($1) AS locked")
         .bind::<BigInt, _>(lock_id(user, key))
         .get_result(conn)
         .await?;
@@ -112,7 +114,7 @@ pub async fn claim(
         return Err(IdempotencyError::InProgress);
     }
     // `schema` is a compile-time identifier of the service, never input.
-    let stored: Option<Stored> = diesel::sql_query(format!(
+    let stored: Option<Stored> = statement(&format!(
         "SELECT request_hash, response FROM {schema}.idempotency_keys \
          WHERE user_id = $1 AND key = $2 AND created_at > now() - make_interval(secs => $3)"
     ))
@@ -143,7 +145,7 @@ pub async fn record(
     request_hash: &[u8; 32],
     response: &[u8],
 ) -> diesel::QueryResult<()> {
-    diesel::sql_query(format!(
+    statement(&format!(
         "INSERT INTO {schema}.idempotency_keys (user_id, key, request_hash, response) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (user_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
          response = EXCLUDED.response, created_at = now()"

@@ -21,5 +21,6 @@ pub mod redis;
 pub mod revocation;
 pub mod service;
 pub mod shutdown;
+pub mod statement;
 pub mod store_error;
 pub mod telemetry;

@@ -25,6 +25,7 @@ use crate::db::{self, DatabaseConfig, Pool};
 use crate::grpc_tls::GrpcTls;
 use crate::metrics::register;
 use crate::shutdown::Shutdown;
+use crate::statement::statement;
 
 /// One domain event, as the write that causes it records it.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ pub async fn enqueue(
     event: &OutboxEvent,
 ) -> diesel::QueryResult<()> {
     // `schema` is a compile-time identifier of the service, never input.
-    diesel::sql_query(format!(
+    statement(&format!(
         "INSERT INTO {schema}.outbox (event_id, event_type, occurred_at, traceparent, payload) \
          VALUES ($1, $2, $3, $4, $5)"
     ))
@@ -373,7 +374,7 @@ impl Relay {
     }
 
     async fn refresh_pending(&self, conn: &mut AsyncPgConnection) -> Result<(), Stop> {
-        let count: Count = diesel::sql_query(format!(
+        let count: Count = statement(&format!(
             "SELECT count(*) AS value FROM {}.outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
             self.schema
         ))
@@ -385,7 +386,7 @@ impl Relay {
 
     /// Pending events whose time has come, in the order they are due (written order at first).
     async fn due(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Pending>, Stop> {
-        Ok(diesel::sql_query(format!(
+        Ok(statement(&format!(
             "SELECT id, event_id, event_type, occurred_at, traceparent, payload, attempts \
              FROM {}.outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() \
              ORDER BY next_attempt_at, id LIMIT $1",
@@ -457,7 +458,7 @@ impl Relay {
 
     async fn mark_delivered(&self, conn: &mut AsyncPgConnection, batch: &[Pending]) -> Result<(), Stop> {
         let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
-        diesel::sql_query(format!(
+        statement(&format!(
             "UPDATE {}.outbox SET delivered_at = now(), last_error = NULL WHERE id = ANY($1)",
             self.schema
         ))

@@ -43,7 +43,7 @@ pub async fn live_report_anonymity(conn: &mut Conn, user: Uuid, report_id: Uuid)
 /// Serialises the uploads to one report until the transaction ends, so two concurrent uploads
 /// cannot both pass the per-report cap (an advisory lock: no write right on reports needed).
 pub async fn lock_report(conn: &mut Conn, report_id: Uuid) -> Result<(), StoreError> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 18))")
+    service_kit::statement::statement("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 18))")
         .bind::<diesel::sql_types::Uuid, _>(report_id)
         .execute(conn)
         .await?;

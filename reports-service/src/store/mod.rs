@@ -98,24 +98,26 @@ async fn alert_rows(conn: &mut Conn, filter: &AlertFilter) -> Result<Vec<AlertRe
     use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = (filter.cells.lat, filter.cells.lng);
     let statuses: Vec<&str> = filter.statuses.to_vec();
-    let rows: Vec<AlertCells> = diesel::sql_query(
+    let limit = i64::from(filter.limit);
+    let rows: Vec<AlertCells> = service_kit::statement::statement(
         "SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
          FROM generate_series($1::int, $2::int) AS la(cell_lat) \
          CROSS JOIN generate_series($3::int, $4::int) AS ln(cell_lng) \
          CROSS JOIN LATERAL ( \
              SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
-             WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng AND r.status = ANY($7) \
-               AND r.occurred_at >= $5 \
-             ORDER BY r.occurred_at DESC LIMIT $6) AS a \
-         ORDER BY a.occurred_at DESC LIMIT $6",
+             WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng AND r.status = ANY($5) \
+               AND r.occurred_at >= $6 \
+             ORDER BY r.occurred_at DESC LIMIT $7) AS a \
+         ORDER BY a.occurred_at DESC LIMIT $8",
     )
     .bind::<Int4, _>(lat_lo)
     .bind::<Int4, _>(lat_hi)
     .bind::<Int4, _>(lng_lo)
     .bind::<Int4, _>(lng_hi)
-    .bind::<Timestamptz, _>(filter.since)
-    .bind::<Int8, _>(i64::from(filter.limit))
     .bind::<Array<Text>, _>(statuses)
+    .bind::<Timestamptz, _>(filter.since)
+    .bind::<Int8, _>(limit)
+    .bind::<Int8, _>(limit)
     .load(conn)
     .await?;
     Ok(rows
