@@ -314,6 +314,30 @@ fn truncated_images_are_refused() {
     }
 }
 
+/// A cut inside a header, a body passed through unread, a scan or the end marker's own chunk:
+/// the file is refused wherever it stops short.
+#[test]
+fn an_image_cut_anywhere_is_refused() {
+    for (declared, format) in [
+        ("image/jpeg", image::ImageFormat::Jpeg),
+        ("image/png", image::ImageFormat::Png),
+        ("image/gif", image::ImageFormat::Gif),
+    ] {
+        let bytes = encoded(format);
+        let tail = bytes.len().saturating_sub(40)..bytes.len();
+        let cuts = (SNIFF_LEN..bytes.len()).filter(|c| c % 37 == 0 || tail.contains(c));
+        for cut in cuts {
+            for piece in [5, 64] {
+                assert!(
+                    matches!(run(declared, &bytes[..cut], piece), Err(Refusal::Malformed { .. })),
+                    "{declared} cut at {cut} of {}, pieces of {piece}",
+                    bytes.len()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn file_names_are_plain_names() {
     for ok in ["", "photo.jpg", "IMG 0001 (2).JPG", "relevé.pdf", "a.b.c"] {
