@@ -32,12 +32,20 @@ fn malformed(why: &'static str) -> Refusal {
     Refusal::malformed(KIND, why)
 }
 
-/// The size of a colour table whose flags byte is `flags`, if it has one.
-fn color_table(flags: u8) -> usize {
-    if flags & 0x80 == 0 {
+/// Keeps `header` and the colour table that follows it, if the flags byte at `flags` says there
+/// is one (and its size).
+fn with_color_table(header: &[u8], flags: usize, out: &mut Vec<u8>) -> Step {
+    out.extend_from_slice(header);
+    let flags = header[flags];
+    let len = if flags & 0x80 == 0 {
         0
     } else {
         3 * (1 << ((flags & 0x07) + 1))
+    };
+    Step::Pass {
+        took: header.len(),
+        len,
+        keep: true,
     }
 }
 
@@ -60,13 +68,8 @@ impl Machine for Gif {
                 if !(rest.starts_with(b"GIF87a") || rest.starts_with(b"GIF89a")) {
                     return Err(malformed("bad signature"));
                 }
-                out.extend_from_slice(&rest[..13]);
                 self.state = State::Block;
-                Ok(Step::Pass {
-                    took: 13,
-                    len: color_table(rest[10]),
-                    keep: true,
-                })
+                Ok(with_color_table(&rest[..13], 10, out))
             }
             State::Block => {
                 let Some(&introducer) = rest.first() else {
@@ -83,13 +86,8 @@ impl Machine for Gif {
                         if rest.len() < 10 {
                             return Ok(Step::More);
                         }
-                        out.extend_from_slice(&rest[..10]);
                         self.state = State::CodeSize;
-                        Ok(Step::Pass {
-                            took: 10,
-                            len: color_table(rest[9]),
-                            keep: true,
-                        })
+                        Ok(with_color_table(&rest[..10], 9, out))
                     }
                     0x21 => {
                         if rest.len() < 2 {
