@@ -314,6 +314,17 @@ fn truncated_images_are_refused() {
     }
 }
 
+/// Fill bytes (0xFF) may stand before any marker, also the one that ends a scan; they carry
+/// nothing and are dropped, wherever the chunks split them.
+#[test]
+fn fill_bytes_before_a_jpeg_marker_are_dropped() {
+    let plain = encoded(image::ImageFormat::Jpeg);
+    let (body, end) = plain.split_at(plain.len() - 2);
+    assert_eq!(end, [0xFF, 0xD9]);
+    let filled = [body, &[0xFF; 3], end].concat();
+    assert_eq!(run_all("image/jpeg", &filled).expect("accepted"), plain);
+}
+
 /// A cut inside a header, a body passed through unread, a scan or the end marker's own chunk:
 /// the file is refused wherever it stops short.
 #[test]
