@@ -5,7 +5,9 @@
 //! chunk: it never holds more than one incoming chunk and a few header bytes, so twenty
 //! concurrent 10 MiB uploads cost kilobytes here, not 200 MiB. There is no widely used crate that
 //! strips image metadata as a stream (img-parts and kamadak-exif read a whole file into memory),
-//! so each format has a small state machine over its segments or chunks: `jpeg`, `png`, `gif`;
+//! so each format has a small state machine that reads its segment or chunk headers (`jpeg`,
+//! `png`, `gif`), and one driver, [`Framed`], that carries a split header over to the next chunk,
+//! passes the bodies between headers through unread and refuses bytes after the end marker;
 //! `pdf` passes the bytes through while it looks for an embedded ZIP. Pixels are never decoded
 //! or re-encoded: the image data is copied byte for byte.
 
