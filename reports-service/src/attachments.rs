@@ -5,7 +5,9 @@
 //! chunk: it never holds more than one incoming chunk and a few header bytes, so twenty
 //! concurrent 10 MiB uploads cost kilobytes here, not 200 MiB. There is no widely used crate that
 //! strips image metadata as a stream (img-parts and kamadak-exif read a whole file into memory),
-//! so each format has a small state machine over its segments or chunks: `jpeg`, `png`, `gif`;
+//! so each format has a small state machine that reads its segment or chunk headers (`jpeg`,
+//! `png`, `gif`), and one driver, [`Framed`], that carries a split header over to the next chunk,
+//! passes the bodies between headers through unread and refuses bytes after the end marker;
 //! `pdf` passes the bytes through while it looks for an embedded ZIP. Pixels are never decoded
 //! or re-encoded: the image data is copied byte for byte.
 
@@ -311,38 +313,100 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A format's state machine over its segments: `parse` consumes what it can of `input` (whole
-/// headers; any part of a body) and appends the bytes to keep to `out`.
+/// What a [`Machine`] made of the start of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The next header is not all there yet: call again with more bytes.
+    More,
+    /// `n` bytes were read (those to keep are in `out`); 0 when only the state moved on.
+    Took(usize),
+    /// A header of `took` bytes was read, and `len` bytes of body follow that pass through
+    /// unread: copied when `keep`, dropped otherwise. The machine is already in the state after
+    /// the body.
+    Pass { took: usize, len: usize, keep: bool },
+}
+
+/// A format's state machine over its segments: `step` reads one header (or a stretch of data it
+/// must look at) at the start of `input` and appends the bytes to keep to `out`. Bodies it need
+/// not read, and whatever comes after the end marker, are [`Framed`]'s business.
 trait Machine: Default + Send {
     const KIND: &'static str;
-    fn parse(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal>;
-    /// Whether the file's end marker was seen.
+    /// The polyglot refusal for bytes after the end marker.
+    const AFTER_END: &'static str;
+    /// `input` is never empty; the machine is never past its end marker.
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Step, Refusal>;
+    /// Whether the end marker was read.
     fn ended(&self) -> bool;
 }
 
 /// A [`Machine`] fed chunk by chunk: the tail of a chunk that did not make a whole header waits
-/// for the next one (a few bytes; bodies are never held).
+/// for the next one (a few bytes); bodies pass straight through, never held.
 #[derive(Default)]
 struct Framed<M> {
     machine: M,
+    body: Body,
     carry: Vec<u8>,
+}
+
+/// The rest of a body being passed through.
+#[derive(Default)]
+struct Body {
+    left: usize,
+    keep: bool,
+}
+
+impl<M: Machine> Framed<M> {
+    /// Consumes what it can of `input`; the bytes it leaves are the start of a header.
+    fn walk(machine: &mut M, body: &mut Body, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            if body.left > 0 {
+                let n = body.left.min(rest.len());
+                if body.keep {
+                    out.extend_from_slice(&rest[..n]);
+                }
+                body.left -= n;
+                pos += n;
+                if body.left > 0 {
+                    return Ok(pos);
+                }
+                continue;
+            }
+            if rest.is_empty() {
+                return Ok(pos);
+            }
+            if machine.ended() {
+                return Err(Refusal::Polyglot(M::AFTER_END));
+            }
+            match machine.step(rest, out)? {
+                Step::More => return Ok(pos),
+                Step::Took(n) => pos += n,
+                Step::Pass { took, len, keep } => {
+                    pos += took;
+                    *body = Body { left: len, keep };
+                }
+            }
+        }
+    }
 }
 
 impl<M: Machine> Filter for Framed<M> {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
-        if self.carry.is_empty() {
-            let used = self.machine.parse(input, out)?;
-            self.carry.extend_from_slice(&input[used..]);
+        let Self { machine, body, carry } = self;
+        if carry.is_empty() {
+            let used = Self::walk(machine, body, input, out)?;
+            carry.extend_from_slice(&input[used..]);
         } else {
-            self.carry.extend_from_slice(input);
-            let used = self.machine.parse(&self.carry, out)?;
-            self.carry.drain(..used);
+            carry.extend_from_slice(input);
+            let used = Self::walk(machine, body, carry, out)?;
+            carry.drain(..used);
         }
         Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), Refusal> {
-        if self.machine.ended() && self.carry.is_empty() {
+        if self.machine.ended() && self.body.left == 0 && self.carry.is_empty() {
             Ok(())
         } else {
             Err(Refusal::malformed(M::KIND, "ends before its end marker"))

@@ -3,7 +3,9 @@
 //! and `CheckToken` read.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable};
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -57,10 +59,13 @@ pub async fn insert_session(
     Ok(SessionId(id))
 }
 
-/// The session whose current refresh token has this hash, locked for the rotation.
-pub async fn session_by_current(conn: &mut Conn, hash: &[u8]) -> Result<Option<Session>, StoreError> {
+/// A condition on `sessions` that picks at most one row (by a unique refresh-token hash).
+type OneSession<'a> = Box<dyn BoxableExpression<sessions::table, Pg, SqlType = Nullable<Bool>> + 'a>;
+
+/// The session `by` picks, locked for the rotation.
+async fn locked_session(conn: &mut Conn, by: OneSession<'_>) -> Result<Option<Session>, StoreError> {
     let row: Option<SessionRow> = sessions::table
-        .filter(sessions::refresh_hash.eq(hash))
+        .filter(by)
         .select(SessionRow::as_select())
         .for_update()
         .first(conn)
@@ -69,16 +74,14 @@ pub async fn session_by_current(conn: &mut Conn, hash: &[u8]) -> Result<Option<S
     Ok(row.map(Session::from))
 }
 
+/// The session whose current refresh token has this hash, locked for the rotation.
+pub async fn session_by_current(conn: &mut Conn, hash: &[u8]) -> Result<Option<Session>, StoreError> {
+    locked_session(conn, Box::new(sessions::refresh_hash.eq(hash).nullable())).await
+}
+
 /// The session whose previous refresh token has this hash (a retry, or reuse), locked.
 pub async fn session_by_previous(conn: &mut Conn, hash: &[u8]) -> Result<Option<Session>, StoreError> {
-    let row: Option<SessionRow> = sessions::table
-        .filter(sessions::previous_refresh_hash.eq(hash))
-        .select(SessionRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(row.map(Session::from))
+    locked_session(conn, Box::new(sessions::previous_refresh_hash.eq(hash))).await
 }
 
 /// The session that once spent this refresh token.

@@ -4,7 +4,7 @@
 //! (colour transform). Tables, frame headers and the entropy-coded scans are copied byte for byte.
 //! Anything after the end marker is refused: that is where a ZIP or a script rides along.
 
-use super::{Machine, Refusal};
+use super::{Machine, Refusal, Step};
 
 const KIND: &str = "JPEG";
 const SOI: u8 = 0xD8;
@@ -19,12 +19,6 @@ enum State {
     Start,
     /// Between segments: a marker comes next.
     Marker,
-    /// Inside a segment's payload, `left` bytes to go.
-    Segment {
-        keep: bool,
-        left: usize,
-        scan_after: bool,
-    },
     /// Entropy-coded data, up to the next marker that is not a restart or a stuffed 0xFF.
     Scan,
     End,
@@ -56,115 +50,97 @@ fn keep(marker: u8, payload: &[u8]) -> bool {
 
 impl Machine for Jpeg {
     const KIND: &'static str = KIND;
+    const AFTER_END: &'static str = "data after the JPEG end marker";
 
     fn ended(&self) -> bool {
         matches!(self.state, State::End)
     }
 
-    fn parse(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
-        let mut pos = 0;
-        loop {
-            let rest = &b[pos..];
-            match self.state {
-                State::Start => {
-                    if rest.len() < 2 {
-                        return Ok(pos);
-                    }
-                    if rest[..2] != [0xFF, SOI] {
-                        return Err(malformed("does not start with SOI"));
-                    }
-                    out.extend_from_slice(&rest[..2]);
-                    pos += 2;
-                    self.state = State::Marker;
+    fn step(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<Step, Refusal> {
+        match self.state {
+            State::Start => {
+                if rest.len() < 2 {
+                    return Ok(Step::More);
                 }
-                State::Marker => {
-                    if rest.len() < 2 {
-                        return Ok(pos);
-                    }
-                    if rest[0] != 0xFF {
-                        return Err(malformed("expected a marker"));
-                    }
-                    let marker = rest[1];
-                    match marker {
-                        // Fill bytes before a marker.
-                        0xFF => pos += 1,
-                        0x00 | SOI => return Err(malformed("unexpected marker")),
-                        EOI => {
-                            out.extend_from_slice(&rest[..2]);
-                            pos += 2;
-                            self.state = State::End;
-                        }
-                        // Standalone markers (TEM, restarts) have no length.
-                        0x01 | 0xD0..=0xD7 => {
-                            out.extend_from_slice(&rest[..2]);
-                            pos += 2;
-                        }
-                        _ => {
-                            if rest.len() < 4 {
-                                return Ok(pos);
-                            }
-                            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-                            if len < 2 {
-                                return Err(malformed("segment length below 2"));
-                            }
-                            let payload_len = len - 2;
-                            let peek = payload_len.min(SIGNATURE_LEN);
-                            if rest.len() < 4 + peek {
-                                return Ok(pos);
-                            }
-                            let keep = keep(marker, &rest[4..4 + peek]);
-                            if keep {
-                                out.extend_from_slice(&rest[..4]);
-                            }
-                            pos += 4;
-                            self.state = State::Segment {
-                                keep,
-                                left: payload_len,
-                                scan_after: marker == SOS,
-                            };
-                        }
-                    }
+                if rest[..2] != [0xFF, SOI] {
+                    return Err(malformed("does not start with SOI"));
                 }
-                State::Segment { keep, left, scan_after } => {
-                    let n = left.min(rest.len());
-                    if keep {
-                        out.extend_from_slice(&rest[..n]);
+                out.extend_from_slice(&rest[..2]);
+                self.state = State::Marker;
+                Ok(Step::Took(2))
+            }
+            State::Marker => {
+                if rest.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if rest[0] != 0xFF {
+                    return Err(malformed("expected a marker"));
+                }
+                let marker = rest[1];
+                match marker {
+                    // Fill bytes before a marker.
+                    0xFF => Ok(Step::Took(1)),
+                    0x00 | SOI => Err(malformed("unexpected marker")),
+                    EOI => {
+                        out.extend_from_slice(&rest[..2]);
+                        self.state = State::End;
+                        Ok(Step::Took(2))
                     }
-                    pos += n;
-                    if n < left {
-                        self.state = State::Segment {
+                    // Standalone markers (TEM, restarts) have no length.
+                    0x01 | 0xD0..=0xD7 => {
+                        out.extend_from_slice(&rest[..2]);
+                        Ok(Step::Took(2))
+                    }
+                    _ => {
+                        if rest.len() < 4 {
+                            return Ok(Step::More);
+                        }
+                        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+                        if len < 2 {
+                            return Err(malformed("segment length below 2"));
+                        }
+                        let payload_len = len - 2;
+                        let peek = payload_len.min(SIGNATURE_LEN);
+                        if rest.len() < 4 + peek {
+                            return Ok(Step::More);
+                        }
+                        let keep = keep(marker, &rest[4..4 + peek]);
+                        if keep {
+                            out.extend_from_slice(&rest[..4]);
+                        }
+                        self.state = if marker == SOS { State::Scan } else { State::Marker };
+                        Ok(Step::Pass {
+                            took: 4,
+                            len: payload_len,
                             keep,
-                            left: left - n,
-                            scan_after,
-                        };
-                        return Ok(pos);
+                        })
                     }
-                    self.state = if scan_after { State::Scan } else { State::Marker };
-                }
-                State::Scan => {
-                    let Some(ff) = rest.iter().position(|&x| x == 0xFF) else {
-                        out.extend_from_slice(rest);
-                        return Ok(b.len());
-                    };
-                    out.extend_from_slice(&rest[..ff]);
-                    pos += ff;
-                    let Some(&next) = rest.get(ff + 1) else {
-                        return Ok(pos);
-                    };
-                    if next == 0x00 || (0xD0..=0xD7).contains(&next) {
-                        out.extend_from_slice(&[0xFF, next]);
-                        pos += 2;
-                    } else {
-                        self.state = State::Marker;
-                    }
-                }
-                State::End => {
-                    if rest.is_empty() {
-                        return Ok(pos);
-                    }
-                    return Err(Refusal::Polyglot("data after the JPEG end marker"));
                 }
             }
+            State::Scan => match rest.iter().position(|&x| x == 0xFF) {
+                None => {
+                    out.extend_from_slice(rest);
+                    Ok(Step::Took(rest.len()))
+                }
+                Some(ff) if ff > 0 => {
+                    out.extend_from_slice(&rest[..ff]);
+                    Ok(Step::Took(ff))
+                }
+                // At a 0xFF: stuffed, a restart, or the marker that ends the scan.
+                Some(_) => match rest.get(1) {
+                    None => Ok(Step::More),
+                    Some(&next) if next == 0x00 || (0xD0..=0xD7).contains(&next) => {
+                        out.extend_from_slice(&[0xFF, next]);
+                        Ok(Step::Took(2))
+                    }
+                    Some(_) => {
+                        self.state = State::Marker;
+                        Ok(Step::Took(0))
+                    }
+                },
+            },
+            // Framed stops before this; bytes here would be after the end all the same.
+            State::End => Err(Refusal::Polyglot(Self::AFTER_END)),
         }
     }
 }

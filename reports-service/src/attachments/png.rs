@@ -3,7 +3,7 @@
 //! kept; text (tEXt, zTXt, iTXt), EXIF (eXIf), time (tIME) and every chunk we do not know are
 //! dropped. Image data is copied byte for byte. Anything after IEND is refused.
 
-use super::{Machine, Refusal};
+use super::{Machine, Refusal, Step};
 
 const KIND: &str = "PNG";
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
@@ -22,12 +22,6 @@ enum State {
     Header {
         first: bool,
     },
-    /// A chunk's data and CRC, `left` bytes to go.
-    Body {
-        keep: bool,
-        left: usize,
-        last: bool,
-    },
     End,
 }
 
@@ -42,84 +36,62 @@ fn malformed(why: &'static str) -> Refusal {
 
 impl Machine for Png {
     const KIND: &'static str = KIND;
+    const AFTER_END: &'static str = "data after the PNG IEND chunk";
 
     fn ended(&self) -> bool {
         matches!(self.state, State::End)
     }
 
-    fn parse(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
-        let mut pos = 0;
-        loop {
-            let rest = &b[pos..];
-            match self.state {
-                State::Signature => {
-                    if rest.len() < SIGNATURE.len() {
-                        return Ok(pos);
-                    }
-                    if &rest[..8] != SIGNATURE {
-                        return Err(malformed("bad signature"));
-                    }
-                    out.extend_from_slice(SIGNATURE);
-                    pos += 8;
-                    self.state = State::Header { first: true };
+    fn step(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<Step, Refusal> {
+        match self.state {
+            State::Signature => {
+                if rest.len() < SIGNATURE.len() {
+                    return Ok(Step::More);
                 }
-                State::Header { first } => {
-                    if rest.len() < 8 {
-                        return Ok(pos);
-                    }
-                    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                    if len > 0x7fff_ffff {
-                        return Err(malformed("chunk length over 2^31-1"));
-                    }
-                    let kind: &[u8; 4] = rest[4..8].try_into().expect("four bytes");
-                    if !kind.iter().all(u8::is_ascii_alphabetic) {
-                        return Err(malformed("chunk type is not four letters"));
-                    }
-                    if first != (kind == b"IHDR") {
-                        return Err(malformed("IHDR must come first, once"));
-                    }
-                    let critical = kind[0].is_ascii_uppercase();
-                    if critical && !CRITICAL.contains(&kind) {
-                        return Err(malformed("unknown critical chunk"));
-                    }
-                    let keep = critical || KEPT_ANCILLARY.contains(&kind);
-                    if keep {
-                        out.extend_from_slice(&rest[..8]);
-                    }
-                    pos += 8;
-                    self.state = State::Body {
-                        keep,
-                        left: len as usize + 4,
-                        last: kind == b"IEND",
-                    };
+                if &rest[..8] != SIGNATURE {
+                    return Err(malformed("bad signature"));
                 }
-                State::Body { keep, left, last } => {
-                    let n = left.min(rest.len());
-                    if keep {
-                        out.extend_from_slice(&rest[..n]);
-                    }
-                    pos += n;
-                    if n < left {
-                        self.state = State::Body {
-                            keep,
-                            left: left - n,
-                            last,
-                        };
-                        return Ok(pos);
-                    }
-                    self.state = if last {
-                        State::End
-                    } else {
-                        State::Header { first: false }
-                    };
-                }
-                State::End => {
-                    if rest.is_empty() {
-                        return Ok(pos);
-                    }
-                    return Err(Refusal::Polyglot("data after the PNG IEND chunk"));
-                }
+                out.extend_from_slice(SIGNATURE);
+                self.state = State::Header { first: true };
+                Ok(Step::Took(8))
             }
+            State::Header { first } => {
+                if rest.len() < 8 {
+                    return Ok(Step::More);
+                }
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                if len > 0x7fff_ffff {
+                    return Err(malformed("chunk length over 2^31-1"));
+                }
+                let kind: &[u8; 4] = rest[4..8].try_into().expect("four bytes");
+                if !kind.iter().all(u8::is_ascii_alphabetic) {
+                    return Err(malformed("chunk type is not four letters"));
+                }
+                if first != (kind == b"IHDR") {
+                    return Err(malformed("IHDR must come first, once"));
+                }
+                let critical = kind[0].is_ascii_uppercase();
+                if critical && !CRITICAL.contains(&kind) {
+                    return Err(malformed("unknown critical chunk"));
+                }
+                let keep = critical || KEPT_ANCILLARY.contains(&kind);
+                if keep {
+                    out.extend_from_slice(&rest[..8]);
+                }
+                self.state = if kind == b"IEND" {
+                    State::End
+                } else {
+                    State::Header { first: false }
+                };
+                // The chunk's data and its CRC.
+                Ok(Step::Pass {
+                    took: 8,
+                    len: len as usize + 4,
+                    keep,
+                })
+            }
+            // Framed stops before this; bytes here would be after the end all the same.
+            State::End => Err(Refusal::Polyglot(Self::AFTER_END)),
         }
     }
 }

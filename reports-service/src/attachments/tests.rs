@@ -314,6 +314,39 @@ fn truncated_images_are_refused() {
     }
 }
 
+/// Fill bytes (0xFF) may stand before any marker, also the one that ends a scan; they carry
+/// nothing and are dropped, wherever the chunks split them.
+#[test]
+fn fill_bytes_before_a_jpeg_marker_are_dropped() {
+    let plain = encoded(image::ImageFormat::Jpeg);
+    let (body, end) = plain.split_at(plain.len() - 2);
+    assert_eq!(end, [0xFF, 0xD9]);
+    let filled = [body, &[0xFF; 3], end].concat();
+    assert_eq!(run_all("image/jpeg", &filled).expect("accepted"), plain);
+}
+
+/// A cut inside a header, a body passed through unread, a scan or the end marker's own chunk:
+/// the file is refused wherever it stops short.
+#[test]
+fn an_image_cut_anywhere_is_refused() {
+    use image::ImageFormat::{Gif, Jpeg, Png};
+    for format in [Jpeg, Png, Gif] {
+        let declared = format.to_mime_type();
+        let bytes = encoded(format);
+        let tail = bytes.len().saturating_sub(40)..bytes.len();
+        let cuts = (SNIFF_LEN..bytes.len()).filter(|c| c % 37 == 0 || tail.contains(c));
+        for cut in cuts {
+            for piece in [5, 64] {
+                assert!(
+                    matches!(run(declared, &bytes[..cut], piece), Err(Refusal::Malformed { .. })),
+                    "{declared} cut at {cut} of {}, pieces of {piece}",
+                    bytes.len()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn file_names_are_plain_names() {
     for ok in ["", "photo.jpg", "IMG 0001 (2).JPG", "relevé.pdf", "a.b.c"] {
