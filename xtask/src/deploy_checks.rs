@@ -60,6 +60,9 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
         "deploy/k8s/sync-rules.sh",
         "deploy/scripts/backup.sh",
         "deploy/scripts/restore.sh",
+        "deploy/scripts/archive-wal.sh",
+        "deploy/scripts/basebackup.sh",
+        "deploy/scripts/pitr-restore.sh",
     ] {
         checked(
             Command::new("sh").arg("-n").arg(root.join(script)),
