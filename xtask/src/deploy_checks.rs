@@ -550,6 +550,27 @@ mod tests {
         );
     }
 
+    /// A dashboard added for docker-compose but not for Kubernetes fails here.
+    #[test]
+    fn every_dashboard_is_generated_for_kubernetes() {
+        let root = crate::workspace_root();
+        let generator = fs::read_to_string(root.join("deploy/grafana/kustomization.yaml")).expect("kustomization");
+        let mut dashboards = 0;
+        for entry in fs::read_dir(root.join("deploy/grafana/dashboards")).expect("dashboards").flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            dashboards += 1;
+            assert!(
+                generator.contains(&format!("- dashboards/{name}\n")),
+                "deploy/grafana/kustomization.yaml does not generate a ConfigMap for {name}"
+            );
+        }
+        assert!(dashboards >= 4, "{dashboards} dashboards");
+        assert!(generator.contains("grafana_dashboard: \"1\""), "the sidecar's label");
+    }
+
     #[test]
     fn every_alert_is_named() {
         let root = crate::workspace_root();
