@@ -556,7 +556,10 @@ mod tests {
         let root = crate::workspace_root();
         let generator = fs::read_to_string(root.join("deploy/grafana/kustomization.yaml")).expect("kustomization");
         let mut dashboards = 0;
-        for entry in fs::read_dir(root.join("deploy/grafana/dashboards")).expect("dashboards").flatten() {
+        for entry in fs::read_dir(root.join("deploy/grafana/dashboards"))
+            .expect("dashboards")
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.ends_with(".json") {
                 continue;
