@@ -1,7 +1,8 @@
 //! The operators' files under deploy/ and docker-compose.yml, checked with the real tools
 //! (promtool, kubectl kustomize, kubernetes-validate, checkov, docker-compose config), installed by
 //! xtask itself: Debian's `prometheus`, `kubernetes-client` and `docker-compose` with apt-get when
-//! missing, kubernetes-validate and checkov (pinned) into a throwaway venv under `target/`.
+//! missing, kubernetes-validate and checkov (pinned) into a throwaway venv under `target/`; and
+//! that every file a process is pointed at (`*_FILE`) is mounted where the process looks.
 //! This machine cannot pull or run the images; everything else an operator deploys is checked.
 
 use std::fs;
@@ -36,6 +37,7 @@ pub fn run() -> anyhow::Result<()> {
     validate(&venv, &root, &rendered)?;
     policies(&venv, &root, &rendered)?;
     compose(&root)?;
+    mounted(&root, &rendered)?;
     eprintln!("xtask: deploy/ and docker-compose.yml pass promtool, kubernetes-validate, checkov and docker-compose");
     Ok(())
 }
@@ -297,6 +299,134 @@ fn compose(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every file a process is pointed at (`*_FILE`) is on a mount of its own, in each overlay and in
+/// docker-compose.yml.
+fn mounted(root: &Path, rendered: &Path) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for overlay in OVERLAYS {
+        let yaml = fs::read_to_string(rendered.join(format!("{overlay}.yaml")))?;
+        problems.extend(
+            unmounted_files_k8s(&yaml)?
+                .into_iter()
+                .map(|p| format!("overlay {overlay}: {p}")),
+        );
+    }
+    let compose = fs::read_to_string(root.join("docker-compose.yml"))?;
+    problems.extend(unmounted_files_compose(&compose)?);
+    anyhow::ensure!(problems.is_empty(), "files not mounted:\n{}", problems.join("\n"));
+    Ok(())
+}
+
+/// `path` lies in directory `dir` (or is it).
+fn under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The `*_FILE` variables of the Deployments' containers whose path is on no volume mount, or
+/// only on a `subPath` mount (the kubelet never updates those: an edited ConfigMap or a renewed
+/// certificate would not reach the process).
+pub fn unmounted_files_k8s(rendered: &str) -> anyhow::Result<Vec<String>> {
+    use serde::Deserialize as _;
+    let mut problems = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let doc = serde_yaml::Value::deserialize(document).context("parsing the rendered manifests")?;
+        if doc.get("kind").and_then(|k| k.as_str()) != Some("Deployment") {
+            continue;
+        }
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("?");
+        let containers = doc
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .and_then(|c| c.as_sequence());
+        for container in containers.into_iter().flatten() {
+            let mounts: Vec<(String, bool)> = container
+                .get("volumeMounts")
+                .and_then(|m| m.as_sequence())
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let path = m.get("mountPath")?.as_str()?.to_owned();
+                    Some((path, m.get("subPath").is_some()))
+                })
+                .collect();
+            for item in container.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
+                let (Some(var), Some(value)) = (
+                    item.get("name").and_then(|n| n.as_str()),
+                    item.get("value").and_then(|v| v.as_str()),
+                ) else {
+                    continue;
+                };
+                if !var.ends_with("_FILE") {
+                    continue;
+                }
+                match mounts.iter().find(|(dir, _)| under(value, dir)) {
+                    None => problems.push(format!("{name}: {var}={value} is on no volume mount")),
+                    Some((dir, true)) => problems.push(format!(
+                        "{name}: {var}={value} is on a subPath mount ({dir}), which the kubelet never updates"
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The `*_FILE` variables of docker-compose.yml's services whose path is neither one of the
+/// service's `secrets:` (`/run/secrets/NAME`) nor on one of its `volumes:`.
+pub fn unmounted_files_compose(compose: &str) -> anyhow::Result<Vec<String>> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(compose).context("parsing docker-compose.yml")?;
+    doc.apply_merge().context("resolving << merges")?;
+    let mut problems = Vec::new();
+    let services = doc.get("services").and_then(|s| s.as_mapping()).into_iter().flatten();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or("?");
+        let secrets: Vec<&str> = svc
+            .get("secrets")
+            .and_then(|s| s.as_sequence())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
+        let volumes: Vec<&str> = svc
+            .get("volumes")
+            .and_then(|v| v.as_sequence())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str()?.split(':').nth(1))
+            .collect();
+        let env = svc
+            .get("environment")
+            .and_then(|e| e.as_mapping())
+            .into_iter()
+            .flatten();
+        for (var, value) in env {
+            let (Some(var), Some(value)) = (var.as_str(), value.as_str()) else {
+                continue;
+            };
+            if !var.ends_with("_FILE") {
+                continue;
+            }
+            let on_secret = value
+                .strip_prefix("/run/secrets/")
+                .is_some_and(|secret| secrets.contains(&secret));
+            if !on_secret && !volumes.iter().any(|dir| under(value, dir)) {
+                problems.push(format!(
+                    "{name}: {var}={value} is neither a secret of the service nor on its volumes"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// What docker-compose.yml or a rendered overlay gives one of our processes: its arguments and
 /// its environment, as written there (anchors and `<<` merges resolved).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -548,6 +678,28 @@ mod tests {
             compose_process(&compose, "auth-migrate").expect("migrate").args,
             ["migrate"]
         );
+    }
+
+    #[test]
+    fn every_file_a_compose_service_reads_is_mounted() {
+        let compose = fs::read_to_string(crate::workspace_root().join("docker-compose.yml")).expect("compose");
+        assert_eq!(
+            unmounted_files_compose(&compose).expect("compose"),
+            Vec::<String>::new()
+        );
+        let broken = "services:\n  gateway:\n    environment:\n      MAINTENANCE_FILE: /etc/platform/maintenance/m.toml\n      TLS_CERT_FILE: /run/secrets/tls_crt\n    volumes:\n      - ./deploy/other:/etc/platform/other:ro\n";
+        let problems = unmounted_files_compose(broken).expect("parse");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn files_must_be_on_a_mount_that_the_kubelet_updates() {
+        let rendered = "kind: Service\nmetadata: {name: x}\n---\nkind: Deployment\nmetadata: {name: gateway}\nspec:\n  template:\n    spec:\n      containers:\n      - name: gateway\n        env:\n        - {name: MAINTENANCE_FILE, value: /etc/platform/maintenance/m.toml}\n        - {name: TLS_CERT_FILE, value: /etc/platform/https/tls.crt}\n        - {name: REDIS_URL_FILE, value: /etc/platform/secrets/redis-url}\n        - {name: LOG_LEVEL, value: info}\n        volumeMounts:\n        - {name: m, mountPath: /etc/platform/maintenance/m.toml, subPath: m.toml}\n        - {name: s, mountPath: /etc/platform/secrets}\n";
+        let problems = unmounted_files_k8s(rendered).expect("parse");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("subPath"), "{problems:?}");
+        assert!(problems[1].contains("TLS_CERT_FILE"), "{problems:?}");
+        assert!(under("/a/b", "/a") && under("/a", "/a/") && !under("/ab", "/a"));
     }
 
     /// A dashboard added for docker-compose but not for Kubernetes fails here.
