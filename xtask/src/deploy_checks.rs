@@ -506,9 +506,75 @@ pub fn deployment_process(rendered: &str, name: &str) -> anyhow::Result<Deployed
     bail!("no Deployment {name} in the rendered manifests")
 }
 
-/// `kubectl kustomize` of `deploy/k8s/overlays/{overlay}`.
+/// Whether `kubectl` is a 1.20 (whose embedded kustomize is v2).
+fn is_kubectl_1_20(kubectl: &Path) -> bool {
+    Command::new(kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("v1.20."))
+}
+
+/// The kubectl the overlays are written for: 1.20, Debian's `kubernetes-client`, whose kustomize
+/// (v2) refuses fields of later versions. A newer kubectl on PATH (a cloud SDK's) would accept
+/// them; then Debian's package is unpacked under target/deploy-checks (not installed over it).
+fn kubectl_1_20() -> anyhow::Result<PathBuf> {
+    let on_path = devstack::find_program("kubectl");
+    if let Some(kubectl) = &on_path
+        && is_kubectl_1_20(kubectl)
+    {
+        return Ok(kubectl.clone());
+    }
+    if on_path.is_none() {
+        let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+        if is_kubectl_1_20(&kubectl) {
+            return Ok(kubectl);
+        }
+    }
+    let dir = crate::workspace_root().join("target/deploy-checks/kubernetes-client");
+    let kubectl = dir.join("usr/bin/kubectl");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = fs::File::create(dir.join(".lock")).context("creating the kubectl lock file")?;
+    lock.lock().context("locking the kubectl directory")?;
+    if kubectl.is_file() && is_kubectl_1_20(&kubectl) {
+        return Ok(kubectl);
+    }
+    let apt = devstack::find_program("apt-get").context(
+        "the kubectl on PATH is not 1.20 and apt-get is missing: put kubectl 1.20 (kustomize v2) first on PATH",
+    )?;
+    let download = dir.join("download");
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download)?;
+    eprintln!(
+        "xtask: the kubectl on PATH is not 1.20; unpacking Debian's kubernetes-client into {}",
+        dir.display()
+    );
+    devstack::output(
+        Command::new(apt)
+            .args(["download", "-q", "kubernetes-client"])
+            .current_dir(&download),
+        "apt-get download kubernetes-client",
+    )?;
+    let deb = fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    devstack::output(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir),
+        "dpkg-deb -x kubernetes-client",
+    )?;
+    let _ = fs::remove_dir_all(&download);
+    anyhow::ensure!(
+        is_kubectl_1_20(&kubectl),
+        "{} is not kubectl 1.20: Debian's kubernetes-client changed version",
+        kubectl.display()
+    );
+    Ok(kubectl)
+}
+
+/// `kubectl kustomize` of `deploy/k8s/overlays/{overlay}`, with kubectl 1.20 (kustomize v2).
 pub fn render_overlay(overlay: &str) -> anyhow::Result<String> {
-    let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+    let kubectl = kubectl_1_20()?;
     let dir = crate::workspace_root().join("deploy/k8s/overlays").join(overlay);
     let yaml = devstack::output(
         Command::new(&kubectl).arg("kustomize").arg(&dir),
