@@ -14,7 +14,9 @@
 #
 # Settings:
 #   WAL_ARCHIVE_DIR    the archive (default /var/lib/postgresql/wal-archive): segments in wal/,
-#                      base backups in base/YYYYmmddTHHMMSSZ/ (the UTC time the backup began).
+#                      base backups in base/YYYYmmddTHHMMSSZ/ (the UTC time the backup began):
+#                      the copy in data/, and finished_at, the time it was complete (Unix
+#                      nanoseconds; pitr-restore.sh picks a backup complete before its target).
 #                      Each is written as base/.partial-STAMP/, verified with pg_verifybackup and
 #                      renamed at the end, so a directory with a timestamp name is always complete.
 #   BASEBACKUP_KEEP    keep the newest N base backups (default 7); the WAL older than the oldest
@@ -57,16 +59,21 @@ rm -rf "$partial"
 
 # Plain format, so that pg_verifybackup can check every file against the backup manifest, and the
 # WAL of the backup itself inside it (--wal-method=stream): the copy is consistent on its own.
-set -- --pgdata="$partial" --format=plain --wal-method=stream --checkpoint=fast \
+mkdir -p "$partial" || fail 6 "cannot create $partial"
+set -- --pgdata="$partial/data" --format=plain --wal-method=stream --checkpoint=fast \
     --manifest-checksums=SHA256 --no-password
 if ! pg_basebackup "$@" ${conninfo:+--dbname="$conninfo"}; then
     rm -rf "$partial"
     fail 3 "pg_basebackup failed: no base backup was made"
 fi
-if ! pg_verifybackup --quiet "$partial"; then
+if ! pg_verifybackup --quiet "$partial/data"; then
     rm -rf "$partial"
     fail 4 "the copy in $partial failed pg_verifybackup: no base backup was made"
 fi
+date -u +%s%N >"$partial/finished_at" || {
+    rm -rf "$partial"
+    fail 6 "could not write $partial/finished_at"
+}
 sync "$partial" 2>/dev/null || true
 mv "$partial" "$final" || {
     rm -rf "$partial"
@@ -86,6 +93,6 @@ if [ "$drop" -gt 0 ]; then
 fi
 oldest=$(find "$archive/base" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*T[0-9]*Z' | sort | head -n 1)
 # backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)"
-first_wal=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\))$/\1/p' "$oldest/backup_label")
-[ -n "$first_wal" ] || fail 5 "$oldest/backup_label names no start WAL file: old WAL not deleted"
+first_wal=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\))$/\1/p' "$oldest/data/backup_label")
+[ -n "$first_wal" ] || fail 5 "$oldest/data/backup_label names no start WAL file: old WAL not deleted"
 pg_archivecleanup "$archive/wal" "$first_wal" || fail 5 "pg_archivecleanup failed"

@@ -17,7 +17,8 @@
 # Settings:
 #   WAL_ARCHIVE_DIR    the archive (default /var/lib/postgresql/wal-archive)
 #   PITR_BASE_BACKUP   the base backup to start from (a directory name under base/, or a path);
-#                      default: the newest one that began at or before TARGET_TIME
+#                      default: the newest one complete before TARGET_TIME (its finished_at):
+#                      recovery cannot stop at a moment before its base backup was complete
 #
 # What it writes: the base backup's files, checked with pg_verifybackup; recovery.signal; and in
 # postgresql.auto.conf restore_command (a copy from the archive), recovery_target_time and
@@ -28,7 +29,7 @@
 # Exit codes:
 #   0  DATA_DIR is ready: start PostgreSQL on it
 #   2  configuration: usage, an unreadable TARGET_TIME, DATA_DIR not empty, no archive, a tool missing
-#   3  no base backup began at or before TARGET_TIME (or PITR_BASE_BACKUP is not one)
+#   3  no base backup was complete before TARGET_TIME (or PITR_BASE_BACKUP is not one)
 #   4  the base backup fails pg_verifybackup: DATA_DIR was not touched
 #   6  writing DATA_DIR failed (disk full, permissions): remove what was written and run again
 set -eu
@@ -47,7 +48,7 @@ archive=${WAL_ARCHIVE_DIR:-/var/lib/postgresql/wal-archive}
 [ -n "$data" ] || fail 2 "no data directory: give DATA_DIR or set PGDATA"
 case $target in *"'"* | *\\*) fail 2 "TARGET_TIME must not contain quotes or backslashes" ;; esac
 case $archive in *"'"* | *'"'* | *\\*) fail 2 "WAL_ARCHIVE_DIR must not contain quotes or backslashes" ;; esac
-target_stamp=$(date -u -d "$target" +%Y%m%dT%H%M%SZ 2>/dev/null) ||
+target_ns=$(date -u -d "$target" +%s%N 2>/dev/null) ||
     fail 2 "cannot read TARGET_TIME '$target': give a time with its zone, e.g. '2026-12-06 14:05:00+00'"
 for tool in pg_verifybackup date; do
     command -v "$tool" >/dev/null 2>&1 || fail 2 "$tool is not installed"
@@ -63,24 +64,24 @@ if [ -n "${PITR_BASE_BACKUP:-}" ]; then
         */*) base=$PITR_BASE_BACKUP ;;
         *) base=$archive/base/$PITR_BASE_BACKUP ;;
     esac
-    [ -f "$base/backup_label" ] || fail 3 "$base is not a base backup (no backup_label)"
+    [ -f "$base/data/backup_label" ] || fail 3 "$base is not a base backup (no data/backup_label)"
 else
     base=
     for candidate in $(find "$archive/base" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*T[0-9]*Z' 2>/dev/null | sort); do
-        name=${candidate##*/}
-        # Timestamps of one fixed width compare as strings.
-        if [ "$(printf '%s\n%s\n' "$name" "$target_stamp" | sort | head -n 1)" = "$name" ]; then
+        finished=$(cat "$candidate/finished_at" 2>/dev/null || true)
+        case $finished in '' | *[!0-9]*) continue ;; esac
+        if [ "$finished" -lt "$target_ns" ]; then
             base=$candidate
         fi
     done
-    [ -n "$base" ] || fail 3 "no base backup in $archive/base began at or before $target ($target_stamp)"
+    [ -n "$base" ] || fail 3 "no base backup in $archive/base was complete before $target"
 fi
-pg_verifybackup --quiet "$base" || fail 4 "$base fails pg_verifybackup: not restored"
+pg_verifybackup --quiet "$base/data" || fail 4 "$base fails pg_verifybackup: not restored"
 echo "pitr-restore.sh: restoring $base, then the WAL in $archive/wal up to $target"
 
 mkdir -p "$data" || fail 6 "cannot create $data"
 chmod 700 "$data" || fail 6 "cannot set the mode of $data"
-cp -R "$base/." "$data/" || fail 6 "copying $base into $data failed"
+cp -R "$base/data/." "$data/" || fail 6 "copying $base/data into $data failed"
 rm -f "$data/backup_manifest" "$data/postmaster.pid" "$data/postmaster.opts"
 {
     echo "# Written by pitr-restore.sh: remove after the recovery (README.md, \"Point-in-time recovery\")."

@@ -167,17 +167,20 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
     let db = provision::connect(&db_url).await.expect("platform database");
 
     // The base backup, as cron runs it; a server it cannot reach is exit code 3.
-    let basebackup = |port: u16| {
+    let basebackup = |port: u16, keep: &str| {
         let mut cmd = xtask::pitr::script_as_postgres("basebackup.sh").expect("basebackup.sh");
         cmd.arg(format!("host=127.0.0.1 port={port} user=postgres"))
             .env("PGPASSWORD", &password)
-            .env("WAL_ARCHIVE_DIR", &archive);
+            .env("WAL_ARCHIVE_DIR", &archive)
+            .env("BASEBACKUP_KEEP", keep);
         run(&mut cmd, "basebackup.sh")
     };
     let closed = xtask::free_port().expect("port");
-    let (code, out) = basebackup(closed);
+    let (code, out) = basebackup(closed, "7");
     assert_eq!(code, 3, "an unreachable server: {out}");
-    let (code, out) = basebackup(port);
+    let (code, out) = basebackup(port, "0");
+    assert_eq!(code, 2, "BASEBACKUP_KEEP=0 would delete every backup: {out}");
+    let (code, out) = basebackup(port, "7");
     assert_eq!(code, 0, "basebackup.sh: {out}");
 
     // Write A, the moment T, write B; everything archived.
@@ -195,6 +198,19 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
     let after = file_report(&tp, &ada, "Window smashed").await;
     assert_eq!(get_report(&tp, &ada, &after).await.0, 200);
     archived_up_to_now(&db).await;
+    // A base backup after T cannot stop at T: the restore has to start from the first one.
+    let (code, out) = basebackup(port, "7");
+    assert_eq!(code, 0, "the second basebackup.sh: {out}");
+    let backups = || {
+        let mut names: Vec<String> = std::fs::read_dir(archive.join("base"))
+            .expect("base/")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(backups().len(), 2, "{:?}", backups());
 
     // The disaster: the services and the server stopped; a new data directory restored to T.
     tp.platform.auth.stop(Duration::from_secs(10));
@@ -202,6 +218,7 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
     drop(db);
     drop(admin);
     primary.stop();
+    let backups_before = backups();
     let restored = work.path().join("restored");
     let restore = |target: &str, data: &Path| {
         let mut cmd = xtask::pitr::script_as_postgres("pitr-restore.sh").expect("pitr-restore.sh");
@@ -214,6 +231,7 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
     assert_eq!(code, 2, "the old cluster is never overwritten: {out}");
     let (code, out) = restore(&target, &restored);
     assert_eq!(code, 0, "pitr-restore.sh: {out}");
+    assert!(out.contains(&backups()[0]), "the base backup complete before T: {out}");
 
     // The restored server on the same port: it replays to T and promotes.
     let restored_pg = xtask::devstack::Postgres::start(&restored, port, &password).expect("the restored cluster");
@@ -249,8 +267,34 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
     assert_eq!(login(&tp, "ada@example.org").await, 200, "the user registered before T");
     assert_eq!(get_report(&tp, &ada, &after).await.0, 404, "the report after T");
     assert_eq!(login(&tp, "bob@example.org").await, 401, "the user registered after T");
-    // The restored cluster takes writes (a new timeline, archived as well).
+    // The restored cluster takes writes (a new timeline), and a new base backup keeping only
+    // itself removes the older ones and the WAL before it.
     file_report(&tp, &ada, "Written after the recovery").await;
+    // Archived segments (24 hex digits; not the .history and .backup files), in order.
+    let segments = || {
+        let mut names: Vec<String> = std::fs::read_dir(archive.join("wal"))
+            .expect("wal/")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect();
+        names.sort();
+        names
+    };
+    let oldest_segment = segments()[0].clone();
+    let (code, out) = basebackup(port, "1");
+    assert_eq!(code, 0, "basebackup.sh after the recovery: {out}");
+    let kept = backups();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        !kept.contains(&backups_before[0]),
+        "the oldest base backup is gone: {kept:?}"
+    );
+    assert!(
+        !segments().contains(&oldest_segment),
+        "the WAL before the kept base backup is gone: {:?}",
+        segments()
+    );
 }
 
 /// A directory of the test's own, removed at the end (the clusters and the archive).
