@@ -1,7 +1,8 @@
 //! The operators' files under deploy/ and docker-compose.yml, checked with the real tools
 //! (promtool, kubectl kustomize, kubernetes-validate, checkov, docker-compose config), installed by
 //! xtask itself: Debian's `prometheus`, `kubernetes-client` and `docker-compose` with apt-get when
-//! missing, kubernetes-validate and checkov (pinned) into a throwaway venv under `target/`.
+//! missing, kubernetes-validate and checkov (pinned) into a throwaway venv under `target/`; and
+//! that every file a process is pointed at (`*_FILE`) is mounted where the process looks.
 //! This machine cannot pull or run the images; everything else an operator deploys is checked.
 
 use std::fs;
@@ -36,6 +37,7 @@ pub fn run() -> anyhow::Result<()> {
     validate(&venv, &root, &rendered)?;
     policies(&venv, &root, &rendered)?;
     compose(&root)?;
+    mounted(&root, &rendered)?;
     eprintln!("xtask: deploy/ and docker-compose.yml pass promtool, kubernetes-validate, checkov and docker-compose");
     Ok(())
 }
@@ -60,6 +62,9 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
         "deploy/k8s/sync-rules.sh",
         "deploy/scripts/backup.sh",
         "deploy/scripts/restore.sh",
+        "deploy/scripts/archive-wal.sh",
+        "deploy/scripts/basebackup.sh",
+        "deploy/scripts/pitr-restore.sh",
     ] {
         checked(
             Command::new("sh").arg("-n").arg(root.join(script)),
@@ -294,6 +299,134 @@ fn compose(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every file a process is pointed at (`*_FILE`) is on a mount of its own, in each overlay and in
+/// docker-compose.yml.
+fn mounted(root: &Path, rendered: &Path) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for overlay in OVERLAYS {
+        let yaml = fs::read_to_string(rendered.join(format!("{overlay}.yaml")))?;
+        problems.extend(
+            unmounted_files_k8s(&yaml)?
+                .into_iter()
+                .map(|p| format!("overlay {overlay}: {p}")),
+        );
+    }
+    let compose = fs::read_to_string(root.join("docker-compose.yml"))?;
+    problems.extend(unmounted_files_compose(&compose)?);
+    anyhow::ensure!(problems.is_empty(), "files not mounted:\n{}", problems.join("\n"));
+    Ok(())
+}
+
+/// `path` lies in directory `dir` (or is it).
+fn under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The `*_FILE` variables of the Deployments' containers whose path is on no volume mount, or
+/// only on a `subPath` mount (the kubelet never updates those: an edited ConfigMap or a renewed
+/// certificate would not reach the process).
+pub fn unmounted_files_k8s(rendered: &str) -> anyhow::Result<Vec<String>> {
+    use serde::Deserialize as _;
+    let mut problems = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let doc = serde_yaml::Value::deserialize(document).context("parsing the rendered manifests")?;
+        if doc.get("kind").and_then(|k| k.as_str()) != Some("Deployment") {
+            continue;
+        }
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("?");
+        let containers = doc
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .and_then(|c| c.as_sequence());
+        for container in containers.into_iter().flatten() {
+            let mounts: Vec<(String, bool)> = container
+                .get("volumeMounts")
+                .and_then(|m| m.as_sequence())
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let path = m.get("mountPath")?.as_str()?.to_owned();
+                    Some((path, m.get("subPath").is_some()))
+                })
+                .collect();
+            for item in container.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
+                let (Some(var), Some(value)) = (
+                    item.get("name").and_then(|n| n.as_str()),
+                    item.get("value").and_then(|v| v.as_str()),
+                ) else {
+                    continue;
+                };
+                if !var.ends_with("_FILE") {
+                    continue;
+                }
+                match mounts.iter().find(|(dir, _)| under(value, dir)) {
+                    None => problems.push(format!("{name}: {var}={value} is on no volume mount")),
+                    Some((dir, true)) => problems.push(format!(
+                        "{name}: {var}={value} is on a subPath mount ({dir}), which the kubelet never updates"
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The `*_FILE` variables of docker-compose.yml's services whose path is neither one of the
+/// service's `secrets:` (`/run/secrets/NAME`) nor on one of its `volumes:`.
+pub fn unmounted_files_compose(compose: &str) -> anyhow::Result<Vec<String>> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(compose).context("parsing docker-compose.yml")?;
+    doc.apply_merge().context("resolving << merges")?;
+    let mut problems = Vec::new();
+    let services = doc.get("services").and_then(|s| s.as_mapping()).into_iter().flatten();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or("?");
+        let secrets: Vec<&str> = svc
+            .get("secrets")
+            .and_then(|s| s.as_sequence())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
+        let volumes: Vec<&str> = svc
+            .get("volumes")
+            .and_then(|v| v.as_sequence())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str()?.split(':').nth(1))
+            .collect();
+        let env = svc
+            .get("environment")
+            .and_then(|e| e.as_mapping())
+            .into_iter()
+            .flatten();
+        for (var, value) in env {
+            let (Some(var), Some(value)) = (var.as_str(), value.as_str()) else {
+                continue;
+            };
+            if !var.ends_with("_FILE") {
+                continue;
+            }
+            let on_secret = value
+                .strip_prefix("/run/secrets/")
+                .is_some_and(|secret| secrets.contains(&secret));
+            if !on_secret && !volumes.iter().any(|dir| under(value, dir)) {
+                problems.push(format!(
+                    "{name}: {var}={value} is neither a secret of the service nor on its volumes"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// What docker-compose.yml or a rendered overlay gives one of our processes: its arguments and
 /// its environment, as written there (anchors and `<<` merges resolved).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -373,9 +506,75 @@ pub fn deployment_process(rendered: &str, name: &str) -> anyhow::Result<Deployed
     bail!("no Deployment {name} in the rendered manifests")
 }
 
-/// `kubectl kustomize` of `deploy/k8s/overlays/{overlay}`.
+/// Whether `kubectl` is a 1.20 (whose embedded kustomize is v2).
+fn is_kubectl_1_20(kubectl: &Path) -> bool {
+    Command::new(kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("v1.20."))
+}
+
+/// The kubectl the overlays are written for: 1.20, Debian's `kubernetes-client`, whose kustomize
+/// (v2) refuses fields of later versions. A newer kubectl on PATH (a cloud SDK's) would accept
+/// them; then Debian's package is unpacked under target/deploy-checks (not installed over it).
+fn kubectl_1_20() -> anyhow::Result<PathBuf> {
+    let on_path = devstack::find_program("kubectl");
+    if let Some(kubectl) = &on_path
+        && is_kubectl_1_20(kubectl)
+    {
+        return Ok(kubectl.clone());
+    }
+    if on_path.is_none() {
+        let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+        if is_kubectl_1_20(&kubectl) {
+            return Ok(kubectl);
+        }
+    }
+    let dir = crate::workspace_root().join("target/deploy-checks/kubernetes-client");
+    let kubectl = dir.join("usr/bin/kubectl");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = fs::File::create(dir.join(".lock")).context("creating the kubectl lock file")?;
+    lock.lock().context("locking the kubectl directory")?;
+    if kubectl.is_file() && is_kubectl_1_20(&kubectl) {
+        return Ok(kubectl);
+    }
+    let apt = devstack::find_program("apt-get").context(
+        "the kubectl on PATH is not 1.20 and apt-get is missing: put kubectl 1.20 (kustomize v2) first on PATH",
+    )?;
+    let download = dir.join("download");
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download)?;
+    eprintln!(
+        "xtask: the kubectl on PATH is not 1.20; unpacking Debian's kubernetes-client into {}",
+        dir.display()
+    );
+    devstack::output(
+        Command::new(apt)
+            .args(["download", "-q", "kubernetes-client"])
+            .current_dir(&download),
+        "apt-get download kubernetes-client",
+    )?;
+    let deb = fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    devstack::output(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir),
+        "dpkg-deb -x kubernetes-client",
+    )?;
+    let _ = fs::remove_dir_all(&download);
+    anyhow::ensure!(
+        is_kubectl_1_20(&kubectl),
+        "{} is not kubectl 1.20: Debian's kubernetes-client changed version",
+        kubectl.display()
+    );
+    Ok(kubectl)
+}
+
+/// `kubectl kustomize` of `deploy/k8s/overlays/{overlay}`, with kubectl 1.20 (kustomize v2).
 pub fn render_overlay(overlay: &str) -> anyhow::Result<String> {
-    let kubectl = devstack::program_or_install("kubectl", "kubernetes-client")?;
+    let kubectl = kubectl_1_20()?;
     let dir = crate::workspace_root().join("deploy/k8s/overlays").join(overlay);
     let yaml = devstack::output(
         Command::new(&kubectl).arg("kustomize").arg(&dir),
@@ -545,6 +744,52 @@ mod tests {
             compose_process(&compose, "auth-migrate").expect("migrate").args,
             ["migrate"]
         );
+    }
+
+    #[test]
+    fn every_file_a_compose_service_reads_is_mounted() {
+        let compose = fs::read_to_string(crate::workspace_root().join("docker-compose.yml")).expect("compose");
+        assert_eq!(
+            unmounted_files_compose(&compose).expect("compose"),
+            Vec::<String>::new()
+        );
+        let broken = "services:\n  gateway:\n    environment:\n      MAINTENANCE_FILE: /etc/platform/maintenance/m.toml\n      TLS_CERT_FILE: /run/secrets/tls_crt\n    volumes:\n      - ./deploy/other:/etc/platform/other:ro\n";
+        let problems = unmounted_files_compose(broken).expect("parse");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn files_must_be_on_a_mount_that_the_kubelet_updates() {
+        let rendered = "kind: Service\nmetadata: {name: x}\n---\nkind: Deployment\nmetadata: {name: gateway}\nspec:\n  template:\n    spec:\n      containers:\n      - name: gateway\n        env:\n        - {name: MAINTENANCE_FILE, value: /etc/platform/maintenance/m.toml}\n        - {name: TLS_CERT_FILE, value: /etc/platform/https/tls.crt}\n        - {name: REDIS_URL_FILE, value: /etc/platform/secrets/redis-url}\n        - {name: LOG_LEVEL, value: info}\n        volumeMounts:\n        - {name: m, mountPath: /etc/platform/maintenance/m.toml, subPath: m.toml}\n        - {name: s, mountPath: /etc/platform/secrets}\n";
+        let problems = unmounted_files_k8s(rendered).expect("parse");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("subPath"), "{problems:?}");
+        assert!(problems[1].contains("TLS_CERT_FILE"), "{problems:?}");
+        assert!(under("/a/b", "/a") && under("/a", "/a/") && !under("/ab", "/a"));
+    }
+
+    /// A dashboard added for docker-compose but not for Kubernetes fails here.
+    #[test]
+    fn every_dashboard_is_generated_for_kubernetes() {
+        let root = crate::workspace_root();
+        let generator = fs::read_to_string(root.join("deploy/grafana/kustomization.yaml")).expect("kustomization");
+        let mut dashboards = 0;
+        for entry in fs::read_dir(root.join("deploy/grafana/dashboards"))
+            .expect("dashboards")
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            dashboards += 1;
+            assert!(
+                generator.contains(&format!("- dashboards/{name}\n")),
+                "deploy/grafana/kustomization.yaml does not generate a ConfigMap for {name}"
+            );
+        }
+        assert!(dashboards >= 4, "{dashboards} dashboards");
+        assert!(generator.contains("grafana_dashboard: \"1\""), "the sidecar's label");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod fake_smtp;
 pub mod moto;
 pub mod nginx;
 pub mod otlp;
+pub mod pitr;
 pub mod platform;
 pub mod provision;
 pub mod schemathesis;

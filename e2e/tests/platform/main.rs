@@ -19,6 +19,7 @@ mod lifecycle;
 mod maintenance;
 mod operations;
 mod outbox;
+mod pitr;
 mod rate_limit;
 mod reports;
 mod tracing;
