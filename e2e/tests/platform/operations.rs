@@ -434,6 +434,8 @@ async fn start_as_deployed(deployed: Deployed) -> (AsDeployed, xtask::platform::
             (Deployed::Compose, "jwt_signing_keys") | (Deployed::Prod, "secrets/jwt-signing-keys") => {
                 read(secrets.path("jwt_signing_keys.pem"))
             }
+            // No secret: the maintenance windows deploy/ mounts, as they are.
+            (_, "maintenance/maintenance.toml") => read(repo_file("deploy/maintenance/maintenance.toml")),
             (Deployed::Compose, name) => read(secrets.path(name)),
             (Deployed::Prod, name) => match name.strip_prefix("secrets/") {
                 Some(secret) => read(secrets.path(&secret.replace('-', "_"))),
