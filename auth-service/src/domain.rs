@@ -313,3 +313,12 @@ mod tests {
         assert!(Device::parse("", "ios", "", "").is_err());
     }
 }
+
+/// How many people used the platform lately: distinct users with a session created or refreshed
+/// within the last day, 7 days and 30 days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveUsers {
+    pub day: i64,
+    pub week: i64,
+    pub month: i64,
+}

@@ -49,6 +49,8 @@ struct AuthConfig {
     mail: mailer::MailConfig,
     redis_keys: service_kit::revocation::RedisKeys,
     revocation_sync: std::time::Duration,
+    /// `ACTIVE_USERS_REFRESH_SECONDS` (60): how often `active_users` is counted.
+    active_users_every: std::time::Duration,
     app_base_url: String,
 }
 
@@ -103,6 +105,7 @@ impl service_kit::service::Service for AuthService {
         let app_base_url = app_base_url(env, common.environment);
         let redis_keys = service_kit::revocation::RedisKeys::from_env(env);
         let revocation_sync = env.seconds_in("REVOCATION_SYNC_SECONDS", 5, 1, 300);
+        let active_users_every = env.seconds_in("ACTIVE_USERS_REFRESH_SECONDS", 60, 1, 3600);
         let mfa_issuer = env
             .optional_string("MFA_ISSUER")
             .unwrap_or_else(|| "Platform".to_owned());
@@ -123,6 +126,7 @@ impl service_kit::service::Service for AuthService {
             mail,
             redis_keys,
             revocation_sync,
+            active_users_every,
             app_base_url,
         })
     }
@@ -174,6 +178,7 @@ impl service_kit::service::Service for AuthService {
             registry,
         )?;
         tokio::spawn(sync.run());
+        tokio::spawn(service::Activity::register(pool.clone(), registry)?.run(config.active_users_every));
         let parts = service::Parts {
             pool,
             redis,

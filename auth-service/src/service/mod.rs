@@ -1,12 +1,14 @@
 //! The use cases of auth-service, one module per group: `sessions` (register, login, refresh,
 //! logout, `CheckToken`), `throttle` (what slows a password guess down: per (account, address)
 //! locks, per-address failures, CAPTCHA), `reauth` (proving again who one is before a factor or a
-//! session changes), `profile` (read and change the account), `devices`, `mfa` (TOTP enrollment and the
-//! second factor at login), `email` (address verification and password reset by mailed token) and
-//! `audit` (the administrators' audit log). Each use case validates into domain types, does its
-//! writes in one transaction with the audit row, and only then touches Redis (revocation) and signs
-//! tokens. Each group fails with its own error enum, which `grpc/status.rs` maps to a status.
+//! session changes), `profile` (read and change the account), `devices`, `mfa` (TOTP enrollment
+//! and the second factor at login), `email` (address verification and password reset by mailed
+//! token), `audit` (the administrators' audit log) and `activity` (the `active_users` gauge). Each
+//! use case validates into domain types, does its writes in one transaction with the audit row,
+//! and only then touches Redis (revocation) and signs tokens. Each group fails with its own error
+//! enum, which `grpc/status.rs` maps to a status.
 
+mod activity;
 mod audit;
 mod devices;
 mod email;
@@ -27,6 +29,7 @@ use service_kit::revocation::RedisKeys;
 use sha2::Sha256;
 use uuid::Uuid;
 
+pub use self::activity::Activity;
 pub use self::audit::{AuditError, AuditQuery};
 pub use self::devices::DeviceError;
 pub use self::email::EmailError;

@@ -23,8 +23,8 @@ pub use mfa::{
 };
 pub use service_kit::store_error::StoreError;
 pub use sessions::{
-    blacklist, database_now, insert_session, revocations_since, revoke_session, revoke_sessions, rotate, session,
-    session_by_current, session_by_previous, session_by_spent, token_revoked,
+    active_users, blacklist, database_now, insert_session, revocations_since, revoke_session, revoke_sessions, rotate,
+    session, session_by_current, session_by_previous, session_by_spent, token_revoked,
 };
 pub use throttle::{
     Reserved, clear_all_login_attempts, clear_login_attempts, clear_mfa_attempts, lock_login, lock_mfa,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::schema::{sessions, spent_refresh_tokens, token_blacklist, users};
 use super::{Conn, StoreError};
-use crate::domain::{Revocations, Session, SessionId, UserId};
+use crate::domain::{ActiveUsers, Revocations, Session, SessionId, UserId};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
@@ -273,4 +273,32 @@ pub async fn blacklist(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[derive(QueryableByName)]
+struct ActiveCounts {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    day: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    week: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    month: i64,
+}
+
+/// Distinct users whose session was created or refreshed (`last_used_at`) within the last day,
+/// 7 days and 30 days, ended sessions included (they were used). One pass over the month's rows.
+pub async fn active_users(conn: &mut Conn) -> Result<ActiveUsers, StoreError> {
+    let c: ActiveCounts = service_kit::statement::statement(
+        "SELECT count(DISTINCT user_id) FILTER (WHERE last_used_at > now() - interval '1 day') AS day, \
+                count(DISTINCT user_id) FILTER (WHERE last_used_at > now() - interval '7 days') AS week, \
+                count(DISTINCT user_id) AS month \
+         FROM auth.sessions WHERE last_used_at > now() - interval '30 days'",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(ActiveUsers {
+        day: c.day,
+        week: c.week,
+        month: c.month,
+    })
 }

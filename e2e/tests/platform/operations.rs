@@ -187,6 +187,7 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 async fn every_metric_a_rule_or_a_dashboard_names_is_exported() {
     let tp = TestPlatform::builder("operations")
         .all_services()
+        .auth_env(&[("ACTIVE_USERS_REFRESH_SECONDS", "1")])
         .start()
         .await
         .expect("platform");
@@ -253,6 +254,32 @@ async fn every_metric_a_rule_or_a_dashboard_names_is_exported() {
             Some(0.0),
             "{series} at 0 on a fresh gateway"
         );
+    }
+
+    // Active users (the business dashboard): at 0 for every window before anyone signs up, then
+    // counted from the sessions.
+    let (_, auth) = xtask::platform::http_get(ports.auth_admin, "/metrics").expect("metrics");
+    for window in ["1d", "7d", "30d"] {
+        let series = format!("active_users{{window=\"{window}\"}}");
+        assert_eq!(xtask::platform::metric_value(&auth, &series), Some(0.0), "{series}");
+    }
+    let res = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({
+            "email": "active.user@example.org", "password": "correct horse battery staple",
+            "first_name": "Ada", "last_name": "Lovelace",
+            "device": {"device_id": "phone-1", "platform": "ios"},
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status().as_u16(), 201);
+    for window in ["1d", "7d", "30d"] {
+        let series = format!("active_users{{window=\"{window}\"}}");
+        crate::eventually(&series, std::time::Duration::from_secs(10), || async {
+            (crate::metric(ports.auth_admin, &series) == 1).then_some(())
+        })
+        .await;
     }
 }
 
