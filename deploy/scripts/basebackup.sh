@@ -14,8 +14,8 @@
 #
 # Settings:
 #   WAL_ARCHIVE_DIR    the archive (default /var/lib/postgresql/wal-archive): segments in wal/,
-#                      base backups in base/YYYYmmddTHHMMSSZ/ (the UTC time the backup began):
-#                      the copy in data/, and finished_at, the time it was complete (Unix
+#                      base backups in base/YYYYmmddTHHMMSSmmmZ/ (the UTC time the backup
+#                      began, to the millisecond): the copy in data/, and finished_at, the time it was complete (Unix
 #                      nanoseconds; pitr-restore.sh picks a backup complete before its target).
 #                      Each is written as base/.partial-STAMP/, verified with pg_verifybackup and
 #                      renamed at the end, so a directory with a timestamp name is always complete.
@@ -51,10 +51,11 @@ done
 mkdir -p "$archive/base" "$archive/wal" 2>/dev/null || fail 2 "cannot create base/ and wal/ in $archive"
 [ -w "$archive/base" ] || fail 2 "$archive/base is not writable"
 
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
+# To the millisecond: a second backup right after the first (a drill, a retry) gets its own name.
+stamp=$(date -u +%Y%m%dT%H%M%S%3NZ)
 final=$archive/base/$stamp
 partial=$archive/base/.partial-$stamp
-[ ! -e "$final" ] || fail 6 "$final exists already (two backups in one second?)"
+[ ! -e "$final" ] || fail 6 "$final exists already (two backups in one millisecond?)"
 rm -rf "$partial"
 
 # Plain format, so that pg_verifybackup can check every file against the backup manifest, and the
