@@ -15,8 +15,9 @@
 # Settings:
 #   WAL_ARCHIVE_DIR    the archive (default /var/lib/postgresql/wal-archive): segments in wal/,
 #                      base backups in base/YYYYmmddTHHMMSSmmmZ/ (the UTC time the backup
-#                      began, to the millisecond): the copy in data/, and finished_at, the time it was complete (Unix
-#                      nanoseconds; pitr-restore.sh picks a backup complete before its target).
+#                      began, to the millisecond): the copy in data/, and finished_at, the
+#                      time it was complete (Unix nanoseconds; pitr-restore.sh picks a backup
+#                      complete before its target).
 #                      Each is written as base/.partial-STAMP/, verified with pg_verifybackup and
 #                      renamed at the end, so a directory with a timestamp name is always complete.
 #   BASEBACKUP_KEEP    keep the newest N base backups (default 7); the WAL older than the oldest
