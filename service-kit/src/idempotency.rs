@@ -136,9 +136,9 @@ pub async fn claim(
 }
 
 /// Stores `response` under `key` of `user` (replacing a lapsed row not purged yet), in the
-/// transaction of the write.
+/// transaction of the write (a shared connection: it may be pipelined with the write's others).
 pub async fn record(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     schema: &'static str,
     user: uuid::Uuid,
     key: &str,
@@ -154,7 +154,7 @@ pub async fn record(
     .bind::<Text, _>(key)
     .bind::<Bytea, _>(&request_hash[..])
     .bind::<Bytea, _>(response)
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(|_| ())
 }

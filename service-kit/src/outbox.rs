@@ -42,9 +42,10 @@ pub struct OutboxEvent {
 }
 
 /// Records `event` in `{schema}.outbox`; call it inside the transaction of the write it describes,
-/// so the event exists exactly when the write does.
+/// so the event exists exactly when the write does. The connection is shared, so the event can be
+/// pipelined with the write's other statements.
 pub async fn enqueue(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     schema: &'static str,
     event: &OutboxEvent,
 ) -> diesel::QueryResult<()> {
@@ -58,7 +59,7 @@ pub async fn enqueue(
     .bind::<Timestamptz, _>(event.occurred_at)
     .bind::<Text, _>(&event.traceparent)
     .bind::<Jsonb, _>(&event.payload)
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(|_| ())
 }

@@ -8,7 +8,8 @@ use super::Conn;
 use super::schema::audit_logs;
 use crate::domain::AuditEntry;
 
-pub async fn insert(conn: &mut Conn, entry: &AuditEntry) -> Result<(), StoreError> {
+/// Takes a shared connection, so the writes that follow a create can go out together (pipelined).
+pub async fn insert(mut conn: &Conn, entry: &AuditEntry) -> Result<(), StoreError> {
     diesel::insert_into(audit_logs::table)
         .values((
             audit_logs::actor_id.eq(entry.actor_id),
@@ -19,7 +20,7 @@ pub async fn insert(conn: &mut Conn, entry: &AuditEntry) -> Result<(), StoreErro
             audit_logs::user_agent.eq(entry.user_agent.as_deref()),
             audit_logs::changed_fields.eq(&entry.changed_fields),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

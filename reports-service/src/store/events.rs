@@ -7,7 +7,7 @@ use service_kit::store_error::StoreError;
 use super::Conn;
 use crate::domain::DomainEvent;
 
-pub async fn record(conn: &mut Conn, event: DomainEvent) -> Result<(), StoreError> {
+pub async fn record(conn: &Conn, event: DomainEvent) -> Result<(), StoreError> {
     let event = OutboxEvent {
         event_id: uuid::Uuid::now_v7(),
         event_type: event.event_type,

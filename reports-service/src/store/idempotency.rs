@@ -25,7 +25,7 @@ pub async fn claim(conn: &mut Conn, user: Uuid, key: &IdempotencyKey) -> Result<
     }
 }
 
-pub async fn record(conn: &mut Conn, user: Uuid, key: &IdempotencyKey, response: &[u8]) -> Result<(), StoreError> {
+pub async fn record(conn: &Conn, user: Uuid, key: &IdempotencyKey, response: &[u8]) -> Result<(), StoreError> {
     Ok(idempotency::record(conn, "reports", user, &key.key, &key.request_hash, response).await?)
 }
 
