@@ -53,8 +53,8 @@ pub async fn run(seconds: u64, placement: &Placement, only: Option<Only>) -> any
     let taken = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ").to_string();
     let load_before = procfs::load_average();
     if let Some(Only::Uploads) = only {
-        let stack = Stack::start(placement).await?;
-        let uploads = uploads::measure(&stack, placement).await;
+        let mut stack = Stack::start(placement).await?;
+        let uploads = uploads::measure(&mut stack, placement).await;
         let (backing, _) = stack.stop_gateways();
         let text = incidents_report::uploads_alone(
             &taken,
@@ -68,7 +68,7 @@ pub async fn run(seconds: u64, placement: &Placement, only: Option<Only>) -> any
     }
     let oha = on_cpus(&placement.all, oha::install)?;
     let sqlite = devstack::program_or_install("sqlite3", "sqlite3")?;
-    let stack = Stack::start(placement).await?;
+    let mut stack = Stack::start(placement).await?;
     let generator = Generator {
         placement,
         oha,
@@ -100,7 +100,7 @@ pub async fn run(seconds: u64, placement: &Placement, only: Option<Only>) -> any
         timing.push((target.name, run));
     }
     // On a stack that has served the scenarios but before the million reports are seeded.
-    let uploads = uploads::measure(&stack, placement).await;
+    let uploads = uploads::measure(&mut stack, placement).await;
     // Last of the runs: it seeds a million reports, which would weigh on PostgreSQL's cache.
     let incidents = incidents::measure(&generator, &stack, placement).await;
     let (backing, reference_missing) = stack.stop_gateways();

@@ -16,6 +16,7 @@ use super::incidents::{http_client, report_body};
 use super::placement::{Placement, on_cpus};
 use super::procfs::rss_kib;
 use super::stack::{self, Stack};
+use crate::platform::Platform;
 
 /// Uploads at once, each by its own user to its own report over its own connection.
 pub(super) const CLIENTS: u32 = 20;
@@ -28,6 +29,10 @@ pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 pub(super) const IDLE_SAMPLES: usize = 25;
 /// The target: the two processes together grow by at most this much over idle.
 pub(super) const GROWTH_TARGET_MIB: f64 = 64.0;
+/// The warm-up's file, sent by every client after each restart: small, so that it exercises the
+/// path (connections, TLS, the gRPC channel, the database pool, the users' data keys) but leaves
+/// no body-sized memory behind.
+pub(super) const WARM_UP_BYTES: usize = 16 * 1024;
 /// An upload that has not been answered by then failed.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -44,6 +49,8 @@ pub(super) struct Uploads {
 /// One run: [`CLIENTS`] uploads at once.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct UploadRun {
+    /// Both processes' VmRSS (KiB, summed) just after their restart, before the warm-up.
+    pub(super) restarted: u64,
     pub(super) memory: Memory,
     /// From the first request sent to the last answer.
     pub(super) seconds: f64,
@@ -105,42 +112,48 @@ pub(super) fn pdf(size: usize) -> Vec<u8> {
 }
 
 /// The uploads' row, or why it could not be measured.
-pub(super) async fn measure(stack: &Stack, placement: &Placement) -> Result<Uploads, String> {
+pub(super) async fn measure(stack: &mut Stack, placement: &Placement) -> Result<Uploads, String> {
     runs(stack, placement)
         .await
         .inspect_err(|e| eprintln!("xtask: the upload rows failed: {e:#}"))
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Seeds [`CLIENTS`] users with a report each, then runs the uploads [`ROUNDS`] times.
-async fn runs(stack: &Stack, placement: &Placement) -> anyhow::Result<Uploads> {
-    let platform = &stack.protected.platform;
-    let pid = |pid: Option<u32>, name: &str| pid.with_context(|| format!("{name} is not running"));
-    let pids = [
-        pid(platform.gateway.pid(), PROCESSES[0])?,
-        pid(platform.reports.pid(), PROCESSES[1])?,
-    ];
+/// Seeds [`CLIENTS`] users with a report each, then runs the uploads [`ROUNDS`] times, each on
+/// a gateway and reports-service restarted and warmed up: memory an allocator kept from the run
+/// before is not what the next run's uploads cost.
+async fn runs(stack: &mut Stack, placement: &Placement) -> anyhow::Result<Uploads> {
     let ca = stack.backing.ca();
     let base = stack.protected.base.clone();
     let owners = seed(&base, &ca).await?;
     // One file for every client: a `&'static` body is shared by reference, so the client holds
     // 10 MiB once however many uploads send it.
     let file: &'static [u8] = Box::leak(pdf(FILE_BYTES).into_boxed_slice());
+    let small: &'static [u8] = Box::leak(pdf(WARM_UP_BYTES).into_boxed_slice());
     let load = placement.load.as_ref().unwrap_or(&placement.all);
-    let mut runs = Vec::new();
-    for run in 1..=ROUNDS {
-        let idle = idle_samples(pids);
-        let sampler = Sampler::start(pids);
-        let answered = on_cpus(load, || {
+    let send = |file: &'static [u8]| {
+        on_cpus(load, || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(upload_all(&ca, &base, &owners, file))
-        });
+        })
+    };
+    let mut runs = Vec::new();
+    for run in 1..=ROUNDS {
+        let pids = restart(&mut stack.protected.platform)?;
+        let restarted = reading(pids).iter().sum();
+        let (_, statuses) = send(small)?;
+        let (warmed, failures) = tally(statuses);
+        anyhow::ensure!(warmed == CLIENTS, "the warm-up's uploads: {failures:?}");
+        let idle = idle_samples(pids);
+        let sampler = Sampler::start(pids);
+        let answered = send(file);
         let during = sampler.finish();
         let (seconds, statuses) = answered?;
         let (created, failures) = tally(statuses);
         let measured = UploadRun {
+            restarted,
             memory: Memory::of(&idle, &during),
             seconds,
             created,
@@ -153,6 +166,20 @@ async fn runs(stack: &Stack, placement: &Placement) -> anyhow::Result<Uploads> {
         runs.push(measured);
     }
     Ok(Uploads { runs })
+}
+
+/// Stops the gateway and reports-service and starts them again, ready; their pids.
+fn restart(platform: &mut Platform) -> anyhow::Result<[u32; 2]> {
+    platform.gateway.stop(Duration::from_secs(35));
+    platform.reports.stop(Duration::from_secs(15));
+    platform.reports.restart()?;
+    platform.gateway.restart()?;
+    platform.wait_ready(Duration::from_secs(60))?;
+    let pid = |pid: Option<u32>, name: &str| pid.with_context(|| format!("{name} is not running"));
+    Ok([
+        pid(platform.gateway.pid(), PROCESSES[0])?,
+        pid(platform.reports.pid(), PROCESSES[1])?,
+    ])
 }
 
 /// Each user's access token and the id of their report.
