@@ -37,7 +37,8 @@ enum Cmd {
         #[arg(long, value_name = "CPU_LIST")]
         load_cpus: Option<String>,
         /// Run one part alone on the same stack: `uploads` (20 concurrent 10 MiB uploads, the
-        /// memory of the gateway and reports-service over idle; a few minutes, `--seconds` unused).
+        /// memory of the gateway and reports-service over idle; about a minute after the build,
+        /// `--seconds` unused).
         #[arg(long, value_enum, value_name = "PART")]
         only: Option<xtask::bench::Only>,
     },

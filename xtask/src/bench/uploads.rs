@@ -1,7 +1,8 @@
 //! The attachments' row of issue 18: [`CLIENTS`] clients upload a 10 MiB PDF each, all at once,
 //! through the protected gateway, while the resident memory of the gateway and reports-service is
 //! sampled every [`SAMPLE_EVERY`]; how far it grows over idle says whether the bodies are streamed
-//! or held whole somewhere on the way.
+//! or held whole somewhere on the way. Both processes are restarted and warmed up before each run,
+//! so that every run starts from the same idle.
 
 use std::path::Path;
 use std::sync::Arc;
