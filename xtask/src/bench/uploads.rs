@@ -61,6 +61,14 @@ pub(super) struct UploadRun {
     pub(super) failures: Vec<String>,
 }
 
+impl UploadRun {
+    /// Peak over the processes as restarted, before the warm-up (MiB): what the run cost a cold
+    /// gateway and reports-service, connections and first-use allocations included.
+    pub(super) fn cold_growth_mib(&self) -> f64 {
+        (self.memory.peak as f64 - self.restarted as f64) / 1024.0
+    }
+}
+
 /// What the samples of one run say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Memory {
@@ -311,6 +319,14 @@ mod tests {
         assert_eq!(memory.peak_each, [81_920, 40_960]);
         assert_eq!(memory.samples, 3);
         assert!((memory.growth_mib() - 60.0).abs() < 1e-9);
+        let run = super::UploadRun {
+            restarted: 20_480,
+            memory,
+            seconds: 1.0,
+            created: 20,
+            failures: Vec::new(),
+        };
+        assert!((run.cold_growth_mib() - 70.0).abs() < 1e-9, "92 160 − 20 480 KiB");
         let shrank = Memory::of(&[[2048, 0]], &[[1024, 0]]);
         assert!((shrank.growth_mib() + 1.0).abs() < 1e-9, "a drop is shown, not hidden");
     }
