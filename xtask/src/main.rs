@@ -36,6 +36,11 @@ enum Cmd {
         /// time slices show up in the tail latencies.
         #[arg(long, value_name = "CPU_LIST")]
         load_cpus: Option<String>,
+        /// Run one part alone on the same stack: `uploads` (20 concurrent 10 MiB uploads, the
+        /// memory of the gateway and reports-service over idle; about a minute after the build,
+        /// `--seconds` unused).
+        #[arg(long, value_enum, value_name = "PART")]
+        only: Option<xtask::bench::Only>,
     },
     /// Run every test of the workspace against throwaway PostgreSQL and Redis.
     Test {
@@ -70,9 +75,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Up => runtime.block_on(up()),
         Cmd::Test { args } => runtime.block_on(test(args)),
-        Cmd::Bench { seconds, .. } => runtime.block_on(async {
+        Cmd::Bench { seconds, only, .. } => runtime.block_on(async {
             let placement = placement.context("placement is set for bench")?;
-            let report = xtask::bench::run(seconds, &placement).await?;
+            let report = xtask::bench::run(seconds, &placement, only).await?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{report}")?;
             Ok(ExitCode::SUCCESS)

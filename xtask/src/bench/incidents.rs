@@ -1,7 +1,7 @@
 //! The incident-report rows of issue 18, measured on the protected replica: the own-report list
 //! and nearby alerts with 1 000 reports in the table and then with 1 000 000 (seeded with SQL),
 //! and end-to-end creates beside pgbench running the same three inserts on the same PostgreSQL at
-//! the same concurrency. (The attachments' upload memory is measured where attachments are built.)
+//! the same concurrency. (The memory of 20 concurrent uploads is measured in `uploads`.)
 
 use std::path::Path;
 use std::process::Command;
@@ -108,7 +108,7 @@ pub(super) async fn measure(generator: &Generator<'_>, stack: &Stack, placement:
 }
 
 /// A report as the app files it, in the seeded region.
-fn report_body() -> Value {
+pub(super) fn report_body() -> Value {
     let occurred = chrono::Utc::now() - chrono::TimeDelta::hours(1);
     json!({
         "category": "theft",
@@ -120,7 +120,7 @@ fn report_body() -> Value {
     })
 }
 
-fn http_client(ca: &Path, connections: u32) -> anyhow::Result<reqwest::Client> {
+pub(super) fn http_client(ca: &Path, connections: u32) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
         .http1_only()

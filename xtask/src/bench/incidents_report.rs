@@ -1,6 +1,6 @@
 //! The incident-report section of the benchmark's Markdown (issue 18): creates against pgbench,
-//! the list and nearby alerts at 1 000 and 1 000 000 reports, and the place of the attachments'
-//! upload memory. No measuring here, so the wording and arithmetic can be tested alone.
+//! the list and nearby alerts at 1 000 and 1 000 000 reports, and the memory of 20 concurrent
+//! 10 MiB uploads. No measuring here, so the wording and arithmetic can be tested alone.
 
 use std::fmt::Write as _;
 
@@ -10,6 +10,9 @@ use super::incidents::{
 };
 use super::incidents_sql::{NEARBY_POINT, NEARBY_RADIUS_M};
 use super::oha::Run;
+use super::uploads::{
+    CLIENTS, FILE_BYTES, GROWTH_TARGET_MIB, IDLE_SAMPLES, PROCESSES, SAMPLE_EVERY, UploadRun, Uploads, WARM_UP_BYTES,
+};
 
 /// The creates' target: end to end at least half of what PostgreSQL alone reaches.
 const CREATE_TARGET: f64 = 0.5;
@@ -67,11 +70,105 @@ impl Incidents {
                 let _ = writeln!(report, "\nThe list and nearby alerts were not measured: {why}.");
             }
         }
-        // The attachments' row (20 concurrent 10 MiB uploads, resident memory of the gateway and
-        // reports-service over idle, target ≤ 64 MiB) belongs here, with the attachments' work.
+    }
+}
+
+/// The report of `cargo xtask bench --only uploads`: the header, then the uploads' section.
+pub(super) fn uploads_alone(
+    taken: &str,
+    cores: usize,
+    placement: &str,
+    host_load: (&str, &str),
+    uploads: &Result<Uploads, String>,
+) -> String {
+    let mut report = format!(
+        "# Benchmark report {taken}: uploads only\n\nMachine: {cores} cores; `cargo xtask bench --only uploads`; release build; {placement}.\n\nHost load average (1, 5, 15 min): {} when the benchmark began, {} when it ended.\n\n## Incident reports (issue 18)\n",
+        host_load.0, host_load.1
+    );
+    render_uploads(uploads, &mut report);
+    report
+}
+
+/// The uploads' section, or why it has no figures: the last of the report, after
+/// [`Incidents::render`]'s.
+pub(super) fn render_uploads(uploads: &Result<Uploads, String>, report: &mut String) {
+    match uploads {
+        Ok(uploads) => uploads.render(report),
+        Err(why) => {
+            let _ = writeln!(
+                report,
+                "\n### {CLIENTS} concurrent 10 MiB uploads\n\nNot measured: {why} (target: the resident memory of the gateway plus reports-service grows by at most {GROWTH_TARGET_MIB} MiB over idle)."
+            );
+        }
+    }
+}
+
+impl Uploads {
+    fn render(&self, report: &mut String) {
+        let mib = |kib: u64| kib as f64 / 1024.0;
         let _ = writeln!(
             report,
-            "\n### 20 concurrent 10 MiB uploads\n\nNot measured on this branch: attachments are built on another branch (target: the resident memory of the gateway plus reports-service grows by at most 64 MiB over idle)."
+            "\n### {CLIENTS} concurrent 10 MiB uploads\n\n`POST /v1/reports/{{id}}/attachments` through the protected gateway: {CLIENTS} users with a report each, and as many clients sending at once a 10 MiB PDF each ({FILE_BYTES} bytes, just under `MAX_FILE_SIZE`: the `%PDF-1.` magic, comment lines of filler, a trailer) as a raw `application/pdf` body with `Content-Length`, each over its own HTTP/1.1 connection over TLS; reports-service stores them encrypted in its local file store. {ROUNDS} runs on the same reports; before each, the {} are restarted (an allocator keeps what a run freed: the next run would start from that) and warmed up by every client uploading a {} KiB PDF (connections, TLS, the gRPC channel, the database pool, the users' data keys). Their resident memory (VmRSS) is read every {} ms: idle is the largest sum of {IDLE_SAMPLES} readings after the warm-up, peak the largest sum while the uploads ran; the target is judged on growth over that idle, and growth over the processes as restarted (before the warm-up) is shown beside it.\n",
+            PROCESSES.join(" and "),
+            WARM_UP_BYTES / 1024,
+            SAMPLE_EVERY.as_millis()
+        );
+        let _ = writeln!(
+            report,
+            "| run | restarted MiB | idle MiB | peak MiB | growth MiB | over restarted MiB | {} idle → peak MiB | {} idle → peak MiB | seconds (MiB/s) | answered 201 |",
+            PROCESSES[0], PROCESSES[1]
+        );
+        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|");
+        let sent_mib = f64::from(CLIENTS) * FILE_BYTES as f64 / (1024.0 * 1024.0);
+        for (n, run) in self.runs.iter().enumerate() {
+            let m = &run.memory;
+            let _ = writeln!(
+                report,
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} → {:.1} | {:.1} → {:.1} | {:.1} ({:.0}) | {} / {CLIENTS} |",
+                n + 1,
+                mib(run.restarted),
+                mib(m.idle),
+                mib(m.peak),
+                m.growth_mib(),
+                run.cold_growth_mib(),
+                mib(m.idle_each[0]),
+                mib(m.peak_each[0]),
+                mib(m.idle_each[1]),
+                mib(m.peak_each[1]),
+                run.seconds,
+                sent_mib / run.seconds,
+                run.created
+            );
+        }
+        let growths: Vec<f64> = self.runs.iter().map(|r| r.memory.growth_mib()).collect();
+        let (growth, low, high) = median_range(&growths);
+        let colds: Vec<f64> = self.runs.iter().map(UploadRun::cold_growth_mib).collect();
+        let (cold, cold_low, cold_high) = median_range(&colds);
+        let failed: Vec<String> = self
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.created < CLIENTS)
+            .map(|(n, r)| {
+                let first = r.failures.first().map_or("no answer", String::as_str);
+                format!(
+                    "run {}: {} of {CLIENTS} failed, the first with {first}",
+                    n + 1,
+                    CLIENTS - r.created
+                )
+            })
+            .collect();
+        let verdict = if self.runs.is_empty() {
+            "not met: no run".to_owned()
+        } else if !failed.is_empty() {
+            format!("not met: not every upload answered 201 ({})", failed.join("; "))
+        } else {
+            met(growth <= GROWTH_TARGET_MIB).to_owned()
+        };
+        let _ = writeln!(
+            report,
+            "\nGrowth over idle: {growth:.1} MiB, the median of {} runs ({low:.1}–{high:.1}); target ≤ {GROWTH_TARGET_MIB} MiB: {verdict}. Over the processes as restarted, before the warm-up: {cold:.1} MiB ({cold_low:.1}–{cold_high:.1}).",
+            self.runs.len()
         );
     }
 }
@@ -198,6 +295,19 @@ impl Flatness {
 mod tests {
     use super::super::incidents::{CreateRun, Creates, Flatness, Incidents, Plan, Size};
     use super::super::measure::tests::run;
+    use super::super::uploads::{Memory, UploadRun, Uploads};
+
+    /// A run whose two processes sat at `idle` MiB each and peaked at `peak` MiB each.
+    fn upload_run(idle: [u64; 2], peak: [u64; 2], created: u32, failures: &[&str]) -> UploadRun {
+        let kib = |mib: [u64; 2]| mib.map(|m| m * 1024);
+        UploadRun {
+            restarted: 30 * 1024,
+            memory: Memory::of(&[kib(idle)], &[kib(idle), kib(peak)]),
+            seconds: 4.0,
+            created,
+            failures: failures.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
 
     fn size(rows: i64, list_p99: [f64; 3], nearby_p99: [f64; 3], alerts: usize) -> Size {
         Size {
@@ -236,8 +346,16 @@ mod tests {
                 }],
             }),
         };
+        let uploads = Ok(Uploads {
+            runs: vec![
+                upload_run([20, 40], [50, 70], 20, &[]),
+                upload_run([30, 50], [40, 60], 20, &[]),
+                upload_run([30, 50], [70, 90], 20, &[]),
+            ],
+        });
         let mut text = String::new();
         incidents.render(&mut text);
+        super::render_uploads(&uploads, &mut text);
         let has = |part: &str| assert!(text.contains(part), "{part:?} missing from\n{text}");
         has("| `POST /v1/reports`, end to end | 400 | 300, 500, 400 | 10.00 / 30.00 | 3000 / 3 |");
         has("| pgbench, the three inserts | 1000 | 900, 1000, 1100 | n/a | n/a |");
@@ -249,7 +367,20 @@ mod tests {
         has("| 1.00 / 2.00 (2.00–2.00); 20 alerts | 1.00 / 90.00 (80.00–100.00); 20 alerts | 45.00× (not met) |");
         has("| as served | 0.200 | 170.000 | 850.0× |");
         has("took 42 s");
-        has("Not measured on this branch: attachments");
+        has("### 20 concurrent 10 MiB uploads");
+        has("(10484736 bytes, just under `MAX_FILE_SIZE`");
+        has(
+            "| run | restarted MiB | idle MiB | peak MiB | growth MiB | over restarted MiB | gateway idle → peak MiB | reports-service idle → peak MiB | seconds (MiB/s) | answered 201 |",
+        );
+        // 20 uploads of 10 MiB − 1 KiB in 4 s: 50 MiB/s.
+        has("| 1 | 30.0 | 60.0 | 120.0 | 60.0 | 90.0 | 20.0 → 50.0 | 40.0 → 70.0 | 4.0 (50) | 20 / 20 |");
+        has("| 2 | 30.0 | 80.0 | 100.0 | 20.0 | 70.0 | 30.0 → 40.0 | 50.0 → 60.0 |");
+        // Growths 60, 20 and 80: the median is 60, under the target.
+        // Over the restarted 30 MiB: 90, 70 and 130.
+        has(
+            "Growth over idle: 60.0 MiB, the median of 3 runs (20.0–80.0); target ≤ 64 MiB: met. Over the processes as restarted, before the warm-up: 90.0 MiB (70.0–130.0).",
+        );
+        assert!(!text.contains("Not measured"), "{text}");
     }
 
     #[test]
@@ -260,6 +391,7 @@ mod tests {
         };
         let mut text = String::new();
         incidents.render(&mut text);
+        super::render_uploads(&Err("an uploader's report: 503".to_owned()), &mut text);
         assert!(
             text.contains("Creates against pgbench were not measured: pgbench is missing."),
             "{text}"
@@ -268,5 +400,32 @@ mod tests {
             text.contains("The list and nearby alerts were not measured: seeding reports.reports: timeout."),
             "{text}"
         );
+        assert!(
+            text.contains("### 20 concurrent 10 MiB uploads\n\nNot measured: an uploader's report: 503 (target: the resident memory of the gateway plus reports-service grows by at most 64 MiB over idle)."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn uploads_that_failed_are_not_met_whatever_the_memory() {
+        let uploads = Ok(Uploads {
+            runs: vec![
+                upload_run([20, 40], [21, 41], 20, &[]),
+                upload_run(
+                    [20, 40],
+                    [21, 41],
+                    17,
+                    &["413 {\"code\":\"PAYLOAD_TOO_LARGE\"}", "connection reset"],
+                ),
+                upload_run([20, 40], [21, 41], 20, &[]),
+            ],
+        });
+        let mut text = String::new();
+        super::render_uploads(&uploads, &mut text);
+        assert!(
+            text.contains("Growth over idle: 2.0 MiB, the median of 3 runs (2.0–2.0); target ≤ 64 MiB: not met: not every upload answered 201 (run 2: 3 of 20 failed, the first with 413 {\"code\":\"PAYLOAD_TOO_LARGE\"})."),
+            "{text}"
+        );
+        assert!(text.contains("| 2 | 30.0 | 60.0 | 62.0 | 2.0 |"), "{text}");
     }
 }

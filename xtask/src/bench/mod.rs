@@ -6,12 +6,14 @@
 //! compared take turns (our `/health` with nginx's as the reference gateway, protected `/v1/me`
 //! with the edge checks off); then in-process figures for password hashing and token verification;
 //! then the incident-report rows (creates against pgbench, the own-report list and nearby alerts at
-//! a thousand and a million reports).
+//! a thousand and a million reports, and the memory of 20 concurrent 10 MiB uploads).
+//! `--only uploads` runs the uploads' row alone on the same stack.
 //!
 //! [`run`] only orders the steps: `stack` starts what is loaded, `scenarios` says what to load,
 //! `measure` runs and measures a group of scenarios, `in_process` times hashing and token
-//! verification, `incidents` measures the incident-report rows (`incidents_sql` holds their SQL),
-//! and `report` renders the Markdown (`incidents_report` its incident-report section).
+//! verification, `incidents` measures the incident-report rows (`incidents_sql` holds their SQL,
+//! `uploads` measures the uploads' memory), and `report` renders the Markdown (`incidents_report`
+//! its incident-report section).
 
 mod in_process;
 mod incidents;
@@ -24,6 +26,7 @@ mod procfs;
 mod report;
 mod scenarios;
 mod stack;
+mod uploads;
 
 use oha::Generator;
 pub use placement::Placement;
@@ -38,13 +41,34 @@ use crate::devstack;
 /// the next, so one run tells little: the report gives the median round and the range.
 const ROUNDS: usize = 3;
 
-/// The benchmark itself; `placement.build_and_pin()` must have run first.
-pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> {
+/// A part of the benchmark run alone (`--only`), on the same stack as in the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// 20 concurrent 10 MiB uploads: the memory of the gateway and reports-service (issue 18).
+    Uploads,
+}
+
+/// The benchmark itself, or the part `only` names; `placement.build_and_pin()` must have run first.
+pub async fn run(seconds: u64, placement: &Placement, only: Option<Only>) -> anyhow::Result<String> {
     let taken = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ").to_string();
     let load_before = procfs::load_average();
+    if let Some(Only::Uploads) = only {
+        let mut stack = Stack::start(placement).await?;
+        let uploads = uploads::measure(&mut stack, placement).await;
+        let (backing, _) = stack.stop_gateways();
+        let text = incidents_report::uploads_alone(
+            &taken,
+            cpus_of(&placement.all).len(),
+            &placement.described,
+            (&load_before, &procfs::load_average()),
+            &uploads,
+        );
+        backing.destroy();
+        return save(&taken, text);
+    }
     let oha = on_cpus(&placement.all, oha::install)?;
     let sqlite = devstack::program_or_install("sqlite3", "sqlite3")?;
-    let stack = Stack::start(placement).await?;
+    let mut stack = Stack::start(placement).await?;
     let generator = Generator {
         placement,
         oha,
@@ -75,6 +99,8 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         )?;
         timing.push((target.name, run));
     }
+    // On a stack that has served the scenarios but before the million reports are seeded.
+    let uploads = uploads::measure(&mut stack, placement).await;
     // Last of the runs: it seeds a million reports, which would weigh on PostgreSQL's cache.
     let incidents = incidents::measure(&generator, &stack, placement).await;
     let (backing, reference_missing) = stack.stop_gateways();
@@ -99,11 +125,17 @@ pub async fn run(seconds: u64, placement: &Placement) -> anyhow::Result<String> 
         incidents,
         host_load: (load_before, procfs::load_average()),
     };
-    let text = report.render();
+    let mut text = report.render();
+    incidents_report::render_uploads(&uploads, &mut text);
 
     backing.destroy();
+    save(&report.taken, text)
+}
+
+/// Writes the report under bench/results/ and hands it back.
+fn save(taken: &str, text: String) -> anyhow::Result<String> {
     let results = crate::workspace_root().join("bench").join("results");
     std::fs::create_dir_all(&results)?;
-    std::fs::write(results.join(format!("{}.md", report.taken)), &text)?;
+    std::fs::write(results.join(format!("{taken}.md")), &text)?;
     Ok(text)
 }

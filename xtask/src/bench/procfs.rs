@@ -20,13 +20,26 @@ fn ticks(fields: &[String], indices: &[usize]) -> f64 {
 /// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
 pub(super) fn usage(pid: u32) -> (f64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hwm = status_field_kib(&status, "VmHWM:").unwrap_or(0);
     (ticks(&stat_fields(pid), &[11, 12]), hwm)
+}
+
+/// Resident memory (KiB) of a process now: `VmRSS` of `/proc/<pid>/status`; `None` once it is
+/// gone.
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field_kib(&status, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:   123456 kB`).
+fn status_field_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The pids of a process's running children.
@@ -60,4 +73,16 @@ pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_fields_are_read_in_kib() {
+        let status = "Name:\tgateway\nVmHWM:\t  204800 kB\nVmRSS:\t   51200 kB\nThreads:\t9\n";
+        assert_eq!(super::status_field_kib(status, "VmRSS:"), Some(51_200));
+        assert_eq!(super::status_field_kib(status, "VmHWM:"), Some(204_800));
+        assert_eq!(super::status_field_kib(status, "VmSwap:"), None);
+        assert_eq!(super::rss_kib(std::process::id()).map(|kib| kib > 0), Some(true));
+    }
 }
