@@ -43,12 +43,17 @@ pub(super) struct Incidents {
 
 /// `POST /v1/reports` and pgbench, [`ROUNDS`] runs each, taking turns.
 pub(super) struct Creates {
+    /// Creates as the issue compares them with pgbench's three inserts: no `Idempotency-Key`
+    /// (oha, like every other row).
     pub(super) ours: Vec<CreateRun>,
+    /// The same with a fresh `Idempotency-Key` on each (the benchmark's own client, since oha
+    /// sends one set of headers): the lock, lookup and stored response on top.
+    pub(super) keyed: Vec<CreateRun>,
     /// pgbench's transactions per second, per run.
     pub(super) pgbench: Vec<f64>,
     /// Rows in `reports.reports` when the creates began.
     pub(super) rows_before: i64,
-    /// CPU µs per create answered 201, per process, over all runs of ours.
+    /// CPU µs per create answered 201, per process (oha as the client), over all runs of ours.
     pub(super) cpu_per_create: Vec<(&'static str, f64)>,
     /// PostgreSQL's CPU µs per pgbench transaction, over all its runs.
     pub(super) postgres_per_transaction: f64,
@@ -91,8 +96,9 @@ pub(super) struct Plan {
     pub(super) large_ms: f64,
 }
 
-pub(super) const PLAN_SERVED: &str = "as served: per cell, LATERAL, covering index `reports_alerts_cover_idx`";
-pub(super) const PLAN_RANGE: &str = "one range scan over the box (the form before migration 000012)";
+pub(super) const PLAN_SERVED: &str =
+    "as served: per cell, LATERAL, from the index of `public_alerts` alone (migration 000013)";
+pub(super) const PLAN_RANGE: &str = "one range scan over the box of `public_alerts` (the form before migration 000012)";
 
 /// The list and nearby rounds at both sizes, then the creates on the large table.
 pub(super) async fn measure(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> Incidents {
@@ -155,9 +161,9 @@ async fn seed_to(db: &tokio_postgres::Client, rows: u32) -> anyhow::Result<()> {
             .await
             .context("seeding reports.reports")?;
     }
-    db.batch_execute("VACUUM ANALYZE reports.reports")
+    db.batch_execute("VACUUM ANALYZE reports.reports, reports.public_alerts")
         .await
-        .context("VACUUM ANALYZE reports.reports")
+        .context("VACUUM ANALYZE reports.reports, reports.public_alerts")
 }
 
 async fn flatness(generator: &Generator<'_>, stack: &Stack) -> anyhow::Result<Flatness> {
@@ -288,8 +294,19 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
     let pgbench = devstack::find_program("pgbench").context("pgbench (PostgreSQL's client tools) is missing")?;
     let target = format!("{}?sslmode=require", stack.backing.reports_db()?.url);
     let load = placement.load.as_ref().unwrap_or(&placement.all);
+    let with_body = [
+        "-m".to_owned(),
+        "POST".to_owned(),
+        "-H".to_owned(),
+        format!("Authorization: Bearer {token}"),
+        "-H".to_owned(),
+        "Content-Type: application/json".to_owned(),
+        "-d".to_owned(),
+        body.to_string(),
+    ];
     let mut measured = Creates {
         ours: Vec::new(),
+        keyed: Vec::new(),
         pgbench: Vec::new(),
         rows_before,
         cpu_per_create: Vec::new(),
@@ -297,19 +314,33 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
     };
     let mut ours_cpu: Vec<(&'static str, f64)> = cpu_now(stack).into_iter().map(|(n, _)| (n, 0.0)).collect();
     let mut pgbench_cpu = 0.0;
+    let mut client_cpu = 0.0;
     for _ in 0..ROUNDS {
         let before = cpu_now(stack);
-        let run = on_cpus(load, || {
+        let run = generator.run(&url, &with_body, CREATE_CONNECTIONS, None, None)?;
+        for ((_, total), ((_, after), (_, was))) in ours_cpu.iter_mut().zip(cpu_now(stack).into_iter().zip(before)) {
+            *total += after - was;
+        }
+        client_cpu += run.generator_cpus * generator.seconds as f64;
+        eprintln!("xtask: POST /v1/reports: {:.0} creates/s", run.rps);
+        measured.ours.push(CreateRun {
+            rps: run.rps,
+            created: run.ok,
+            failed: run.errors + run.limited,
+            p50: run.latency.p50,
+            p99: run.latency.p99,
+        });
+        let keyed = on_cpus(load, || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(create_run(&ca, &url, &token, &body, generator.seconds))
         })?;
-        for ((_, total), ((_, after), (_, was))) in ours_cpu.iter_mut().zip(cpu_now(stack).into_iter().zip(before)) {
-            *total += after - was;
-        }
-        eprintln!("xtask: POST /v1/reports: {:.0} creates/s", run.rps);
-        measured.ours.push(run);
+        eprintln!(
+            "xtask: POST /v1/reports with Idempotency-Key: {:.0} creates/s",
+            keyed.rps
+        );
+        measured.keyed.push(keyed);
         let before = postgres_cpu(stack);
         let tps = on_cpus(load, || pgbench_run(&pgbench, &script, &target, generator.seconds))?;
         pgbench_cpu += postgres_cpu(stack) - before;
@@ -320,6 +351,7 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
     let seconds = generator.seconds as f64;
     let creates: f64 = measured.ours.iter().map(|r| r.rps * seconds).sum();
     let transactions: f64 = measured.pgbench.iter().map(|tps| tps * seconds).sum();
+    ours_cpu.push(("the client (oha)", client_cpu));
     measured.cpu_per_create = ours_cpu
         .into_iter()
         .map(|(name, cpu)| (name, 1e6 * cpu / creates.max(1.0)))
@@ -333,8 +365,7 @@ fn postgres_cpu(stack: &Stack) -> f64 {
     stack.backing.shared().postmaster.map_or(0.0, family_cpu)
 }
 
-/// CPU seconds so far of each process a create goes through, and of the benchmark's own process
-/// (whose client sends the creates).
+/// CPU seconds so far of each process a create goes through.
 fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
     let p = &stack.protected.platform;
     let cpu = |pid: Option<u32>| usage(pid.unwrap_or(0)).0;
@@ -344,7 +375,6 @@ fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
         ("reports-service", cpu(p.reports.pid())),
         ("analytics-service", cpu(p.analytics.pid())),
         ("PostgreSQL", postgres_cpu(stack)),
-        ("the client (xtask)", usage(std::process::id()).0),
     ]
 }
 
