@@ -251,6 +251,7 @@ async fn shared_report_checks() {
     creates_are_idempotent(&tp, &api).await;
     moderation_moves_forward_and_keeps_anonymous_reporters_hidden(&tp, &api).await;
     alerts_follow_moderation_and_withdrawal_and_show_no_reporter(&tp, &api).await;
+    nearby_alerts_are_the_newest_across_every_cell(&tp, &api).await;
     sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(&tp, &api).await;
 }
 
@@ -790,6 +791,52 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
     let res = api.delete(&quinn.token, &format!("/v1/reports/{cyber}")).await;
     assert_eq!(res.status().as_u16(), 204);
     assert!(alert_categories(api, lat, lng).await.is_empty());
+}
+
+/// The nearby query reads each cell's newest two, takes a time from them, then each cell's
+/// newest from that time on: the answer must still be the newest reports of the whole box. 12
+/// cells of 3 public reports each, all at distinct hours (cell k: k+1, k+13 and k+25 hours ago):
+/// the newest 20 are the hours 1 to 20, from every cell's first and eight cells' second.
+async fn nearby_alerts_are_the_newest_across_every_cell(tp: &TestPlatform, api: &Api) {
+    let db = admin_db(tp).await;
+    db.batch_execute(
+        "INSERT INTO reports.reports (id, user_id, category, severity, status, title_ct, description_ct, \
+         cell_lat, cell_lng, anonymous, occurred_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'other', 'low', 'under_review', '\\x00', '\\x00', \
+                1000 + k / 4, 1000 + k % 4, false, \
+                date_trunc('hour', now()) - (k + 1 + 12 * n) * interval '1 hour' + interval '1 minute' \
+         FROM generate_series(0, 11) AS k, generate_series(0, 2) AS n",
+    )
+    .await
+    .expect("seed");
+    // The middle of the 3 × 4 cells around (10.01, 10.015): every cell is within 5 km.
+    let res = api
+        .http
+        .get(api.url("/v1/alerts/nearby?lat=10.01&lng=10.015&radius_m=5000"))
+        .send()
+        .await
+        .expect("alerts");
+    assert_eq!(res.status().as_u16(), 200);
+    let alerts: Value = res.json().await.expect("json");
+    let now_hour = db
+        .query_one("SELECT extract(epoch FROM date_trunc('hour', now()))::bigint", &[])
+        .await
+        .expect("now")
+        .get::<_, i64>(0);
+    let mut hours_ago: Vec<i64> = alerts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| {
+            let at = a["occurred_at"].as_str().expect("occurred_at");
+            let at = chrono::DateTime::parse_from_rfc3339(at).expect("rfc3339").timestamp();
+            (now_hour - at) / 3600
+        })
+        .collect();
+    let newest_first = hours_ago.windows(2).all(|w| w[0] <= w[1]);
+    hours_ago.sort_unstable();
+    assert_eq!(hours_ago, (1..=20).collect::<Vec<i64>>(), "{alerts}");
+    assert!(newest_first, "{alerts}");
 }
 
 async fn sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(tp: &TestPlatform, api: &Api) {

@@ -89,9 +89,9 @@ pub(super) fn nearby_range_scan() -> String {
     )
 }
 
-/// The same answer read cell by cell, as reports-service's store sends it: each cell's newest 20
-/// from the index of `public_alerts` alone, then the newest 20 of those. At most 20 rows per cell
-/// of the box are read, however many reports the table holds.
+/// The same answer read cell by cell in one pass, as reports-service's store sent it before the
+/// two-pass form: each cell's newest 20 from the index of `public_alerts` alone, then the newest
+/// 20 of those. At most 20 rows per cell of the box are read, however many the table holds.
 pub(super) fn nearby_per_cell() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(
@@ -103,6 +103,32 @@ pub(super) fn nearby_per_cell() -> String {
              WHERE r.cell_lat = la.cell_lat AND r.cell_lng = ln.cell_lng \
                AND r.status = ANY(ARRAY['under_review', 'resolved']) \
                AND r.occurred_at >= now() - interval '30 days' \
+             ORDER BY r.occurred_at DESC LIMIT 20) AS a \
+         ORDER BY a.occurred_at DESC LIMIT 20"
+    )
+}
+
+/// The query as reports-service's store sends it (`store::alert_rows`): each cell's newest two
+/// give a time that at least 20 reports reach; then each cell's newest from that time on.
+pub(super) fn nearby_two_pass() -> String {
+    let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
+    format!(
+        "WITH cells AS MATERIALIZED ( \
+             SELECT la.cell_lat, ln.cell_lng FROM generate_series({lat_lo}, {lat_hi}) AS la(cell_lat) \
+             CROSS JOIN generate_series({lng_lo}, {lng_hi}) AS ln(cell_lng)), \
+         cutoff AS (SELECT coalesce(( \
+             SELECT t.occurred_at FROM cells c CROSS JOIN LATERAL ( \
+                 SELECT r.occurred_at FROM reports.public_alerts r \
+                 WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
+                   AND r.status = ANY(ARRAY['under_review', 'resolved']) \
+                   AND r.occurred_at >= now() - interval '30 days' \
+                 ORDER BY r.occurred_at DESC LIMIT 2) AS t \
+             ORDER BY t.occurred_at DESC OFFSET 19 LIMIT 1), now() - interval '30 days') AS since) \
+         SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
+         FROM cells c CROSS JOIN cutoff CROSS JOIN LATERAL ( \
+             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
+             WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
+               AND r.status = ANY(ARRAY['under_review', 'resolved']) AND r.occurred_at >= cutoff.since \
              ORDER BY r.occurred_at DESC LIMIT 20) AS a \
          ORDER BY a.occurred_at DESC LIMIT 20"
     )
