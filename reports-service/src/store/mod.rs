@@ -82,7 +82,15 @@ pub async fn alerts_matching(pool: &Pool, filter: &AlertFilter) -> Result<Vec<Al
     let mut conn = pool.get().await?;
     let filter = filter.clone();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        enter_scope(conn, "", "alerts").await?;
+        // The scope of `enter_scope`, and custom plans only: planned once for any box and limit
+        // (the generic plan PostgreSQL may switch a prepared statement to after five runs), the
+        // query takes 42 ms at a million reports instead of 0.6.
+        service_kit::statement::statement(
+            "SELECT set_config('app.current_user_id', '', true), set_config('app.role', 'alerts', true), \
+             set_config('plan_cache_mode', 'force_custom_plan', true)",
+        )
+        .execute(conn)
+        .await?;
         alert_rows(conn, &filter).await
     })
     .await
