@@ -19,7 +19,8 @@ fn script(name: &str) -> std::path::PathBuf {
     xtask::workspace_root().join("deploy/scripts").join(name)
 }
 
-fn run(cmd: &mut Command, what: &str) -> (i32, String) {
+/// Runs `cmd` (a deploy script): its exit code and its output, both streams.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> (i32, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     let text = format!(
         "{}{}",
@@ -59,7 +60,8 @@ async fn register(tp: &TestPlatform, email: &str) -> String {
     v["tokens"]["access_token"].as_str().expect("token").to_owned()
 }
 
-async fn file_report(tp: &TestPlatform, token: &str, title: &str) -> String {
+/// Files a report through the gateway as `token`'s user; its id.
+pub(crate) async fn file_report(tp: &TestPlatform, token: &str, title: &str) -> String {
     let body = json!({
         "category": "theft", "title": title, "description": "Cut the lock.",
         "occurred_at": (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339(),

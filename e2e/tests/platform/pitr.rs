@@ -4,27 +4,17 @@
 //! restored cluster: the first write is there, the second is not.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use xtask::provision::{self, SERVICES};
 use xtask::testkit::{Service, TestPlatform};
 
+use crate::backup::{file_report, run};
 use crate::rate_limit::registered;
 use crate::{client, eventually};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn run(cmd: &mut Command, what: &str) -> (i32, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 async fn login(tp: &TestPlatform, email: &str) -> u16 {
     client(tp)
@@ -35,24 +25,6 @@ async fn login(tp: &TestPlatform, email: &str) -> u16 {
         .expect("login")
         .status()
         .as_u16()
-}
-
-async fn file_report(tp: &TestPlatform, token: &str, title: &str) -> String {
-    let body = json!({
-        "category": "theft", "title": title, "description": "Cut the lock.",
-        "occurred_at": (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339(),
-        "location": {"lat": 52.52, "lng": 13.405},
-    });
-    let res = client(tp)
-        .post(format!("{}/v1/reports", tp.base_url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("file a report");
-    assert_eq!(res.status().as_u16(), 201, "file a report");
-    let v: Value = res.json().await.expect("json");
-    v["id"].as_str().expect("report id").to_owned()
 }
 
 async fn get_report(tp: &TestPlatform, token: &str, report: &str) -> (u16, Value) {
