@@ -13,6 +13,15 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field of a
+/// PATCH body: absent is `None` (leave it), `null` is `Some(None)` (clear it), a value is
+/// `Some(Some(v))`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// A JSON body whose strings are within their bounds. Declared per body type, so the error names
 /// the field.
 pub trait Bounded {

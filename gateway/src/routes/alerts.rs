@@ -66,8 +66,7 @@ pub async fn nearby(req: HttpRequest, reports_service: ReportsCall) -> Result<Ht
         .map(|a| NearbyAlert {
             category: a.category,
             severity: a.severity,
-            occurred_at: service_kit::proto_time::from_timestamp(a.occurred_at.as_ref())
-                .unwrap_or(DateTime::UNIX_EPOCH),
+            occurred_at: super::time(a.occurred_at.as_ref()),
             location: CoarseLocation { lat: a.lat, lng: a.lng },
         })
         .collect();

@@ -112,6 +112,16 @@ pub fn page_limit(q: &crate::query::StrictQuery) -> Result<u32, ApiError> {
     }
 }
 
+/// A time a service sent; the epoch when it sent none (never, for the fields read with it).
+pub(crate) fn time(t: Option<&prost_types::Timestamp>) -> chrono::DateTime<chrono::Utc> {
+    service_kit::proto_time::from_timestamp(t).unwrap_or(chrono::DateTime::UNIX_EPOCH)
+}
+
+/// An optional text a service sends as "" when absent.
+pub(crate) fn non_empty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
 /// Unknown paths.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())

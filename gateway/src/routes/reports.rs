@@ -11,6 +11,7 @@ use crate::body::{Bounded, BoundedJson};
 use crate::error::ApiError;
 use crate::query::StrictQuery;
 use crate::routes::call::ReportsCall;
+use crate::routes::{non_empty, time};
 
 // Bounds at the edge, as reports-service applies them (it checks them again, with the same words).
 const CATEGORY: usize = 32;
@@ -154,13 +155,9 @@ pub struct UpdateReportBody {
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub occurred_at: Option<String>,
     /// null removes the location.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::body::present")]
     #[schema(value_type = Option<LocationBody>)]
     pub location: Option<Option<LocationBody>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<LocationBody>>, D::Error> {
-    Option::<LocationBody>::deserialize(d).map(Some)
 }
 
 impl Bounded for UpdateReportBody {
@@ -268,14 +265,6 @@ pub struct ModeratedReportBody {
 pub struct ModerationPage {
     pub items: Vec<ModeratedReportBody>,
     pub next_cursor: Option<String>,
-}
-
-fn time(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
-    service_kit::proto_time::from_timestamp(t).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-fn non_empty(s: String) -> Option<String> {
-    Some(s).filter(|s| !s.is_empty())
 }
 
 fn report_body(r: pb::Report) -> ReportBody {

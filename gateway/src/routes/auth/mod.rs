@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use proto::auth::v1 as pb;
 use serde::Serialize;
 
+use crate::routes::{non_empty, time};
+
 pub use self::admin::*;
 pub use self::devices::*;
 pub use self::mfa::*;
@@ -114,14 +116,4 @@ pub(super) fn user(u: Option<pb::User>) -> UserBody {
         mfa_enabled: u.mfa_enabled,
         created_at: time(u.created_at.as_ref()),
     }
-}
-
-/// A time the service sent; the epoch when it sent none (never, for these fields).
-fn time(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
-    service_kit::proto_time::from_timestamp(t).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-/// An optional text the service sends as "" when absent.
-fn non_empty(s: String) -> Option<String> {
-    Some(s).filter(|s| !s.is_empty())
 }

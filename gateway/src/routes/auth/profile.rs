@@ -29,7 +29,7 @@ pub struct UpdateMeBody {
     #[schema(value_type = Option<super::PersonName>)]
     pub last_name: Option<String>,
     /// null clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::body::present")]
     #[schema(value_type = Option<super::IncomeTier>)]
     pub income_tier: Option<Option<String>>,
 }
@@ -56,11 +56,6 @@ impl From<UpdateMeBody> for pb::UpdateMeRequest {
             income_tier: b.income_tier.map(Option::unwrap_or_default),
         }
     }
-}
-
-/// Tells an absent field (`None`) from an explicit null (`Some(None)`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 /// Change names or income tier.
