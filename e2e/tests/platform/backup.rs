@@ -282,11 +282,11 @@ async fn restore_drill_brings_back_users_reports_and_attachments_byte_for_byte()
     assert_eq!(res.status().as_u16(), 401, "nobody new appeared");
 }
 
-/// A directory of the test's own, removed at the end (it holds the drill's key and backups).
-struct Work(std::path::PathBuf);
+/// A directory of the test's own, removed at the end (the drills' keys, backups and clusters).
+pub(crate) struct Work(pub(crate) std::path::PathBuf);
 
 impl Work {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use xtask::provision::{self, SERVICES};
 use xtask::testkit::{Service, TestPlatform};
 
-use crate::backup::{file_report, run};
+use crate::backup::{Work, file_report, run};
 use crate::rate_limit::registered;
 use crate::{client, eventually};
 
@@ -267,19 +267,4 @@ async fn point_in_time_recovery_keeps_the_write_before_the_target_and_not_the_on
         "the WAL before the kept base backup is gone: {:?}",
         segments()
     );
-}
-
-/// A directory of the test's own, removed at the end (the clusters and the archive).
-struct Work(PathBuf);
-
-impl Work {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
