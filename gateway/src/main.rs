@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     service_kit::telemetry::init("gateway", config.common.environment, &config.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match config.common.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gateway: cannot start the async runtime: {e}");

@@ -269,6 +269,11 @@ pub struct CommonConfig {
     pub log: crate::telemetry::LogConfig,
     /// `/metrics`, `/health`, `/ready` (plain HTTP; keep it off the internet).
     pub admin_addr: SocketAddr,
+    /// `WORKER_THREADS` (1..=1024): the async runtime's threads; default, the CPUs this process
+    /// may use. Fewer than the host's CPUs when several processes share them (the whole platform
+    /// on one small host): a request then wakes fewer threads (bench: reports-service's CPU per
+    /// create 236 → 178 µs with 1 on 2 shared cores).
+    pub worker_threads: Option<usize>,
 }
 
 impl CommonConfig {
@@ -278,7 +283,19 @@ impl CommonConfig {
             environment: Environment::from_env(env),
             log: crate::telemetry::LogConfig::from_env(env),
             admin_addr: env.listen_addr("ADMIN_HOST", "METRICS_PORT", default_admin_port),
+            worker_threads: env
+                .optional_string("WORKER_THREADS")
+                .map(|_| env.int_in("WORKER_THREADS", 1, 1, 1024)),
         }
+    }
+
+    /// The process's async runtime, with [`Self::worker_threads`].
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.worker_threads {
+            builder.worker_threads(n);
+        }
+        builder.enable_all().build()
     }
 }
 
@@ -298,6 +315,26 @@ mod tests {
         assert_eq!(e.string("DATABASE_URL"), None);
         let err = e.finish().expect_err("missing variable must fail");
         assert_eq!(err.to_string(), "invalid configuration: DATABASE_URL is missing");
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_s_and_are_bounded() {
+        let unset = env(&[]);
+        assert_eq!(CommonConfig::from_env(&unset, "svc", 9091).worker_threads, None);
+        let one = env(&[("WORKER_THREADS", "1")]);
+        let config = CommonConfig::from_env(&one, "svc", 9091);
+        assert_eq!(config.worker_threads, Some(1));
+        assert!(one.finish().is_ok());
+        let runtime = config.runtime().expect("a runtime");
+        assert_eq!(runtime.metrics().num_workers(), 1);
+        let zero = env(&[("WORKER_THREADS", "0")]);
+        CommonConfig::from_env(&zero, "svc", 9091);
+        let err = zero.finish().expect_err("0 threads must fail");
+        assert!(
+            err.to_string()
+                .contains("WORKER_THREADS must be an integer in 1..=1024, got 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub fn main<S: Service>() -> ExitCode {
         return ExitCode::from(2);
     };
     crate::telemetry::init(S::NAME, settings.common.environment, &settings.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match settings.common.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
