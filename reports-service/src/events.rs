@@ -6,14 +6,37 @@
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::domain::{DomainEvent, StoredReport};
+use crate::domain::{Cell, DomainEvent, NewReport, Status, StoredReport};
 
 pub const SUBMITTED: &str = "report.submitted";
 pub const STATUS_CHANGED: &str = "report.status_changed";
 pub const DELETED: &str = "report.deleted";
 
+/// What every event says of its report.
+struct Subject<'a> {
+    id: uuid::Uuid,
+    category: &'a str,
+    severity: &'a str,
+    cell: Option<Cell>,
+    occurred_at: DateTime<Utc>,
+    anonymous: bool,
+}
+
+impl<'a> From<&'a StoredReport> for Subject<'a> {
+    fn from(r: &'a StoredReport) -> Self {
+        Self {
+            id: r.id,
+            category: &r.category,
+            severity: &r.severity,
+            cell: r.cell,
+            occurred_at: r.occurred_at,
+            anonymous: r.anonymous,
+        }
+    }
+}
+
 /// An event of `event_type` about `report`, with `extra` fields beside the common ones.
-fn event(event_type: &'static str, report: &StoredReport, extra: &[(&str, &str)], now: DateTime<Utc>) -> DomainEvent {
+fn event(event_type: &'static str, report: Subject<'_>, extra: &[(&str, &str)], now: DateTime<Utc>) -> DomainEvent {
     let hour = report
         .occurred_at
         .duration_trunc(TimeDelta::hours(1))
@@ -36,16 +59,25 @@ fn event(event_type: &'static str, report: &StoredReport, extra: &[(&str, &str)]
     }
 }
 
-/// `report.submitted`, for a report just filed.
-pub fn submitted(report: &StoredReport, now: DateTime<Utc>) -> DomainEvent {
-    event(SUBMITTED, report, &[("status", &report.status)], now)
+/// `report.submitted`, for a report being filed: made from the row before it is written, so
+/// that the event can go out with the insert (status `submitted`, as every new report is).
+pub fn submitted(report: &NewReport, now: DateTime<Utc>) -> DomainEvent {
+    let subject = Subject {
+        id: report.id,
+        category: report.category,
+        severity: report.severity,
+        cell: report.cell,
+        occurred_at: report.occurred_at,
+        anonymous: report.anonymous,
+    };
+    event(SUBMITTED, subject, &[("status", Status::Submitted.as_str())], now)
 }
 
 /// `report.status_changed`: `report` as it is after the move from `from`.
 pub fn status_changed(report: &StoredReport, from: &str, now: DateTime<Utc>) -> DomainEvent {
     event(
         STATUS_CHANGED,
-        report,
+        report.into(),
         &[("from_status", from), ("to_status", &report.status)],
         now,
     )
@@ -53,7 +85,7 @@ pub fn status_changed(report: &StoredReport, from: &str, now: DateTime<Utc>) -> 
 
 /// `report.deleted`: the reporter withdrew it.
 pub fn deleted(report: &StoredReport, now: DateTime<Utc>) -> DomainEvent {
-    event(DELETED, report, &[("status", &report.status)], now)
+    event(DELETED, report.into(), &[("status", &report.status)], now)
 }
 
 #[cfg(test)]
@@ -61,7 +93,6 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::domain::Cell;
 
     #[test]
     fn payloads_carry_no_reporter_and_no_text() {
@@ -108,7 +139,22 @@ mod tests {
         assert_eq!(event.payload["occurred_hour"], "2026-12-06T16:00:00+00:00");
         let text = event.payload.to_string();
         assert!(!text.contains(&reporter.to_string()) && !text.contains("sealed"));
-        assert_eq!(submitted(&report, at).payload["status"], "under_review");
+        let new = NewReport {
+            id: report.id,
+            user_id: reporter,
+            category: "theft",
+            severity: "high",
+            title_ct: report.title_ct.clone(),
+            description_ct: report.description_ct.clone(),
+            location_ct: None,
+            cell: report.cell,
+            anonymous: false,
+            occurred_at: at,
+        };
+        let filed = submitted(&new, at);
+        assert_eq!(filed.payload["status"], "submitted");
+        assert_eq!(filed.payload["report_id"], event.payload["report_id"]);
+        assert_eq!(filed.payload["cell"], event.payload["cell"]);
         assert_eq!(deleted(&report, at).event_type, "report.deleted");
     }
 }

@@ -471,6 +471,30 @@ async fn other_users_reports_are_not_found_and_row_level_security_holds(tp: &Tes
         .expect("update");
     assert_eq!(updated, 0, "another user's rows cannot be changed either");
     db.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // A create's first statement (migration 000014) scopes the rest of its transaction the same
+    // way, and reads that user's key alone.
+    db.batch_execute("BEGIN").await.expect("begin");
+    let keys = db
+        .query(
+            "SELECT key_id FROM reports.enter_scope_with_key($1::text::uuid, 'user')",
+            &[&dave.id],
+        )
+        .await
+        .expect("scope with key");
+    assert_eq!(keys.len(), 1, "Dave's one key");
+    let seen = owners(
+        db.query("SELECT user_id::text FROM reports.reports", &[])
+            .await
+            .expect("select"),
+    );
+    assert!(!seen.is_empty() && seen.iter().all(|u| *u == dave.id), "{seen:?}");
+    let all_keys = db
+        .query("SELECT user_id::text FROM reports.data_keys", &[])
+        .await
+        .expect("keys");
+    assert_eq!(owners(all_keys), [dave.id.clone()], "no other user's key");
+    db.batch_execute("ROLLBACK").await.expect("rollback");
 }
 
 async fn creates_are_idempotent(tp: &TestPlatform, api: &Api) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use service_kit::envelope::{DataKey, EnvelopeError, Keyring};
+use service_kit::envelope::{DataKey, EnvelopeError, Keyring, WrappedKey};
 use service_kit::store_error::StoreError;
 use uuid::Uuid;
 
@@ -39,8 +39,20 @@ impl DataKeys {
     /// `user`'s data key, made and stored (wrapped by the current master key) if they have none.
     /// Call it inside the transaction of the write that needs it, scoped to `user`.
     pub async fn for_writing(&self, conn: &mut Conn, user: Uuid) -> Result<DataKey, KeyError> {
-        if let Some(key) = self.existing(conn, user).await? {
-            return Ok(key);
+        let stored = store::data_keys::find(conn, user).await?;
+        self.for_writing_from(conn, user, stored).await
+    }
+
+    /// [`Self::for_writing`] when the transaction has read `user`'s wrapped key already (`stored`,
+    /// `None` when they had none).
+    pub async fn for_writing_from(
+        &self,
+        conn: &mut Conn,
+        user: Uuid,
+        stored: Option<WrappedKey>,
+    ) -> Result<DataKey, KeyError> {
+        if let Some(wrapped) = stored {
+            return Ok(self.unwrap(user, &wrapped)?);
         }
         let fresh = DataKey::generate();
         let wrapped = self.keyring.wrap(&fresh, user.as_bytes());
@@ -52,8 +64,13 @@ impl DataKeys {
     /// `user`'s data key, or `None` when they have none (never wrote, or erased).
     pub async fn existing(&self, conn: &mut Conn, user: Uuid) -> Result<Option<DataKey>, KeyError> {
         match store::data_keys::find(conn, user).await? {
-            Some(wrapped) => Ok(Some(self.keyring.unwrap(&wrapped, user.as_bytes())?)),
+            Some(wrapped) => Ok(Some(self.unwrap(user, &wrapped)?)),
             None => Ok(None),
         }
+    }
+
+    /// `wrapped`, `user`'s stored key, opened (bound to the user it was made for).
+    pub fn unwrap(&self, user: Uuid, wrapped: &WrappedKey) -> Result<DataKey, EnvelopeError> {
+        self.keyring.unwrap(wrapped, user.as_bytes())
     }
 }

@@ -80,12 +80,15 @@ pub(super) fn open_text(
 
 /// The reporter's data key, for reading: a report without one was erased.
 pub(super) async fn reading_key(keys: &super::DataKeys, conn: &mut Conn, user: Uuid) -> Result<DataKey, ReportError> {
-    keys.existing(conn, user).await?.ok_or_else(|| {
-        ReportError::Unreadable(format!(
-            "no data key for the reporter of a report ({})",
-            KeyError::Missing
-        ))
-    })
+    keys.existing(conn, user).await?.ok_or_else(missing_key)
+}
+
+/// A reporter's data key is gone (erased): what they stored can no longer be read.
+fn missing_key() -> ReportError {
+    ReportError::Unreadable(format!(
+        "no data key for the reporter of a report ({})",
+        KeyError::Missing
+    ))
 }
 
 /// The report's live files, oldest first.
@@ -173,14 +176,18 @@ impl Reports {
         let encode = &encode;
         let created = conn
             .transaction::<_, Refusal, _>(async move |conn| {
-                store::enter_scope(conn, &user.to_string(), "user").await?;
+                // The scope and the caller's wrapped key in one round trip.
+                let stored_key = store::data_keys::enter_scope_with_key(conn, user).await?;
                 if let Some(idem) = &idempotency {
                     match store::idempotency::claim(conn, user, idem).await? {
                         Claimed::Fresh => {}
                         Claimed::InProgress => return Err(refused(ReportError::RequestInProgress)),
                         Claimed::Reused => return Err(refused(ReportError::IdempotencyKeyReused)),
                         Claimed::Replay(sealed) => {
-                            let key = reading_key(&keys, conn, user).await.map_err(Abort::Refused)?;
+                            let key = match &stored_key {
+                                Some(wrapped) => keys.unwrap(user, wrapped).map_err(|e| refused(KeyError::from(e)))?,
+                                None => return Err(refused(missing_key())),
+                            };
                             let row = response_row(user, idem);
                             let bytes = key
                                 .open(&sealed, &Aad::new("idempotency_keys", "response", &row))
@@ -189,7 +196,7 @@ impl Reports {
                         }
                     }
                 }
-                let key = keys.for_writing(conn, user).await.map_err(refused)?;
+                let key = keys.for_writing_from(conn, user, stored_key).await.map_err(refused)?;
                 let id = Uuid::new_v4();
                 let new = NewReport {
                     id,
@@ -206,7 +213,6 @@ impl Reports {
                     anonymous: draft.anonymous,
                     occurred_at: draft.occurred_at,
                 };
-                let stored = store::reports::insert(conn, &new).await?;
                 let fields = vec![
                     "category",
                     "title",
@@ -217,7 +223,16 @@ impl Reports {
                     "anonymous",
                 ];
                 let audit = reporter_audit(&caller, draft.anonymous, "report.create", id, fields);
-                let event = events::submitted(&stored, Utc::now());
+                let event = events::submitted(&new, Utc::now());
+                // The report, its audit row and its event go out together (pipelined): one round
+                // trip instead of three. PostgreSQL still runs them one after the other, in this
+                // transaction, and a failure of any rolls back all.
+                let shared: &Conn = conn;
+                let (stored, (), ()) = tokio::try_join!(
+                    store::reports::insert(shared, &new),
+                    store::audit::insert(shared, &audit),
+                    store::events::record(shared, event),
+                )?;
                 let report = Report {
                     id,
                     category: stored.category,
@@ -233,25 +248,12 @@ impl Reports {
                     updated_at: stored.updated_at,
                     public_note: None,
                 };
-                let response = idempotency.as_ref().map(|idem| {
+                // The stored answer needs the row's times: after the insert.
+                if let Some(idem) = &idempotency {
                     let row = response_row(user, idem);
-                    key.seal(&encode(&report), &Aad::new("idempotency_keys", "response", &row))
-                });
-                // The audit row, the event and the stored response depend on the report only:
-                // sent together (pipelined), they cost one round trip instead of three. PostgreSQL
-                // still runs them one after the other, in this transaction.
-                let shared: &Conn = conn;
-                let remember = async {
-                    match (&idempotency, &response) {
-                        (Some(idem), Some(sealed)) => store::idempotency::record(shared, user, idem, sealed).await,
-                        _ => Ok(()),
-                    }
-                };
-                tokio::try_join!(
-                    store::audit::insert(shared, &audit),
-                    store::events::record(shared, event),
-                    remember,
-                )?;
+                    let sealed = key.seal(&encode(&report), &Aad::new("idempotency_keys", "response", &row));
+                    store::idempotency::record(conn, user, idem, &sealed).await?;
+                }
                 Ok(Created::New(Box::new(report)))
             })
             .await

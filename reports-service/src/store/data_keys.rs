@@ -20,6 +20,29 @@ pub async fn find(conn: &mut Conn, user: Uuid) -> Result<Option<WrappedKey>, Sto
     Ok(row.map(|(key_id, bytes)| WrappedKey { key_id, bytes }))
 }
 
+#[derive(QueryableByName)]
+struct KeyRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    key_id: String,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    wrapped: Vec<u8>,
+}
+
+/// Enters `user`'s scope (as `enter_scope` with role `user`) and reads their wrapped key under
+/// it, in one statement (migration `…000014`): the first round trip of a create, which took two.
+pub async fn enter_scope_with_key(conn: &mut Conn, user: Uuid) -> Result<Option<WrappedKey>, StoreError> {
+    let rows: Vec<KeyRow> =
+        service_kit::statement::statement("SELECT key_id, wrapped FROM reports.enter_scope_with_key($1, $2)")
+            .bind::<diesel::sql_types::Uuid, _>(user)
+            .bind::<diesel::sql_types::Text, _>("user")
+            .load(conn)
+            .await?;
+    Ok(rows.into_iter().next().map(|r| WrappedKey {
+        key_id: r.key_id,
+        bytes: r.wrapped,
+    }))
+}
+
 /// Stores `wrapped` as `user`'s key unless they have one already (a concurrent first write won);
 /// the caller reads the key back with [`find`] either way.
 pub async fn insert_if_absent(conn: &mut Conn, user: Uuid, wrapped: &WrappedKey) -> Result<(), StoreError> {

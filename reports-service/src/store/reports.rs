@@ -53,8 +53,9 @@ impl From<ReportRow> for StoredReport {
     }
 }
 
-/// Stores `report` (status `submitted`) and answers it as stored.
-pub async fn insert(conn: &mut Conn, report: &NewReport) -> Result<StoredReport, StoreError> {
+/// Stores `report` (status `submitted`) and answers it as stored. Takes a shared connection, so
+/// that the create's audit row and event can go out with it (pipelined).
+pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<StoredReport, StoreError> {
     let row: ReportRow = diesel::insert_into(reports::table)
         .values((
             reports::id.eq(report.id),
@@ -70,7 +71,7 @@ pub async fn insert(conn: &mut Conn, report: &NewReport) -> Result<StoredReport,
             reports::occurred_at.eq(report.occurred_at),
         ))
         .returning(ReportRow::as_returning())
-        .get_result(conn)
+        .get_result(&mut conn)
         .await?;
     Ok(row.into())
 }

@@ -1,0 +1,1 @@
+DROP FUNCTION reports.enter_scope_with_key(uuid, text);
