@@ -22,7 +22,12 @@ struct Cli {
 enum Cmd {
     /// Build and run the whole platform in the foreground (PostgreSQL and Redis included unless
     /// DATABASE_URL / REDIS_URL point at reachable servers). Ctrl-C stops everything.
-    Up,
+    Up {
+        /// Build and run optimised binaries (`cargo build --release`; slower to build, what
+        /// a local load test or profile wants) instead of the debug ones.
+        #[arg(long)]
+        release: bool,
+    },
     /// Benchmark release binaries under load (oha), beside nginx as the reference gateway, and
     /// print a Markdown report (also written under bench/results/). Installs oha (cargo), nginx
     /// and sqlite3 (Debian's packages) when missing.
@@ -38,7 +43,8 @@ enum Cmd {
         load_cpus: Option<String>,
         /// Run one part alone on the same stack: `uploads` (20 concurrent 10 MiB uploads, the
         /// memory of the gateway and reports-service over idle; about a minute after the build,
-        /// `--seconds` unused).
+        /// `--seconds` unused), or `incidents` (issue 18's rows: list and nearby alerts at 1 000
+        /// and 1 000 000 reports, creates against pgbench, and the uploads; about 10 minutes).
         #[arg(long, value_enum, value_name = "PART")]
         only: Option<xtask::bench::Only>,
     },
@@ -73,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Up => runtime.block_on(up()),
+        Cmd::Up { release } => runtime.block_on(up(release)),
         Cmd::Test { args } => runtime.block_on(test(args)),
         Cmd::Bench { seconds, only, .. } => runtime.block_on(async {
             let placement = placement.context("placement is set for bench")?;
@@ -92,12 +98,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn build_binaries() -> anyhow::Result<()> {
-    eprintln!("xtask: building the platform (cargo build --workspace --bins)");
-    devstack::run(
-        devstack::cargo().args(["build", "--workspace", "--bins"]),
-        "cargo build",
-    )
+/// Builds the platform's binaries; the folder they are in.
+fn build_binaries(release: bool) -> anyhow::Result<std::path::PathBuf> {
+    let mut args = vec!["build", "--workspace", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    eprintln!("xtask: building the platform (cargo {})", args.join(" "));
+    devstack::run(devstack::cargo().args(&args), "cargo build")?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(xtask::workspace_root().join("target").join(profile))
 }
 
 /// A port kept in a file so the next run reuses it (and the URLs stay the same).
@@ -131,12 +141,12 @@ fn url_reachable(url: &str) -> bool {
     }
 }
 
-async fn up() -> anyhow::Result<ExitCode> {
+async fn up(release: bool) -> anyhow::Result<ExitCode> {
     let root = xtask::workspace_root();
     let stack_dir = root.join("target").join("devstack");
     std::fs::create_dir_all(&stack_dir)?;
     let secrets = DevSecrets::load_or_create(&stack_dir.join("secrets"))?;
-    build_binaries()?;
+    let bins = build_binaries(release)?;
     let started = Instant::now();
 
     // PostgreSQL: the configured one (must allow creating roles), or our own.
@@ -193,9 +203,8 @@ async fn up() -> anyhow::Result<ExitCode> {
                 .await?,
         );
     }
-    xtask::testkit::migrate(&databases)?;
+    xtask::testkit::migrate_with(&bins, &databases)?;
 
-    let bins = root.join("target").join("debug");
     // The person's own variables go on to every process (`LOG_LEVEL=debug cargo xtask up`), under
     // the ones `up` decides: ports, addresses, databases, Redis, secrets and APP_ENV.
     let options = xtask::platform::StartOptions {
@@ -273,7 +282,7 @@ async fn test(args: Vec<String>) -> anyhow::Result<ExitCode> {
         xtask::deploy_checks::run().context("checking deploy/ and docker-compose.yml")?;
     }
     let stack_dir = devstack::fresh_dir("test")?;
-    build_binaries()?;
+    build_binaries(false)?;
     let nextest = match devstack::cargo_program_or_install("cargo-nextest", "cargo-nextest", NEXTEST_VERSION) {
         Ok(_) => true,
         Err(e) => {

@@ -99,9 +99,15 @@ pub async fn fresh_databases(tag: &str) -> anyhow::Result<(String, String, Vec<S
 /// Runs `SERVICE migrate` for each service, as an operator's Job would: the runtime role's
 /// `DATABASE_URL` and the owner's `DATABASE_MIGRATION_URL`.
 pub fn migrate(dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
+    migrate_with(&bin_dir(), dbs)
+}
+
+/// [`migrate`] with the binaries in `bins` (`cargo xtask up --release`: the release ones, whose
+/// migrations are the code's).
+pub fn migrate_with(bins: &std::path::Path, dbs: &[ServiceDb]) -> anyhow::Result<Vec<String>> {
     let mut outputs = Vec::new();
     for db in dbs {
-        let binary = bin_dir().join(format!("{}-service", db.service));
+        let binary = bins.join(format!("{}-service", db.service));
         let mut command = Command::new(&binary);
         command.arg("migrate").env_clear();
         if let Some(ca) = &db.tls_ca {

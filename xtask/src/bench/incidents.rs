@@ -168,7 +168,16 @@ async fn seed_to(db: &tokio_postgres::Client, rows: u32) -> anyhow::Result<()> {
     db.batch_execute("VACUUM ANALYZE reports.reports, reports.public_alerts")
         .await
         .context("VACUUM ANALYZE after seeding")?;
-    db.batch_execute("CHECKPOINT").await.context("CHECKPOINT after seeding")
+    db.batch_execute("CHECKPOINT")
+        .await
+        .context("CHECKPOINT after seeding")?;
+    // And the kernel's copy: the benchmark's cluster runs with `fsync=off`, so the checkpoint
+    // left the seeding's gigabyte or more of WAL and table in the page cache, dirty, which the
+    // kernel writes out over the next half minute or so, in the large table's rounds. `sync`
+    // returns once it is on disk.
+    tokio::task::spawn_blocking(|| devstack::run(&mut Command::new("sync"), "sync after seeding"))
+        .await
+        .context("sync after seeding")?
 }
 
 async fn flatness(generator: &Generator<'_>, stack: &Stack) -> anyhow::Result<Flatness> {

@@ -89,6 +89,24 @@ pub(super) fn uploads_alone(
     report
 }
 
+/// The report of `cargo xtask bench --only incidents`: the header, then the incident section
+/// (the uploads' follows, by [`render_uploads`]).
+pub(super) fn incidents_alone(
+    taken: &str,
+    cores: usize,
+    seconds: u64,
+    placement: &str,
+    host_load: (&str, &str),
+    incidents: &Incidents,
+) -> String {
+    let mut report = format!(
+        "# Benchmark report {taken}: incident reports only\n\nMachine: {cores} cores; `cargo xtask bench --only incidents --seconds {seconds}`; release build; {placement}.\n\nHost load average (1, 5, 15 min): {} when the benchmark began, {} when it ended.\n",
+        host_load.0, host_load.1
+    );
+    incidents.render(&mut report);
+    report
+}
+
 /// The uploads' section, or why it has no figures: the last of the report, after
 /// [`Incidents::render`]'s.
 pub(super) fn render_uploads(uploads: &Result<Uploads, String>, report: &mut String) {

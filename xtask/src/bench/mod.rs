@@ -7,7 +7,8 @@
 //! with the edge checks off); then in-process figures for password hashing and token verification;
 //! then the incident-report rows (creates against pgbench, the own-report list and nearby alerts at
 //! a thousand and a million reports, and the memory of 20 concurrent 10 MiB uploads).
-//! `--only uploads` runs the uploads' row alone on the same stack.
+//! `--only uploads` runs the uploads' row alone on the same stack; `--only incidents` all of
+//! issue 18's rows (list, nearby alerts, creates, uploads).
 //!
 //! [`run`] only orders the steps: `stack` starts what is loaded, `scenarios` says what to load,
 //! `measure` runs and measures a group of scenarios, `in_process` times hashing and token
@@ -46,6 +47,9 @@ const ROUNDS: usize = 3;
 pub enum Only {
     /// 20 concurrent 10 MiB uploads: the memory of the gateway and reports-service (issue 18).
     Uploads,
+    /// The incident-report rows (issue 18): the own-report list and nearby alerts at 1 000 and
+    /// 1 000 000 reports, creates against pgbench, then the uploads.
+    Incidents,
 }
 
 /// The benchmark itself, or the part `only` names; `placement.build_and_pin()` must have run first.
@@ -77,6 +81,22 @@ pub async fn run(seconds: u64, placement: &Placement, only: Option<Only>) -> any
         ca: stack.backing.ca(),
         seconds,
     };
+    if let Some(Only::Incidents) = only {
+        let uploads = uploads::measure(&mut stack, placement).await;
+        let incidents = incidents::measure(&generator, &stack, placement).await;
+        let (backing, _) = stack.stop_gateways();
+        let mut text = incidents_report::incidents_alone(
+            &taken,
+            cpus_of(&placement.all).len(),
+            seconds,
+            &placement.described,
+            (&load_before, &procfs::load_average()),
+            &incidents,
+        );
+        incidents_report::render_uploads(&uploads, &mut text);
+        backing.destroy();
+        return save(&taken, text);
+    }
 
     let mut rows = Vec::new();
     let mut floor = None;

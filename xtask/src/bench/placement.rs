@@ -46,6 +46,14 @@ fn parse_cpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
     Ok(cpus)
 }
 
+/// The services' runtime threads on `stack_cpus`, as the report says them.
+fn threads_described(stack_cpus: usize) -> String {
+    format!(
+        "each gRPC service with `WORKER_THREADS={}`",
+        super::stack::service_threads(stack_cpus)
+    )
+}
+
 impl Placement {
     /// Splits the CPUs this process may use. Call it before any other thread starts: threads and
     /// processes inherit the CPUs of the thread that starts them.
@@ -57,7 +65,11 @@ impl Placement {
                 stack: all,
                 all,
                 load: None,
-                described: format!("load from oha on the same {} CPUs as the stack", usable.len()),
+                described: format!(
+                    "load from oha on the same {} CPUs as the stack; {}",
+                    usable.len(),
+                    threads_described(usable.len())
+                ),
             });
         };
         let wanted = parse_cpu_list(text)?;
@@ -85,9 +97,10 @@ impl Placement {
             load: Some(set(&wanted)?),
             stack: set(&rest)?,
             described: format!(
-                "load from oha on CPU {}, everything else (PostgreSQL, Redis, the services) on CPU {}",
+                "load from oha on CPU {}, everything else (PostgreSQL, Redis, the services) on CPU {}; {}",
                 list(&wanted),
-                list(&rest)
+                list(&rest),
+                threads_described(rest.len())
             ),
         })
     }
