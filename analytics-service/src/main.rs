@@ -10,7 +10,6 @@ mod store;
 
 use std::process::ExitCode;
 
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use service_kit::config::Env;
 use service_kit::db::Pool;
 use tonic::service::Routes;
@@ -18,14 +17,8 @@ use tonic::service::Routes;
 struct AnalyticsService;
 
 impl service_kit::service::Service for AnalyticsService {
-    const NAME: &'static str = "analytics-service";
+    service_kit::service_identity!(schema: analytics, ports: (50053, 9093), grpc: ["events.v1.EventSink"]);
     const ABOUT: &'static str = "Spending analytics, forecasts, peer comparison and usage events (gRPC analytics.v1, events.v1, schema `analytics`)";
-    const SCHEMA: &'static str = "analytics";
-    const DEFAULT_GRPC_PORT: u16 = 50053;
-    const DEFAULT_ADMIN_PORT: u16 = 9093;
-    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-    const GRPC_SERVICES: &'static [&'static str] = &["events.v1.EventSink"];
-    const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = ();
 
     fn config(_env: &Env, _common: &service_kit::config::CommonConfig) -> Option<()> {

@@ -21,7 +21,6 @@ mod tokens;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use secrecy::{ExposeSecret, SecretString};
 use service_kit::auth::{KeySource, PublicKey, Verifier, VerifierConfig};
 use service_kit::config::{CommonConfig, Env};
@@ -55,14 +54,8 @@ struct AuthConfig {
 }
 
 impl service_kit::service::Service for AuthService {
-    const NAME: &'static str = "auth-service";
+    service_kit::service_identity!(schema: auth, ports: (50051, 9091), grpc: ["auth.v1.AuthService"]);
     const ABOUT: &'static str = "Accounts, sessions, devices, MFA and token signing keys (gRPC auth.v1, schema `auth`)";
-    const SCHEMA: &'static str = "auth";
-    const DEFAULT_GRPC_PORT: u16 = 50051;
-    const DEFAULT_ADMIN_PORT: u16 = 9091;
-    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-    const GRPC_SERVICES: &'static [&'static str] = &["auth.v1.AuthService"];
-    const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
     type Config = AuthConfig;
 
     fn config(env: &Env, common: &CommonConfig) -> Option<AuthConfig> {
@@ -225,4 +218,21 @@ fn app_base_url(env: &Env, environment: service_kit::config::Environment) -> Str
 
 fn main() -> ExitCode {
     service_kit::service::main::<AuthService>()
+}
+
+#[cfg(test)]
+mod tests {
+    use service_kit::service::Service as _;
+
+    use super::AuthService;
+
+    #[test]
+    fn service_identity_names_the_binary_after_its_schema() {
+        assert_eq!((AuthService::NAME, AuthService::SCHEMA), ("auth-service", "auth"));
+        assert_eq!(
+            (AuthService::DEFAULT_GRPC_PORT, AuthService::DEFAULT_ADMIN_PORT),
+            (50051, 9091)
+        );
+        assert_eq!(AuthService::GRPC_SERVICES, ["auth.v1.AuthService"]);
+    }
 }

@@ -32,13 +32,7 @@
 #   5  the backup is complete, but deleting old backups failed
 #   6  writing the backup failed (disk full, checksums, rename): no backup was made
 set -eu
-
-fail() {
-    code=$1
-    shift
-    echo "backup.sh: $*" >&2
-    exit "$code"
-}
+. "$(dirname "$0")/lib.sh"
 
 [ "$#" -le 1 ] || fail 2 "usage: backup.sh [CONNINFO]"
 dbname=${1:-}
@@ -52,9 +46,8 @@ dbname=${dbname:-${PGDATABASE:-}}
 schemas=${BACKUP_SCHEMAS:-auth reports analytics}
 keep=${BACKUP_KEEP:-14}
 max_age=${BACKUP_MAX_AGE_DAYS:-35}
-case $keep in '' | *[!0-9]*) fail 2 "BACKUP_KEEP must be a whole number, not '$keep'" ;; esac
-case $max_age in '' | *[!0-9]*) fail 2 "BACKUP_MAX_AGE_DAYS must be a whole number, not '$max_age'" ;; esac
-[ "$keep" -ge 1 ] || fail 2 "BACKUP_KEEP must be at least 1"
+at_least BACKUP_KEEP "$keep" 1
+at_least BACKUP_MAX_AGE_DAYS "$max_age" 0
 
 # age's recipient arguments.
 set --
@@ -68,9 +61,7 @@ for r in ${BACKUP_AGE_RECIPIENT:-}; do
 done
 [ "$#" -gt 0 ] || fail 2 "neither BACKUP_AGE_RECIPIENT nor BACKUP_AGE_RECIPIENTS_FILE is set"
 
-for tool in pg_dump age sha256sum; do
-    command -v "$tool" >/dev/null 2>&1 || fail 2 "$tool is not installed"
-done
+needs pg_dump age sha256sum
 for s in $schemas; do
     case $s in *[!a-z0-9_]*) fail 2 "schema name '$s' has characters other than a-z0-9_" ;; esac
 done

@@ -31,23 +31,14 @@
 #   5  the base backup is complete, but deleting old backups or old WAL failed
 #   6  writing the backup failed (disk full, rename): no backup was made
 set -eu
-
-fail() {
-    code=$1
-    shift
-    echo "basebackup.sh: $*" >&2
-    exit "$code"
-}
+. "$(dirname "$0")/lib.sh"
 
 [ "$#" -le 1 ] || fail 2 "usage: basebackup.sh [CONNINFO]"
 conninfo=${1:-}
 archive=${WAL_ARCHIVE_DIR:-/var/lib/postgresql/wal-archive}
 keep=${BASEBACKUP_KEEP:-7}
-case $keep in '' | *[!0-9]*) fail 2 "BASEBACKUP_KEEP must be a whole number, not '$keep'" ;; esac
-[ "$keep" -ge 1 ] || fail 2 "BASEBACKUP_KEEP must be at least 1"
-for tool in pg_basebackup pg_verifybackup pg_archivecleanup; do
-    command -v "$tool" >/dev/null 2>&1 || fail 2 "$tool is not installed"
-done
+at_least BASEBACKUP_KEEP "$keep" 1
+needs pg_basebackup pg_verifybackup pg_archivecleanup
 [ -d "$archive" ] || fail 2 "WAL_ARCHIVE_DIR $archive does not exist"
 mkdir -p "$archive/base" "$archive/wal" 2>/dev/null || fail 2 "cannot create base/ and wal/ in $archive"
 [ -w "$archive/base" ] || fail 2 "$archive/base is not writable"

@@ -33,13 +33,7 @@
 #   4  the base backup fails pg_verifybackup: DATA_DIR was not touched
 #   6  writing DATA_DIR failed (disk full, permissions): remove what was written and run again
 set -eu
-
-fail() {
-    code=$1
-    shift
-    echo "pitr-restore.sh: $*" >&2
-    exit "$code"
-}
+. "$(dirname "$0")/lib.sh"
 
 [ "$#" -ge 1 ] && [ "$#" -le 2 ] || fail 2 "usage: pitr-restore.sh TARGET_TIME [DATA_DIR]"
 target=$1
@@ -50,9 +44,7 @@ case $target in *"'"* | *\\*) fail 2 "TARGET_TIME must not contain quotes or bac
 case $archive in *"'"* | *'"'* | *\\*) fail 2 "WAL_ARCHIVE_DIR must not contain quotes or backslashes" ;; esac
 target_ns=$(date -u -d "$target" +%s%N 2>/dev/null) ||
     fail 2 "cannot read TARGET_TIME '$target': give a time with its zone, e.g. '2026-12-06 14:05:00+00'"
-for tool in pg_verifybackup date; do
-    command -v "$tool" >/dev/null 2>&1 || fail 2 "$tool is not installed"
-done
+needs pg_verifybackup date
 [ -d "$archive/wal" ] || fail 2 "$archive/wal does not exist: is WAL_ARCHIVE_DIR the archive?"
 if [ -e "$data" ]; then
     [ -d "$data" ] || fail 2 "$data is not a directory"

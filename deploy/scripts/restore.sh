@@ -29,13 +29,7 @@
 #   5  the restore of a schema failed: schemas named before it are restored, that one is
 #      rolled back to the state before pg_restore (empty, if it was dropped), later ones untouched
 set -eu
-
-fail() {
-    code=$1
-    shift
-    echo "restore.sh: $*" >&2
-    exit "$code"
-}
+. "$(dirname "$0")/lib.sh"
 
 [ "$#" -ge 1 ] && [ "$#" -le 2 ] || fail 2 "usage: restore.sh BACKUP_PATH [CONNINFO]"
 backup=$1
@@ -45,9 +39,7 @@ dbname=${2:-${PGDATABASE:-}}
 [ -n "${BACKUP_AGE_IDENTITY:-}" ] || fail 2 "BACKUP_AGE_IDENTITY is not set"
 [ -r "$BACKUP_AGE_IDENTITY" ] || fail 2 "BACKUP_AGE_IDENTITY $BACKUP_AGE_IDENTITY is not readable"
 prefix=${RESTORE_ROLE_PREFIX-svc_}
-for tool in pg_restore psql age sha256sum; do
-    command -v "$tool" >/dev/null 2>&1 || fail 2 "$tool is not installed"
-done
+needs pg_restore psql age sha256sum
 
 schemas=${RESTORE_SCHEMAS:-}
 if [ -z "$schemas" ]; then

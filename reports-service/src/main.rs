@@ -14,7 +14,6 @@ mod store;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use service_kit::config::Env;
 use service_kit::db::Pool;
 use service_kit::envelope::Keyring;
@@ -36,20 +35,14 @@ struct Config {
 }
 
 impl service_kit::service::Service for ReportsService {
-    const NAME: &'static str = "reports-service";
+    service_kit::service_identity!(schema: reports, ports: (50052, 9092), grpc: ["reports.v1.ReportsService"]);
     const ABOUT: &'static str = "Incident reports and budgets (gRPC reports.v1, schema `reports`)";
-    const SCHEMA: &'static str = "reports";
-    const DEFAULT_GRPC_PORT: u16 = 50052;
-    const DEFAULT_ADMIN_PORT: u16 = 9092;
-    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-    const GRPC_SERVICES: &'static [&'static str] = &["reports.v1.ReportsService"];
-    const FILE_DESCRIPTOR_SET: &'static [u8] = proto::FILE_DESCRIPTOR_SET;
-    type Config = Config;
     // Report events go to analytics-service through `reports.outbox` (service_kit::outbox).
     const OUTBOX_PRODUCER: Option<&'static str> = Some("reports");
     // An upload of MAX_FILE_SIZE from a phone on a slow network (the gateway's UPLOAD_TIMEOUT_MS
     // is the real bound; this one only has to be longer).
     const MAX_CALL: std::time::Duration = std::time::Duration::from_secs(3600);
+    type Config = Config;
 
     fn config(env: &Env, common: &service_kit::config::CommonConfig) -> Option<Config> {
         let keyring = Keyring::from_env(env);

@@ -20,6 +20,7 @@ pub mod proto_time;
 pub mod redis;
 pub mod revocation;
 pub mod service;
+pub mod service_identity;
 pub mod shutdown;
 pub mod statement;
 pub mod store_error;

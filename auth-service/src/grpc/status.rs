@@ -1,13 +1,14 @@
 //! Each use-case error as a gRPC status, through service-kit's one table of error codes
-//! (`ErrorCode`): one `From` per error enum, with the client's messages. Causes go to the log,
-//! never to the client.
+//! (`ErrorCode`): one `From` per error enum (and one for the `Common` failures they nest), with the
+//! client's messages. Causes go to the log, never to the client.
 
 use service_kit::errors::{ErrorCode, status, status_retry_after};
 use tonic::Status;
 
 use crate::domain::Invalid;
 use crate::service::{
-    AuditError, CallerError, DeviceError, EmailError, MfaError, ProfileError, ReauthError, SessionError, ThrottleError,
+    AuditError, CallerError, Common, DeviceError, EmailError, MfaError, ProfileError, ReauthError, SessionError,
+    ThrottleError,
 };
 use service_kit::store_error::StoreError;
 
@@ -97,6 +98,18 @@ impl From<ReauthError> for Status {
     }
 }
 
+/// The failures the caller-facing use cases share read the same from each of them.
+impl From<Common> for Status {
+    fn from(e: Common) -> Self {
+        match e {
+            Common::Reauth(e) => e.into(),
+            Common::Caller(e) => e.into(),
+            Common::Store(e) => store(e),
+            Common::Unexpected(cause) => unexpected(cause),
+        }
+    }
+}
+
 impl From<MfaError> for Status {
     fn from(e: MfaError) -> Self {
         match e {
@@ -111,10 +124,7 @@ impl From<MfaError> for Status {
             ),
             MfaError::WrongCode => wrong_code(),
             MfaError::Locked { retry_after } => locked(retry_after),
-            MfaError::Reauth(e) => e.into(),
-            MfaError::Caller(e) => e.into(),
-            MfaError::Store(e) => store(e),
-            MfaError::Unexpected(cause) => unexpected(cause),
+            MfaError::Common(e) => e.into(),
         }
     }
 }
@@ -132,10 +142,7 @@ impl From<SessionError> for Status {
                 "This refresh token was already used; the session has ended.",
             ),
             SessionError::Expired => status(ErrorCode::TokenExpired, "This session has expired; log in again."),
-            SessionError::Reauth(e) => e.into(),
-            SessionError::Caller(e) => e.into(),
-            SessionError::Store(e) => store(e),
-            SessionError::Unexpected(cause) => unexpected(cause),
+            SessionError::Common(e) => e.into(),
         }
     }
 }
@@ -144,10 +151,7 @@ impl From<ProfileError> for Status {
     fn from(e: ProfileError) -> Self {
         match e {
             ProfileError::Invalid(i) => invalid(i),
-            ProfileError::Reauth(e) => e.into(),
-            ProfileError::Caller(e) => e.into(),
-            ProfileError::Store(e) => store(e),
-            ProfileError::Unexpected(cause) => unexpected(cause),
+            ProfileError::Common(e) => e.into(),
         }
     }
 }
@@ -156,9 +160,7 @@ impl From<DeviceError> for Status {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::NotFound => status(ErrorCode::NotFound, "No such resource."),
-            DeviceError::Reauth(e) => e.into(),
-            DeviceError::Caller(e) => e.into(),
-            DeviceError::Store(e) => store(e),
+            DeviceError::Common(e) => e.into(),
         }
     }
 }
@@ -327,7 +329,7 @@ mod tests {
         expect(e, Code::FailedPrecondition, "ACCOUNT_LOCKED", locked, Some("7"));
         let e = MfaError::Invalid(bad_code());
         expect(e, Code::InvalidArgument, "VALIDATION_FAILED", "must be 6 digits", None);
-        let e = MfaError::Caller(CallerError::Revoked);
+        let e = MfaError::from(CallerError::Revoked);
         expect(
             e,
             Code::Unauthenticated,
@@ -335,7 +337,7 @@ mod tests {
             "This session has ended; log in again.",
             None,
         );
-        let e = MfaError::Unexpected(anyhow::anyhow!("opening the TOTP seed: tag mismatch"));
+        let e = MfaError::from(anyhow::anyhow!("opening the TOTP seed: tag mismatch"));
         expect(e, INTERNAL.0, INTERNAL.1, INTERNAL.2, None);
         expect_store_failures::<MfaError>();
     }
@@ -376,7 +378,7 @@ mod tests {
         let required = "A code from your authenticator app (or a recovery code) is required.";
         let e = SessionError::SecondFactor(MfaError::Required);
         expect(e, Code::Unauthenticated, "MFA_REQUIRED", required, None);
-        let e = SessionError::Caller(CallerError::Unauthenticated);
+        let e = SessionError::from(CallerError::Unauthenticated);
         expect(
             e,
             Code::Unauthenticated,
@@ -384,7 +386,7 @@ mod tests {
             "Authentication is required.",
             None,
         );
-        let e = SessionError::Unexpected(anyhow::anyhow!("signing: bad key"));
+        let e = SessionError::from(anyhow::anyhow!("signing: bad key"));
         expect(e, INTERNAL.0, INTERNAL.1, INTERNAL.2, None);
         expect_store_failures::<SessionError>();
     }
@@ -393,13 +395,13 @@ mod tests {
     fn profile_device_email_and_audit_errors() {
         let wrong = "E-mail or password is wrong.";
         expect(
-            ProfileError::Reauth(ReauthError::InvalidCredentials),
+            ProfileError::from(ReauthError::InvalidCredentials),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
             wrong,
             None,
         );
-        let e = ProfileError::Caller(CallerError::Revoked);
+        let e = ProfileError::from(CallerError::Revoked);
         expect(
             e,
             Code::Unauthenticated,
@@ -407,7 +409,7 @@ mod tests {
             "This session has ended; log in again.",
             None,
         );
-        let e = ProfileError::Unexpected(anyhow::anyhow!("argon2 pool closed"));
+        let e = ProfileError::from(anyhow::anyhow!("argon2 pool closed"));
         expect(e, INTERNAL.0, INTERNAL.1, INTERNAL.2, None);
         expect_store_failures::<ProfileError>();
 
@@ -418,7 +420,7 @@ mod tests {
             "No such resource.",
             None,
         );
-        let e = DeviceError::Caller(CallerError::Unauthenticated);
+        let e = DeviceError::from(CallerError::Unauthenticated);
         expect(
             e,
             Code::Unauthenticated,
@@ -477,10 +479,10 @@ mod tests {
         assert!(message.contains("is required to confirm it is you"), "{message}");
         // Every use case that re-authenticates answers the same.
         for s in [
-            Status::from(DeviceError::Reauth(ReauthError::InvalidCredentials)),
-            Status::from(MfaError::Reauth(ReauthError::InvalidCredentials)),
-            Status::from(SessionError::Reauth(ReauthError::InvalidCredentials)),
-            Status::from(ProfileError::Reauth(ReauthError::InvalidCredentials)),
+            Status::from(DeviceError::from(ReauthError::InvalidCredentials)),
+            Status::from(MfaError::from(ReauthError::InvalidCredentials)),
+            Status::from(SessionError::from(ReauthError::InvalidCredentials)),
+            Status::from(ProfileError::from(ReauthError::InvalidCredentials)),
         ] {
             assert_eq!(
                 parts(s),

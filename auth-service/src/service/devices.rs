@@ -2,7 +2,7 @@
 
 use service_kit::auth::AccessClaims;
 
-use super::{Auth, CallerError, Reauth, ReauthError};
+use super::{Auth, Common, Reauth};
 use crate::domain::{Actor, Device, KnownDevice, UserId};
 use crate::store::{self, Conn, StoreError, Transaction as _};
 
@@ -12,13 +12,9 @@ pub enum DeviceError {
     /// The caller has no device with this id.
     #[error("not found")]
     NotFound,
-    /// Removing a device needs the password (or a code) again.
+    /// Removing a device needs the password (or a code) again (`Common::Reauth`).
     #[error(transparent)]
-    Reauth(#[from] ReauthError),
-    #[error(transparent)]
-    Caller(#[from] CallerError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Common(#[from] Common),
 }
 
 /// Risk score (0..100) and trust of a device seen for the first time: the first device of an

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use service_kit::auth::AccessClaims;
 
 use super::throttle::{lock_duration, lock_end, retry_after};
-use super::{Auth, CallerError, ReauthError};
+use super::{Auth, Common};
 use crate::domain::{Actor, Invalid, SessionId, User, UserId};
 use crate::mfa::{self as totp, Enrollment};
 use crate::password::Verdict;
@@ -41,15 +41,9 @@ pub enum MfaError {
     /// Too many wrong codes.
     #[error("mfa locked")]
     Locked { retry_after: u64 },
-    /// The password, needed to change the factor, is missing or wrong.
+    /// The password, needed to change the factor, is missing or wrong (`Common::Reauth`).
     #[error(transparent)]
-    Reauth(#[from] ReauthError),
-    #[error(transparent)]
-    Caller(#[from] CallerError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Common(#[from] Common),
 }
 
 /// Labels of the recovery-code pepper of codes stored before argon2id (see `sealed`).

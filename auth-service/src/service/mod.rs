@@ -6,7 +6,7 @@
 //! token), `audit` (the administrators' audit log) and `activity` (the `active_users` gauge). Each
 //! use case validates into domain types, does its writes in one transaction with the audit row,
 //! and only then touches Redis (revocation) and signs tokens. Each group fails with its own error
-//! enum, which `grpc/status.rs` maps to a status.
+//! enum, which `grpc/status.rs` maps to a status; the failures they share are one nested `Common`.
 
 mod activity;
 mod audit;
@@ -113,6 +113,39 @@ pub enum CallerError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// What every use case of a signed-in caller can fail with besides its own cases: its token names
+/// no live session, the re-authentication it asks for fails, or the database or an unexpected
+/// failure. `DeviceError`, `MfaError`, `ProfileError` and `SessionError` each nest it as one
+/// `Common` variant, which `grpc/status.rs` maps once.
+#[derive(Debug, thiserror::Error)]
+pub enum Common {
+    #[error(transparent)]
+    Reauth(#[from] ReauthError),
+    #[error(transparent)]
+    Caller(#[from] CallerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// `From` each member of [`Common`] for the error enums that nest it, so `?` lifts a
+/// `CallerError` (and the others) straight into them.
+macro_rules! from_common {
+    ($($error:ty),+) => {
+        $(from_common!(@each $error: ReauthError, CallerError, StoreError, anyhow::Error);)+
+    };
+    (@each $error:ty: $($member:ty),+) => {$(
+        impl From<$member> for $error {
+            fn from(e: $member) -> Self {
+                Self::Common(Common::from(e))
+            }
+        }
+    )+};
+}
+
+from_common!(DeviceError, MfaError, ProfileError, SessionError);
 
 impl Auth {
     /// The use cases over `parts`; registers `security_events_total` in `registry`.

@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret as _, SecretString};
 use service_kit::auth::AccessClaims;
 
-use super::{Auth, CallerError, ReauthError, audit_user, ids};
+use super::{Auth, CallerError, Common, audit_user, ids};
 use crate::account;
 use crate::domain::{Actor, Invalid, PersonName, User, income_tier};
 use crate::store::{self, StoreError, Transaction as _};
@@ -14,15 +14,9 @@ pub enum ProfileError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
     /// The current password given to change it is missing or wrong (a failed login), or the
-    /// account is locked for this address.
+    /// account is locked for this address (`Common::Reauth`).
     #[error(transparent)]
-    Reauth(#[from] ReauthError),
-    #[error(transparent)]
-    Caller(#[from] CallerError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Common(#[from] Common),
 }
 
 /// Fields of `PATCH /v1/me`; `None` leaves a field as it is, `income_tier: Some("")` clears it.

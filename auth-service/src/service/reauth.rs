@@ -5,7 +5,7 @@
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::throttle::{PasswordCheck, PasswordGuess};
-use super::{Auth, MfaError, ThrottleError};
+use super::{Auth, Common, MfaError, ThrottleError};
 use crate::domain::{Actor, User};
 use crate::store::{Conn, StoreError};
 
@@ -53,8 +53,8 @@ impl Auth {
                 .map_err(|e| match e {
                     MfaError::Required | MfaError::WrongCode => ReauthError::WrongCode,
                     MfaError::Locked { retry_after } => ThrottleError::Locked { retry_after }.into(),
-                    MfaError::Store(e) => e.into(),
-                    MfaError::Unexpected(e) => e.into(),
+                    MfaError::Common(Common::Store(e)) => e.into(),
+                    MfaError::Common(Common::Unexpected(e)) => e.into(),
                     other => anyhow::anyhow!("checking a code to re-authenticate: {other}").into(),
                 });
         }

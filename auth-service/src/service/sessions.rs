@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::devices::record_device;
 use super::email::{VERIFY_EMAIL, email_token};
 use super::throttle::{PasswordCheck, PasswordGuess};
-use super::{Auth, CallerError, MfaError, Reauth, ReauthError, ThrottleError, ids};
+use super::{Auth, CallerError, Common, MfaError, Reauth, ThrottleError, ids};
 use crate::account;
 use crate::domain::{
     Actor, Device, Email, Invalid, NewUser, PersonName, Session, SessionId, User, UserId, income_tier,
@@ -38,15 +38,9 @@ pub enum SessionError {
     TokenReused,
     #[error("refresh token expired")]
     Expired,
-    /// Ending the other sessions needs the password (or a code) again.
+    /// Ending the other sessions needs the password (or a code) again (`Common::Reauth`).
     #[error(transparent)]
-    Reauth(#[from] ReauthError),
-    #[error(transparent)]
-    Caller(#[from] CallerError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Common(#[from] Common),
 }
 
 pub struct RegisterInput {
@@ -142,7 +136,7 @@ impl Auth {
             .await
             .map_err(|e| match e {
                 e if e.is_conflict_on(store::EMAIL_TAKEN) => SessionError::EmailTaken,
-                e => SessionError::Store(e),
+                e => e.into(),
             })?;
         let device_id = input.device.as_ref().map_or(UNKNOWN_DEVICE, |d| d.device_id.as_str());
         tracing::info!(user_id = %user.id, "account registered");
