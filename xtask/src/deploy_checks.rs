@@ -65,6 +65,7 @@ fn scripts(root: &Path) -> anyhow::Result<()> {
         "deploy/scripts/archive-wal.sh",
         "deploy/scripts/basebackup.sh",
         "deploy/scripts/pitr-restore.sh",
+        "deploy/scripts/lib.sh",
     ] {
         checked(
             Command::new("sh").arg("-n").arg(root.join(script)),
