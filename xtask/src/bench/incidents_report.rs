@@ -261,7 +261,7 @@ impl Flatness {
         let (lat, lng) = NEARBY_POINT;
         let _ = writeln!(
             report,
-            "\n### Own-report list and nearby alerts, {SMALL} reports against {LARGE}\n\nThe measured reporter filed {OWN_REPORTS} reports through the API; the rest of the table is seeded with SQL: reports of 50 000 users spread over a 40 × 60 km region, occurred within the 30-day alert window, two thirds `under_review` or `resolved`, 2% withdrawn, sealed columns of random bytes (seeding the large table and VACUUM ANALYZE took {:.0} s). Each request at a fixed {FLAT_RATE} req/s with latency correction (oha, steady state), {ROUNDS} rounds taking turns; p50 / p99 ms of the round with the median p99, and the range of the p99s.\n",
+            "\n### Own-report list and nearby alerts, {SMALL} reports against {LARGE}\n\nThe measured reporter filed {OWN_REPORTS} reports through the API; the rest of the table is seeded with SQL: reports of 50 000 users spread over a 40 × 60 km region, occurred within the 30-day alert window, two thirds `under_review` or `resolved`, 2% withdrawn, sealed columns of random bytes (seeding the large table, VACUUM ANALYZE, CHECKPOINT and `sync` took {:.0} s: each size's rounds start with nothing left to write). Each request at a fixed {FLAT_RATE} req/s with latency correction (oha, steady state), {ROUNDS} rounds taking turns; p50 / p99 ms of the round with the median p99, and the range of the p99s.\n",
             self.seeding_seconds
         );
         let _ = writeln!(
