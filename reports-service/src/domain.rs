@@ -361,6 +361,14 @@ pub struct StoredReport {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What the database gave a report it stored: the rest of the row is the [`NewReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filed {
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A new report's row, sealed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewReport {

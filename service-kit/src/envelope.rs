@@ -21,15 +21,18 @@
 //!   ciphertext copied into another row or column does not open.
 //!
 //! `lp(x)` is the length of `x` as a big-endian `u32` followed by `x`, so no two distinct tuples
-//! give the same associated data. Nonces are 96 bits from the OS random generator: with at most a
-//! few billion values per key the chance of a repeat stays far below 2⁻³² (NIST SP 800-38D §8.3).
+//! give the same associated data. Nonces are 96 random bits from the thread's CSPRNG (`rand`'s
+//! `ThreadRng`: ChaCha12 seeded and periodically reseeded from the OS generator, without a system
+//! call per nonce, which cost a create five `getrandom` calls): with at most a few billion values
+//! per key the chance of a repeat stays far below 2⁻³² (NIST SP 800-38D §8.3). Keys come from the
+//! OS generator itself.
 //! Key material (master keys, data keys and AES key schedules) is zeroed when dropped.
 
 use std::fmt;
 
 use aes_gcm::aead::rand_core::RngCore as _;
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
-use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -285,7 +288,8 @@ fn associated_data(domain: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let mut nonce = Nonce::default();
+    rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
     let ct = cipher
         .encrypt(&nonce, Payload { msg: plaintext, aad })
         .expect("AES-GCM only refuses plaintexts over 64 GiB, far beyond any column or file here");

@@ -228,24 +228,24 @@ impl Reports {
                 // trip instead of three. PostgreSQL still runs them one after the other, in this
                 // transaction, and a failure of any rolls back all.
                 let shared: &Conn = conn;
-                let (stored, (), ()) = tokio::try_join!(
+                let (filed, (), ()) = tokio::try_join!(
                     store::reports::insert(shared, &new),
                     store::audit::insert(shared, &audit),
                     store::events::record(shared, event),
                 )?;
                 let report = Report {
                     id,
-                    category: stored.category,
+                    category: new.category.to_owned(),
                     title: draft.title,
                     description: draft.description,
-                    severity: stored.severity,
-                    status: stored.status,
-                    occurred_at: stored.occurred_at,
+                    severity: new.severity.to_owned(),
+                    status: filed.status,
+                    occurred_at: new.occurred_at,
                     location: draft.location,
-                    anonymous: stored.anonymous,
+                    anonymous: new.anonymous,
                     attachments: Vec::new(),
-                    created_at: stored.created_at,
-                    updated_at: stored.updated_at,
+                    created_at: filed.created_at,
+                    updated_at: filed.updated_at,
                     public_note: None,
                 };
                 // The stored answer needs the row's times: after the insert.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use super::schema::{moderation_notes, reports};
-use crate::domain::{Cell, Cursor, ListQuery, NewReport, Page, ReportUpdate, Status, StoredNote, StoredReport};
+use crate::domain::{Cell, Cursor, Filed, ListQuery, NewReport, Page, ReportUpdate, Status, StoredNote, StoredReport};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = reports, check_for_backend(diesel::pg::Pg))]
@@ -53,10 +53,11 @@ impl From<ReportRow> for StoredReport {
     }
 }
 
-/// Stores `report` (status `submitted`) and answers it as stored. Takes a shared connection, so
-/// that the create's audit row and event can go out with it (pipelined).
-pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<StoredReport, StoreError> {
-    let row: ReportRow = diesel::insert_into(reports::table)
+/// Stores `report` (status `submitted`); what the database gave it (the row's other columns are
+/// the caller's, so they are not sent back). Takes a shared connection, so that the create's
+/// audit row and event can go out with it (pipelined).
+pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<Filed, StoreError> {
+    let (status, created_at, updated_at) = diesel::insert_into(reports::table)
         .values((
             reports::id.eq(report.id),
             reports::user_id.eq(report.user_id),
@@ -70,10 +71,14 @@ pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<StoredReport,
             reports::anonymous.eq(report.anonymous),
             reports::occurred_at.eq(report.occurred_at),
         ))
-        .returning(ReportRow::as_returning())
+        .returning((reports::status, reports::created_at, reports::updated_at))
         .get_result(&mut conn)
         .await?;
-    Ok(row.into())
+    Ok(Filed {
+        status,
+        created_at,
+        updated_at,
+    })
 }
 
 /// The live report `id`, if the transaction's scope may see it; `lock` holds it until commit.
