@@ -493,7 +493,7 @@ async fn other_users_reports_are_not_found_and_row_level_security_holds(tp: &Tes
         .query("SELECT user_id::text FROM reports.data_keys", &[])
         .await
         .expect("keys");
-    assert_eq!(owners(all_keys), [dave.id.clone()], "no other user's key");
+    assert_eq!(owners(all_keys), std::slice::from_ref(&dave.id), "no other user's key");
     db.batch_execute("ROLLBACK").await.expect("rollback");
 }
 
