@@ -294,6 +294,41 @@ async fn file_read_change_and_withdraw(tp: &TestPlatform, api: &Api) {
     let third = api.file(&ada, &third_body).await;
     assert_eq!(third["severity"], "medium", "the default severity");
     assert_eq!(third["location"], Value::Null);
+    // Ada has a data key by now, so these two took the one-statement path (report, audit row and
+    // event in one statement, no transaction block): each reads back as it was answered, with its
+    // audit row and its event.
+    let written = admin_db(tp).await;
+    for filed in [&second, &third] {
+        let filed_id = filed["id"].as_str().expect("id");
+        let res = api.get(&ada.token, &format!("/v1/reports/{filed_id}")).await;
+        let read: Value = res.json().await.expect("json");
+        assert_eq!(&read, filed, "a read answers what the create answered");
+        let audit = written
+            .query(
+                "SELECT actor_id::text, changed_fields::text FROM reports.audit_logs \
+                 WHERE resource_id = $1 AND action = 'report.create'",
+                &[&filed_id],
+            )
+            .await
+            .expect("audit");
+        assert_eq!(audit.len(), 1, "one audit row");
+        assert_eq!(audit[0].get::<_, Option<String>>(0).as_deref(), Some(ada.id.as_str()));
+        assert_eq!(
+            audit[0].get::<_, String>(1),
+            "{category,title,description,severity,occurred_at,location,anonymous}"
+        );
+        let events = written
+            .query(
+                "SELECT payload->>'status', payload->>'category' FROM reports.outbox \
+                 WHERE event_type = 'report.submitted' AND payload->>'report_id' = $1",
+                &[&filed_id],
+            )
+            .await
+            .expect("outbox");
+        assert_eq!(events.len(), 1, "one event");
+        assert_eq!(events[0].get::<_, String>(0), "submitted");
+        assert_eq!(Some(events[0].get::<_, String>(1).as_str()), filed["category"].as_str());
+    }
     assert_eq!(
         api.my_ids(&ada.token).await,
         [third["id"].clone(), second["id"].clone(), created["id"].clone()]
@@ -571,6 +606,30 @@ async fn moderation_moves_forward_and_keeps_anonymous_reporters_hidden(tp: &Test
     let filed = api.file(&gina, &anonymous).await;
     let id = filed["id"].as_str().expect("id").to_owned();
     let status_path = format!("/v1/admin/reports/{id}/status");
+    // Her second takes the one-statement path (she has a data key by now): its audit row names
+    // no one either.
+    let again = api.file(&gina, &anonymous).await;
+    let again_id = again["id"].as_str().expect("id");
+    let db = admin_db(tp).await;
+    let audit = db
+        .query(
+            "SELECT actor_id::text, ip, user_agent FROM reports.audit_logs WHERE resource_id = $1",
+            &[&again_id],
+        )
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1, "one audit row");
+    let who: (Option<String>, Option<String>, Option<String>) = (audit[0].get(0), audit[0].get(1), audit[0].get(2));
+    assert_eq!(who, (None, None, None), "an anonymous report's audit row names no one");
+    let events: i64 = db
+        .query_one(
+            "SELECT count(*) FROM reports.outbox WHERE payload->>'report_id' = $1",
+            &[&again_id],
+        )
+        .await
+        .expect("event")
+        .get(0);
+    assert_eq!(events, 1, "its event, with the report");
 
     let code = error_code(api.get(&gina.token, "/v1/admin/reports").await, 403).await;
     assert_eq!(code, "FORBIDDEN");

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{KeyError, Reports};
 use crate::alerts;
 use crate::domain::{
-    AuditEntry, Caller, Cell, IdempotencyKey, ListQuery, Location, LocationChange, NewReport, Page, Report,
-    ReportAttachment, ReportChanges, ReportDraft, ReportUpdate, Status, StoredReport,
+    AuditEntry, Caller, Cell, DomainEvent, Filed, IdempotencyKey, ListQuery, Location, LocationChange, NewReport, Page,
+    Report, ReportAttachment, ReportChanges, ReportDraft, ReportUpdate, Status, StoredReport,
 };
 use crate::events;
 use crate::store::idempotency::Claimed;
@@ -154,6 +154,60 @@ fn reporter_audit(
     }
 }
 
+/// `draft` as a new report of `user` under a fresh id, its columns sealed with `key`.
+fn sealed_row(key: &DataKey, user: Uuid, draft: &ReportDraft) -> NewReport {
+    let id = Uuid::new_v4();
+    NewReport {
+        id,
+        user_id: user,
+        category: draft.category,
+        severity: draft.severity,
+        title_ct: seal(key, TABLE, "title_ct", id, draft.title.as_bytes()),
+        description_ct: seal(key, TABLE, "description_ct", id, draft.description.as_bytes()),
+        location_ct: draft
+            .location
+            .as_ref()
+            .map(|l| seal(key, TABLE, "location_ct", id, &l.to_bytes())),
+        cell: draft.location.as_ref().map(public_cell),
+        anonymous: draft.anonymous,
+        occurred_at: draft.occurred_at,
+    }
+}
+
+/// What filing `new` writes beside it: its audit row and its `report.submitted` event.
+fn filing_records(caller: &Caller, new: &NewReport) -> (AuditEntry, DomainEvent) {
+    let fields = vec![
+        "category",
+        "title",
+        "description",
+        "severity",
+        "occurred_at",
+        "location",
+        "anonymous",
+    ];
+    let audit = reporter_audit(caller, new.anonymous, "report.create", new.id, fields);
+    (audit, events::submitted(new, Utc::now()))
+}
+
+/// The report as filed: the draft's clear values, the row's, and what the database gave it.
+fn filed_report(draft: ReportDraft, new: &NewReport, filed: Filed) -> Report {
+    Report {
+        id: new.id,
+        category: new.category.to_owned(),
+        title: draft.title,
+        description: draft.description,
+        severity: new.severity.to_owned(),
+        status: filed.status,
+        occurred_at: new.occurred_at,
+        location: draft.location,
+        anonymous: new.anonymous,
+        attachments: Vec::new(),
+        created_at: filed.created_at,
+        updated_at: filed.updated_at,
+        public_note: None,
+    }
+}
+
 /// The associated data's row of a stored response: the user and the key.
 fn response_row(user: Uuid, key: &IdempotencyKey) -> Vec<u8> {
     let mut row = user.as_bytes().to_vec();
@@ -171,6 +225,13 @@ impl Reports {
         idempotency: Option<IdempotencyKey>,
         encode: impl Fn(&Report) -> Vec<u8> + Send + Sync,
     ) -> Result<Created, ReportError> {
+        let draft = match idempotency {
+            Some(_) => draft,
+            None => match self.create_at_once(caller, draft).await? {
+                Ok(report) => return Ok(self.counted(Created::New(report))),
+                Err(draft) => draft,
+            },
+        };
         let mut conn = store::connection(&self.pool).await?;
         let (user, keys, caller) = (caller.user_id, self.keys.clone(), caller.clone());
         let encode = &encode;
@@ -197,33 +258,8 @@ impl Reports {
                     }
                 }
                 let key = keys.for_writing_from(conn, user, stored_key).await.map_err(refused)?;
-                let id = Uuid::new_v4();
-                let new = NewReport {
-                    id,
-                    user_id: user,
-                    category: draft.category,
-                    severity: draft.severity,
-                    title_ct: seal(&key, TABLE, "title_ct", id, draft.title.as_bytes()),
-                    description_ct: seal(&key, TABLE, "description_ct", id, draft.description.as_bytes()),
-                    location_ct: draft
-                        .location
-                        .as_ref()
-                        .map(|l| seal(&key, TABLE, "location_ct", id, &l.to_bytes())),
-                    cell: draft.location.as_ref().map(public_cell),
-                    anonymous: draft.anonymous,
-                    occurred_at: draft.occurred_at,
-                };
-                let fields = vec![
-                    "category",
-                    "title",
-                    "description",
-                    "severity",
-                    "occurred_at",
-                    "location",
-                    "anonymous",
-                ];
-                let audit = reporter_audit(&caller, draft.anonymous, "report.create", id, fields);
-                let event = events::submitted(&new, Utc::now());
+                let new = sealed_row(&key, user, &draft);
+                let (audit, event) = filing_records(&caller, &new);
                 // The report, its audit row and its event go out together (pipelined): one round
                 // trip instead of three. PostgreSQL still runs them one after the other, in this
                 // transaction, and a failure of any rolls back all.
@@ -233,21 +269,7 @@ impl Reports {
                     store::audit::insert(shared, &audit),
                     store::events::record(shared, event),
                 )?;
-                let report = Report {
-                    id,
-                    category: new.category.to_owned(),
-                    title: draft.title,
-                    description: draft.description,
-                    severity: new.severity.to_owned(),
-                    status: filed.status,
-                    occurred_at: new.occurred_at,
-                    location: draft.location,
-                    anonymous: new.anonymous,
-                    attachments: Vec::new(),
-                    created_at: filed.created_at,
-                    updated_at: filed.updated_at,
-                    public_note: None,
-                };
+                let report = filed_report(draft, &new, filed);
                 // The stored answer needs the row's times: after the insert.
                 if let Some(idem) = &idempotency {
                     let row = response_row(user, idem);
@@ -258,13 +280,41 @@ impl Reports {
             })
             .await
             .map_err(Abort::into_inner)?;
+        Ok(self.counted(created))
+    }
+
+    /// A create without an `Idempotency-Key` by a reporter who has a data key: two statements
+    /// and no transaction block (the scope and key, then `store::reports::file`: the report, its
+    /// audit row and its event in one statement), where the transaction took four round trips.
+    /// `Err(draft)` back when the reporter has no key yet: their first write makes it, in a
+    /// transaction. (Between the two statements the key may be erased, as it may between a
+    /// transaction's read of it and its insert: the report is then sealed under a key that is gone.)
+    async fn create_at_once(
+        &self,
+        caller: &Caller,
+        draft: ReportDraft,
+    ) -> Result<Result<Box<Report>, ReportDraft>, ReportError> {
+        let user = caller.user_id;
+        let mut conn = store::connection(&self.pool).await?;
+        let Some(wrapped) = store::data_keys::enter_scope_with_key(&mut conn, user).await? else {
+            return Ok(Err(draft));
+        };
+        let key = self.keys.unwrap(user, &wrapped).map_err(KeyError::from)?;
+        let new = sealed_row(&key, user, &draft);
+        let (audit, event) = filing_records(caller, &new);
+        let filed = store::reports::file(&mut conn, &new, &audit, event).await?;
+        Ok(Ok(Box::new(filed_report(draft, &new, filed))))
+    }
+
+    /// `created`, counted in `reports_created_total` when it is new.
+    fn counted(&self, created: Created) -> Created {
         if let Created::New(report) = &created {
             self.metrics
                 .created
                 .with_label_values(&[report.category.as_str()])
                 .inc();
         }
-        Ok(created)
+        created
     }
 
     /// A page of the caller's own live reports, newest first.

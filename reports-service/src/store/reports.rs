@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 use super::Conn;
 use super::schema::{moderation_notes, reports};
-use crate::domain::{Cell, Cursor, Filed, ListQuery, NewReport, Page, ReportUpdate, Status, StoredNote, StoredReport};
+use crate::domain::{
+    AuditEntry, Cell, Cursor, DomainEvent, Filed, ListQuery, NewReport, Page, ReportUpdate, Status, StoredNote,
+    StoredReport,
+};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = reports, check_for_backend(diesel::pg::Pg))]
@@ -78,6 +81,79 @@ pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<Filed, StoreE
         status,
         created_at,
         updated_at,
+    })
+}
+
+#[derive(QueryableByName)]
+struct FiledRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    updated_at: DateTime<Utc>,
+}
+
+/// Files `report` with its `audit` row and `event` in one statement, outside any transaction
+/// block: one round trip where `BEGIN`, the scope, the writes and `COMMIT` took four, and atomic
+/// as every statement is. The scope (what `enter_scope` sets, role `user`) comes first by data
+/// flow: the report's row is made from the scope's row, so row-level security checks the new row
+/// with the scope already set; the audit row and the event are made from the stored report, so
+/// they exist exactly when it does. The settings end with the statement. The outbox columns are
+/// `service_kit::outbox::enqueue`'s.
+pub async fn file(
+    conn: &mut Conn,
+    report: &NewReport,
+    audit: &AuditEntry,
+    event: DomainEvent,
+) -> Result<Filed, StoreError> {
+    use diesel::sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz};
+    let event = super::events::outbox_event(event);
+    let row: FiledRow = service_kit::statement::statement(
+        "WITH scope AS MATERIALIZED ( \
+             SELECT set_config('app.current_user_id', $1, true) AS user_id, set_config('app.role', 'user', true) AS role), \
+         report AS ( \
+             INSERT INTO reports.reports (id, user_id, category, severity, title_ct, description_ct, location_ct, \
+                 cell_lat, cell_lng, anonymous, occurred_at) \
+             SELECT $2, scope.user_id::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM scope \
+             RETURNING status, created_at, updated_at), \
+         audit AS ( \
+             INSERT INTO reports.audit_logs (actor_id, action, resource, resource_id, ip, user_agent, changed_fields) \
+             SELECT $12, $13, $14, $15, $16, $17, $18 FROM report), \
+         event AS ( \
+             INSERT INTO reports.outbox (event_id, event_type, occurred_at, traceparent, payload) \
+             SELECT $19, $20, $21, $22, $23 FROM report) \
+         SELECT status, created_at, updated_at FROM report",
+    )
+    .bind::<Text, _>(report.user_id.to_string())
+    .bind::<diesel::sql_types::Uuid, _>(report.id)
+    .bind::<Text, _>(report.category)
+    .bind::<Text, _>(report.severity)
+    .bind::<Bytea, _>(report.title_ct.as_slice())
+    .bind::<Bytea, _>(report.description_ct.as_slice())
+    .bind::<Nullable<Bytea>, _>(report.location_ct.as_deref())
+    .bind::<Nullable<Int4>, _>(report.cell.map(|c| c.lat))
+    .bind::<Nullable<Int4>, _>(report.cell.map(|c| c.lng))
+    .bind::<Bool, _>(report.anonymous)
+    .bind::<Timestamptz, _>(report.occurred_at)
+    .bind::<Nullable<diesel::sql_types::Uuid>, _>(audit.actor_id)
+    .bind::<Text, _>(audit.action)
+    .bind::<Text, _>(audit.resource)
+    .bind::<Nullable<Text>, _>(audit.resource_id.as_deref())
+    .bind::<Nullable<Text>, _>(audit.ip.as_deref())
+    .bind::<Nullable<Text>, _>(audit.user_agent.as_deref())
+    .bind::<Array<Text>, _>(audit.changed_fields.clone())
+    .bind::<diesel::sql_types::Uuid, _>(event.event_id)
+    .bind::<Text, _>(event.event_type)
+    .bind::<Timestamptz, _>(event.occurred_at)
+    .bind::<Text, _>(event.traceparent)
+    .bind::<Jsonb, _>(event.payload)
+    .get_result(conn)
+    .await?;
+    Ok(Filed {
+        status: row.status,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::ROUNDS;
-use super::incidents_sql::{self, NEARBY_POINT, NEARBY_RADIUS_M, PGBENCH_SCRIPT};
+use super::incidents_sql::{self, NEARBY_POINT, NEARBY_RADIUS_M, PGBENCH_SCRIPT, PGBENCH_SERVICE_SCRIPT};
 use super::oha::{Generator, Run, WARM_UP_SECONDS};
 use super::placement::{Placement, on_cpus};
 use super::procfs::{family_cpu, usage};
@@ -51,6 +51,8 @@ pub(super) struct Creates {
     pub(super) keyed: Vec<CreateRun>,
     /// pgbench's transactions per second, per run.
     pub(super) pgbench: Vec<f64>,
+    /// pgbench running the service's own two statements of a create, per run.
+    pub(super) pgbench_service: Vec<f64>,
     /// Rows in `reports.reports` when the creates began.
     pub(super) rows_before: i64,
     /// CPU µs per create answered 201, per process (oha as the client), over all runs of ours.
@@ -310,6 +312,8 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
 
     let script = stack.backing.dir().join("pgbench-create.sql");
     std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let service_script = stack.backing.dir().join("pgbench-service-create.sql");
+    std::fs::write(&service_script, PGBENCH_SERVICE_SCRIPT)?;
     let pgbench = devstack::find_program("pgbench").context("pgbench (PostgreSQL's client tools) is missing")?;
     let target = format!("{}?sslmode=require", stack.backing.reports_db()?.url);
     let load = placement.load.as_ref().unwrap_or(&placement.all);
@@ -327,6 +331,7 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
         ours: Vec::new(),
         keyed: Vec::new(),
         pgbench: Vec::new(),
+        pgbench_service: Vec::new(),
         rows_before,
         cpu_per_create: Vec::new(),
         postgres_per_transaction: 0.0,
@@ -365,6 +370,11 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
         pgbench_cpu += postgres_cpu(stack) - before;
         eprintln!("xtask: pgbench, the same inserts: {tps:.0} tps");
         measured.pgbench.push(tps);
+        let tps = on_cpus(load, || {
+            pgbench_run(&pgbench, &service_script, &target, generator.seconds)
+        })?;
+        eprintln!("xtask: pgbench, the service's two statements: {tps:.0} tps");
+        measured.pgbench_service.push(tps);
     }
     // Over every create of the runs (the warm-up second's too), and every pgbench transaction.
     let seconds = generator.seconds as f64;
