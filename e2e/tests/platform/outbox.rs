@@ -91,6 +91,16 @@ async fn create_events(tp: &TestPlatform, n: usize) -> Vec<String> {
     ids
 }
 
+/// Waits until the replica on `admin` has counted `n` deliveries: analytics stores an event before
+/// it answers, and the relay counts it only after that answer, so an event can be seen arriving
+/// a moment before the counter moves.
+async fn delivered_at_least(admin: u16, n: u64, what: &str) {
+    eventually(what, Duration::from_secs(10), || async move {
+        (metric(admin, "outbox_delivered_total") >= n).then_some(())
+    })
+    .await;
+}
+
 /// Inserts `events` (id, type, payload) into `reports.outbox` in one statement, so the relay
 /// finds them in one batch.
 async fn enqueue(reports: &tokio_postgres::Client, events: &[(&str, &str, &serde_json::Value)]) {
@@ -199,7 +209,7 @@ async fn every_event_arrives_exactly_once_across_an_analytics_outage() {
     })
     .await;
     assert_eq!(metric(admin, "outbox_dead_total"), 0);
-    assert!(metric(admin, "outbox_delivered_total") >= 15);
+    delivered_at_least(admin, 15, "the outage's events counted").await;
     assert_eq!(metric(admin, "outbox_relay_leader"), 1);
 
     // The envelope arrived whole: producer, type, payload, traceparent.
@@ -384,14 +394,14 @@ async fn one_replica_relays_and_another_takes_over_when_it_dies() {
         0,
         "only the holder delivers"
     );
-    assert!(metric(first_admin, "outbox_delivered_total") >= 5);
+    delivered_at_least(first_admin, 5, "the first replica's deliveries counted").await;
 
     // The holder dies: its session ends, the lock with it, and the standby takes over.
     tp.platform.reports.kill();
     let events = create_events(&tp, 5).await;
     wait_arrived(&analytics, &events, "events through the second replica").await;
     assert_eq!(metric(second_admin, "outbox_relay_leader"), 1);
-    assert!(metric(second_admin, "outbox_delivered_total") >= 5);
+    delivered_at_least(second_admin, 5, "the second replica's deliveries counted").await;
 
     // The lock's connection is cut under the relay: it connects again, takes the lock again, and
     // goes on.
