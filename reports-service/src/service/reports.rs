@@ -260,15 +260,8 @@ impl Reports {
                 let key = keys.for_writing_from(conn, user, stored_key).await.map_err(refused)?;
                 let new = sealed_row(&key, user, &draft);
                 let (audit, event) = filing_records(&caller, &new);
-                // The report, its audit row and its event go out together (pipelined): one round
-                // trip instead of three. PostgreSQL still runs them one after the other, in this
-                // transaction, and a failure of any rolls back all.
-                let shared: &Conn = conn;
-                let (filed, (), ()) = tokio::try_join!(
-                    store::reports::insert(shared, &new),
-                    store::audit::insert(shared, &audit),
-                    store::events::record(shared, event),
-                )?;
+                // The report, its audit row and its event in one statement, as without a key.
+                let filed = store::reports::file(conn, &new, &audit, event).await?;
                 let report = filed_report(draft, &new, filed);
                 // The stored answer needs the row's times: after the insert.
                 if let Some(idem) = &idempotency {

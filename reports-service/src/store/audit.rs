@@ -8,7 +8,7 @@ use super::Conn;
 use super::schema::audit_logs;
 use crate::domain::AuditEntry;
 
-/// Takes a shared connection, so the writes that follow a create can go out together (pipelined).
+/// Takes a shared connection, so it can be pipelined with the statements of its transaction.
 pub async fn insert(mut conn: &Conn, entry: &AuditEntry) -> Result<(), StoreError> {
     diesel::insert_into(audit_logs::table)
         .values((

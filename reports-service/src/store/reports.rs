@@ -56,34 +56,6 @@ impl From<ReportRow> for StoredReport {
     }
 }
 
-/// Stores `report` (status `submitted`); what the database gave it (the row's other columns are
-/// the caller's, so they are not sent back). Takes a shared connection, so that the create's
-/// audit row and event can go out with it (pipelined).
-pub async fn insert(mut conn: &Conn, report: &NewReport) -> Result<Filed, StoreError> {
-    let (status, created_at, updated_at) = diesel::insert_into(reports::table)
-        .values((
-            reports::id.eq(report.id),
-            reports::user_id.eq(report.user_id),
-            reports::category.eq(report.category),
-            reports::severity.eq(report.severity),
-            reports::title_ct.eq(&report.title_ct),
-            reports::description_ct.eq(&report.description_ct),
-            reports::location_ct.eq(report.location_ct.as_deref()),
-            reports::cell_lat.eq(report.cell.map(|c| c.lat)),
-            reports::cell_lng.eq(report.cell.map(|c| c.lng)),
-            reports::anonymous.eq(report.anonymous),
-            reports::occurred_at.eq(report.occurred_at),
-        ))
-        .returning((reports::status, reports::created_at, reports::updated_at))
-        .get_result(&mut conn)
-        .await?;
-    Ok(Filed {
-        status,
-        created_at,
-        updated_at,
-    })
-}
-
 #[derive(QueryableByName)]
 struct FiledRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -94,13 +66,13 @@ struct FiledRow {
     updated_at: DateTime<Utc>,
 }
 
-/// Files `report` with its `audit` row and `event` in one statement, outside any transaction
-/// block: one round trip where `BEGIN`, the scope, the writes and `COMMIT` took four, and atomic
-/// as every statement is. The scope (what `enter_scope` sets, role `user`) comes first by data
-/// flow: the report's row is made from the scope's row, so row-level security checks the new row
-/// with the scope already set; the audit row and the event are made from the stored report, so
-/// they exist exactly when it does. The settings end with the statement. The outbox columns are
-/// `service_kit::outbox::enqueue`'s.
+/// Files `report` (status `submitted`) with its `audit` row and `event` in one statement, atomic
+/// as every statement is: outside a transaction block one round trip where `BEGIN`, the scope,
+/// the writes and `COMMIT` took four; inside one, a keyed create's. The scope (what `enter_scope`
+/// sets, role `user`) comes first by data flow: the report's row is made from the scope's row, so
+/// row-level security checks the new row with the scope already set; the audit row and the event
+/// are made from the stored report, so they exist exactly when it does. Outside a transaction the
+/// settings end with the statement. The outbox columns are `service_kit::outbox::enqueue`'s.
 pub async fn file(
     conn: &mut Conn,
     report: &NewReport,
