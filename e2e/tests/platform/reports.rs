@@ -860,6 +860,29 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
     let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
     assert!(refusal.contains("row-level security policy"), "{forged:?}");
     db.batch_execute("ROLLBACK").await.expect("rollback");
+    // Nor the per-cell summary the query starts from.
+    let forged = db
+        .execute(
+            "INSERT INTO reports.alert_cells (cell_lat, cell_lng, newest) VALUES (0, 0, now())",
+            &[],
+        )
+        .await
+        .expect_err("the runtime role cannot write the summary");
+    let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(refusal.contains("row-level security policy"), "{forged:?}");
+
+    // The summary follows the projection: the cell's row holds its two alerts' times.
+    let admin = admin_db(tp).await;
+    let cell = admin
+        .query_one("SELECT cell_lat, cell_lng FROM reports.reports WHERE id = $1::text::uuid", &[&cyber])
+        .await
+        .expect("the cell");
+    let (cell_lat, cell_lng): (i32, i32) = (cell.get(0), cell.get(1));
+    assert_eq!(
+        alert_cell(&admin, cell_lat, cell_lng).await.map(|(_, second)| second.is_some()),
+        Some(true)
+    );
+    assert_eq!(alert_cells_out_of_step(&admin).await, 0);
 
     // Dismissed by a moderator, withdrawn by its reporter: gone from the alerts either way.
     let res = api
@@ -871,9 +894,53 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
         .await;
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(alert_categories(api, lat, lng).await, ["cyber"]);
+    assert_eq!(
+        alert_cell(&admin, cell_lat, cell_lng).await.map(|(_, second)| second.is_some()),
+        Some(false)
+    );
     let res = api.delete(&quinn.token, &format!("/v1/reports/{cyber}")).await;
     assert_eq!(res.status().as_u16(), 204);
     assert!(alert_categories(api, lat, lng).await.is_empty());
+    assert_eq!(
+        alert_cell(&admin, cell_lat, cell_lng).await,
+        None,
+        "a cell without alerts has no row"
+    );
+    assert_eq!(alert_cells_out_of_step(&admin).await, 0);
+}
+
+/// A cell's row in `alert_cells`: its newest alert's time and the one before, as text.
+async fn alert_cell(admin: &tokio_postgres::Client, lat: i32, lng: i32) -> Option<(String, Option<String>)> {
+    admin
+        .query_opt(
+            "SELECT newest::text, second::text FROM reports.alert_cells WHERE cell_lat = $1 AND cell_lng = $2",
+            &[&lat, &lng],
+        )
+        .await
+        .expect("alert_cells")
+        .map(|row| (row.get(0), row.get(1)))
+}
+
+/// Cells whose row in `alert_cells` is not the times of their newest two rows of
+/// `public_alerts`, either way (a row too many, one missing, other times). One statement, so one
+/// snapshot: the triggers change both tables in the same transaction.
+async fn alert_cells_out_of_step(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "WITH truth AS (SELECT c.cell_lat, c.cell_lng, t.times[1] AS newest, t.times[2] AS second \
+               FROM (SELECT DISTINCT cell_lat, cell_lng FROM reports.public_alerts) AS c \
+               CROSS JOIN LATERAL (SELECT array_agg(p.occurred_at ORDER BY p.occurred_at DESC) AS times \
+                 FROM (SELECT occurred_at FROM reports.public_alerts a \
+                       WHERE a.cell_lat = c.cell_lat AND a.cell_lng = c.cell_lng \
+                       ORDER BY a.occurred_at DESC LIMIT 2) AS p) AS t), \
+             kept AS (SELECT cell_lat, cell_lng, newest, second FROM reports.alert_cells) \
+             SELECT (SELECT count(*) FROM (SELECT * FROM truth EXCEPT SELECT * FROM kept) AS a) \
+                  + (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM truth) AS b)",
+            &[],
+        )
+        .await
+        .expect("alert_cells against public_alerts")
+        .get(0)
 }
 
 /// The nearby query reads each cell's newest two, takes a time from them, then each cell's
@@ -920,6 +987,40 @@ async fn nearby_alerts_are_the_newest_across_every_cell(tp: &TestPlatform, api: 
     hours_ago.sort_unstable();
     assert_eq!(hours_ago, (1..=20).collect::<Vec<i64>>(), "{alerts}");
     assert!(newest_first, "{alerts}");
+
+    // Fewer than 20 times in the cells' summary (one busy cell of 25, hours 2 to 26 ago, beside
+    // one of a single report an hour ago): the query falls back to the window's start and must
+    // still read the busy cell's newest 19.
+    db.batch_execute(
+        "INSERT INTO reports.reports (id, user_id, category, severity, status, title_ct, description_ct, \
+         cell_lat, cell_lng, anonymous, occurred_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'other', 'low', 'resolved', '\\x00', '\\x00', \
+                2000, 2000 + (h = 1)::int, false, \
+                date_trunc('hour', now()) - h * interval '1 hour' + interval '1 minute' \
+         FROM generate_series(1, 26) AS h",
+    )
+    .await
+    .expect("seed");
+    let alerts = api
+        .http
+        .get(api.url("/v1/alerts/nearby?lat=20.0&lng=20.005&radius_m=5000"))
+        .send()
+        .await
+        .expect("alerts")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let hours_ago: Vec<i64> = alerts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| {
+            let at = a["occurred_at"].as_str().expect("occurred_at");
+            (now_hour - chrono::DateTime::parse_from_rfc3339(at).expect("rfc3339").timestamp()) / 3600
+        })
+        .collect();
+    assert_eq!(hours_ago, (1..=20).collect::<Vec<i64>>(), "newest first: {alerts}");
+    assert_eq!(alert_cells_out_of_step(&db).await, 0);
 }
 
 async fn sealed_columns_are_not_plaintext_and_do_not_open_elsewhere(tp: &TestPlatform, api: &Api) {

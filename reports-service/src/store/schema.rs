@@ -84,5 +84,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reports.alert_cells (cell_lat, cell_lng) {
+        cell_lat -> Int4,
+        cell_lng -> Int4,
+        newest -> Timestamptz,
+        second -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(attachments -> reports (report_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, reports);
