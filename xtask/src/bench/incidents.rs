@@ -1,5 +1,6 @@
 //! The incident-report rows of issue 18, measured on the protected replica: the own-report list
-//! and nearby alerts with 1 000 reports in the table and then with 1 000 000 (seeded with SQL),
+//! and nearby alerts with 1 000 000 reports in the table (seeded with SQL) against a second
+//! replica whose own database holds 1 000, the two sizes' rounds taking turns,
 //! and end-to-end creates beside pgbench running the same three inserts on the same PostgreSQL at
 //! the same concurrency. (The memory of 20 concurrent uploads is measured in `uploads`.)
 
@@ -85,6 +86,8 @@ pub(super) struct Flatness {
 /// Rounds at one size of the table.
 pub(super) struct Size {
     pub(super) rows: i64,
+    /// The gateway in front of this table.
+    pub(super) base: String,
     pub(super) list: Vec<Run>,
     pub(super) nearby: Vec<Run>,
     /// Alerts one nearby request answered.
@@ -98,13 +101,16 @@ pub(super) struct Plan {
     pub(super) large_ms: f64,
 }
 
-pub(super) const PLAN_SERVED: &str = "as served: two passes over the box's cells (a time from each cell's newest two)";
-pub(super) const PLAN_ONE_PASS: &str = "one pass: each cell's newest 20 (the form before this report)";
+pub(super) const PLAN_SERVED: &str =
+    "as served: the box's cells from `alert_cells` give a time, then the cells that recent from the index";
+pub(super) const PLAN_TWO_PASS: &str =
+    "two passes over the index, each cell's newest two giving the time (the form before migration 000015)";
+pub(super) const PLAN_ONE_PASS: &str = "one pass over the index: each cell's newest 20 (the form before the two passes)";
 pub(super) const PLAN_RANGE: &str = "one range scan over the box of `public_alerts` (the form before migration 000012)";
 
 /// The list and nearby rounds at both sizes, then the creates on the large table.
 pub(super) async fn measure(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> Incidents {
-    let flat = flatness(generator, stack)
+    let flat = flatness(generator, stack, placement)
         .await
         .inspect_err(|e| eprintln!("xtask: the list and nearby rows failed: {e:#}"))
         .map_err(|e| format!("{e:#}"));
@@ -167,7 +173,7 @@ async fn seed_to(db: &tokio_postgres::Client, rows: u32) -> anyhow::Result<()> {
     // would otherwise write out while the large table's rounds run, slowing every query of
     // them (the own-report list's p99 grew by 2 ms with it) for a reason that is not the size.
     // Two calls: several statements in one are one transaction, where VACUUM cannot run.
-    db.batch_execute("VACUUM ANALYZE reports.reports, reports.public_alerts")
+    db.batch_execute("VACUUM ANALYZE reports.reports, reports.public_alerts, reports.alert_cells")
         .await
         .context("VACUUM ANALYZE after seeding")?;
     db.batch_execute("CHECKPOINT")
@@ -182,37 +188,55 @@ async fn seed_to(db: &tokio_postgres::Client, rows: u32) -> anyhow::Result<()> {
         .context("sync after seeding")?
 }
 
-async fn flatness(generator: &Generator<'_>, stack: &Stack) -> anyhow::Result<Flatness> {
+/// The list and nearby rows: the small table in the second-table replica's database, the large
+/// one in `bench`, each replica reading its own; the rounds of the two sizes take turns.
+async fn flatness(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> anyhow::Result<Flatness> {
+    let mut second = stack.second_table_replica(placement).await?;
+    let flat = flatness_on(generator, stack, &second.base).await;
+    second.platform.stop();
+    flat
+}
+
+async fn flatness_on(generator: &Generator<'_>, stack: &Stack, small_base: &str) -> anyhow::Result<Flatness> {
     let ca = stack.backing.ca();
-    let base = &stack.protected.base;
+    let large_base = &stack.protected.base;
     let http = http_client(&ca, 1)?;
-    let token = stack::session(base, &ca, LISTER).await?;
-    let url = format!("{base}/v1/reports");
+    // One account (auth-service's database is shared), with its own reports in each table.
+    let token = stack::session(large_base, &ca, LISTER).await?;
     let body = report_body();
-    for _ in 0..OWN_REPORTS {
-        let status = create(&http, &url, &token, &body).await?;
-        anyhow::ensure!(status == 201, "a report of the measured reporter: {status}");
+    for base in [small_base, large_base.as_str()] {
+        let url = format!("{base}/v1/reports");
+        for _ in 0..OWN_REPORTS {
+            let status = create(&http, &url, &token, &body).await?;
+            anyhow::ensure!(status == 201, "a report of the measured reporter: {status}");
+        }
     }
-    let db = crate::provision::connect(&stack.backing.superuser_url()).await?;
+    let small_db = crate::provision::connect(&stack.backing.second_table_superuser_url()).await?;
+    let large_db = crate::provision::connect(&stack.backing.superuser_url()).await?;
 
-    seed_to(&db, SMALL).await?;
-    let small = size(generator, &db, &http, base, &token).await?;
-    let small_plans = plans(&db).await?;
-
+    seed_to(&small_db, SMALL).await?;
     let started = Instant::now();
-    seed_to(&db, LARGE).await?;
+    seed_to(&large_db, LARGE).await?;
     let seeding_seconds = started.elapsed().as_secs_f64();
-    let large = size(generator, &db, &http, base, &token).await?;
-    let large_plans = plans(&db).await?;
-    let plans = small_plans
-        .into_iter()
-        .zip(large_plans)
-        .map(|((name, small_ms), (_, large_ms))| Plan {
-            name,
-            small_ms,
-            large_ms,
-        })
-        .collect();
+
+    let mut small = Size::checked(&small_db, &http, small_base, &token).await?;
+    let mut large = Size::checked(&large_db, &http, large_base, &token).await?;
+    // Each round runs both sizes back to back, the one that goes first changing every round, so
+    // a slow spell of the host (neighbours, its memory reclaim paging out what sat idle) falls on
+    // both rather than on whichever size ran then.
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 {
+            [&mut small, &mut large]
+        } else {
+            [&mut large, &mut small]
+        };
+        let [first, then] = order;
+        first.round(generator, &token, Request::List)?;
+        then.round(generator, &token, Request::List)?;
+        then.round(generator, &token, Request::Nearby)?;
+        first.round(generator, &token, Request::Nearby)?;
+    }
+    let plans = plans(&small_db, &large_db).await?;
     Ok(Flatness {
         small,
         large,
@@ -221,81 +245,136 @@ async fn flatness(generator: &Generator<'_>, stack: &Stack) -> anyhow::Result<Fl
     })
 }
 
-/// [`ROUNDS`] of the list and of nearby alerts at [`FLAT_RATE`], taking turns.
-async fn size(
-    generator: &Generator<'_>,
-    db: &tokio_postgres::Client,
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-) -> anyhow::Result<Size> {
-    let (lat, lng) = NEARBY_POINT;
-    let nearby = format!("{base}/v1/alerts/nearby?lat={lat}&lng={lng}&radius_m={NEARBY_RADIUS_M}");
-    let list = format!("{base}/v1/reports?limit=20");
-    let answer: Value = http.get(&nearby).send().await?.error_for_status()?.json().await?;
-    let alerts = answer["items"].as_array().map_or(0, Vec::len);
-    let page: Value = http
-        .get(&list)
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        page["items"].as_array().map_or(0, Vec::len) == 20,
-        "the measured reporter's first page: {page}"
-    );
-    let with_token = ["-H".to_owned(), format!("Authorization: Bearer {token}")];
-    let mut size = Size {
-        rows: table_rows(db).await?,
-        list: Vec::new(),
-        nearby: Vec::new(),
-        alerts,
-    };
-    for _ in 0..ROUNDS {
-        size.list
-            .push(generator.run(&list, &with_token, FLAT_CONNECTIONS, Some(FLAT_RATE), None)?);
-        size.nearby
-            .push(generator.run(&nearby, &[], FLAT_CONNECTIONS, Some(FLAT_RATE), None)?);
-    }
-    Ok(size)
+#[derive(Clone, Copy)]
+enum Request {
+    List,
+    Nearby,
 }
 
-/// Median execution time (ms) of `sql` under EXPLAIN ANALYZE, over [`PLAN_RUNS`] runs.
-async fn execution_ms(db: &tokio_postgres::Client, sql: &str) -> anyhow::Result<f64> {
-    let mut times = Vec::with_capacity(PLAN_RUNS);
-    for _ in 0..PLAN_RUNS {
-        let rows = db
-            .simple_query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"))
-            .await
-            .with_context(|| format!("EXPLAIN ANALYZE {sql}"))?;
-        let time = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
-                _ => None,
-            })
-            .find_map(|line| line.trim().strip_prefix("Execution Time: "))
-            .and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok())
-            .context("EXPLAIN ANALYZE gave no execution time")?;
-        times.push(time);
+impl Size {
+    /// The size behind the gateway at `base`, with a check that both requests answer as measured:
+    /// the reporter's first page is full, and how many alerts one nearby request gives.
+    async fn checked(
+        db: &tokio_postgres::Client,
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+    ) -> anyhow::Result<Self> {
+        let answer: Value = http
+            .get(nearby_url(base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let alerts = answer["items"].as_array().map_or(0, Vec::len);
+        let page: Value = http
+            .get(list_url(base))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::ensure!(
+            page["items"].as_array().map_or(0, Vec::len) == 20,
+            "the measured reporter's first page at {base}: {page}"
+        );
+        Ok(Self {
+            rows: table_rows(db).await?,
+            base: base.to_owned(),
+            list: Vec::new(),
+            nearby: Vec::new(),
+            alerts,
+        })
     }
+
+    /// One round of `request` at [`FLAT_RATE`].
+    fn round(&mut self, generator: &Generator<'_>, token: &str, request: Request) -> anyhow::Result<()> {
+        match request {
+            Request::List => {
+                let with_token = ["-H".to_owned(), format!("Authorization: Bearer {token}")];
+                let run = generator.run(
+                    &list_url(&self.base),
+                    &with_token,
+                    FLAT_CONNECTIONS,
+                    Some(FLAT_RATE),
+                    None,
+                )?;
+                self.list.push(run);
+            }
+            Request::Nearby => {
+                let run = generator.run(&nearby_url(&self.base), &[], FLAT_CONNECTIONS, Some(FLAT_RATE), None)?;
+                self.nearby.push(run);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list_url(base: &str) -> String {
+    format!("{base}/v1/reports?limit=20")
+}
+
+fn nearby_url(base: &str) -> String {
+    let (lat, lng) = NEARBY_POINT;
+    format!("{base}/v1/alerts/nearby?lat={lat}&lng={lng}&radius_m={NEARBY_RADIUS_M}")
+}
+
+/// Median execution times (ms) of `sql` under EXPLAIN ANALYZE in the small and the large table,
+/// over [`PLAN_RUNS`] runs each, taking turns.
+async fn execution_ms(
+    small: &tokio_postgres::Client,
+    large: &tokio_postgres::Client,
+    sql: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let mut times = (Vec::with_capacity(PLAN_RUNS), Vec::with_capacity(PLAN_RUNS));
+    for _ in 0..PLAN_RUNS {
+        times.0.push(explained_ms(small, sql).await?);
+        times.1.push(explained_ms(large, sql).await?);
+    }
+    Ok((median(times.0), median(times.1)))
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
+}
+
+/// The execution time (ms) EXPLAIN ANALYZE gives for one run of `sql`.
+async fn explained_ms(db: &tokio_postgres::Client, sql: &str) -> anyhow::Result<f64> {
+    let rows = db
+        .simple_query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"))
+        .await
+        .with_context(|| format!("EXPLAIN ANALYZE {sql}"))?;
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .find_map(|line| line.trim().strip_prefix("Execution Time: "))
+        .and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok())
+        .context("EXPLAIN ANALYZE gave no execution time")
 }
 
 /// The nearby query as reports-service sends it (cell by cell from the covering index), and the
-/// one range scan over the box it replaced, on the schema as migrated.
-async fn plans(db: &tokio_postgres::Client) -> anyhow::Result<Vec<(&'static str, f64)>> {
-    let served = execution_ms(db, &incidents_sql::nearby_two_pass()).await?;
-    let one_pass = execution_ms(db, &incidents_sql::nearby_per_cell()).await?;
-    let range = execution_ms(db, &incidents_sql::nearby_range_scan()).await?;
-    Ok(vec![
-        (PLAN_SERVED, served),
-        (PLAN_ONE_PASS, one_pass),
-        (PLAN_RANGE, range),
-    ])
+/// forms it replaced, on the schema as migrated, in both tables.
+async fn plans(small: &tokio_postgres::Client, large: &tokio_postgres::Client) -> anyhow::Result<Vec<Plan>> {
+    let mut plans = Vec::new();
+    for (name, sql) in [
+        (PLAN_SERVED, incidents_sql::nearby_served()),
+        (PLAN_TWO_PASS, incidents_sql::nearby_two_pass()),
+        (PLAN_ONE_PASS, incidents_sql::nearby_per_cell()),
+        (PLAN_RANGE, incidents_sql::nearby_range_scan()),
+    ] {
+        let (small_ms, large_ms) = execution_ms(small, large, &sql).await?;
+        plans.push(Plan {
+            name,
+            small_ms,
+            large_ms,
+        });
+    }
+    Ok(plans)
 }
 
 async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement) -> anyhow::Result<Creates> {

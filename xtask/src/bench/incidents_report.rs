@@ -276,7 +276,7 @@ impl Flatness {
         let (lat, lng) = NEARBY_POINT;
         let _ = writeln!(
             report,
-            "\n### Own-report list and nearby alerts, {SMALL} reports against {LARGE}\n\nThe measured reporter filed {OWN_REPORTS} reports through the API; the rest of the table is seeded with SQL: reports of 50 000 users spread over a 40 × 60 km region, occurred within the 30-day alert window, two thirds `under_review` or `resolved`, 2% withdrawn, sealed columns of random bytes (seeding the large table, VACUUM ANALYZE, CHECKPOINT and `sync` took {:.0} s: each size's rounds start with nothing left to write). Each request at a fixed {FLAT_RATE} req/s with latency correction (oha, steady state), {ROUNDS} rounds taking turns; p50 / p99 ms of the round with the median p99, and the range of the p99s.\n",
+            "\n### Own-report list and nearby alerts, {SMALL} reports against {LARGE}\n\nBoth tables exist at once, so that the two sizes' rounds take turns: the large one in database `bench` behind the protected replica, the small one in a database of its own behind a second replica configured the same (its reports-service alone on the other database; the other services, Redis and PostgreSQL shared). In each, the measured reporter filed {OWN_REPORTS} reports through the API; the rest of the table is seeded with SQL: reports of 50 000 users spread over a 40 × 60 km region, occurred within the 30-day alert window, two thirds `under_review` or `resolved`, 2% withdrawn, sealed columns of random bytes (seeding the large table, VACUUM ANALYZE, CHECKPOINT and `sync` took {:.0} s: the rounds start with nothing left to write). Each request at a fixed {FLAT_RATE} req/s with latency correction (oha, steady state), {ROUNDS} rounds, each running both sizes back to back, the first alternating (a slow spell of the host falls on both sizes); p50 / p99 ms of the round with the median p99, and the range of the p99s.\n",
             self.seeding_seconds
         );
         let _ = writeln!(
@@ -315,7 +315,7 @@ impl Flatness {
         if !self.plans.is_empty() {
             let _ = writeln!(
                 report,
-                "\nThe nearby query alone in PostgreSQL, on the projection `public_alerts` (EXPLAIN ANALYZE as the superuser; median execution time of 30 runs). As served, each cell's newest two give a time at least 20 reports reach, then each cell's newest from that time on are merged; the one-pass form reads each cell's newest 20; the range scan reads every public report of the window in the box and sorts them. All read the index alone (`INCLUDE (status, category, severity)`):\n"
+                "\nThe nearby query alone in PostgreSQL, on the projection `public_alerts` (EXPLAIN ANALYZE as the superuser; median execution time of 30 runs, the two tables taking turns). As served, the box's rows of the per-cell summary `alert_cells` (each cell's newest two times) give a time at least 20 reports reach, then the cells whose newest is that recent (at most 20) are read from that time on and merged; the two-pass form took each cell's newest two from the index instead (a descent per cell of the box); the one-pass form reads each cell's newest 20; the range scan reads every public report of the window in the box and sorts them. All read the projection's index alone (`INCLUDE (status, category, severity)`):\n"
             );
             let _ = writeln!(
                 report,
@@ -358,6 +358,7 @@ mod tests {
     fn size(rows: i64, list_p99: [f64; 3], nearby_p99: [f64; 3], alerts: usize) -> Size {
         Size {
             rows,
+            base: "https://localhost:1".to_owned(),
             list: list_p99.iter().map(|p99| run(1.0, *p99, 100)).collect(),
             nearby: nearby_p99.iter().map(|p99| run(1.0, *p99, 100)).collect(),
             alerts,

@@ -1,6 +1,6 @@
 //! The SQL of the incident-report rows: seeding `reports.reports` with realistic rows, pgbench's
 //! script doing a create's three inserts, and the nearby-alerts query as reports-service runs it
-//! beside the range scan it replaced, both on the projection `public_alerts`. Text only, so it
+//! (the summary `alert_cells`, then the projection `public_alerts`) beside the forms it replaced. Text only, so it
 //! can be read and tested alone.
 
 /// Where the seeded reports are: a city-sized region of grid cells (0.01 degree each, as
@@ -121,8 +121,36 @@ pub(super) fn nearby_per_cell() -> String {
     )
 }
 
-/// The query as reports-service's store sends it (`store::alert_rows`): each cell's newest two
-/// give a time that at least 20 reports reach; then each cell's newest from that time on.
+/// The query as reports-service's store sends it (`store::alert_rows`): the box's cells from the
+/// summary `alert_cells` (each cell's newest two times) give a time that at least 20 reports
+/// reach; then, from the index of `public_alerts`, the newest from that time on of the cells
+/// whose newest is that recent.
+pub(super) fn nearby_served() -> String {
+    let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
+    format!(
+        "WITH cells AS MATERIALIZED ( \
+             SELECT c.cell_lat, c.cell_lng, c.newest, c.second FROM reports.alert_cells c \
+             WHERE c.cell_lat BETWEEN {lat_lo} AND {lat_hi} AND c.cell_lng BETWEEN {lng_lo} AND {lng_hi} \
+               AND c.newest >= now() - interval '30 days'), \
+         cutoff AS (SELECT coalesce(( \
+             SELECT t.at FROM ( \
+                 SELECT newest AS at FROM cells \
+                 UNION ALL SELECT second FROM cells WHERE second >= now() - interval '30 days') AS t \
+             ORDER BY t.at DESC OFFSET 19 LIMIT 1), now() - interval '30 days') AS since) \
+         SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
+         FROM cells c CROSS JOIN cutoff CROSS JOIN LATERAL ( \
+             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
+             WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
+               AND r.status = ANY(ARRAY['under_review', 'resolved']) AND r.occurred_at >= cutoff.since \
+             ORDER BY r.occurred_at DESC LIMIT 20) AS a \
+         WHERE c.newest >= cutoff.since \
+         ORDER BY a.occurred_at DESC LIMIT 20"
+    )
+}
+
+/// The form before migration 000015: each cell's newest two, read from the index of
+/// `public_alerts` (a descent per cell of the box), give the time; then each cell's newest from
+/// that time on.
 pub(super) fn nearby_two_pass() -> String {
     let ((lat_lo, lat_hi), (lng_lo, lng_hi)) = nearby_cells();
     format!(

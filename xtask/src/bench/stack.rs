@@ -1,6 +1,7 @@
 //! The stack under load: the release binaries twice, with the edge checks on and off, sharing one
 //! PostgreSQL and one Redis like two replicas, and nginx as the reference gateway; each replica
-//! with a session of its own for the protected routes.
+//! with a session of its own for the protected routes. The incident rows add a third replica, like
+//! the protected one but with reports-service on a database of its own (a table of another size).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,10 @@ pub(super) const PASSWORD: &str = "correct horse battery staple";
 /// The account each replica registers for its session.
 pub(super) const PROTECTED_ACCOUNT: &str = "bench-protected@example.org";
 const CHECKS_OFF_ACCOUNT: &str = "bench-unprotected@example.org";
+/// The account the second-table replica registers (it shares auth-service's database).
+const SECOND_TABLE_ACCOUNT: &str = "bench-second-table@example.org";
+/// The database of the second-table replica's reports-service.
+const SECOND_TABLE_DATABASE: &str = "bench_second";
 
 /// Policies are evaluated on every request but set high enough never to refuse: the cost of the
 /// check is measured, not the refusals. A million per second, however long the runs: a million
@@ -67,6 +72,7 @@ pub(super) struct Backing {
     /// Every service's roles and URLs in database `bench`.
     dbs: Vec<ServiceDb>,
     dir: PathBuf,
+    bins: PathBuf,
 }
 
 impl Backing {
@@ -84,6 +90,12 @@ impl Backing {
     /// row-level security, which the table forces on its owner too.
     pub(super) fn superuser_url(&self) -> String {
         self.pg.admin_url("bench")
+    }
+
+    /// The cluster's superuser in the second-table replica's database (see
+    /// [`Stack::second_table_replica`]).
+    pub(super) fn second_table_superuser_url(&self) -> String {
+        self.pg.admin_url(SECOND_TABLE_DATABASE)
     }
 
     /// reports-service's roles and URLs.
@@ -122,7 +134,7 @@ impl Stack {
         )?;
         let redis = Redis::start(&dir.join("redis"), crate::free_port()?, false)?;
         let bins = crate::workspace_root().join("target").join("release");
-        let dbs = databases(&pg, &bins).await?;
+        let dbs = databases(&pg, &bins, "bench", "bench_", &SERVICES).await?;
         let nginx = Nginx::start(
             &dir.join("nginx"),
             crate::free_port()?,
@@ -138,17 +150,45 @@ impl Stack {
             secrets,
             dbs,
             dir,
+            bins,
         };
         let threads = service_threads(cpus_of(&placement.stack).len());
         // Both replicas at once, so that their runs take turns and meet the same spells of the host.
-        let protected = Replica::start(&backing, &bins, PROTECTED_ACCOUNT, &[], threads).await?;
-        let checks_off = Replica::start(&backing, &bins, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV, threads).await?;
+        let protected = Replica::start(&backing, &backing.dbs, PROTECTED_ACCOUNT, &[], threads).await?;
+        let checks_off =
+            Replica::start(&backing, &backing.dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV, threads).await?;
         Ok(Self {
             protected,
             checks_off,
             nginx,
             backing,
         })
+    }
+
+    /// A replica configured as the protected one, ready, whose reports-service serves a database
+    /// of its own (`bench_second`, provisioned and migrated here; the other services share
+    /// `bench`): the list and nearby rows hold their small table there and the large one in
+    /// `bench`, so that the two sizes' rounds can take turns and meet the same spells of the host.
+    /// The caller stops it.
+    pub(super) async fn second_table_replica(&self, placement: &Placement) -> anyhow::Result<Replica> {
+        let backing = &self.backing;
+        let reports = databases(
+            &backing.pg,
+            &backing.bins,
+            SECOND_TABLE_DATABASE,
+            "bench_second_",
+            &["reports"],
+        )
+        .await?;
+        let dbs: Vec<ServiceDb> = backing
+            .dbs
+            .iter()
+            .filter(|db| db.service != "reports")
+            .cloned()
+            .chain(reports)
+            .collect();
+        let threads = service_threads(cpus_of(&placement.stack).len());
+        Replica::start(backing, &dbs, SECOND_TABLE_ACCOUNT, &[], threads).await
     }
 
     /// Stops both replicas and nginx; hands back what is left, and why nginx was not measured
@@ -167,20 +207,27 @@ impl Stack {
     }
 }
 
-/// A database `bench` with every service's role and schema, migrated by the release binaries.
-async fn databases(pg: &Postgres, bins: &Path) -> anyhow::Result<Vec<ServiceDb>> {
+/// `database` with the roles (named with `role_prefix`) and schema of each of `services`,
+/// migrated by the release binaries in `bins`.
+async fn databases(
+    pg: &Postgres,
+    bins: &Path,
+    database: &str,
+    role_prefix: &str,
+    services: &[&'static str],
+) -> anyhow::Result<Vec<ServiceDb>> {
     let admin = provision::connect(&pg.admin_url("postgres")).await?;
-    provision::create_database(&admin, "bench").await?;
+    provision::create_database(&admin, database).await?;
     let mut dbs = Vec::new();
-    for service in SERVICES {
-        let url = pg.admin_url("bench");
+    for service in services {
+        let url = pg.admin_url(database);
         dbs.push(
             provision::provision_service(
                 &url,
                 "127.0.0.1",
                 pg.port,
-                "bench",
-                "bench_",
+                database,
+                role_prefix,
                 service,
                 &crate::secrets::random_token(),
             )
@@ -202,11 +249,11 @@ async fn databases(pg: &Postgres, bins: &Path) -> anyhow::Result<Vec<ServiceDb>>
 }
 
 impl Replica {
-    /// The platform from `bins` with [`GATEWAY_ENV`] and `extra`, ready, and a session of
-    /// `account`.
+    /// The platform from the release binaries on `dbs`, with [`GATEWAY_ENV`] and `extra`, ready,
+    /// and a session of `account`.
     async fn start(
         backing: &Backing,
-        bins: &Path,
+        dbs: &[ServiceDb],
         account: &str,
         extra: &[(&str, &str)],
         service_threads: usize,
@@ -221,9 +268,9 @@ impl Replica {
         };
         let mut platform = Platform::start_with(
             &PlatformSpec {
-                bin_dir: bins,
+                bin_dir: &backing.bins,
                 secrets: &backing.secrets,
-                databases: &backing.dbs,
+                databases: dbs,
                 redis_url: &backing.redis.url(),
                 ports: Ports::free()?,
                 app_env: "test",
