@@ -874,12 +874,17 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
     // The summary follows the projection: the cell's row holds its two alerts' times.
     let admin = admin_db(tp).await;
     let cell = admin
-        .query_one("SELECT cell_lat, cell_lng FROM reports.reports WHERE id = $1::text::uuid", &[&cyber])
+        .query_one(
+            "SELECT cell_lat, cell_lng FROM reports.reports WHERE id = $1::text::uuid",
+            &[&cyber],
+        )
         .await
         .expect("the cell");
     let (cell_lat, cell_lng): (i32, i32) = (cell.get(0), cell.get(1));
     assert_eq!(
-        alert_cell(&admin, cell_lat, cell_lng).await.map(|(_, second)| second.is_some()),
+        alert_cell(&admin, cell_lat, cell_lng)
+            .await
+            .map(|(_, second)| second.is_some()),
         Some(true)
     );
     assert_eq!(alert_cells_out_of_step(&admin).await, 0);
@@ -895,7 +900,9 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(alert_categories(api, lat, lng).await, ["cyber"]);
     assert_eq!(
-        alert_cell(&admin, cell_lat, cell_lng).await.map(|(_, second)| second.is_some()),
+        alert_cell(&admin, cell_lat, cell_lng)
+            .await
+            .map(|(_, second)| second.is_some()),
         Some(false)
     );
     let res = api.delete(&quinn.token, &format!("/v1/reports/{cyber}")).await;

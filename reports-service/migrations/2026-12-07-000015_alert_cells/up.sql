@@ -27,13 +27,21 @@ CREATE POLICY alert_cells_read ON reports.alert_cells FOR SELECT USING (true);
 -- public alert, none after. Concurrent changes to a cell serialise on a transaction-scoped
 -- advisory lock, and the recomputation is a statement after the lock, so under READ COMMITTED
 -- (the services' level) it sees every change committed before the lock was granted: the last
--- transaction to commit writes the cell from every change.
-CREATE FUNCTION reports.refresh_alert_cell(lat integer, lng integer) RETURNS void
+-- transaction to commit writes the cell from every change. `inserted`, the time of a row just
+-- added, skips the work when the cell already has two alerts at least as new: under the lock its
+-- row is current, and its two times do not change.
+CREATE FUNCTION reports.refresh_alert_cell(lat integer, lng integer, inserted timestamptz DEFAULT NULL)
+    RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     times timestamptz[];
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(format('reports.alert_cells %s %s', lat, lng), 0));
+    IF inserted IS NOT NULL AND EXISTS (
+        SELECT 1 FROM reports.alert_cells c
+        WHERE c.cell_lat = lat AND c.cell_lng = lng AND c.second IS NOT NULL AND inserted <= c.second) THEN
+        RETURN;
+    END IF;
     SELECT array_agg(t.occurred_at ORDER BY t.occurred_at DESC) INTO times
     FROM (SELECT a.occurred_at FROM reports.public_alerts a
           WHERE a.cell_lat = lat AND a.cell_lng = lng
@@ -47,15 +55,17 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION reports.refresh_alert_cell(integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION reports.refresh_alert_cell(integer, integer, timestamptz) FROM PUBLIC;
 
 CREATE FUNCTION reports.sync_alert_cell() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM reports.refresh_alert_cell(OLD.cell_lat, OLD.cell_lng);
+    IF TG_OP = 'INSERT' THEN
+        PERFORM reports.refresh_alert_cell(NEW.cell_lat, NEW.cell_lng, NEW.occurred_at);
+        RETURN NULL;
     END IF;
-    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND (NEW.cell_lat, NEW.cell_lng) <> (OLD.cell_lat, OLD.cell_lng)) THEN
+    PERFORM reports.refresh_alert_cell(OLD.cell_lat, OLD.cell_lng);
+    IF TG_OP = 'UPDATE' AND (NEW.cell_lat, NEW.cell_lng) <> (OLD.cell_lat, OLD.cell_lng) THEN
         PERFORM reports.refresh_alert_cell(NEW.cell_lat, NEW.cell_lng);
     END IF;
     RETURN NULL;

@@ -105,7 +105,8 @@ pub(super) const PLAN_SERVED: &str =
     "as served: the box's cells from `alert_cells` give a time, then the cells that recent from the index";
 pub(super) const PLAN_TWO_PASS: &str =
     "two passes over the index, each cell's newest two giving the time (the form before migration 000015)";
-pub(super) const PLAN_ONE_PASS: &str = "one pass over the index: each cell's newest 20 (the form before the two passes)";
+pub(super) const PLAN_ONE_PASS: &str =
+    "one pass over the index: each cell's newest 20 (the form before the two passes)";
 pub(super) const PLAN_RANGE: &str = "one range scan over the box of `public_alerts` (the form before migration 000012)";
 
 /// The list and nearby rounds at both sizes, then the creates on the large table.
@@ -483,6 +484,8 @@ fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
         ("reports-service", cpu(p.reports.pid())),
         ("analytics-service", cpu(p.analytics.pid())),
         ("PostgreSQL", postgres_cpu(stack)),
+        // The gateway's rate limits and revocation checks.
+        ("Redis", cpu(Some(stack.backing.shared().redis))),
     ]
 }
 

@@ -155,8 +155,7 @@ impl Stack {
         let threads = service_threads(cpus_of(&placement.stack).len());
         // Both replicas at once, so that their runs take turns and meet the same spells of the host.
         let protected = Replica::start(&backing, &backing.dbs, PROTECTED_ACCOUNT, &[], threads).await?;
-        let checks_off =
-            Replica::start(&backing, &backing.dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV, threads).await?;
+        let checks_off = Replica::start(&backing, &backing.dbs, CHECKS_OFF_ACCOUNT, &CHECKS_OFF_ENV, threads).await?;
         Ok(Self {
             protected,
             checks_off,
