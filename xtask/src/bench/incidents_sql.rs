@@ -121,6 +121,15 @@ pub(super) fn nearby_per_cell() -> String {
     )
 }
 
+/// The second pass of [`nearby_served`] and [`nearby_two_pass`]: the newest 20 of each cell of
+/// CTE `cells` from `cutoff.since` on, from the index of `public_alerts` alone.
+const FROM_CUTOFF: &str = "SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
+    FROM cells c CROSS JOIN cutoff CROSS JOIN LATERAL ( \
+        SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
+        WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
+          AND r.status = ANY(ARRAY['under_review', 'resolved']) AND r.occurred_at >= cutoff.since \
+        ORDER BY r.occurred_at DESC LIMIT 20) AS a";
+
 /// The query as reports-service's store sends it (`store::alert_rows`): the box's cells from the
 /// summary `alert_cells` (each cell's newest two times) give a time that at least 20 reports
 /// reach; then, from the index of `public_alerts`, the newest from that time on of the cells
@@ -137,12 +146,7 @@ pub(super) fn nearby_served() -> String {
                  SELECT newest AS at FROM cells \
                  UNION ALL SELECT second FROM cells WHERE second >= now() - interval '30 days') AS t \
              ORDER BY t.at DESC OFFSET 19 LIMIT 1), now() - interval '30 days') AS since) \
-         SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
-         FROM cells c CROSS JOIN cutoff CROSS JOIN LATERAL ( \
-             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
-             WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
-               AND r.status = ANY(ARRAY['under_review', 'resolved']) AND r.occurred_at >= cutoff.since \
-             ORDER BY r.occurred_at DESC LIMIT 20) AS a \
+         {FROM_CUTOFF} \
          WHERE c.newest >= cutoff.since \
          ORDER BY a.occurred_at DESC LIMIT 20"
     )
@@ -165,12 +169,7 @@ pub(super) fn nearby_two_pass() -> String {
                    AND r.occurred_at >= now() - interval '30 days' \
                  ORDER BY r.occurred_at DESC LIMIT 2) AS t \
              ORDER BY t.occurred_at DESC OFFSET 19 LIMIT 1), now() - interval '30 days') AS since) \
-         SELECT a.category, a.severity, a.occurred_at, a.cell_lat, a.cell_lng \
-         FROM cells c CROSS JOIN cutoff CROSS JOIN LATERAL ( \
-             SELECT r.category, r.severity, r.occurred_at, r.cell_lat, r.cell_lng FROM reports.public_alerts r \
-             WHERE r.cell_lat = c.cell_lat AND r.cell_lng = c.cell_lng \
-               AND r.status = ANY(ARRAY['under_review', 'resolved']) AND r.occurred_at >= cutoff.since \
-             ORDER BY r.occurred_at DESC LIMIT 20) AS a \
+         {FROM_CUTOFF} \
          ORDER BY a.occurred_at DESC LIMIT 20"
     )
 }
@@ -202,6 +201,18 @@ mod tests {
             assert!(statements[1].contains(&format!("INSERT INTO {table} ")), "{table}");
         }
         assert!(!super::PGBENCH_SERVICE_SCRIPT.contains("BEGIN"), "no transaction block");
+    }
+
+    #[test]
+    fn the_served_form_starts_from_the_summary_and_reads_only_recent_cells() {
+        let served = super::nearby_served();
+        let summary = served.find("FROM reports.alert_cells").expect("reads the summary");
+        let second_pass = served.find("CROSS JOIN LATERAL").expect("a second pass");
+        let only_recent = served.find("WHERE c.newest >= cutoff.since").expect("recent cells only");
+        assert!(summary < second_pass && second_pass < only_recent, "{served}");
+        assert!(!served.contains("generate_series"), "no descent per cell of the box");
+        let two_pass = super::nearby_two_pass();
+        assert!(two_pass.contains("generate_series") && two_pass.contains(super::FROM_CUTOFF));
     }
 
     #[test]
