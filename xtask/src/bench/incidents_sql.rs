@@ -208,7 +208,9 @@ mod tests {
         let served = super::nearby_served();
         let summary = served.find("FROM reports.alert_cells").expect("reads the summary");
         let second_pass = served.find("CROSS JOIN LATERAL").expect("a second pass");
-        let only_recent = served.find("WHERE c.newest >= cutoff.since").expect("recent cells only");
+        let only_recent = served
+            .find("WHERE c.newest >= cutoff.since")
+            .expect("recent cells only");
         assert!(summary < second_pass && second_pass < only_recent, "{served}");
         assert!(!served.contains("generate_series"), "no descent per cell of the box");
         let two_pass = super::nearby_two_pass();
