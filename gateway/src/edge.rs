@@ -277,6 +277,25 @@ pub fn harden(headers: &mut actix_web::http::header::HeaderMap, request_id: &str
     }
 }
 
+/// Paths whose identifiers the access log and spans leave out: the log line also names the caller
+/// (`user_id`), and a reporter reading or withdrawing an anonymous report would tie their id to
+/// the report's in every log and trace the gateway ships. The route pattern stays.
+const UNLOGGED_IDS_UNDER: &str = "/v1/reports/";
+
+/// `path` as the access log and the request's span show it: under [`UNLOGGED_IDS_UNDER`], every
+/// segment that is not a plain lowercase word (`attachments`) is written `{id}`.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix(UNLOGGED_IDS_UNDER) else {
+        return path.into();
+    };
+    let plain = |segment: &str| segment.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let segments: Vec<&str> = rest
+        .split('/')
+        .map(|segment| if plain(segment) { segment } else { "{id}" })
+        .collect();
+    format!("{UNLOGGED_IDS_UNDER}{}", segments.join("/")).into()
+}
+
 /// Why a raw request path is refused, if it is: a percent-encoded unreserved character (RFC 3986
 /// ALPHA / DIGIT / `-._~`, which has a plain spelling: `/v1/auth/%6Cogin` is `/v1/auth/login` to
 /// the router), an escape that is not two hex digits, or an empty segment (`//`).
@@ -327,7 +346,7 @@ pub async fn edge(
         "http",
         request_id = %request_id,
         method,
-        path = %req.path(),
+        path = %logged_path(req.path()),
         user_id = tracing::field::Empty
     );
     let is_upload = crate::upload::is_upload_path(req.method(), req.path());
@@ -461,6 +480,27 @@ pub async fn edge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_ids_are_left_out_of_the_logged_path() {
+        let id = "3f1c2b9e-8d4a-4b0e-9f6e-2a7c5d1e0b43";
+        for (path, logged) in [
+            (format!("/v1/reports/{id}"), "/v1/reports/{id}"),
+            (format!("/v1/reports/{id}/attachments"), "/v1/reports/{id}/attachments"),
+            (
+                format!("/v1/reports/{id}/attachments/{id}"),
+                "/v1/reports/{id}/attachments/{id}",
+            ),
+            (format!("/v1/reports/{id}/"), "/v1/reports/{id}/"),
+            ("/v1/reports/a%2Fb".to_owned(), "/v1/reports/{id}"),
+        ] {
+            assert_eq!(logged_path(&path), logged, "{path}");
+        }
+        // Elsewhere the path is logged as it came: a moderator's moves name no reporter.
+        for path in ["/v1/reports", "/v1/me", &format!("/v1/admin/reports/{id}/status")] {
+            assert_eq!(logged_path(path), path);
+        }
+    }
 
     #[test]
     fn paths_with_another_spelling_are_refused() {
