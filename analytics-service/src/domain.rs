@@ -73,6 +73,22 @@ impl Producer {
             Self::Reports => "reports",
         }
     }
+
+    /// The process whose client certificate may deliver this producer's events.
+    pub fn process(self) -> &'static str {
+        match self {
+            Self::Auth => "auth-service",
+            Self::Reports => "reports-service",
+        }
+    }
+}
+
+/// The first event of `events` that `caller` (the process its client certificate names) may not
+/// deliver: each service delivers its own events only, and the gateway none. A caller named by no
+/// certificate (plain gRPC, development only) may deliver any.
+pub fn not_the_callers(caller: Option<&str>, events: &[IncomingEvent]) -> Option<usize> {
+    let caller = caller?;
+    events.iter().position(|e| e.producer.process() != caller)
 }
 
 /// One event as delivered, checked.
@@ -175,6 +191,15 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(e.producer, Producer::Reports);
+        let events = [e.clone()];
+        assert_eq!(super::not_the_callers(Some("reports-service"), &events), None);
+        assert_eq!(super::not_the_callers(Some("auth-service"), &events), Some(0));
+        assert_eq!(super::not_the_callers(Some("gateway"), &events), Some(0));
+        assert_eq!(
+            super::not_the_callers(None, &events),
+            None,
+            "development: no certificate"
+        );
         assert_eq!(e.payload["report_id"], "x");
         assert!(
             event(ID, "auth", "user.registered", "", b"{}").is_ok(),

@@ -253,7 +253,14 @@ pub fn identity_of(cert: &CertificateDer<'_>, allowed: &[String]) -> Option<Stri
     })
 }
 
-/// Refuses callers whose certificate names no allowed client (`PERMISSION_DENIED`), and strips
+/// Which allowed client a call came from, as its certificate names it (`gateway`,
+/// `reports-service`, …): in the request's extensions when the server checks client
+/// certificates, absent without TLS (development).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerProcess(pub String);
+
+/// Refuses callers whose certificate names no allowed client (`PERMISSION_DENIED`), records the
+/// one it names ([`CallerProcess`]), and strips
 /// [`FORWARDED_METADATA`] from every caller but the gateway. Without TLS (development) it lets
 /// everything through as it is.
 #[derive(Clone)]
@@ -328,6 +335,7 @@ where
                         req.headers_mut().remove(key);
                     }
                 }
+                req.extensions_mut().insert(CallerProcess(name));
                 futures_util::future::Either::Left(self.inner.call(req))
             }
         }

@@ -37,6 +37,34 @@ pub(crate) async fn channel(tp: &TestPlatform, port: u16, as_process: Option<&st
         .map_err(|e| format!("connect: {e}"))
 }
 
+/// One event of `producer` delivered to analytics-service with `process`'s certificate.
+async fn deliver_as(
+    tp: &TestPlatform,
+    process: &str,
+    producer: &str,
+) -> Result<proto::events::v1::DeliverResponse, tonic::Status> {
+    use proto::events::v1::event_sink_client::EventSinkClient;
+    use proto::events::v1::{DeliverRequest, Envelope};
+    let to_analytics = channel(tp, tp.platform.ports.analytics, Some(process))
+        .await
+        .expect("handshake with a CA certificate");
+    let mut event = Envelope {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        producer: producer.to_owned(),
+        event_type: "report.submitted".to_owned(),
+        occurred_at: Some(Default::default()),
+        traceparent: String::new(),
+        payload: br#"{"category":"other"}"#.to_vec(),
+    };
+    if let Some(at) = event.occurred_at.as_mut() {
+        at.seconds = chrono::Utc::now().timestamp();
+    }
+    EventSinkClient::new(to_analytics)
+        .deliver(DeliverRequest { events: vec![event] })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 pub(crate) fn registration(email: &str) -> RegisterRequest {
     RegisterRequest {
         email: email.to_owned(),
@@ -158,6 +186,19 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
         .await
         .expect_err("auth-service may not call reports-service");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    // analytics-service stores each service's own events only: an allowed caller may not pass
+    // events off as another service's, and the gateway may deliver none.
+    for (process, producer) in [("gateway", "reports"), ("reports-service", "auth")] {
+        let refused = deliver_as(&tp, process, producer)
+            .await
+            .expect_err("a delivery naming another producer was stored");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{process}: {refused:?}");
+    }
+    let stored = deliver_as(&tp, "reports-service", "reports")
+        .await
+        .expect("reports-service delivers its own events");
+    assert_eq!(stored.accepted, 1);
 
     // Reflection lists exactly what each service serves, on v1 and on v1alpha.
     let infrastructure = [
