@@ -24,22 +24,31 @@ ALTER TABLE reports.alert_cells ENABLE ROW LEVEL SECURITY;
 CREATE POLICY alert_cells_read ON reports.alert_cells FOR SELECT USING (true);
 
 -- Recomputes one cell from `public_alerts` (two rows of its index): a row while the cell has a
--- public alert, none after. Concurrent changes to a cell serialise on a transaction-scoped
--- advisory lock, and the recomputation is a statement after the lock, so under READ COMMITTED
--- (the services' level) it sees every change committed before the lock was granted: the last
--- transaction to commit writes the cell from every change. `inserted`, the time of a row just
--- added, skips the work when the cell already has two alerts at least as new: under the lock its
--- row is current, and its two times do not change.
+-- public alert, none after. Concurrent changes to a cell serialise on the cell's row, locked
+-- first (made first when missing: a placeholder that this call then fixes or removes, so no
+-- other transaction ever sees it); the recomputation is a statement after the lock, so under
+-- READ COMMITTED (the services' level) it sees every change committed before the lock was
+-- granted: the last transaction to commit writes the cell from every change. A row lock, not an
+-- advisory lock: a statement touching thousands of cells holds no entry of the shared lock
+-- table per cell. `inserted`, the time of a row just added, skips the work when the cell already
+-- has two alerts at least as new: under the lock its row is current, and its two times do not
+-- change.
 CREATE FUNCTION reports.refresh_alert_cell(lat integer, lng integer, inserted timestamptz DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    kept_second timestamptz;
     times timestamptz[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(format('reports.alert_cells %s %s', lat, lng), 0));
-    IF inserted IS NOT NULL AND EXISTS (
-        SELECT 1 FROM reports.alert_cells c
-        WHERE c.cell_lat = lat AND c.cell_lng = lng AND c.second IS NOT NULL AND inserted <= c.second) THEN
+    LOOP
+        INSERT INTO reports.alert_cells (cell_lat, cell_lng, newest) VALUES (lat, lng, '-infinity')
+        ON CONFLICT (cell_lat, cell_lng) DO NOTHING;
+        SELECT c.second INTO kept_second FROM reports.alert_cells c
+        WHERE c.cell_lat = lat AND c.cell_lng = lng FOR UPDATE;
+        -- Not found: another transaction removed the row between the two statements; again.
+        EXIT WHEN FOUND;
+    END LOOP;
+    IF inserted IS NOT NULL AND kept_second IS NOT NULL AND inserted <= kept_second THEN
         RETURN;
     END IF;
     SELECT array_agg(t.occurred_at ORDER BY t.occurred_at DESC) INTO times
@@ -49,9 +58,8 @@ BEGIN
     IF times IS NULL THEN
         DELETE FROM reports.alert_cells WHERE cell_lat = lat AND cell_lng = lng;
     ELSE
-        INSERT INTO reports.alert_cells (cell_lat, cell_lng, newest, second)
-        VALUES (lat, lng, times[1], times[2])
-        ON CONFLICT (cell_lat, cell_lng) DO UPDATE SET newest = EXCLUDED.newest, second = EXCLUDED.second;
+        UPDATE reports.alert_cells SET newest = times[1], second = times[2]
+        WHERE cell_lat = lat AND cell_lng = lng;
     END IF;
 END
 $$;
