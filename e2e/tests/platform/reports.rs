@@ -849,27 +849,19 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
             "cell_lng"
         ]
     );
-    let forged = db
-        .execute(
-            "INSERT INTO reports.public_alerts SELECT gen_random_uuid(), status, 'other', severity, \
-             occurred_at, cell_lat, cell_lng FROM reports.public_alerts LIMIT 1",
-            &[],
-        )
-        .await
-        .expect_err("the runtime role cannot write the projection");
-    let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(refusal.contains("row-level security policy"), "{forged:?}");
+    refused_by_row_level_security(
+        &db,
+        "INSERT INTO reports.public_alerts SELECT gen_random_uuid(), status, 'other', severity, \
+         occurred_at, cell_lat, cell_lng FROM reports.public_alerts LIMIT 1",
+    )
+    .await;
     db.batch_execute("ROLLBACK").await.expect("rollback");
     // Nor the per-cell summary the query starts from.
-    let forged = db
-        .execute(
-            "INSERT INTO reports.alert_cells (cell_lat, cell_lng, newest) VALUES (0, 0, now())",
-            &[],
-        )
-        .await
-        .expect_err("the runtime role cannot write the summary");
-    let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(refusal.contains("row-level security policy"), "{forged:?}");
+    refused_by_row_level_security(
+        &db,
+        "INSERT INTO reports.alert_cells (cell_lat, cell_lng, newest) VALUES (0, 0, now())",
+    )
+    .await;
 
     // The summary follows the projection: the cell's row holds its two alerts' times.
     let admin = admin_db(tp).await;
@@ -914,6 +906,16 @@ async fn alerts_follow_moderation_and_withdrawal_and_show_no_reporter(tp: &TestP
         "a cell without alerts has no row"
     );
     assert_eq!(alert_cells_out_of_step(&admin).await, 0);
+}
+
+/// `sql`, a write the runtime role `db` has no policy for: refused by row-level security.
+async fn refused_by_row_level_security(db: &tokio_postgres::Client, sql: &str) {
+    let forged = db
+        .execute(sql, &[])
+        .await
+        .expect_err("the runtime role wrote past its policies");
+    let refusal = forged.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(refusal.contains("row-level security policy"), "{sql}: {forged:?}");
 }
 
 /// A cell's row in `alert_cells`: its newest alert's time and the one before, as text.
