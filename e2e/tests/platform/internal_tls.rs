@@ -42,25 +42,28 @@ async fn deliver_as(
     tp: &TestPlatform,
     process: &str,
     producer: &str,
+    ids: &[uuid::Uuid],
 ) -> Result<proto::events::v1::DeliverResponse, tonic::Status> {
     use proto::events::v1::event_sink_client::EventSinkClient;
     use proto::events::v1::{DeliverRequest, Envelope};
     let to_analytics = channel(tp, tp.platform.ports.analytics, Some(process))
         .await
         .expect("handshake with a CA certificate");
-    let mut event = Envelope {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        producer: producer.to_owned(),
-        event_type: "report.submitted".to_owned(),
-        occurred_at: Some(Default::default()),
-        traceparent: String::new(),
-        payload: br#"{"category":"other"}"#.to_vec(),
-    };
-    if let Some(at) = event.occurred_at.as_mut() {
-        at.seconds = chrono::Utc::now().timestamp();
-    }
+    let mut occurred_at = proto::events::v1::Envelope::default().occurred_at.unwrap_or_default();
+    occurred_at.seconds = chrono::Utc::now().timestamp();
+    let events = ids
+        .iter()
+        .map(|id| Envelope {
+            event_id: id.to_string(),
+            producer: producer.to_owned(),
+            event_type: "report.submitted".to_owned(),
+            occurred_at: Some(occurred_at),
+            traceparent: String::new(),
+            payload: format!(r#"{{"category":"other","report_id":"{id}"}}"#).into_bytes(),
+        })
+        .collect();
     EventSinkClient::new(to_analytics)
-        .deliver(DeliverRequest { events: vec![event] })
+        .deliver(DeliverRequest { events })
         .await
         .map(tonic::Response::into_inner)
 }
@@ -189,16 +192,47 @@ async fn services_admit_only_allowed_callers_and_believe_only_the_gateway() {
 
     // analytics-service stores each service's own events only: an allowed caller may not pass
     // events off as another service's, and the gateway may deliver none.
+    let [a, b, c] = [(); 3].map(|()| uuid::Uuid::new_v4());
     for (process, producer) in [("gateway", "reports"), ("reports-service", "auth")] {
-        let refused = deliver_as(&tp, process, producer)
+        let refused = deliver_as(&tp, process, producer, &[a])
             .await
             .expect_err("a delivery naming another producer was stored");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{process}: {refused:?}");
     }
-    let stored = deliver_as(&tp, "reports-service", "reports")
+    // Each event id is stored once: twice in one batch, or again in a later one (a relay's retry).
+    let stored = deliver_as(&tp, "reports-service", "reports", &[a, b, a])
         .await
         .expect("reports-service delivers its own events");
-    assert_eq!(stored.accepted, 1);
+    assert_eq!((stored.accepted, stored.duplicates), (2, 1));
+    let again = deliver_as(&tp, "reports-service", "reports", &[a, c])
+        .await
+        .expect("a retry");
+    assert_eq!((again.accepted, again.duplicates), (1, 1));
+    let rows = crate::outbox::database(&tp, "analytics")
+        .await
+        .query(
+            "SELECT event_id::text, source, name, properties->>'report_id' \
+             FROM analytics.ingested_events WHERE event_id::text = ANY($1) ORDER BY event_id",
+            &[&[a, b, c].map(|id| id.to_string()).to_vec()],
+        )
+        .await
+        .expect("stored events");
+    let mut want = [a, b, c];
+    want.sort();
+    let got: Vec<(String, String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let want: Vec<(String, String, String, String)> = want
+        .iter()
+        .map(|id| {
+            (
+                id.to_string(),
+                "reports".to_owned(),
+                "report.submitted".to_owned(),
+                id.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "each id once, with its own fields");
 
     // Reflection lists exactly what each service serves, on v1 and on v1alpha.
     let infrastructure = [

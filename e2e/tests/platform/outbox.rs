@@ -17,7 +17,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 /// A client on `service`'s own database role.
-async fn database(tp: &TestPlatform, service: &str) -> tokio_postgres::Client {
+pub(crate) async fn database(tp: &TestPlatform, service: &str) -> tokio_postgres::Client {
     let db = tp.databases.iter().find(|d| d.service == service).expect("service db");
     connect(&db.url).await
 }
