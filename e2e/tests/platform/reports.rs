@@ -507,12 +507,17 @@ async fn other_users_reports_are_not_found_and_row_level_security_holds(tp: &Tes
     assert_eq!(updated, 0, "another user's rows cannot be changed either");
     db.batch_execute("ROLLBACK").await.expect("rollback");
 
-    // A create's first statement (migration 000014) scopes the rest of its transaction the same
-    // way, and reads that user's key alone.
+    // A create's first statement (as `store::data_keys::enter_scope_with_key` sends it) scopes
+    // the rest of its transaction the same way, and reads that user's key alone.
     db.batch_execute("BEGIN").await.expect("begin");
     let keys = db
         .query(
-            "SELECT key_id FROM reports.enter_scope_with_key($1::text::uuid, 'user')",
+            "WITH scope AS MATERIALIZED ( \
+                 SELECT set_config('app.current_user_id', $1::text::uuid::text, true) AS user_id, \
+                     set_config('app.role', 'user', true) AS role) \
+             SELECT k.key_id FROM scope CROSS JOIN LATERAL ( \
+                 SELECT d.key_id, d.wrapped FROM reports.data_keys AS d \
+                 WHERE d.user_id = scope.user_id::uuid OFFSET 0) AS k",
             &[&dave.id],
         )
         .await

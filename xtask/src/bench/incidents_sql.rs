@@ -63,7 +63,7 @@ COMMIT;
 ";
 
 /// pgbench's transaction as reports-service sends a create without `Idempotency-Key` by a reporter
-/// with a data key: the scope and the reporter's wrapped key (`enter_scope_with_key`), then the
+/// with a data key: the scope and the reporter's wrapped key (`store::data_keys::enter_scope_with_key`), then the
 /// report, its audit row and its event in one statement (`store::reports::file`), no transaction
 /// block. Beside [`PGBENCH_SCRIPT`] in the report, so the reader sees the database's side of the
 /// service's own statements too.
@@ -71,7 +71,7 @@ pub(super) const PGBENCH_SERVICE_SCRIPT: &str = r"\set category random(1, 8)
 \set severity random(1, 4)
 \set lat random(5230, 5269)
 \set lng random(1310, 1369)
-SELECT key_id, wrapped FROM reports.enter_scope_with_key(md5('bench-pgbench-' || :client_id::text)::uuid, 'user');
+WITH scope AS MATERIALIZED (SELECT set_config('app.current_user_id', md5('bench-pgbench-' || :client_id::text)::uuid::text, true) AS user_id, set_config('app.role', 'user', true) AS role) SELECT k.key_id, k.wrapped FROM scope CROSS JOIN LATERAL (SELECT d.key_id, d.wrapped FROM reports.data_keys AS d WHERE d.user_id = scope.user_id::uuid OFFSET 0) AS k;
 WITH scope AS MATERIALIZED (SELECT set_config('app.current_user_id', md5('bench-pgbench-' || :client_id::text)::uuid::text, true) AS user_id, set_config('app.role', 'user', true) AS role), report AS (INSERT INTO reports.reports (id, user_id, category, severity, title_ct, description_ct, location_ct, cell_lat, cell_lng, anonymous, occurred_at) SELECT gen_random_uuid(), scope.user_id::uuid, (ARRAY['harassment','assault','theft','vandalism','discrimination','stalking','cyber','other'])[:category::int], (ARRAY['low','medium','high','critical'])[:severity::int], decode(repeat(md5(random()::text), 3), 'hex'), decode(repeat(md5(random()::text), 6), 'hex'), decode(repeat(md5(random()::text), 5), 'hex'), :lat::int, :lng::int, false, now() - interval '1 hour' FROM scope RETURNING id, category, severity, occurred_at, status, created_at, updated_at), audit AS (INSERT INTO reports.audit_logs (actor_id, action, resource, resource_id, ip, user_agent, changed_fields) SELECT md5('bench-pgbench-' || :client_id::text)::uuid, 'report.create', 'report', report.id::text, '127.0.0.1', 'pgbench', ARRAY['category','title','description','severity','occurred_at','location','anonymous'] FROM report), event AS (INSERT INTO reports.outbox (event_id, event_type, occurred_at, traceparent, payload) SELECT gen_random_uuid(), 'report.submitted', now(), '', jsonb_build_object('report_id', report.id::text, 'category', report.category, 'severity', report.severity, 'cell', jsonb_build_object('lat', :lat::int, 'lng', :lng::int), 'occurred_hour', date_trunc('hour', report.occurred_at), 'status', report.status) FROM report) SELECT status, created_at, updated_at FROM report;
 ";
 
@@ -196,7 +196,7 @@ mod tests {
             .filter(|l| !l.starts_with('\\'))
             .collect();
         assert_eq!(statements.len(), 2, "{statements:?}");
-        assert!(statements[0].contains("reports.enter_scope_with_key("));
+        assert!(statements[0].contains("FROM reports.data_keys AS d WHERE d.user_id = scope.user_id::uuid OFFSET 0"));
         for table in ["reports.reports", "reports.audit_logs", "reports.outbox"] {
             assert!(statements[1].contains(&format!("INSERT INTO {table} ")), "{table}");
         }
