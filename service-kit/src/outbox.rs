@@ -1,9 +1,13 @@
 //! The transactional outbox: a service records each domain event in its own `outbox` table in the
 //! transaction of the write that caused it ([`enqueue`]), and a relay delivers the table's rows to
-//! their receivers afterwards, at least once (receivers de-duplicate by `event_id`).
+//! their receivers afterwards, at least once (receivers de-duplicate by `event_id`). A delivered
+//! event's row is deleted (the receiver keeps the event); a dead one stays until it is queued
+//! again. So the table holds only what is still owed, and a delivery is a delete, not an update
+//! that writes a new version of the row and two index entries.
 //!
-//! Every service that publishes events has, in its own schema, the table of
-//! `reports-service/migrations/2026-12-07-000003_outbox` (copy it), and declares itself a publisher
+//! Every service that publishes events has, in its own schema, the table as
+//! `reports-service/migrations/2026-12-07-000003_outbox` and `…000016_outbox_delete_delivered`
+//! leave it (copy both), and declares itself a publisher
 //! (`Service::OUTBOX_PRODUCER`): `serve` then runs the [`Relay`] and the binary gets the operator
 //! command `outbox-retry-dead`.
 
@@ -116,8 +120,6 @@ pub struct RelayConfig {
     pub backoff: Backoff,
     /// `OUTBOX_DELIVERY_TIMEOUT_MS` (10000): deadline of one `Deliver` call.
     pub delivery_timeout: Duration,
-    /// `OUTBOX_RETENTION_HOURS` (168): delivered events are deleted after this.
-    pub retention: Duration,
 }
 
 impl RelayConfig {
@@ -139,7 +141,6 @@ impl RelayConfig {
                 max: max.max(base),
             },
             delivery_timeout: env.millis_in("OUTBOX_DELIVERY_TIMEOUT_MS", 10_000, 100, 120_000),
-            retention: Duration::from_secs(env.int_in("OUTBOX_RETENTION_HOURS", 168u64, 1, 87_600) * 3600),
         }
     }
 }
@@ -250,8 +251,6 @@ impl From<diesel::result::Error> for Stop {
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
 /// How often the pending gauge is refreshed (a count over the pending index).
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
-/// How often delivered events past their retention are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Relay {
     pub fn new(
@@ -349,7 +348,7 @@ impl Relay {
         self.metrics.leader.set(1);
         tracing::info!(schema = self.schema, "outbox relay: this replica delivers the outbox");
         let due_again = |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
-        let (mut counted, mut purged) = (None, None);
+        let mut counted = None;
         loop {
             let batch = self.due(conn).await?;
             let full = batch.len() == self.config.batch_size;
@@ -359,10 +358,6 @@ impl Relay {
             if due_again(counted, GAUGE_EVERY) {
                 self.refresh_pending(conn).await?;
                 counted = Some(Instant::now());
-            }
-            if due_again(purged, PURGE_EVERY) {
-                self.purge(conn).await?;
-                purged = Some(Instant::now());
             }
             // A full batch means more are waiting: go on at once.
             if !full && sleep_or_stop(self.config.poll_interval, shutdown).await {
@@ -376,7 +371,7 @@ impl Relay {
 
     async fn refresh_pending(&self, conn: &mut AsyncPgConnection) -> Result<(), Stop> {
         let count: Count = statement(&format!(
-            "SELECT count(*) AS value FROM {}.outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
+            "SELECT count(*) AS value FROM {}.outbox WHERE dead_at IS NULL",
             self.schema
         ))
         .get_result(conn)
@@ -389,7 +384,7 @@ impl Relay {
     async fn due(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Pending>, Stop> {
         Ok(statement(&format!(
             "SELECT id, event_id, event_type, occurred_at, traceparent, payload, attempts \
-             FROM {}.outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() \
+             FROM {}.outbox WHERE dead_at IS NULL AND next_attempt_at <= now() \
              ORDER BY next_attempt_at, id LIMIT $1",
             self.schema
         ))
@@ -408,12 +403,12 @@ impl Relay {
         shutdown: &Shutdown,
     ) -> Result<(), Stop> {
         match self.send(sink, &batch, shutdown).await? {
-            Ok(()) => self.mark_delivered(conn, &batch).await,
+            Ok(()) => self.delete_delivered(conn, &batch).await,
             Err(status) if status.code() == tonic::Code::InvalidArgument && batch.len() > 1 => {
                 for event in batch {
                     let one = [event];
                     match self.send(sink, &one, shutdown).await? {
-                        Ok(()) => self.mark_delivered(conn, &one).await?,
+                        Ok(()) => self.delete_delivered(conn, &one).await?,
                         Err(status) => self.mark_failed(conn, &one, &status).await?,
                     }
                 }
@@ -457,15 +452,12 @@ impl Relay {
         }
     }
 
-    async fn mark_delivered(&self, conn: &mut AsyncPgConnection, batch: &[Pending]) -> Result<(), Stop> {
+    async fn delete_delivered(&self, conn: &mut AsyncPgConnection, batch: &[Pending]) -> Result<(), Stop> {
         let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
-        statement(&format!(
-            "UPDATE {}.outbox SET delivered_at = now(), last_error = NULL WHERE id = ANY($1)",
-            self.schema
-        ))
-        .bind::<Array<BigInt>, _>(&ids)
-        .execute(conn)
-        .await?;
+        statement(&format!("DELETE FROM {}.outbox WHERE id = ANY($1)", self.schema))
+            .bind::<Array<BigInt>, _>(&ids)
+            .execute(conn)
+            .await?;
         self.metrics.delivered.inc_by(ids.len() as u64);
         Ok(())
     }
@@ -493,7 +485,7 @@ impl Relay {
                next_attempt_at = now() + f.delay_ms * interval '1 millisecond', \
                dead_at = CASE WHEN o.attempts + 1 >= $4 THEN now() END \
              FROM unnest($1::bigint[], $2::bigint[]) AS f(id, delay_ms) \
-             WHERE o.id = f.id AND o.delivered_at IS NULL AND o.dead_at IS NULL \
+             WHERE o.id = f.id AND o.dead_at IS NULL \
              RETURNING o.event_id, o.event_type, o.attempts, o.dead_at IS NOT NULL AS dead",
             schema = self.schema
         ))
@@ -522,18 +514,6 @@ impl Relay {
         if retried > 0 {
             tracing::warn!(events = retried, error = %error, "outbox relay: delivery failed; will retry");
         }
-        Ok(())
-    }
-
-    async fn purge(&self, conn: &mut AsyncPgConnection) -> Result<(), Stop> {
-        let hours = i64::try_from(self.config.retention.as_secs() / 3600).unwrap_or(i64::MAX);
-        diesel::sql_query(format!(
-            "DELETE FROM {}.outbox WHERE delivered_at < now() - $1 * interval '1 hour'",
-            self.schema
-        ))
-        .bind::<BigInt, _>(hours)
-        .execute(conn)
-        .await?;
         Ok(())
     }
 }
@@ -576,7 +556,7 @@ pub async fn retry_dead(pool: &Pool, schema: &'static str, args: &clap::ArgMatch
     let mut conn = pool.get().await?;
     let requeued = diesel::sql_query(format!(
         "UPDATE {schema}.outbox SET dead_at = NULL, attempts = 0, next_attempt_at = now(), last_error = NULL \
-         WHERE dead_at IS NOT NULL AND delivered_at IS NULL AND (cardinality($1) = 0 OR event_id = ANY($1))"
+         WHERE dead_at IS NOT NULL AND (cardinality($1) = 0 OR event_id = ANY($1))"
     ))
     .bind::<Array<SqlUuid>, _>(&only)
     .execute(&mut conn)
@@ -635,7 +615,6 @@ mod tests {
                 max: ms(300_000)
             }
         );
-        assert_eq!(c.retention, Duration::from_secs(168 * 3600));
 
         let env = Env::from_map([
             ("OUTBOX_BATCH_SIZE", "501"),
