@@ -407,9 +407,29 @@ pub fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// `cargo` from the environment cargo gave us.
+/// `cargo` from the environment cargo gave us, without the variables `cargo run` set for xtask
+/// itself (its package's name, version and folder). Build scripts such as ring's rerun when those
+/// change (`rerun-if-env-changed`), so a build inside `cargo xtask` saw other values than one from
+/// the shell and each rebuilt ring and everything above it after the other.
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Whether `name` is one of the variables cargo sets for the program it runs (not a setting of
+/// the user's, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+        )
 }
 
 /// Runs `cmd` with the terminal's output and fails unless it succeeds; `what` names it in errors.
@@ -462,4 +482,32 @@ pub fn cargo_program_or_install(program: &str, krate: &str, version: &str) -> an
     )?;
     anyhow::ensure!(installed.is_file(), "{install} did not leave {}", installed.display());
     Ok(installed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nested_cargo_keeps_the_user_s_settings_and_drops_what_cargo_run_set_for_xtask() {
+        for set in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "OUT_DIR",
+        ] {
+            assert!(super::set_by_cargo_run(set), "{set}");
+        }
+        for kept in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!super::set_by_cargo_run(kept), "{kept}");
+        }
+    }
 }
