@@ -35,6 +35,8 @@ const PLAN_RUNS: usize = 30;
 
 const LISTER: &str = "bench-lister@example.org";
 const CREATOR: &str = "bench-creator@example.org";
+/// How long a run may wait for the outbox to be delivered before the benchmark gives up.
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Everything the incident rows measured; a part that failed says why.
 pub(super) struct Incidents {
@@ -60,6 +62,10 @@ pub(super) struct Creates {
     pub(super) cpu_per_create: Vec<(&'static str, f64)>,
     /// PostgreSQL's CPU µs per pgbench transaction, over all its runs.
     pub(super) postgres_per_transaction: f64,
+    /// Events the outbox still owed when each run of ours ended (delivered after it).
+    pub(super) owed_after: Vec<i64>,
+    /// Seconds waited in all, before the runs, for the outbox to owe nothing.
+    pub(super) drain_seconds: f64,
 }
 
 /// One run of creates at [`CREATE_CONNECTIONS`].
@@ -156,6 +162,32 @@ async fn create(http: &reqwest::Client, url: &str, token: &str, body: &Value) ->
     let status = res.status().as_u16();
     let _ = res.bytes().await;
     Ok(status)
+}
+
+/// Events written to the outbox and not yet delivered (nor dead).
+async fn outbox_owed(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one("SELECT count(*) FROM reports.outbox WHERE dead_at IS NULL", &[])
+        .await?
+        .get(0))
+}
+
+/// Waits until the relay has delivered every event the runs before wrote (pgbench's inserts
+/// write events too), so that no run pays for delivering another's; the seconds waited.
+async fn outbox_drained(db: &tokio_postgres::Client) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let owed = outbox_owed(db).await?;
+        if owed == 0 {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            start.elapsed() < DRAIN_LIMIT,
+            "the outbox still owes {owed} events after {} s: is reports-service's relay delivering (its log, outbox_pending)?",
+            DRAIN_LIMIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn table_rows(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
@@ -415,16 +447,20 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
         rows_before,
         cpu_per_create: Vec::new(),
         postgres_per_transaction: 0.0,
+        owed_after: Vec::new(),
+        drain_seconds: 0.0,
     };
     let mut ours_cpu: Vec<(&'static str, f64)> = cpu_now(stack).into_iter().map(|(n, _)| (n, 0.0)).collect();
     let mut pgbench_cpu = 0.0;
     let mut client_cpu = 0.0;
     for _ in 0..ROUNDS {
+        measured.drain_seconds += outbox_drained(&db).await?;
         let before = cpu_now(stack);
         let run = generator.run(&url, &with_body, CREATE_CONNECTIONS, None, None)?;
         for ((_, total), ((_, after), (_, was))) in ours_cpu.iter_mut().zip(cpu_now(stack).into_iter().zip(before)) {
             *total += after - was;
         }
+        measured.owed_after.push(outbox_owed(&db).await?);
         client_cpu += run.generator_cpus * generator.seconds as f64;
         eprintln!("xtask: POST /v1/reports: {:.0} creates/s", run.rps);
         measured.ours.push(CreateRun {
@@ -434,6 +470,7 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
             p50: run.latency.p50,
             p99: run.latency.p99,
         });
+        measured.drain_seconds += outbox_drained(&db).await?;
         let keyed = on_cpus(load, || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -445,11 +482,13 @@ async fn creates(generator: &Generator<'_>, stack: &Stack, placement: &Placement
             keyed.rps
         );
         measured.keyed.push(keyed);
+        measured.drain_seconds += outbox_drained(&db).await?;
         let before = postgres_cpu(stack);
         let tps = on_cpus(load, || pgbench_run(&pgbench, &script, &target, generator.seconds))?;
         pgbench_cpu += postgres_cpu(stack) - before;
         eprintln!("xtask: pgbench, the same inserts: {tps:.0} tps");
         measured.pgbench.push(tps);
+        measured.drain_seconds += outbox_drained(&db).await?;
         let tps = on_cpus(load, || {
             pgbench_run(&pgbench, &service_script, &target, generator.seconds)
         })?;
