@@ -6,10 +6,10 @@
 //! that writes a new version of the row and two index entries.
 //!
 //! Every service that publishes events has, in its own schema, the table as
-//! `reports-service/migrations/2026-12-07-000003_outbox` and `…000016_outbox_delete_delivered`
-//! leave it (copy both), and declares itself a publisher
-//! (`Service::OUTBOX_PRODUCER`): `serve` then runs the [`Relay`] and the binary gets the operator
-//! command `outbox-retry-dead`.
+//! `reports-service/migrations/2026-12-07-000003_outbox`, `…000016_outbox_owed_index` and
+//! `…000017_outbox_delete_delivered` leave it (a new service: one migration with the table and
+//! index as they stand), and declares itself a publisher (`Service::OUTBOX_PRODUCER`): `serve`
+//! then runs the [`Relay`] and the binary gets the operator command `outbox-retry-dead`.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};

@@ -4,11 +4,15 @@
 -- the table carried a week of delivered events that nothing read (the receiver keeps them, by
 -- event id). Now the outbox holds only what is still owed: pending and dead events.
 --
+-- The delete takes row locks on delivered rows only, which nothing else writes, so creates go on
+-- meanwhile; the column's drop takes the table's lock for a moment at the end. The index that
+-- replaces the old one was built by 000016 without blocking writes; dropping the column drops the
+-- old one (its predicate names it).
+--
 -- During a rolling update a relay of the release before this one fails its first delivery mark
 -- (the column is gone), drops its connection and with it the relay lock; a replica of this release
 -- takes the lock and delivers the same events again, which analytics-service stores once.
 DELETE FROM reports.outbox WHERE delivered_at IS NOT NULL;
-DROP INDEX reports.outbox_pending_idx;
 ALTER TABLE reports.outbox DROP COLUMN delivered_at;
--- What the relay reads: pending events in order.
-CREATE INDEX outbox_pending_idx ON reports.outbox (next_attempt_at, id) WHERE dead_at IS NULL;
+-- What the relay reads: owed events in order.
+ALTER INDEX reports.outbox_owed_idx RENAME TO outbox_pending_idx;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY reports.outbox_owed_idx;
